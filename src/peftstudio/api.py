@@ -1,0 +1,81 @@
+"""The functions the CLI (and later the studio) call: one entry point per user action.
+
+Heavy libraries (torch, transformers) are imported inside the functions that need them, so
+config errors come back before any of them is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from peftstudio.config.explain import Explanation, explain
+from peftstudio.config.validate import load_config
+from peftstudio.errors import Problem, UserError
+from peftstudio.plan.hardware import HardwareProfile
+from peftstudio.plan.runplan import RunPlan, make_plan, plan_with_data
+
+__all__ = ["explain", "Explanation", "plan", "train", "validate_files", "generate", "make_plan"]
+
+
+def plan(overrides: list[str] | None = None, config_file: Path | None = None,
+         hardware: HardwareProfile | None = None) -> RunPlan:
+    """The fully resolved, checked plan of a run; loads no weights."""
+    return make_plan(overrides, config_file, hardware)
+
+
+def train(overrides: list[str] | None = None, config_file: Path | None = None, console=None,
+          on_plan=None):
+    """Plan, then train; `on_plan(plan)` is called once the plan is known (to print it)."""
+    from rich.console import Console
+
+    run_plan, data = plan_with_data(overrides, config_file)
+    if on_plan is not None:
+        on_plan(run_plan)
+    from peftstudio.train.run import run_training
+
+    return run_training(run_plan, data, console or Console())
+
+
+def validate_files(paths: list[Path]) -> dict[Path, list[Problem]]:
+    """Each file composed on top of the defaults and validated; problems per file."""
+    results = {}
+    for path in paths:
+        try:
+            load_config([], path)
+            results[path] = []
+        except UserError as error:
+            results[path] = error.problems
+    return results
+
+
+@dataclass(frozen=True)
+class Generation:
+    prompt: str
+    expected: str | None
+    base: str
+    adapter: str
+
+
+def generate(run_dir: Path, prompts: list[str] | None = None, count: int = 5,
+             max_new_tokens: int = 48) -> list[Generation]:
+    """Greedy generations from a trained run's adapter next to the base model's, with the
+    chat template applied. Without prompts, uses the first validation samples of the run."""
+    from peftstudio.infer import load_run_model, run_prompts
+
+    model, tokenizer, config = load_run_model(Path(run_dir))
+    expected: list[str | None]
+    if prompts:
+        expected = [None] * len(prompts)
+    else:
+        prompts, expected = _validation_prompts(config, count)
+    return [Generation(p, e, base, tuned) for p, e, (base, tuned) in
+            zip(prompts, expected, run_prompts(model, tokenizer, prompts, max_new_tokens))]
+
+
+def _validation_prompts(config, count: int) -> tuple[list[str], list[str | None]]:
+    from peftstudio.build.data import prepare_data
+
+    data = prepare_data(config.data)
+    rows = [r for r in data.validation_rows or data.train_rows if "prompt" in r][:count]
+    return [r["prompt"][-1]["content"] for r in rows], [r["completion"][-1]["content"] for r in rows]

@@ -1,0 +1,141 @@
+"""peftstudio's command line: parse → call api → print. Nothing else lives here."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from peftstudio.errors import EXIT_OK, EXIT_RUN_FAILED, EXIT_USER_ERROR, PeftStudioError
+
+app = typer.Typer(
+    help="Configure, check and run LoRA / DoRA / rsLoRA / PiSSA fine-tuning. "
+         "OVERRIDES use Hydra's grammar: key.sub=value, group=option, +experiment=NAME, ~key.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+_state = {"debug": False}
+
+OVERRIDES = typer.Argument(None, help="key.sub=value, group=option, +experiment=NAME, ~key", show_default=False)
+CONFIG = typer.Option(None, "--config", "-c", help="a YAML or JSON config file, applied before OVERRIDES")
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="show tracebacks for errors")) -> None:
+    _state["debug"] = debug
+
+
+@app.command()
+def plan(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG,
+         as_json: bool = typer.Option(False, "--json", help="print the plan as one JSON object")) -> None:
+    """Dry run: the resolved config with each value's origin, hardware, data, schedule, warnings.
+    Loads no weights and downloads nothing."""
+    from peftstudio import api
+
+    run_plan = api.plan(overrides or [], config)
+    if as_json:
+        print(run_plan.to_json())
+        return
+    from peftstudio.report import print_plan
+
+    print_plan(console, run_plan)
+
+
+@app.command()
+def train(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG) -> None:
+    """Compose → validate → resolve → train. Resumes from the newest complete checkpoint of the
+    same run unless training.resume=never. With no arguments: the embedded tiny model on the
+    bundled sample data, on CPU, in about a minute."""
+    from peftstudio import api
+    from peftstudio.report import print_plan_summary
+
+    result = api.train(overrides or [], config, console, on_plan=lambda p: print_plan_summary(console, p))
+    run_dir = result.run_dir
+    if result.first_loss is not None:
+        console.print(f"[bold green]done[/] at step {result.final_step}: loss {result.first_loss:.4f} → "
+                      f"{result.last_loss:.4f}" + (" (stopped early)" if result.stopped_early else ""))
+    console.print(f"adapter    {run_dir.adapter}\nloss plot  {run_dir.loss_plot}\nmetrics    {run_dir.metrics}")
+    console.print(f"try it:    peftstudio generate {run_dir.root}")
+
+
+@app.command()
+def validate(files: list[Path] = typer.Argument(..., help="config files (YAML or JSON)")) -> None:
+    """Validate config files; reports every problem of every file, exit 2 if any."""
+    from peftstudio import api
+
+    failed = False
+    for path, problems in api.validate_files(files).items():
+        if problems:
+            failed = True
+            errors.print(f"[red]✗ {path}[/]: {len(problems)} problem(s)")
+            for problem in problems:
+                errors.print("  " + problem.render().replace("\n", "\n  "), markup=False, highlight=False)
+        else:
+            console.print(f"[green]✓ {path}[/]")
+    if failed:
+        raise typer.Exit(EXIT_USER_ERROR)
+
+
+@app.command()
+def explain(key: str = typer.Argument(..., help="a dotted key (training.micro_batch_size), a section or group "
+                                               "(training, peft, platform), or an option (peft=dora)")) -> None:
+    """Type, range, default, guidance and memory impact of a parameter, from the schema itself."""
+    from peftstudio import api
+    from peftstudio.report import print_explanation
+
+    print_explanation(console, api.explain(key))
+
+
+@app.command()
+def generate(run_dir: Path = typer.Argument(..., help="a finished run's output dir, e.g. ./outputs"),
+             prompt: Optional[list[str]] = typer.Option(None, "--prompt", "-p", help="a prompt (repeatable)"),
+             count: int = typer.Option(5, help="validation samples to try when no --prompt is given"),
+             max_new_tokens: int = typer.Option(48, help="tokens to generate per prompt")) -> None:
+    """Try the trained adapter (chat template applied), next to the base model without it."""
+    from peftstudio import api
+
+    for item in api.generate(run_dir, prompt, count, max_new_tokens):
+        console.print(f"[bold]prompt[/]   {item.prompt!r}")
+        if item.expected is not None:
+            console.print(f"expected  {item.expected!r}")
+        console.print(f"[dim]base      {item.base!r}[/]")
+        console.print(f"[green]adapter[/]   {item.adapter!r}\n")
+
+
+def main() -> None:
+    """Console entry point: user errors become one message and exit 2, never a traceback."""
+    debug = "--debug" in sys.argv[1:]
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app(standalone_mode=False)
+    except PeftStudioError as error:
+        if debug:
+            raise
+        errors.print("error:", style="bold red", end=" ")
+        errors.print(error.render(), markup=False, highlight=False)
+        sys.exit(error.exit_code)
+    except typer.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        errors.print("interrupted")
+        sys.exit(130)
+    except Exception as error:  # noqa: BLE001 - a run failure, reported as exit 1
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        if debug:
+            raise
+        errors.print("run failed:", style="bold red", end=" ")
+        errors.print(f"{type(error).__name__}: {error}\n(rerun with --debug for the traceback)",
+                     markup=False, highlight=False)
+        sys.exit(EXIT_RUN_FAILED)
+    sys.exit(EXIT_OK)

@@ -1,0 +1,311 @@
+"""Compose a run config from YAML groups, a user file and command-line overrides.
+
+The grammar is Hydra's (parsed by Hydra's own override parser): `a.b=v`, `group=option`,
+`+experiment=name`, `~a.b`, `group=[x,y]`, and group files may start with
+`# @package _global_`. Layers merge in a fixed order, later wins:
+
+    schema default < group files (primary defaults list order) < experiment
+    < user file (--config) < command-line overrides
+
+Every leaf remembers which layer set it (its provenance), down to file:line, so `plan` can
+say where each value came from and resolution can tell an explicit value from a default.
+Nothing here imports torch: config errors surface in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from peftstudio.config.introspect import is_section_key
+from peftstudio.errors import Problem, UserError
+
+CONF_DIR = Path(__file__).parent / "conf"
+# Merge order of the groups; later groups override earlier ones on shared keys.
+GROUP_ORDER = ("training", "optim", "peft", "data", "logging", "model", "platform")
+OPTIONAL_GROUPS = ("experiment",)
+ALL_GROUPS = GROUP_ORDER + OPTIONAL_GROUPS
+
+# How explicit an origin is; resolution compares these (e.g. num_epochs vs num_batches).
+RANK_DEFAULT, RANK_GROUP, RANK_EXPERIMENT, RANK_USER_FILE, RANK_OVERRIDE, RANK_AUTO = range(6)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a value came from."""
+
+    rank: int
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+DEFAULT_ORIGIN = Origin(RANK_DEFAULT, "default")
+
+
+@dataclass
+class Composition:
+    """The merged, not yet validated config, with the origin of every leaf."""
+
+    values: dict[str, Any]
+    origins: dict[str, Origin]
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    # Problems found while composing (bad group option, bad deletion); validation reports
+    # them together with the schema's, so the user sees everything at once.
+    problems: list[Problem] = field(default_factory=list)
+
+    def origin(self, key: str) -> Origin:
+        return self.origins.get(key, DEFAULT_ORIGIN)
+
+
+@dataclass
+class _Layer:
+    values: dict[str, Any]
+    rank: int
+    name: str
+    file: str | None = None
+    lines: dict[str, int] = field(default_factory=dict)
+
+    def origin_of(self, key: str) -> Origin:
+        if self.file is None:
+            return Origin(self.rank, self.name)
+        line = self.lines.get(key)
+        return Origin(self.rank, f"{self.name} ({self.file}:{line})" if line else f"{self.name} ({self.file})")
+
+
+def group_options(group: str) -> list[str]:
+    """The options a group offers (its YAML files)."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
+    """Parse a YAML (or JSON) file safely; return the data and a dotted key → line map."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(Problem(str(path), f"not UTF-8 text ({error.reason})", "save the file as UTF-8")) from None
+    except OSError as error:
+        raise UserError(Problem(str(path), f"cannot read: {error.strerror}", "check the path")) from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(error, "problem", None) or str(error)
+        raise UserError(Problem(where, f"invalid YAML/JSON: {problem}", "fix the syntax at that line")) from None
+    finally:
+        loader.dispose()
+    return data, _node_lines(node)
+
+
+def _node_lines(node: Any, prefix: str = "") -> dict[str, int]:
+    lines: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
+            lines[key] = key_node.start_mark.line + 1
+            lines.update(_node_lines(value_node, key))
+    return lines
+
+
+def _is_global_package(path: Path) -> bool:
+    with path.open(encoding="utf-8") as handle:
+        first = handle.readline()
+    return first.strip().replace(" ", "") == "#@package_global_"
+
+
+def _load_group_file(group: str, option: str, rank: int) -> tuple[_Layer, dict[str, str]]:
+    """One group option as a layer, plus the group selections its `defaults` list makes."""
+    path = CONF_DIR / group / f"{option}.yaml"
+    data, lines = read_yaml(path)
+    data = dict(data or {})
+    selections = _parse_defaults(data.pop("defaults", []), f"{group}/{option}.yaml")
+    if not _is_global_package(path):
+        data = {group: data}
+        lines = {f"{group}.{key}": line for key, line in lines.items()}
+    return _Layer(data, rank, f"{group}={option}", f"{group}/{option}.yaml", lines), selections
+
+
+def _parse_defaults(entries: Any, source: str) -> dict[str, str]:
+    """Group selections from a Hydra defaults list (`- group: option`, `- override /group: option`)."""
+    selections: dict[str, str] = {}
+    for entry in entries or []:
+        if entry == "_self_":
+            continue
+        if not isinstance(entry, dict) or len(entry) != 1:
+            raise UserError(Problem(source, f"defaults entry {entry!r} is not `group: option`", "write `- group: option`"))
+        (key, option), = entry.items()
+        group = str(key).removeprefix("override").strip().lstrip("/")
+        selections[group] = option
+    return selections
+
+
+def _parse_overrides(overrides: list[str], problems: list[Problem]) -> list[Any]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    parsed = []
+    for text in overrides:
+        try:
+            parsed += parser.parse_overrides([text])
+        except OverrideParseException as error:
+            problems.append(Problem(f"override {text!r}", error.message.splitlines()[0],
+                                    "write key.sub=value, group=option, +experiment=name or ~key"))
+    return parsed
+
+
+def _check_option(group: str, option: Any, where: str, problems: list[Problem]) -> list[str]:
+    options = option if isinstance(option, list) else [option]
+    valid = group_options(group)
+    kept = []
+    for name in options:
+        if str(name) in valid:
+            kept.append(str(name))
+            continue
+        close = difflib.get_close_matches(str(name), valid, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        problems.append(Problem(where, f"unknown {group} option {name!r}{hint}; options: {', '.join(valid)}",
+                                f"use {group}=<one of the options>, or add {group}/{name}.yaml"))
+    return kept
+
+
+def compose(overrides: list[str] | None = None, config_file: Path | None = None) -> Composition:
+    """Merge defaults, groups, experiment, user file and overrides; record every leaf's origin."""
+    problems: list[Problem] = []
+    primary, _ = read_yaml(CONF_DIR / "config.yaml")
+    primary = dict(primary)
+    selections = {g: [o] for g, o in _parse_defaults(primary.pop("defaults", []), "config.yaml").items()}
+
+    user_layer, user_selections = None, {}
+    if config_file is not None:
+        user_layer, user_selections = _load_user_file(Path(config_file))
+
+    value_overrides, deletions, cli_selections = [], [], {}
+    for override in _parse_overrides(list(overrides or []), problems):
+        key = override.key_or_group
+        if override.is_delete():
+            (selections.pop(key, None) if key in ALL_GROUPS else deletions.append((key, override.input_line)))
+        elif key in ALL_GROUPS and not isinstance(override.value(), dict):
+            cli_selections[key] = _check_option(key, override.value(), f"override {override.input_line!r}", problems)
+        else:
+            value_overrides.append((key, override.value(), override.input_line))
+
+    experiment = (cli_selections.get("experiment") or user_selections.get("experiment") or [None])[0]
+    experiment_layer = None
+    if experiment is not None:
+        experiment_layer, experiment_selections = _load_group_file("experiment", experiment, RANK_EXPERIMENT)
+        for group, option in experiment_selections.items():
+            selections[group] = _check_option(group, option, f"experiment/{experiment}.yaml", problems)
+    for group, option in user_selections.items():
+        if group != "experiment":
+            selections[group] = _check_option(group, option, str(config_file), problems)
+    selections.update({g: o for g, o in cli_selections.items() if g != "experiment"})
+
+    layers = [_Layer(primary, RANK_GROUP, "primary config", "config.yaml")] + _group_layers(selections)
+    if experiment_layer is not None:
+        layers.append(experiment_layer)
+        layers.append(_Layer({"experiment": experiment}, RANK_EXPERIMENT, f"+experiment={experiment}"))
+    if user_layer is not None:
+        layers.append(user_layer)
+    for key, value, line in value_overrides:
+        layers.append(_Layer(_nest(key, value), RANK_OVERRIDE, f"override {line}"))
+
+    groups = {**selections, **({"experiment": [experiment]} if experiment else {})}
+    composition = Composition({}, {}, groups, problems)
+    for layer in layers:
+        _merge(composition, layer.values, layer)
+    for key, line in deletions:
+        _delete(composition, key, line, problems)
+    composition.values = _resolve_interpolations(composition.values)
+    return composition
+
+
+def _group_layers(selections: dict[str, list[str]]) -> list[_Layer]:
+    layers = []
+    for group in GROUP_ORDER:
+        for option in selections.get(group, []):
+            layer, _ = _load_group_file(group, option, RANK_GROUP)
+            layers.append(layer)
+    if "platform" in selections:
+        platform = ",".join(selections["platform"])
+        layers.append(_Layer({"platform": platform}, RANK_GROUP, f"platform={platform}"))
+    return layers
+
+
+def _load_user_file(path: Path) -> tuple[_Layer, dict[str, Any]]:
+    if not path.is_file():
+        raise UserError(Problem(str(path), "config file not found", "pass an existing YAML or JSON file to --config"))
+    data, lines = read_yaml(path)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(Problem(str(path), f"top level must be a mapping of keys, got {type(data).__name__}",
+                                "write `section: {key: value}` pairs"))
+    data = dict(data)
+    selections = _parse_defaults(data.pop("defaults", []), str(path))
+    return _Layer(data, RANK_USER_FILE, "user file", str(path), lines), selections
+
+
+def _nest(dotted: str, value: Any) -> dict[str, Any]:
+    for part in reversed(dotted.split(".")):
+        value = {part: value}
+    return value
+
+
+def _merge(composition: Composition, values: dict[str, Any], layer: _Layer, prefix: str = "") -> None:
+    target = composition.values
+    for part in [p for p in prefix.split(".") if p]:
+        target = target.setdefault(part, {})
+    for key, value in values.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        descend = isinstance(value, dict) and (is_section_key(dotted) or not _is_known_leaf(dotted))
+        if descend and value:
+            if not isinstance(target.get(key), dict):
+                target[key] = {}
+            _merge(composition, value, layer, dotted)
+            continue
+        target[key] = value
+        for stale in [k for k in composition.origins if k.startswith(dotted + ".")]:
+            del composition.origins[stale]
+        composition.origins[dotted] = layer.origin_of(dotted)
+
+
+def _is_known_leaf(dotted: str) -> bool:
+    from peftstudio.config.introspect import find_field
+
+    return find_field(dotted) is not None
+
+
+def _delete(composition: Composition, key: str, line: str, problems: list[Problem]) -> None:
+    parts = key.split(".")
+    target = composition.values
+    for part in parts[:-1]:
+        target = target.get(part) if isinstance(target, dict) else None
+    if not isinstance(target, dict) or parts[-1] not in target:
+        problems.append(Problem(f"override {line!r}", f"cannot delete {key}: it is not set by any layer",
+                                "check the key with `peftstudio plan`"))
+        return
+    del target[parts[-1]]
+    for stale in [k for k in composition.origins if k == key or k.startswith(key + ".")]:
+        del composition.origins[stale]
+
+
+def _resolve_interpolations(values: dict[str, Any]) -> dict[str, Any]:
+    """Resolve OmegaConf `${a.b}` references across the merged tree."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_container(OmegaConf.create(values), resolve=True)
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", "") or "config"
+        raise UserError(Problem(str(key), f"cannot resolve interpolation: {error.msg}",
+                                "point ${...} at an existing key")) from None

@@ -1,0 +1,230 @@
+"""The one typed schema of a peftstudio run.
+
+Every key a user can set lives here, with its type, range and default. The attribute
+docstrings are the documentation: `explain`, CLI help and generated YAML comments read them,
+so they are written for users. Unknown keys are errors (`extra="forbid"`).
+
+`auto` is a value, not a hidden default: `plan.resolve` replaces every `auto` with a
+concrete value and a reason.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+EMBEDDED_MODEL_ID = "embedded:tiny-llama"
+EMBEDDED_SAMPLE_DATA = "embedded:sample"
+
+
+def memory(note: str) -> dict:
+    """Attach a memory-impact note to a field; `explain` shows it."""
+    return {"memory": note}
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+class ModelArchitecture(Section):
+    """Architecture numbers of a model, enough to plan it without downloading weights."""
+
+    num_layers: int = Field(ge=1)
+    """Number of transformer blocks."""
+    hidden_size: int = Field(ge=1)
+    """Width of the residual stream."""
+    num_heads: int = Field(ge=1)
+    """Attention (query) heads."""
+    num_kv_heads: int = Field(ge=1)
+    """Key/value heads (fewer than num_heads means grouped-query attention)."""
+    head_dim: int | None = Field(default=None, ge=1)
+    """Per-head width; null means hidden_size / num_heads."""
+    intermediate_size: int = Field(ge=1)
+    """Width of the gated MLP."""
+    vocab_size: int = Field(ge=1)
+    """Tokenizer vocabulary size (rows of the embedding matrix)."""
+    tie_embeddings: bool = False
+    """Whether the output head shares the input embedding matrix."""
+    attention_bias: bool = False
+    """Whether q/k/v projections carry a bias (Qwen2 does)."""
+    max_position_embeddings: int = Field(default=4096, ge=1)
+    """Longest context the model was trained for."""
+
+
+class ModelSettings(Section):
+    name_or_path: str = EMBEDDED_MODEL_ID
+    """Hub id (org/name), a local model directory, or `embedded:tiny-llama` for the small model
+    peftstudio builds itself (no download)."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) to load; null means the default branch."""
+    trust_remote_code: bool = False
+    """Run Python code shipped with a hub model. Off unless you trust the repository."""
+    architecture: ModelArchitecture | None = None
+    """Architecture numbers used for planning before any download (presets carry them)."""
+
+
+PeftMethod = Literal["lora", "dora", "rslora", "pissa"]
+_INIT_PATTERN = re.compile(r"^(default|gaussian|olora|pissa|pissa_niter_\d+)$")
+
+
+class PeftSettings(Section):
+    method: PeftMethod = "lora"
+    """Adapter method: lora, dora (weight-decomposed), rslora (rank-stabilised scaling) or
+    pissa (adapter initialised from the principal singular vectors)."""
+    r: int = Field(default=16, ge=1, le=256, json_schema_extra=memory("LoRA weights, their gradients and optimizer states grow linearly with r; small next to the base model"))
+    """LoRA rank. 8-16 for style and format, 32-64 for new knowledge or skills."""
+    alpha: float = Field(default=32.0, gt=0, le=4096)
+    """LoRA scaling numerator (scale = alpha / r, or alpha / sqrt(r) with rsLoRA). Usually r to 2×r."""
+    dropout: float = Field(default=0.05, ge=0.0, le=0.5)
+    """Dropout on the LoRA input. 0.05-0.1 on small datasets; 0 for speed."""
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    """Modules that get adapters: `all-linear`, or a list of names such as [q_proj, v_proj]."""
+    bias: Literal["none", "all", "lora_only"] = "none"
+    """Which biases to train along with the adapter."""
+    use_rslora: bool = False
+    """Scale by alpha / sqrt(r) (rank-stabilised LoRA), so higher ranks keep learning."""
+    use_dora: bool = False
+    """Weight-decomposed LoRA: learns magnitude and direction separately. Slower per step."""
+    init: str = "default"
+    """Adapter initialisation: default, gaussian, olora, pissa or pissa_niter_N (fast SVD with N iterations)."""
+
+    @field_validator("init")
+    @classmethod
+    def _known_init(cls, value: str) -> str:
+        if not _INIT_PATTERN.match(value):
+            raise ValueError("must be default, gaussian, olora, pissa or pissa_niter_N (N an integer)")
+        return value
+
+
+Switch = Literal["auto", "on", "off"]
+
+
+class TrainingSettings(Section):
+    @field_validator("packing", "gradient_checkpointing", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: object) -> object:
+        # YAML 1.1 reads a bare `on` / `off` as a boolean; accept it as the switch it meant.
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+    micro_batch_size: int = Field(default=4, ge=1, le=1024, json_schema_extra=memory("activations grow linearly with it; the largest single lever on peak memory after the weights"))
+    """Sequences per device per forward pass. Guidance: 1-2 on 8-16 GB GPUs for 7B models,
+    4-8 on 24-80 GB. Keep the effective batch with gradient_accumulation_steps."""
+    gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024)
+    """Micro-batches summed before each optimizer step. Effective batch = micro_batch_size ×
+    gradient_accumulation_steps × processes."""
+    num_batches: int = Field(default=3738, ge=1)
+    """Length of the run in optimizer steps (the data repeats as needed)."""
+    num_epochs: int = Field(default=1, ge=1, le=10)
+    """Passes over the training data. Used only when set more explicitly than num_batches
+    (e.g. on the command line while num_batches comes from a group file): then the run is epoch-based."""
+    max_seq_length: int = Field(default=1024, ge=16, le=131072, json_schema_extra=memory("activations and logits grow linearly with it (attention scores quadratically with eager attention)"))
+    """Longest tokenized sample; longer ones are truncated."""
+    packing: Switch = "auto"
+    """Pack several samples into one sequence to avoid padding. auto decides from the data."""
+    gradient_checkpointing: Switch = "auto"
+    """Recompute activations in the backward pass: ~30% slower, far less activation memory."""
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    """Compute precision. auto: bf16 on GPUs that have it, fp16 with loss scaling otherwise, fp32 on CPU."""
+    attention: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
+    """Attention implementation. auto: flash_attention_2 when installed on a supporting GPU, else sdpa."""
+    loss_on: Literal["completion", "all"] = "completion"
+    """Train on the answer tokens only (completion) or on the whole sequence (all)."""
+    checkpoint_dir: str = "./checkpoints/ckpts/"
+    """Where checkpoints go (created if missing, ~ expanded)."""
+    save_interval_steps: int = Field(default=100, ge=1)
+    """Write a checkpoint every this many optimizer steps (and at the end)."""
+    save_total_limit: int = Field(default=3, ge=1, le=1000)
+    """Keep at most this many checkpoints; older ones are deleted after a new one is complete."""
+    eval_interval_steps: int = Field(default=500, ge=1)
+    """Evaluate on the validation split every this many optimizer steps (and at the end)."""
+    log_interval_steps: int = Field(default=10, ge=1)
+    """Write a metrics line every this many optimizer steps."""
+    output_dir: str = "./outputs"
+    """Run directory: resolved config, plan, metrics, adapter and plots."""
+    resume: str = "auto"
+    """auto: continue from the newest complete checkpoint of the same run; never: start fresh
+    (deletes the checkpoints already in checkpoint_dir); or the path of a checkpoint."""
+    early_stopping_patience: int | None = Field(default=None, ge=1)
+    """Stop after this many evaluations without improvement; null turns it off."""
+    early_stopping_threshold: float = Field(default=0.0, ge=0.0)
+    """Smallest improvement of the watched metric that counts as one."""
+    metric_for_best_model: str | None = None
+    """Metric that decides the best checkpoint (kept beyond save_total_limit), e.g. eval_loss."""
+    distributed: Literal["none"] = "none"
+    """Multi-process strategy. Only `none` (single process) is available in this version."""
+    num_processes: int = Field(default=1, ge=1, le=1)
+    """Processes per machine (single-process in this version)."""
+    num_machines: int = Field(default=1, ge=1, le=1)
+    """Machines (single-machine in this version)."""
+
+
+class OptimSettings(Section):
+    name: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "sgd"] = "adamw_torch"
+    """Optimizer. adamw_torch keeps two fp32 states per trainable parameter."""
+    learning_rate: float = Field(default=2e-4, ge=1e-6, le=1e-2)
+    """Peak learning rate. LoRA usually wants 1e-4 to 3e-4; tiny models tolerate more."""
+    weight_decay: float = Field(default=0.01, ge=0.0, le=1.0)
+    """Decoupled weight decay on the adapter weights."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam beta1 and beta2."""
+    eps: float = Field(default=1e-8, gt=0.0, le=1e-3)
+    """Adam epsilon."""
+    max_grad_norm: float = Field(default=1.0, ge=0.0)
+    """Clip the gradient norm to this value; 0 turns clipping off."""
+    lr_scheduler: Literal["cosine", "linear", "constant", "polynomial"] = "cosine"
+    """Learning-rate schedule after warmup."""
+    warmup_ratio: float = Field(default=0.03, ge=0.0, le=0.5)
+    """Share of the run spent warming up the learning rate (ignored when warmup_steps is set)."""
+    warmup_steps: int | None = Field(default=None, ge=0)
+    """Warmup length in optimizer steps; overrides warmup_ratio."""
+
+
+DataFormat = Literal["auto", "instruction", "chat", "prompt_completion", "text"]
+
+
+class DataSettings(Section):
+    path: str = EMBEDDED_SAMPLE_DATA
+    """A local .jsonl / .json file, or `embedded:sample` for the bundled instruction data."""
+    format: DataFormat = "auto"
+    """Record shape: instruction (instruction/input/output), chat (messages with role/content),
+    prompt_completion, text, or auto (detected from the first records)."""
+    columns: dict[str, str] = Field(default_factory=dict)
+    """Rename your columns to the format's names, e.g. {prompt: question, completion: answer}."""
+    validation_split: float = Field(default=0.1, ge=0.0, lt=1.0)
+    """Share of rows held out for evaluation; 0 turns evaluation off."""
+    max_samples: int | None = Field(default=None, ge=1)
+    """Use only the first N rows (after shuffling)."""
+    shuffle_seed: int = 42
+    """Seed of the shuffle before the split."""
+
+
+class LoggingSettings(Section):
+    tensorboard: bool = False
+    """Also write TensorBoard event files to RUN_DIR/tensorboard (metrics.jsonl is always written)."""
+
+
+class RunConfig(Section):
+    """A whole run: what `plan` checks and `train` executes."""
+
+    seed: int = 42
+    """Seed for weights init, dropout and data order; same seed, same data, same machine → same run."""
+    device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
+    """Where to train. auto picks CUDA, then MPS, then CPU."""
+    platform: str = "auto"
+    """Platform preset the run was composed with (set by `platform=NAME`)."""
+    experiment: str | None = None
+    """Experiment preset applied on top (set by `+experiment=NAME`)."""
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    """The base model."""
+    peft: PeftSettings = Field(default_factory=PeftSettings)
+    """The adapter method and its parameters."""
+    data: DataSettings = Field(default_factory=DataSettings)
+    """The training data."""
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    """Run length, batch, checkpoints, logging, precision."""
+    optim: OptimSettings = Field(default_factory=OptimSettings)
+    """Optimizer and learning-rate schedule."""
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    """Metric sinks beyond metrics.jsonl."""

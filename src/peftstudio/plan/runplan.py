@@ -1,0 +1,151 @@
+"""The RunPlan: everything decided about a run before any weight is loaded.
+
+compose → validate → read and check the data → detect hardware → resolve `auto` → cross-field
+checks → a frozen plan that `plan` prints, `train` executes and the run dir keeps as plan.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peftstudio.build.data import PreparedData, prepare_data
+from peftstudio.config.compose import RANK_DEFAULT, Composition
+from peftstudio.config.schema import RunConfig
+from peftstudio.config.validate import load_config
+from peftstudio.errors import EnvironmentProblem, UserError
+from peftstudio.plan.checks import check
+from peftstudio.plan.hardware import HardwareProfile
+from peftstudio.plan.resolve import padding_waste, resolve
+
+PLAN_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    source: str
+    format: str
+    format_reason: str
+    train_rows: int
+    validation_rows: int
+    sha256: str
+    padding_waste: float
+
+
+@dataclass(frozen=True)
+class Schedule:
+    mode: str  # "steps" or "epochs"
+    reason: str
+    optimizer_steps: int
+    steps_per_epoch: int
+    effective_batch: int
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    config: RunConfig
+    provenance: dict[str, str]
+    hardware: HardwareProfile
+    data: DataSummary
+    schedule: Schedule
+    warnings: list[str] = field(default_factory=list)
+    fingerprint: str = ""
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return run_identity(self.config, self.data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": PLAN_VERSION,
+            "config": self.config.model_dump(mode="json"),
+            "provenance": self.provenance,
+            "hardware": self.hardware.to_dict(),
+            "data": asdict(self.data),
+            "schedule": asdict(self.schedule),
+            "warnings": self.warnings,
+            "fingerprint": self.fingerprint,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def make_plan(overrides: list[str] | None = None, config_file: Path | None = None,
+              hardware: HardwareProfile | None = None) -> RunPlan:
+    """Compose, validate, check the data, resolve against `hardware` (detected when None)."""
+    return plan_with_data(overrides, config_file, hardware)[0]
+
+
+def plan_with_data(overrides: list[str] | None = None, config_file: Path | None = None,
+                   hardware: HardwareProfile | None = None) -> tuple[RunPlan, PreparedData]:
+    """`make_plan`, also returning the checked data so training does not read it twice."""
+
+    config, composition = load_config(overrides, config_file)
+    data = prepare_data(config.data)
+    if hardware is None:
+        from peftstudio.plan.hardware import detect
+
+        hardware = detect(config.training.output_dir)
+    lengths = [len(json.dumps(row, ensure_ascii=False)) for row in data.train_rows]
+    waste = padding_waste(lengths, config.training.micro_batch_size, config.seed)
+    resolution = resolve(config, hardware, waste)
+    config = resolution.config
+    schedule = _schedule(config, composition, len(data.train_rows))
+    findings = check(config, hardware, schedule.optimizer_steps, len(data.validation_rows))
+    if findings.errors:
+        raise UserError(findings.errors + findings.environment, headline="the run cannot start")
+    if findings.environment:
+        raise EnvironmentProblem(findings.environment, headline="this environment cannot run it")
+    summary = DataSummary(data.source, data.format, data.format_reason, len(data.train_rows),
+                          len(data.validation_rows), data.sha256, round(waste, 4))
+    provenance = _provenance(config, composition, resolution.reasons)
+    plan = RunPlan(config, provenance, hardware, summary, schedule, findings.warnings,
+                   fingerprint(run_identity(config, summary)))
+    return plan, data
+
+
+def _schedule(config: RunConfig, composition: Composition, train_rows: int) -> Schedule:
+    training = config.training
+    batches_per_epoch = math.ceil(train_rows / (training.micro_batch_size * training.num_processes))
+    steps_per_epoch = max(batches_per_epoch // training.gradient_accumulation_steps, 1)
+    effective = training.micro_batch_size * training.gradient_accumulation_steps * training.num_processes
+    epochs_origin = composition.origin("training.num_epochs")
+    batches_origin = composition.origin("training.num_batches")
+    if epochs_origin.rank > max(batches_origin.rank, RANK_DEFAULT):
+        return Schedule("epochs", f"training.num_epochs from {epochs_origin} outranks training.num_batches "
+                        f"from {batches_origin}", steps_per_epoch * training.num_epochs, steps_per_epoch, effective)
+    return Schedule("steps", f"training.num_batches from {batches_origin}", training.num_batches,
+                    steps_per_epoch, effective)
+
+
+def _provenance(config: RunConfig, composition: Composition, reasons: dict[str, str]) -> dict[str, str]:
+    provenance = {}
+    for key in _leaf_keys(config.model_dump()):
+        provenance[key] = f"auto: {reasons[key]}" if key in reasons else str(composition.origin(key))
+    return provenance
+
+
+def _leaf_keys(values: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for name, value in values.items():
+        dotted = f"{prefix}.{name}" if prefix else name
+        keys += _leaf_keys(value, dotted) if isinstance(value, dict) and name != "columns" else [dotted]
+    return keys
+
+
+def run_identity(config: RunConfig, data: DataSummary) -> dict[str, Any]:
+    """What makes a run the same run for resuming: the model, the data and the adapter method."""
+    return {
+        "model": [config.model.name_or_path, config.model.revision],
+        "data": [data.sha256, data.format, config.data.model_dump(mode="json")],
+        "method": config.peft.model_dump(mode="json"),
+    }
+
+
+def fingerprint(identity: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,97 @@
+"""How plans, explanations and results look in a terminal (rich)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from peftstudio.config.explain import Explanation, default_text
+from peftstudio.plan.runplan import RunPlan
+
+GIB = 1024**3
+
+
+def _value(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (list, dict, bool)) or value is None else str(value)
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for name, value in values.items():
+        dotted = f"{prefix}.{name}" if prefix else name
+        if isinstance(value, dict) and name != "columns":
+            flat.update(_flat(value, dotted))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def print_plan_summary(console: Console, plan: RunPlan) -> None:
+    """The decisions that matter: what runs, where, how long, and why each auto went the way it did."""
+    config, data, schedule, hardware = plan.config, plan.data, plan.schedule, plan.hardware
+    training = config.training
+    console.print(f"[bold]model[/]     {config.model.name_or_path}")
+    console.print(f"[bold]method[/]    {config.peft.method}  r={config.peft.r} alpha={config.peft.alpha:g} "
+                  f"dropout={config.peft.dropout:g} targets={_value(config.peft.target_modules)}")
+    console.print(f"[bold]data[/]      {data.source}: {data.format} ({data.format_reason}); "
+                  f"{data.train_rows} train / {data.validation_rows} validation rows; "
+                  f"padding waste {data.padding_waste:.0%} at micro-batch {training.micro_batch_size}")
+    epochs = schedule.optimizer_steps / schedule.steps_per_epoch
+    console.print(f"[bold]schedule[/]  {schedule.optimizer_steps} optimizer steps (~{epochs:.1f} epochs), "
+                  f"{schedule.mode}-based: {schedule.reason}")
+    console.print(f"[bold]batch[/]     effective {schedule.effective_batch} = micro-batch {training.micro_batch_size} "
+                  f"× accumulation {training.gradient_accumulation_steps} × {training.num_processes} process(es)")
+    names = ", ".join(hardware.device_names) or "no accelerator"
+    console.print(f"[bold]hardware[/]  {hardware.accelerator} ({names}); {hardware.cpu_cores} CPU cores, "
+                  f"{hardware.ram_bytes / GIB:.1f} GiB RAM, bf16 CPU units: {'yes' if hardware.cpu_bf16 else 'no'}")
+    for key, origin in plan.provenance.items():
+        if origin.startswith("auto: "):
+            console.print(f"[bold]auto[/]      {key} = [green]{_value(_flat(config.model_dump())[key])}[/]: {origin[6:]}")
+    console.print(f"[bold]outputs[/]   run dir {training.output_dir}, checkpoints {training.checkpoint_dir} "
+                  f"(every {training.save_interval_steps} steps, keep {training.save_total_limit}), resume={training.resume}")
+    for warning in plan.warnings:
+        console.print(f"[yellow]warning[/]   {warning}")
+
+
+def print_plan(console: Console, plan: RunPlan) -> None:
+    """The summary, then every resolved key with its value and origin."""
+    table = Table(title="resolved config", show_lines=False, header_style="bold")
+    table.add_column("key")
+    table.add_column("value", overflow="fold")
+    table.add_column("origin", overflow="fold", style="dim")
+    for key, value in _flat(plan.config.model_dump(mode="json")).items():
+        table.add_row(key, _value(value), plan.provenance.get(key, "default"))
+    console.print(table)
+    print_plan_summary(console, plan)
+
+
+def print_explanation(console: Console, explanation: Explanation) -> None:
+    field = explanation.doc
+    if field is not None and not field.is_section:
+        console.print(f"[bold]{explanation.key}[/]  ({field.type_text})")
+        console.print(f"  {field.description}")
+        console.print(f"  default: {default_text(field.default)}")
+        if field.range_text:
+            console.print(f"  allowed: {field.range_text}")
+        if field.memory_note:
+            console.print(f"  memory: {field.memory_note}")
+        for option, value in explanation.set_by.items():
+            console.print(f"  set by {option}: {_value(value)}")
+        return
+    if field is not None:
+        console.print(f"[bold]{explanation.key}[/]: {field.description}")
+    if explanation.children:
+        table = Table(header_style="bold")
+        for column in ("key", "type", "default", "allowed", "meaning"):
+            table.add_column(column, overflow="fold")
+        for child in explanation.children:
+            table.add_row(child.key, child.type_text, default_text(child.default), child.range_text, child.description)
+        console.print(table)
+    for option in explanation.options:
+        console.print(f"[bold]{explanation.key.split('=')[0]}={option.name}[/]  {option.summary}")
+        if "=" in explanation.key:
+            for key, value in _flat(option.sets).items():
+                console.print(f"  {key}: {_value(value)}")

@@ -1,0 +1,85 @@
+"""The run directory: where a run's outputs live and how they are written.
+
+    RUN_DIR/config.resolved.yaml   the config with every auto resolved (no secrets)
+    RUN_DIR/plan.json              the whole plan: provenance, hardware, data, schedule
+    RUN_DIR/metrics.jsonl          one JSON object per log / eval step
+    RUN_DIR/adapter/               PEFT adapter (adapter_config.json, adapter_model.safetensors)
+    RUN_DIR/loss.png               the loss curve
+    RUN_DIR/tensorboard/           event files when logging.tensorboard is on
+    RUN_DIR/train.log              the run's log
+
+Files are written to a temporary name and renamed, so a killed run never leaves a
+half-written output that looks complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+
+def write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    with temporary.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    temporary.replace(path)
+
+
+def replace_dir(staged: Path, final: Path) -> None:
+    """Move a fully written directory into place, replacing an older one."""
+    if final.exists():
+        trash = final.with_name(f".{final.name}.old")
+        shutil.rmtree(trash, ignore_errors=True)
+        final.rename(trash)
+        staged.rename(final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        staged.rename(final)
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    @classmethod
+    def at(cls, path: str | Path) -> "RunDir":
+        return cls(Path(path).expanduser())
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.resolved.yaml"
+
+    @property
+    def plan(self) -> Path:
+        return self.root / "plan.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def adapter(self) -> Path:
+        return self.root / "adapter"
+
+    @property
+    def loss_plot(self) -> Path:
+        return self.root / "loss.png"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "train.log"
+
+    def write_plan(self, plan_json: str, config: dict) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_atomically(self.plan, plan_json)
+        write_atomically(self.config, yaml.safe_dump(config, sort_keys=False))

@@ -1,0 +1,136 @@
+"""Trainer callbacks: metrics out, early stopping, and the progress a person watches."""
+
+from __future__ import annotations
+
+import math
+import resource
+import sys
+import time
+from typing import Any
+
+from transformers import TrainerCallback
+
+from peftstudio.track.metrics import MetricsSink
+from peftstudio.train.checkpoints import TrainingProgress
+
+
+def _peak_memory() -> dict[str, int]:
+    import torch
+
+    if torch.cuda.is_available():
+        return {"memory_allocated": torch.cuda.memory_allocated(), "memory_reserved": torch.cuda.memory_reserved(),
+                "memory_peak": torch.cuda.max_memory_allocated()}
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+    return {"memory_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale}
+
+
+class MetricsCallback(TrainerCallback):
+    """Turns the trainer's logs into peftstudio metric records and keeps `TrainingProgress`.
+
+    It also aligns logging with checkpoints: a log line is forced at every save step, so the
+    loss averaged over a log window is the same whether or not the run was resumed there.
+    """
+
+    def __init__(self, sinks: list[MetricsSink], progress: TrainingProgress, save_interval: int,
+                 metric_for_best: str | None, patience: int | None, threshold: float):
+        self.sinks = sinks
+        self.progress = progress
+        self.save_interval = save_interval
+        self.metric_for_best = metric_for_best
+        self.patience = patience
+        self.threshold = threshold
+        self.window_tokens = 0
+        self._window_start = time.perf_counter()
+        self._window_steps = 0
+
+    def count_tokens(self, tokens: int) -> None:
+        self.window_tokens += tokens
+        self.progress.tokens_seen += tokens
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._window_steps += 1
+        final = state.global_step >= state.max_steps
+        if state.global_step % self.save_interval == 0 or final:
+            control.should_log = True
+            control.should_save = True
+        if final and kwargs.get("eval_dataloader") is not None:
+            control.should_evaluate = True
+        return control
+
+    def on_log(self, args, state, control, logs: dict[str, Any] | None = None, **kwargs):
+        logs = logs or {}
+        if "loss" not in logs:
+            return
+        elapsed = time.perf_counter() - self._window_start
+        record = {
+            "step": state.global_step,
+            "epoch": round(state.epoch or 0.0, 4),
+            "loss": logs["loss"],
+            "learning_rate": logs.get("learning_rate"),
+            "grad_norm": logs.get("grad_norm"),
+            "tokens_per_second": round(self.window_tokens / elapsed, 1) if elapsed > 0 else None,
+            "step_time": round(elapsed / max(self._window_steps, 1), 4),
+            "tokens_seen": self.progress.tokens_seen,
+            **_peak_memory(),
+        }
+        self._emit(record)
+        self.window_tokens, self._window_steps, self._window_start = 0, 0, time.perf_counter()
+
+    def on_evaluate(self, args, state, control, metrics: dict[str, float] | None = None, **kwargs):
+        loss = (metrics or {}).get("eval_loss")
+        if loss is None:
+            return
+        perplexity = math.exp(loss) if loss < 50 else math.inf
+        self._emit({"step": state.global_step, "eval_loss": loss, "eval_perplexity": perplexity})
+        self._track_best(state.global_step, {"eval_loss": loss, "eval_perplexity": perplexity}, control)
+
+    def _track_best(self, step: int, metrics: dict[str, float], control) -> None:
+        name = self.metric_for_best or ("eval_loss" if self.patience else None)
+        if name is None:
+            return
+        value = metrics["eval_" + name.removeprefix("eval_")]
+        best = self.progress.best_metric
+        if best is None or value < best - self.threshold:
+            self.progress.best_metric, self.progress.best_step = value, step
+            self.progress.evaluations_without_improvement = 0
+        else:
+            self.progress.evaluations_without_improvement += 1
+        if self.patience and self.progress.evaluations_without_improvement >= self.patience:
+            control.should_training_stop = True
+            control.should_save = True
+
+    def _emit(self, record: dict[str, Any]) -> None:
+        for sink in self.sinks:
+            sink.write(record)
+
+
+class ConsoleProgress(TrainerCallback):
+    """A progress bar with the latest loss, and one printed line per log step."""
+
+    def __init__(self, console, total_steps: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.console = console
+        self.progress = Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=console,
+                                 transient=True)
+        self.task = self.progress.add_task("train", total=total_steps, status="")
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.progress.start()
+        self.progress.update(self.task, completed=state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.progress.update(self.task, completed=state.global_step)
+
+    def on_log(self, args, state, control, logs: dict[str, Any] | None = None, **kwargs):
+        logs = logs or {}
+        if "loss" in logs:
+            line = f"step {state.global_step:>5}/{state.max_steps}  loss {logs['loss']:.4f}  lr {logs.get('learning_rate', 0):.2e}"
+            self.progress.update(self.task, status=f"loss {logs['loss']:.4f}")
+            self.console.print(line)
+        elif "eval_loss" in logs:
+            self.console.print(f"step {state.global_step:>5}/{state.max_steps}  [cyan]eval loss {logs['eval_loss']:.4f}[/]")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.progress.stop()

@@ -1,0 +1,149 @@
+"""Checkpoints that are visible only when complete, and the choice of where to resume.
+
+The trainer writes each checkpoint into a staging directory; once every file is on disk the
+run's own state (`peftstudio_state.json`) is added and the directory is renamed to
+`checkpoint-N` in one atomic step. A directory named `checkpoint-N` is therefore always
+complete, whatever moment the process was killed at. Rotation renames before deleting, for
+the same reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peftstudio.errors import Problem, UserError
+from peftstudio.track.runs import replace_dir, write_atomically
+
+STATE_FILE = "peftstudio_state.json"
+STATE_VERSION = 1
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass
+class TrainingProgress:
+    """What the trainer's own checkpoint does not hold but an exact resume needs."""
+
+    step: int = 0
+    fingerprint: str = ""
+    identity: dict[str, Any] = field(default_factory=dict)
+    tokens_seen: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+    evaluations_without_improvement: int = 0
+    version: int = STATE_VERSION
+
+    @classmethod
+    def read(cls, checkpoint: Path) -> "TrainingProgress":
+        data = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
+        if data.get("version") != STATE_VERSION:
+            raise UserError(Problem(str(checkpoint), f"checkpoint state version {data.get('version')} is not "
+                                    f"{STATE_VERSION}", "resume with the peftstudio version that wrote it, or training.resume=never"))
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class CheckpointDir:
+    root: Path
+
+    @classmethod
+    def at(cls, path: str | Path) -> "CheckpointDir":
+        return cls(Path(path).expanduser())
+
+    def complete(self) -> list[tuple[int, Path]]:
+        """(step, path) of every complete checkpoint, oldest first."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for entry in self.root.iterdir():
+            match = _CHECKPOINT.match(entry.name)
+            if match and (entry / STATE_FILE).is_file():
+                found.append((int(match.group(1)), entry))
+        return sorted(found)
+
+    def latest(self) -> Path | None:
+        checkpoints = self.complete()
+        return checkpoints[-1][1] if checkpoints else None
+
+    def clean_staging(self) -> None:
+        """Remove what a killed run left half-written."""
+        if self.root.is_dir():
+            for entry in self.root.glob(".staging-*"):
+                shutil.rmtree(entry, ignore_errors=True)
+            for entry in self.root.glob(".checkpoint-*.old"):
+                shutil.rmtree(entry, ignore_errors=True)
+
+    def new_staging(self) -> Path:
+        staging = self.root / f".staging-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        return staging
+
+    def commit(self, staged: Path, progress: TrainingProgress) -> Path:
+        """Add the run's state to a fully written checkpoint and make it visible."""
+        write_atomically(staged / STATE_FILE, json.dumps(asdict(progress), indent=2))
+        _fsync_tree(staged)
+        final = self.root / staged.name
+        replace_dir(staged, final)
+        _fsync_dir(self.root)
+        return final
+
+    def rotate(self, keep: int, best_step: int | None) -> None:
+        """Keep the newest `keep` checkpoints, plus the best one."""
+        checkpoints = self.complete()
+        for step, path in checkpoints[:-keep] if keep else checkpoints:
+            if step != best_step:
+                trash = path.with_name(f".{path.name}.old")
+                path.rename(trash)
+                shutil.rmtree(trash, ignore_errors=True)
+
+    def remove_all(self) -> int:
+        checkpoints = self.complete()
+        self.rotate(0, None)
+        return len(checkpoints)
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+    _fsync_dir(root)
+
+
+def _fsync_dir(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def choose_resume(checkpoints: CheckpointDir, resume: str, fingerprint: str, identity: dict[str, Any]) -> Path | None:
+    """The checkpoint to resume from (None: start fresh), refusing another run's checkpoints."""
+    checkpoints.clean_staging()
+    if resume == "never":
+        checkpoints.remove_all()
+        return None
+    target = checkpoints.latest() if resume == "auto" else Path(resume).expanduser()
+    if target is None:
+        return None
+    if not (target / STATE_FILE).is_file():
+        raise UserError(Problem("training.resume", f"{target} is not a complete peftstudio checkpoint",
+                                "point it at a checkpoint-N directory that holds peftstudio_state.json"))
+    saved = TrainingProgress.read(target)
+    if saved.fingerprint != fingerprint:
+        changed = [part for part in identity if identity[part] != saved.identity.get(part)]
+        raise UserError(Problem(
+            "training.checkpoint_dir",
+            f"{checkpoints.root} holds checkpoints of another run (its {', '.join(changed) or 'identity'} differ"
+            f"{'s' if len(changed) == 1 else ''}; fingerprint {saved.fingerprint} vs this run's {fingerprint})",
+            "start fresh with training.resume=never (deletes those checkpoints), or choose another "
+            "training.checkpoint_dir",
+        ))
+    return target

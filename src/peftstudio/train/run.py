@@ -1,0 +1,150 @@
+"""Execute a RunPlan: pick the checkpoint to resume, build model and data, train, and write
+the run directory."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from peftstudio.build.data import PreparedData
+from peftstudio.plan.runplan import RunPlan
+from peftstudio.track.metrics import JsonlSink, MetricsSink, TensorBoardSink, read_metrics, truncate_metrics
+from peftstudio.track.runs import RunDir, replace_dir
+from peftstudio.train.checkpoints import CheckpointDir, TrainingProgress, choose_resume
+
+log = logging.getLogger("peftstudio")
+PISSA_INITIAL = "pissa-initial-adapter"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: RunDir
+    resumed_from: Path | None
+    final_step: int
+    first_loss: float | None
+    last_loss: float | None
+    stopped_early: bool
+
+
+def run_training(plan: RunPlan, data: PreparedData, console) -> TrainResult:
+    """Train `plan` on `data`; resumes from the newest complete checkpoint of the same run."""
+    training = plan.config.training
+    run_dir, checkpoints = RunDir.at(training.output_dir), CheckpointDir.at(training.checkpoint_dir)
+    resume_from = choose_resume(checkpoints, training.resume, plan.fingerprint, plan.identity)
+    progress = TrainingProgress.read(resume_from) if resume_from else TrainingProgress(
+        fingerprint=plan.fingerprint, identity=plan.identity)
+    _prepare_run_dir(plan, run_dir, resume_from, progress.step)
+    checkpoints.root.mkdir(parents=True, exist_ok=True)
+    handler = _log_to_file(run_dir.log)
+    sinks = _open_sinks(plan, run_dir, progress.step if resume_from else None)
+    try:
+        if resume_from:
+            console.print(f"[bold]resuming[/] from {resume_from} (step {progress.step})")
+            log.info("resuming from %s at step %d", resume_from, progress.step)
+        trainer = _build_trainer(plan, data, checkpoints, progress, sinks, console)
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        _save_adapter(trainer, plan, run_dir, checkpoints)
+    finally:
+        for sink in sinks:
+            sink.close()
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    return _result(plan, run_dir, resume_from, trainer)
+
+
+def _prepare_run_dir(plan: RunPlan, run_dir: RunDir, resume_from: Path | None, step: int) -> None:
+    run_dir.write_plan(plan.to_json(), plan.config.model_dump(mode="json"))
+    if resume_from:
+        truncate_metrics(run_dir.metrics, step)
+        return
+    run_dir.metrics.unlink(missing_ok=True)
+    shutil.rmtree(run_dir.tensorboard, ignore_errors=True)
+
+
+def _log_to_file(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handler
+
+
+def _open_sinks(plan: RunPlan, run_dir: RunDir, resumed_step: int | None) -> list[MetricsSink]:
+    sinks: list[MetricsSink] = [JsonlSink(run_dir.metrics)]
+    if plan.config.logging.tensorboard:
+        purge = resumed_step + 1 if resumed_step is not None else None
+        sinks.append(TensorBoardSink(run_dir.tensorboard, purge_step=purge))
+    return sinks
+
+
+def _build_trainer(plan: RunPlan, data: PreparedData, checkpoints: CheckpointDir, progress: TrainingProgress,
+                   sinks: list[MetricsSink], console):
+    from datasets import Dataset
+
+    from peftstudio.build.model import attach_adapter, load_base_model, load_tokenizer, model_location
+    from peftstudio.train.callbacks import ConsoleProgress, MetricsCallback
+    from peftstudio.train.trainer import StudioTrainer, sft_config
+
+    config, training = plan.config, plan.config.training
+    location = model_location(config.model)
+    tokenizer = load_tokenizer(location, config.model)
+    model = attach_adapter(load_base_model(location, config.model, training.precision, training.attention),
+                           config.peft, config.seed)
+    if config.peft.method == "pissa":
+        _keep_pissa_initial(model, checkpoints.root / PISSA_INITIAL)
+    metrics = MetricsCallback(sinks, progress, training.save_interval_steps, training.metric_for_best_model,
+                              training.early_stopping_patience, training.early_stopping_threshold)
+    validation = Dataset.from_list(data.validation_rows) if data.validation_rows else None
+    return StudioTrainer(
+        model=model,
+        args=sft_config(plan, checkpoints.root, validation is not None),
+        train_dataset=Dataset.from_list(data.train_rows),
+        eval_dataset=validation,
+        processing_class=tokenizer,
+        callbacks=[metrics, ConsoleProgress(console, plan.schedule.optimizer_steps)],
+        checkpoints=checkpoints,
+        progress=progress,
+        metrics=metrics,
+        save_total_limit=training.save_total_limit,
+    )
+
+
+def _keep_pissa_initial(model, path: Path) -> None:
+    """Save PiSSA's initial adapter once: the final save converts against it so the adapter
+    applies to the original base weights, not PiSSA's residual ones."""
+    if path.is_dir():
+        return
+    staged = path.with_name(path.name + ".tmp")
+    shutil.rmtree(staged, ignore_errors=True)
+    init = model.peft_config["default"].init_lora_weights
+    model.peft_config["default"].init_lora_weights = True  # loading the initial adapter must not re-run the SVD
+    model.save_pretrained(staged)
+    model.peft_config["default"].init_lora_weights = init
+    staged.rename(path)
+
+
+def _save_adapter(trainer, plan: RunPlan, run_dir: RunDir, checkpoints: CheckpointDir) -> None:
+    staged = run_dir.root / ".adapter.tmp"
+    shutil.rmtree(staged, ignore_errors=True)
+    model = trainer.model
+    if plan.config.peft.method == "pissa":
+        model.peft_config["default"].init_lora_weights = True
+        model.save_pretrained(staged, path_initial_model_for_weight_conversion=str(checkpoints.root / PISSA_INITIAL))
+    else:
+        model.save_pretrained(staged)
+    trainer.processing_class.save_pretrained(staged)
+    replace_dir(staged, run_dir.adapter)
+
+
+def _result(plan: RunPlan, run_dir: RunDir, resume_from: Path | None, trainer) -> TrainResult:
+    from peftstudio.track.plots import plot_loss
+
+    records = read_metrics(run_dir.metrics)
+    plot_loss(records, run_dir.loss_plot, f"{plan.config.model.name_or_path} · {plan.config.peft.method}")
+    losses = [r["loss"] for r in records if "loss" in r]
+    stopped = trainer.state.global_step < trainer.state.max_steps
+    return TrainResult(run_dir, resume_from, trainer.state.global_step, losses[0] if losses else None,
+                       losses[-1] if losses else None, stopped)

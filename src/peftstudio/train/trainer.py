@@ -1,0 +1,108 @@
+"""TRL's SFTTrainer, wired from the plan: every SFTConfig field that matters set explicitly,
+and checkpoints written through the atomic staging of `checkpoints.py`."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+from trl import SFTConfig, SFTTrainer
+
+from peftstudio.plan.runplan import RunPlan
+from peftstudio.train.callbacks import MetricsCallback
+from peftstudio.train.checkpoints import CheckpointDir, TrainingProgress
+
+
+def sft_config(plan: RunPlan, checkpoint_dir: Path, has_validation: bool) -> SFTConfig:
+    """Map the resolved plan onto SFTConfig. Nothing is left to SFTConfig's own defaults
+    (they assume a bf16 GPU and gradient checkpointing)."""
+    config, schedule = plan.config, plan.schedule
+    training, optim = config.training, config.optim
+    warmup = optim.warmup_steps if optim.warmup_steps is not None else math.ceil(optim.warmup_ratio * schedule.optimizer_steps)
+    return SFTConfig(
+        output_dir=str(checkpoint_dir),
+        seed=config.seed,
+        data_seed=config.seed,
+        max_steps=schedule.optimizer_steps if schedule.mode == "steps" else -1,
+        num_train_epochs=training.num_epochs,
+        per_device_train_batch_size=training.micro_batch_size,
+        per_device_eval_batch_size=training.micro_batch_size,
+        gradient_accumulation_steps=training.gradient_accumulation_steps,
+        optim=optim.name,
+        learning_rate=optim.learning_rate,
+        weight_decay=optim.weight_decay,
+        adam_beta1=optim.betas[0],
+        adam_beta2=optim.betas[1],
+        adam_epsilon=optim.eps,
+        max_grad_norm=optim.max_grad_norm,
+        lr_scheduler_type=optim.lr_scheduler,
+        warmup_steps=warmup,
+        bf16=training.precision == "bf16",
+        fp16=training.precision == "fp16",
+        use_cpu=config.device == "cpu",
+        gradient_checkpointing=training.gradient_checkpointing == "on",
+        max_length=training.max_seq_length,
+        packing=training.packing == "on",
+        padding_free=training.packing == "on",
+        completion_only_loss=training.loss_on == "completion",
+        assistant_only_loss=training.loss_on == "completion" and plan.data.format == "chat",
+        logging_strategy="steps",
+        logging_steps=training.log_interval_steps,
+        logging_first_step=False,
+        eval_strategy="steps" if has_validation else "no",
+        eval_steps=training.eval_interval_steps,
+        prediction_loss_only=True,
+        save_strategy="steps",
+        save_steps=training.save_interval_steps,
+        save_total_limit=None,  # rotation happens after the atomic rename, in CheckpointDir.rotate
+        save_only_model=False,
+        load_best_model_at_end=False,
+        report_to=[],
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        dataloader_drop_last=False,
+        shuffle_dataset=False,
+        dataset_num_proc=None,
+        remove_unused_columns=True,
+        torch_compile=False,
+        full_determinism=False,
+        ignore_data_skip=False,
+        push_to_hub=False,
+    )
+
+
+class StudioTrainer(SFTTrainer):
+    """SFTTrainer that counts non-padding tokens and commits checkpoints atomically."""
+
+    def __init__(self, *args, checkpoints: CheckpointDir, progress: TrainingProgress,
+                 metrics: MetricsCallback, save_total_limit: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.checkpoints = checkpoints
+        self.progress = progress
+        self.metrics = metrics
+        self.save_total_limit = save_total_limit
+        self._staging: Path | None = None
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if "attention_mask" in inputs:
+            self.metrics.count_tokens(int(inputs["attention_mask"].sum()))
+        elif "position_ids" in inputs:
+            self.metrics.count_tokens(int(inputs["position_ids"].numel()))
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def _get_output_dir(self, trial) -> str:
+        return str(self._staging) if self._staging is not None else super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        # Skips SFTTrainer's override, which writes a model card into the checkpoint root.
+        self._staging = self.checkpoints.new_staging()
+        try:
+            super(SFTTrainer, self)._save_checkpoint(model, trial)
+            self.progress.step = self.state.global_step
+            staged = self._staging / f"checkpoint-{self.state.global_step}"
+            self.checkpoints.commit(staged, self.progress)
+        finally:
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging = None
+        self.checkpoints.rotate(self.save_total_limit, self.progress.best_step)
