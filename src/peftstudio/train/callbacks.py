@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import resource
+import signal
 import sys
 import time
 from typing import Any
@@ -12,6 +15,8 @@ from transformers import TrainerCallback
 
 from peftstudio.track.metrics import MetricsSink
 from peftstudio.train.checkpoints import TrainingProgress
+
+log = logging.getLogger("peftstudio")
 
 
 def _peak_memory() -> dict[str, int]:
@@ -104,6 +109,30 @@ class MetricsCallback(TrainerCallback):
             sink.write(record)
 
 
+def injected_fault(kind: str) -> int | None:
+    """The step at which a test asked this process to SIGKILL itself, via
+    PEFTSTUDIO_FAULT_INJECT=kind:step (kinds: kill_at_step, kill_in_checkpoint). Resume tests
+    use it to die at an exact point, mid-epoch or mid-checkpoint-write."""
+    spec = os.environ.get("PEFTSTUDIO_FAULT_INJECT", "")
+    name, _, step = spec.partition(":")
+    return int(step) if name == kind and step.isdigit() else None
+
+
+def kill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class KillAtStep(TrainerCallback):
+    """Dies with SIGKILL at the end of optimizer step `step` (fault injection for tests)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            kill_self()
+
+
 class ConsoleProgress(TrainerCallback):
     """A progress bar with the latest loss, and one printed line per log step."""
 
@@ -129,8 +158,11 @@ class ConsoleProgress(TrainerCallback):
             line = f"step {state.global_step:>5}/{state.max_steps}  loss {logs['loss']:.4f}  lr {logs.get('learning_rate', 0):.2e}"
             self.progress.update(self.task, status=f"loss {logs['loss']:.4f}")
             self.console.print(line)
+            log.info(line)
         elif "eval_loss" in logs:
-            self.console.print(f"step {state.global_step:>5}/{state.max_steps}  [cyan]eval loss {logs['eval_loss']:.4f}[/]")
+            line = f"step {state.global_step:>5}/{state.max_steps}  eval loss {logs['eval_loss']:.4f}"
+            self.console.print(line, style="cyan")
+            log.info(line)
 
     def on_train_end(self, args, state, control, **kwargs):
         self.progress.stop()

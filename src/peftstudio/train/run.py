@@ -85,7 +85,9 @@ def _build_trainer(plan: RunPlan, data: PreparedData, checkpoints: CheckpointDir
     from datasets import Dataset
 
     from peftstudio.build.model import attach_adapter, load_base_model, load_tokenizer, model_location
-    from peftstudio.train.callbacks import ConsoleProgress, MetricsCallback
+    from transformers import PrinterCallback
+
+    from peftstudio.train.callbacks import ConsoleProgress, KillAtStep, MetricsCallback, injected_fault
     from peftstudio.train.trainer import StudioTrainer, sft_config
 
     config, training = plan.config, plan.config.training
@@ -98,18 +100,23 @@ def _build_trainer(plan: RunPlan, data: PreparedData, checkpoints: CheckpointDir
     metrics = MetricsCallback(sinks, progress, training.save_interval_steps, training.metric_for_best_model,
                               training.early_stopping_patience, training.early_stopping_threshold)
     validation = Dataset.from_list(data.validation_rows) if data.validation_rows else None
-    return StudioTrainer(
+    callbacks = [metrics, ConsoleProgress(console, plan.schedule.optimizer_steps)]
+    if injected_fault("kill_at_step") is not None:
+        callbacks.append(KillAtStep(injected_fault("kill_at_step")))
+    trainer = StudioTrainer(
         model=model,
         args=sft_config(plan, checkpoints.root, validation is not None),
         train_dataset=Dataset.from_list(data.train_rows),
         eval_dataset=validation,
         processing_class=tokenizer,
-        callbacks=[metrics, ConsoleProgress(console, plan.schedule.optimizer_steps)],
+        callbacks=callbacks,
         checkpoints=checkpoints,
         progress=progress,
         metrics=metrics,
         save_total_limit=training.save_total_limit,
     )
+    trainer.remove_callback(PrinterCallback)  # ConsoleProgress prints the log lines
+    return trainer
 
 
 def _keep_pissa_initial(model, path: Path) -> None:

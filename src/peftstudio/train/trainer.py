@@ -10,7 +10,7 @@ from pathlib import Path
 from trl import SFTConfig, SFTTrainer
 
 from peftstudio.plan.runplan import RunPlan
-from peftstudio.train.callbacks import MetricsCallback
+from peftstudio.train.callbacks import MetricsCallback, injected_fault, kill_self
 from peftstudio.train.checkpoints import CheckpointDir, TrainingProgress
 
 
@@ -101,6 +101,8 @@ class StudioTrainer(SFTTrainer):
             super(SFTTrainer, self)._save_checkpoint(model, trial)
             self.progress.step = self.state.global_step
             staged = self._staging / f"checkpoint-{self.state.global_step}"
+            if injected_fault("kill_in_checkpoint") == self.state.global_step:
+                kill_self()
             self.checkpoints.commit(staged, self.progress)
         finally:
             shutil.rmtree(self._staging, ignore_errors=True)
