@@ -19,8 +19,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-errors = Console(stderr=True)
+# soft_wrap: long messages stay one line each, so they can be grepped and copied.
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
 _state = {"debug": False}
 
 OVERRIDES = typer.Argument(None, help="key.sub=value, group=option, +experiment=NAME, ~key", show_default=False)
@@ -114,7 +115,8 @@ def main() -> None:
     debug = "--debug" in sys.argv[1:]
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns the exit code of typer.Exit instead of exiting.
+        code = app(standalone_mode=False)
     except PeftStudioError as error:
         if debug:
             raise
@@ -138,4 +140,4 @@ def main() -> None:
         errors.print(f"{type(error).__name__}: {error}\n(rerun with --debug for the traceback)",
                      markup=False, highlight=False)
         sys.exit(EXIT_RUN_FAILED)
-    sys.exit(EXIT_OK)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)

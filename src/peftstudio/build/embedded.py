@@ -290,7 +290,7 @@ def pretrain(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, senten
         loss = model(input_ids=input_ids, attention_mask=(labels != -100).long() | (input_ids != tokenizer.pad_token_id).long(), labels=labels).loss
         loss.backward()
         if _ % 50 == 0 or _ == steps - 1:
-            print("pretrain", _, round(loss.item(), 3), flush=True)
+            print("pretrain", _, round(loss.item(), 3), round(__import__("time").time(), 1), flush=True)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()

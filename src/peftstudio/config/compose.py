@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from peftstudio.config.introspect import is_section_key
+from peftstudio.config.schema import RunConfig
 from peftstudio.errors import Problem, UserError
 
 CONF_DIR = Path(__file__).parent / "conf"
@@ -220,6 +221,8 @@ def compose(overrides: list[str] | None = None, config_file: Path | None = None)
 
     groups = {**selections, **({"experiment": [experiment]} if experiment else {})}
     composition = Composition({}, {}, groups, problems)
+    # Schema defaults form the bottom layer, so every key exists for ${...} references.
+    _merge(composition, RunConfig().model_dump(mode="json"), _Layer({}, RANK_DEFAULT, "default"))
     for layer in layers:
         _merge(composition, layer.values, layer)
     for key, line in deletions:
@@ -285,17 +288,35 @@ def _is_known_leaf(dotted: str) -> bool:
 
 
 def _delete(composition: Composition, key: str, line: str, problems: list[Problem]) -> None:
-    parts = key.split(".")
-    target = composition.values
-    for part in parts[:-1]:
-        target = target.get(part) if isinstance(target, dict) else None
-    if not isinstance(target, dict) or parts[-1] not in target:
+    """`~key`: drop what the layers set, so the schema default applies again."""
+    set_by_layers = [k for k, origin in composition.origins.items()
+                     if (k == key or k.startswith(key + ".")) and origin.rank > RANK_DEFAULT]
+    if not set_by_layers:
         problems.append(Problem(f"override {line!r}", f"cannot delete {key}: it is not set by any layer",
                                 "check the key with `peftstudio plan`"))
         return
+    parts = key.split(".")
+    target = composition.values
+    for part in parts[:-1]:
+        target = target[part]
     del target[parts[-1]]
     for stale in [k for k in composition.origins if k == key or k.startswith(key + ".")]:
         del composition.origins[stale]
+    default = _lookup_default(key)
+    if default is not _NOT_IN_SCHEMA:
+        _merge(composition, _nest(key, default), _Layer({}, RANK_DEFAULT, "default"))
+
+
+_NOT_IN_SCHEMA = object()
+
+
+def _lookup_default(key: str) -> Any:
+    values: Any = RunConfig().model_dump(mode="json")
+    for part in key.split("."):
+        if not isinstance(values, dict) or part not in values:
+            return _NOT_IN_SCHEMA
+        values = values[part]
+    return values
 
 
 def _resolve_interpolations(values: dict[str, Any]) -> dict[str, Any]:

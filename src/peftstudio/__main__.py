@@ -1,0 +1,3 @@
+from peftstudio.cli import main
+
+main()

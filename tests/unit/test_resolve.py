@@ -1,0 +1,75 @@
+"""Resolution against fake hardware: every auto gets a value and a reason."""
+
+import pytest
+
+from peftstudio.config.validate import load_config
+from peftstudio.plan.resolve import padding_waste, resolve
+from peftstudio.plan.runplan import make_plan
+from tests.conftest import CPU, H100, M4, T4
+
+
+def resolved(hardware, overrides=()):
+    config, _ = load_config(list(overrides))
+    return resolve(config, hardware, padding_waste=0.4)
+
+
+def test_cpu_gets_fp32_without_checkpointing():
+    result = resolved(CPU)
+    training = result.config.training
+    assert result.config.device == "cpu"
+    assert (training.precision, training.gradient_checkpointing, training.attention) == ("fp32", "off", "sdpa")
+    assert "CPU" in result.reasons["training.precision"]
+
+
+def test_h100_gets_bf16_flash_attention_and_packing():
+    result = resolved(H100)
+    training = result.config.training
+    assert result.config.device == "cuda"
+    assert (training.precision, training.attention, training.gradient_checkpointing) == ("bf16", "flash_attention_2", "on")
+    assert training.packing == "on" and "40% of tokens would be padding" in result.reasons["training.packing"]
+
+
+def test_t4_without_bf16_gets_fp16_and_the_nan_risk_is_named():
+    result = resolved(T4)
+    assert result.config.training.precision == "fp16"
+    assert "NaN" in result.reasons["training.precision"]
+    assert result.config.training.attention == "sdpa", "flash-attn not installed there"
+
+
+def test_mps():
+    assert resolved(M4).config.device == "mps"
+
+
+def test_explicit_values_are_not_touched():
+    result = resolved(H100, ["training.precision=fp32", "training.packing=off"])
+    assert result.config.training.precision == "fp32" and "training.precision" not in result.reasons
+    assert result.config.training.packing == "off"
+
+
+def test_padding_waste_measures_padding():
+    assert padding_waste([10, 10, 10, 10], 2) == 0.0
+    assert padding_waste([10, 30], 2) == pytest.approx(1 - 40 / 60)
+
+
+def test_plan_provenance_marks_auto_values_with_their_reason():
+    plan = make_plan([], hardware=CPU)
+    assert plan.provenance["training.precision"].startswith("auto: ")
+    assert plan.provenance["seed"] == "default"
+    assert plan.schedule.mode == "steps" and plan.schedule.optimizer_steps == plan.config.training.num_batches
+
+
+def test_explicit_num_epochs_makes_the_run_epoch_based():
+    plan = make_plan(["training.num_epochs=2"], hardware=CPU)
+    assert plan.schedule.mode == "epochs"
+    assert plan.schedule.optimizer_steps == 2 * plan.schedule.steps_per_epoch
+    assert "outranks" in plan.schedule.reason
+
+
+def test_num_batches_given_as_explicitly_keeps_it_step_based():
+    plan = make_plan(["training.num_epochs=2", "training.num_batches=7"], hardware=CPU)
+    assert plan.schedule.mode == "steps" and plan.schedule.optimizer_steps == 7
+
+
+def test_effective_batch():
+    plan = make_plan(["training.micro_batch_size=2", "training.gradient_accumulation_steps=3"], hardware=CPU)
+    assert plan.schedule.effective_batch == 6
