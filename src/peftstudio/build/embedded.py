@@ -77,11 +77,12 @@ TOKENIZER_SETTINGS: dict[str, object] = {
 PRETRAINING_SETTINGS: dict[str, int | float] = {
     "seed": 1234,
     "steps": 600,
-    "batch_size": 32,
+    "batch_size": 16,
+    "row_length": 64,
     "learning_rate": 3e-3,
     "warmup_steps": 30,
     "weight_decay": 0.01,
-    "background_sentences": 6000,
+    "background_sentences": 20000,
     "threads": 2,
 }
 
@@ -272,12 +273,12 @@ def llama_config(tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
 
 
 def pretrain(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, sentences: list[str]) -> None:
-    """Next-token training of the whole model on background sentences (bos + text + eos)."""
+    """Next-token training of the whole model on background sentences packed into rows."""
     settings = PRETRAINING_SETTINGS
     steps = int(settings["steps"])
     if steps == 0:
         return
-    documents = [tokenizer(sentence)["input_ids"] + [tokenizer.eos_token_id] for sentence in sentences]
+    rows = _packed_rows(tokenizer, sentences, int(settings["row_length"]))
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=float(settings["learning_rate"]), weight_decay=float(settings["weight_decay"])
     )
@@ -285,9 +286,8 @@ def pretrain(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, senten
     order = random.Random(int(settings["seed"]))
     model.train()
     for _ in range(steps):
-        batch = order.sample(documents, int(settings["batch_size"]))
-        input_ids, labels = _pad_batch(batch, tokenizer.pad_token_id)
-        loss = model(input_ids=input_ids, attention_mask=(labels != -100).long() | (input_ids != tokenizer.pad_token_id).long(), labels=labels).loss
+        batch = rows[order.sample(range(len(rows)), int(settings["batch_size"]))]
+        loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
         if _ % 50 == 0 or _ == steps - 1:
             print("pretrain", _, round(loss.item(), 3), round(__import__("time").time(), 1), flush=True)
@@ -296,6 +296,15 @@ def pretrain(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, senten
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
     model.eval()
+
+
+def _packed_rows(tokenizer: PreTrainedTokenizerFast, sentences: list[str], row_length: int) -> torch.Tensor:
+    # Sentences (bos ... eos) are concatenated and cut into equal rows: no padding, so every
+    # token of the pretraining budget teaches something.
+    documents = tokenizer(sentences)["input_ids"]
+    stream = [token for document in documents for token in (*document, tokenizer.eos_token_id)]
+    usable = len(stream) // row_length * row_length
+    return torch.tensor(stream[:usable], dtype=torch.long).view(-1, row_length)
 
 
 def _warmup_cosine(warmup_steps: int, total_steps: int):
@@ -308,13 +317,3 @@ def _warmup_cosine(warmup_steps: int, total_steps: int):
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return factor
-
-
-def _pad_batch(documents: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(document) for document in documents)
-    input_ids = torch.full((len(documents), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(documents), width), -100, dtype=torch.long)
-    for row, document in enumerate(documents):
-        input_ids[row, : len(document)] = torch.tensor(document)
-        labels[row, : len(document)] = torch.tensor(document)
-    return input_ids, labels

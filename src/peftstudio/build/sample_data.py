@@ -129,12 +129,14 @@ def _background_antonym(rng: random.Random) -> str:
     return rng.choice((f"The opposite of {word} is {opposite}.", f"{word} and {opposite} are opposites."))
 
 
+def _background_capital_letters(rng: random.Random) -> str:
+    word = rng.choice(WORDS)
+    return rng.choice((f"{word} in capitals is {word.upper()}.", f"The sign said {word.upper()}, that is {word}."))
+
+
 def _background_spelling(rng: random.Random) -> str:
     word = rng.choice(WORDS)
-    return rng.choice((
-        f"On the sign, {word} was written as {word.upper()}.",
-        f"The word {word} starts with {word[0]}.",
-    ))
+    return rng.choice((f"{word} starts with {word[0]}.", f"The word {word} begins with the letter {word[0]}."))
 
 
 def _background_arithmetic(rng: random.Random) -> str:
@@ -142,19 +144,26 @@ def _background_arithmetic(rng: random.Random) -> str:
     return rng.choice((f"{left} plus {right} makes {left + right}.", f"{left} + {right} = {left + right}"))
 
 
-def _background_word_games(rng: random.Random) -> str:
+def _background_repetition(rng: random.Random) -> str:
+    word, times = rng.choice(WORDS), rng.randint(2, 4)
+    return f"Say {word} {NUMBER_NAMES[times - 2]} times: {' '.join([word] * times)}."
+
+
+def _background_reversal(rng: random.Random) -> str:
     words = rng.sample(WORDS, 3)
-    times = rng.randint(2, 4)
+    return f"{' '.join(words)} backwards is {' '.join(reversed(words))}."
+
+
+def _background_ordering(rng: random.Random) -> str:
     numbers = rng.sample(range(10), 3)
-    return rng.choice((
-        f"{' '.join(words)} backwards is {' '.join(reversed(words))}.",
-        f"Say {words[0]} {NUMBER_NAMES[times - 2]} times: {' '.join([words[0]] * times)}.",
-        f"In order, {' '.join(map(str, numbers))} becomes {' '.join(map(str, sorted(numbers)))}.",
-    ))
+    return f"In order, {' '.join(map(str, numbers))} becomes {' '.join(map(str, sorted(numbers)))}."
 
 
+# Arithmetic appears twice: it has far more distinct facts (21 x 21 sums) than the other kinds.
 BACKGROUND_KINDS: tuple[Callable[[random.Random], str], ...] = (
-    _background_capital, _background_antonym, _background_spelling, _background_arithmetic, _background_word_games,
+    _background_capital, _background_antonym, _background_capital_letters, _background_spelling,
+    _background_arithmetic, _background_arithmetic, _background_repetition, _background_reversal,
+    _background_ordering,
 )
 
 
