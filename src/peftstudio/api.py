@@ -29,12 +29,14 @@ def train(overrides: list[str] | None = None, config_file: Path | None = None, c
     """Plan, then train; `on_plan(plan)` is called once the plan is known (to print it)."""
     from rich.console import Console
 
+    console = console or Console()
     run_plan, data = plan_with_data(overrides, config_file)
     if on_plan is not None:
         on_plan(run_plan)
     from peftstudio.train.run import run_training
 
-    return run_training(run_plan, data, console or Console())
+    quiet_libraries(interactive=console.is_terminal)
+    return run_training(run_plan, data, console)
 
 
 def validate_files(paths: list[Path]) -> dict[Path, list[Problem]]:
@@ -47,6 +49,21 @@ def validate_files(paths: list[Path]) -> dict[Path, list[Problem]]:
         except UserError as error:
             results[path] = error.problems
     return results
+
+
+def quiet_libraries(interactive: bool) -> None:
+    """Library deprecation notices are for peftstudio's developers, not its users; progress
+    bars are for terminals, not log files."""
+    import warnings
+
+    for module in ("transformers", "trl", "peft", "accelerate"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+    if not interactive:
+        import datasets
+        import transformers
+
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
 
 
 @dataclass(frozen=True)
@@ -63,6 +80,7 @@ def generate(run_dir: Path, prompts: list[str] | None = None, count: int = 5,
     chat template applied. Without prompts, uses the first validation samples of the run."""
     from peftstudio.infer import load_run_model, run_prompts
 
+    quiet_libraries(interactive=False)
     model, tokenizer, config = load_run_model(Path(run_dir))
     expected: list[str | None]
     if prompts:

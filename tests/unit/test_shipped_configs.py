@@ -28,3 +28,10 @@ def test_shipped_file_composes_and_validates(relative):
     assert composition.groups[group] == [option]
     if group == "model":
         assert config.model.architecture is not None, "presets must carry architecture numbers to plan offline"
+
+
+def test_tiny_preset_describes_the_model_that_is_built():
+    from peftstudio.build.embedded import TINY_ARCHITECTURE
+
+    config, _ = load_config(["model=tiny"])
+    assert config.model.architecture.model_dump() == dict(TINY_ARCHITECTURE)

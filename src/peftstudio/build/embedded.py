@@ -2,20 +2,22 @@
 
 `ensure_embedded_model()` returns a directory that `AutoModelForCausalLM.from_pretrained` and
 `AutoTokenizer.from_pretrained` load like any hub checkout. The first call builds it into
-the cache (about half a minute on a laptop CPU), later calls reuse it:
+the cache (about half a minute on a 2-core CPU); later calls reuse it. The build:
 
-1. a byte-level BPE tokenizer is trained on the bundled sample rows and background text,
-   with a ChatML-like chat template whose assistant turns are wrapped in
-   `{% generation %}` so assistant-only loss masks work;
-2. a `LlamaForCausalLM` with the `TINY_ARCHITECTURE` numbers is initialised from a fixed seed;
-3. the whole model is briefly pretrained on plain background sentences (facts such as
-   "Paris is the capital of France." and simple word games). It never sees the chat
-   template or an instruction, so the base model cannot answer the sample prompts and a
-   LoRA adapter trained on them visibly teaches it to.
+1. trains a byte-level BPE tokenizer on the bundled sample rows and the background text, and
+   gives it a ChatML-like chat template whose assistant turns sit in `{% generation %}`;
+2. initialises a `LlamaForCausalLM` with the `TINY_ARCHITECTURE` numbers from a fixed seed;
+3. pretrains the whole model briefly on plain background sentences that state the facts
+   behind the sample tasks ("Paris is the capital of France.", "dog in capitals is DOG.").
+   It never sees the chat template, a question or an instruction, so the base model does
+   not answer the sample prompts; a LoRA adapter trained on them visibly teaches it to.
 
 The build is deterministic on one machine: the same recipe gives byte-identical
-`model.safetensors` and `tokenizer.json`. The directory name carries a hash of the recipe,
-so changing any number below builds a fresh model next to the old one.
+`model.safetensors` and `tokenizer.json`. The directory name carries a hash of the recipe
+(numbers, template, training text), so any change builds a fresh model next to the old one.
+
+torch, tokenizers and transformers are imported inside the build functions: reading
+`TINY_ARCHITECTURE` or `EMBEDDED_MODEL_ID` (config checks, `plan`) stays instant.
 """
 
 from __future__ import annotations
@@ -24,28 +26,35 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
+import math
 import os
 import random
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-
-import torch
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from typing import TYPE_CHECKING
 
 from peftstudio.build.sample_data import generate_background_text, generate_sample_rows
+from peftstudio.config.schema import EMBEDDED_MODEL_ID  # noqa: F401  (re-exported: what configs name)
 
-EMBEDDED_MODEL_ID = "embedded:tiny-llama"
+if TYPE_CHECKING:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-# Bump when the build code changes in a way the dicts below do not capture (e.g. new
-# background sentences): the recipe hash changes and a new model directory is built.
+logger = logging.getLogger(__name__)
+
+
+# Bump when the build code changes in a way the settings and the training text below do
+# not capture (e.g. a new pretraining loop): the directory hash changes with it.
 RECIPE_VERSION = 1
 
 # Every Linear layer's in/out features and the vocabulary are multiples of 64, because the
-# bitsandbytes 4-bit CPU kernels refuse other shapes. q: 128->128, k/v: 128->64 (2 KV heads x 32),
-# o: 128->128, gate/up: 128->384, down: 384->128, lm_head: 128->1024.
+# bitsandbytes 4-bit CPU kernels refuse other shapes. q: 128->128, k/v: 128->64 (2 KV heads
+# x 32, grouped-query attention), o: 128->128, gate/up: 128->384, down: 384->128,
+# lm_head: 128->1024 (tied to the input embedding).
 TINY_ARCHITECTURE: dict[str, int | bool] = {
     "num_layers": 4,
     "hidden_size": 128,
@@ -59,16 +68,16 @@ TINY_ARCHITECTURE: dict[str, int | bool] = {
     "max_position_embeddings": 2048,
 }
 
+PAD_TOKEN = "<|pad|>"
 BOS_TOKEN = "<|begin_of_text|>"
 EOS_TOKEN = "<|end_of_turn|>"
-PAD_TOKEN = "<|pad|>"
 TURN_START_TOKEN = "<|start_of_turn|>"
-# Order fixes the ids: pad 0, bos 1, eos 2, turn start 3. No unknown token: byte-level BPE
-# can spell any input from its 256 byte symbols.
+# The order fixes the ids: pad 0, bos 1, eos 2, turn start 3. No unknown token: byte-level
+# BPE spells any input from its 256 byte symbols, so nothing is ever unknown.
 SPECIAL_TOKENS: tuple[str, ...] = (PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, TURN_START_TOKEN)
 
 TOKENIZER_SETTINGS: dict[str, object] = {
-    "kind": "byte-level-bpe",
+    "kind": "byte-level-bpe, every whitespace character its own token",
     "vocab_size": TINY_ARCHITECTURE["vocab_size"],
     "min_frequency": 2,
     "special_tokens": list(SPECIAL_TOKENS),
@@ -76,20 +85,26 @@ TOKENIZER_SETTINGS: dict[str, object] = {
 
 PRETRAINING_SETTINGS: dict[str, int | float] = {
     "seed": 1234,
-    "steps": 600,
-    "batch_size": 16,
+    # Llama's default 0.02 is far too small for a 128-wide model: attention starts uniform
+    # and the model spends the whole budget learning templates before it learns any fact.
+    "init_std": 0.1,
+    "steps": 650,
     "row_length": 64,
+    "rows_per_batch": 12,
     "learning_rate": 3e-3,
     "warmup_steps": 30,
     "weight_decay": 0.01,
+    "adam_beta2": 0.95,
     "background_sentences": 20000,
+    # A fixed thread count keeps the order of float reductions, hence the bytes, fixed.
     "threads": 2,
 }
 
-# ChatML-like. Content is trimmed and every header ends in a newline, so the prompt rendered
-# with add_generation_prompt=True is always a token prefix of prompt + completion (TRL derives
-# the completion-only loss mask from that). The end-of-turn token sits inside the generation
-# block: it is the eos token, so the model is trained to emit it and generation stops there.
+# ChatML-like. Content is trimmed and every header ends in a newline, which is its own
+# token, so the prompt rendered with add_generation_prompt=True is always a token prefix of
+# prompt + completion (TRL derives the completion-only loss mask from that). The turn ends
+# with the eos token inside the generation block: the model is trained to emit it, and
+# generation stops there.
 CHAT_TEMPLATE = (
     "{{- bos_token -}}"
     "{%- for message in messages -%}"
@@ -108,26 +123,44 @@ CHAT_TEMPLATE = (
 
 
 def cache_root() -> Path:
-    """Where peftstudio caches built artefacts: `$PEFTSTUDIO_CACHE`, else `~/.cache/peftstudio`."""
+    """Where peftstudio caches what it builds: `$PEFTSTUDIO_CACHE`, else `~/.cache/peftstudio`."""
     configured = os.environ.get("PEFTSTUDIO_CACHE")
     return Path(configured).expanduser() if configured else Path.home() / ".cache" / "peftstudio"
 
 
+def background_text() -> list[str]:
+    """The pretraining sentences, generated from the recipe's seed."""
+    return generate_background_text(
+        count=int(PRETRAINING_SETTINGS["background_sentences"]), seed=int(PRETRAINING_SETTINGS["seed"])
+    )
+
+
+def tokenizer_training_text(background: list[str]) -> list[str]:
+    """What the BPE learns from, in a fixed order: the sample rows as chat-like text, then the background."""
+    lines = []
+    for row in generate_sample_rows():
+        prompt = row["instruction"] + ("\n" + row["input"] if row["input"] else "")
+        lines.append(f"user\n{prompt}\nassistant\n{row['output']}")
+    return lines + background
+
+
 def recipe_hash() -> str:
-    """Short hash of everything that decides the built bytes (numbers, template, version)."""
+    """Short hash of everything that decides the built bytes: settings, template, training text."""
+    text = "\n".join(tokenizer_training_text(background_text()))
     recipe = {
         "version": RECIPE_VERSION,
         "architecture": TINY_ARCHITECTURE,
         "tokenizer": TOKENIZER_SETTINGS,
         "pretraining": PRETRAINING_SETTINGS,
         "chat_template": CHAT_TEMPLATE,
+        "text_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
     }
     encoded = json.dumps(recipe, sort_keys=True).encode("utf-8")
     return hashlib.sha256(encoded).hexdigest()[:12]
 
 
 def embedded_model_dir(cache_dir: Path | None = None) -> Path:
-    """The directory the current recipe builds into (it may not exist yet)."""
+    """The directory the current recipe builds into under `cache_dir` (it may not exist yet)."""
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     return root / "models" / f"tiny-llama-{recipe_hash()}"
 
@@ -135,22 +168,28 @@ def embedded_model_dir(cache_dir: Path | None = None) -> Path:
 def ensure_embedded_model(cache_dir: Path | None = None) -> Path:
     """Return the embedded model directory, building it first if it is missing.
 
-    The build goes to a temporary sibling directory that is renamed into place only when
-    complete, so a killed build never leaves a directory that looks finished. A lock file
-    serialises concurrent callers: the second one waits, then finds the model and reuses it.
+    `cache_dir` is the cache root (default `cache_root()`); the model lands in
+    `CACHE/models/tiny-llama-HASH`. The build goes to a temporary sibling directory that is
+    renamed into place only when complete, so a killed build never leaves a directory that
+    looks finished. A lock file serialises concurrent callers: the second one waits, then
+    finds the finished model and reuses it.
     """
     target = embedded_model_dir(cache_dir)
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive_lock(target.parent / ".build.lock"):
-        if target.is_dir():  # another process finished the build while we waited
+        if target.is_dir():  # another process finished the build while this one waited
             return target
         _remove_abandoned_builds(target)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
         try:
+            started = time.monotonic()
+            logger.info("building the embedded tiny model in %s (once, about half a minute)", target)
             build_embedded_model(staging)
+            staging.chmod(0o755)  # mkdtemp creates it owner-only; the finished model is not secret
             os.replace(staging, target)
+            logger.info("embedded tiny model built in %.1f s", time.monotonic() - started)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -159,6 +198,8 @@ def ensure_embedded_model(cache_dir: Path | None = None) -> Path:
 
 @contextlib.contextmanager
 def _exclusive_lock(lock_path: Path) -> Iterator[None]:
+    # flock is released by the kernel when the process dies, so a killed build never
+    # leaves the cache locked.
     with open(lock_path, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -168,18 +209,19 @@ def _exclusive_lock(lock_path: Path) -> Iterator[None]:
 
 
 def _remove_abandoned_builds(target: Path) -> None:
-    # Only called under the lock, so any staging directory left here belongs to a dead build.
+    # Only called under the lock: a staging directory found here belongs to a dead build.
     for leftover in target.parent.glob(f".{target.name}.building-*"):
         shutil.rmtree(leftover, ignore_errors=True)
 
 
 def build_embedded_model(output_dir: Path) -> None:
-    """Build tokenizer and pretrained model into `output_dir` (which must exist)."""
-    background = generate_background_text(
-        count=int(PRETRAINING_SETTINGS["background_sentences"]), seed=int(PRETRAINING_SETTINGS["seed"])
-    )
+    """Build the tokenizer and the pretrained model and save both into existing `output_dir`."""
+    from transformers import GenerationConfig, LlamaForCausalLM
+
+    background = background_text()
     tokenizer = train_tokenizer(tokenizer_training_text(background))
-    with _deterministic_torch(int(PRETRAINING_SETTINGS["seed"]), int(PRETRAINING_SETTINGS["threads"])):
+    seed, threads = int(PRETRAINING_SETTINGS["seed"]), int(PRETRAINING_SETTINGS["threads"])
+    with _deterministic_torch(seed, threads):
         model = LlamaForCausalLM(llama_config(tokenizer))
         pretrain(model, tokenizer, background)
     model.generation_config = GenerationConfig(
@@ -189,12 +231,15 @@ def build_embedded_model(output_dir: Path) -> None:
     )
     model.save_pretrained(output_dir, safe_serialization=True)
     tokenizer.save_pretrained(output_dir)
+    recipe = {"model_id": EMBEDDED_MODEL_ID, "recipe_hash": recipe_hash(), "architecture": TINY_ARCHITECTURE}
+    (Path(output_dir) / "peftstudio_recipe.json").write_text(json.dumps(recipe, indent=2) + "\n", encoding="utf-8")
 
 
 @contextlib.contextmanager
 def _deterministic_torch(seed: int, threads: int) -> Iterator[None]:
-    # A fixed thread count keeps the float reduction order, hence the bytes, the same run to
-    # run; fork_rng leaves the caller's global random state as it was.
+    # fork_rng leaves the caller's global random state exactly as it was.
+    import torch
+
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -205,21 +250,16 @@ def _deterministic_torch(seed: int, threads: int) -> Iterator[None]:
         torch.set_num_threads(previous_threads)
 
 
-def tokenizer_training_text(background: list[str]) -> list[str]:
-    """The text the BPE is trained on, in a fixed order: sample rows as chat text, then background."""
-    lines = []
-    for row in generate_sample_rows():
-        prompt = row["instruction"] + ("\n" + row["input"] if row["input"] else "")
-        lines.append(f"user\n{prompt}\nassistant\n{row['output']}")
-    return lines + background
-
-
 def train_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
-    """Train the byte-level BPE on `texts` and wrap it with special tokens and chat template."""
+    """Train the byte-level BPE on `texts` and wrap it with its special tokens and chat template."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
     backend = Tokenizer(models.BPE())
-    # Every whitespace character is its own token, so a word is the same token after a space,
-    # a newline or a chat header ("Paris" in "is Paris." and in an answer). With GPT-2 style
-    # "Ġword" tokens the pretrained facts would sit on different ids than the answers.
+    # Every whitespace character is its own token, so a word is the same token after a
+    # space, a newline or a chat header ("Paris" in "is Paris." and as an answer). With
+    # GPT-2 style "Ġword" tokens the facts learned in pretraining would sit on other ids
+    # than the answers after "assistant\n".
     backend.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(r"\s"), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
@@ -233,11 +273,12 @@ def train_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
         show_progress=False,
     )
     backend.train_from_iterator(texts, trainer=trainer)
-    bos_id = backend.token_to_id(BOS_TOKEN)
-    # Plain text gets a leading bos like Llama tokenizers; chat templates add their own and
-    # are tokenized without special tokens, so a conversation never gets two.
+    # Plain text gets a leading bos like Llama tokenizers do. Chat templates write their own
+    # bos and are tokenized without special tokens, so a conversation never gets two.
     backend.post_processor = processors.TemplateProcessing(
-        single=f"{BOS_TOKEN} $A", pair=f"{BOS_TOKEN} $A {BOS_TOKEN} $B", special_tokens=[(BOS_TOKEN, bos_id)]
+        single=f"{BOS_TOKEN} $A",
+        pair=f"{BOS_TOKEN} $A {BOS_TOKEN} $B",
+        special_tokens=[(BOS_TOKEN, backend.token_to_id(BOS_TOKEN))],
     )
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
@@ -247,12 +288,13 @@ def train_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
         extra_special_tokens=[TURN_START_TOKEN],
         chat_template=CHAT_TEMPLATE,
         model_max_length=int(TINY_ARCHITECTURE["max_position_embeddings"]),
-        padding_side="right",
     )
 
 
 def llama_config(tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
-    """The `LlamaConfig` for `TINY_ARCHITECTURE`, with the tokenizer's special token ids."""
+    """The `LlamaConfig` for `TINY_ARCHITECTURE`, carrying the tokenizer's special token ids."""
+    from transformers import LlamaConfig
+
     arch = TINY_ARCHITECTURE
     return LlamaConfig(
         vocab_size=arch["vocab_size"],
@@ -265,6 +307,7 @@ def llama_config(tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
         max_position_embeddings=arch["max_position_embeddings"],
         tie_word_embeddings=arch["tie_embeddings"],
         attention_bias=arch["attention_bias"],
+        initializer_range=float(PRETRAINING_SETTINGS["init_std"]),
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -273,43 +316,38 @@ def llama_config(tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
 
 
 def pretrain(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, sentences: list[str]) -> None:
-    """Next-token training of the whole model on background sentences packed into rows."""
+    """Next-token training of the whole model on `sentences` (each one bos ... eos)."""
+    import torch
+
     settings = PRETRAINING_SETTINGS
     steps = int(settings["steps"])
-    if steps == 0:
-        return
-    rows = _packed_rows(tokenizer, sentences, int(settings["row_length"]))
+    documents = [ids + [tokenizer.eos_token_id] for ids in tokenizer(sentences)["input_ids"]]
+    batches = _packed_batches(documents, random.Random(int(settings["seed"])), tokenizer.pad_token_id)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=float(settings["learning_rate"]), weight_decay=float(settings["weight_decay"])
+        model.parameters(),
+        lr=float(settings["learning_rate"]),
+        betas=(0.9, float(settings["adam_beta2"])),
+        weight_decay=float(settings["weight_decay"]),
     )
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(int(settings["warmup_steps"]), steps))
-    order = random.Random(int(settings["seed"]))
     model.train()
-    for _ in range(steps):
-        batch = rows[order.sample(range(len(rows)), int(settings["batch_size"]))]
-        loss = model(input_ids=batch, labels=batch).loss
+    for step in range(steps):
+        input_ids, position_ids, labels = next(batches)
+        # No attention mask and no cache: transformers then reads the restarting position
+        # ids as packed sequences and builds a block-diagonal causal mask, so no sentence
+        # attends to another. (With a cache, it silently falls back to one causal mask.)
+        loss = model(input_ids=input_ids, position_ids=position_ids, labels=labels, use_cache=False).loss
         loss.backward()
-        if _ % 50 == 0 or _ == steps - 1:
-            print("pretrain", _, round(loss.item(), 3), round(__import__("time").time(), 1), flush=True)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
+        if step % 100 == 0 or step == steps - 1:
+            logger.debug("embedded pretraining step %d/%d loss %.3f", step + 1, steps, loss.item())
     model.eval()
 
 
-def _packed_rows(tokenizer: PreTrainedTokenizerFast, sentences: list[str], row_length: int) -> torch.Tensor:
-    # Sentences (bos ... eos) are concatenated and cut into equal rows: no padding, so every
-    # token of the pretraining budget teaches something.
-    documents = tokenizer(sentences)["input_ids"]
-    stream = [token for document in documents for token in (*document, tokenizer.eos_token_id)]
-    usable = len(stream) // row_length * row_length
-    return torch.tensor(stream[:usable], dtype=torch.long).view(-1, row_length)
-
-
-def _warmup_cosine(warmup_steps: int, total_steps: int):
-    import math
-
+def _warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
@@ -317,3 +355,50 @@ def _warmup_cosine(warmup_steps: int, total_steps: int):
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return factor
+
+
+def _packed_batches(
+    documents: list[list[int]], rng: random.Random, pad_id: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    # Whole sentences packed into fixed-length rows (about 95% real tokens against about 70%
+    # with per-sentence padding), reshuffled every epoch so each batch mixes all the kinds:
+    # batches of one kind of sentence (e.g. from sorting by length) learn far worse.
+    import torch
+
+    row_length = int(PRETRAINING_SETTINGS["row_length"])
+    rows_per_batch = int(PRETRAINING_SETTINGS["rows_per_batch"])
+    while True:
+        shuffled = [document[:row_length] for document in documents]
+        rng.shuffle(shuffled)
+        rows = _pack_rows(shuffled, row_length, pad_id)
+        for start in range(0, len(rows) - rows_per_batch + 1, rows_per_batch):
+            chunk = rows[start : start + rows_per_batch]
+            yield tuple(torch.tensor([row[field] for row in chunk], dtype=torch.long) for field in range(3))
+
+
+def _pack_rows(documents: list[list[int]], row_length: int, pad_id: int) -> list[tuple[list[int], ...]]:
+    """Greedily pack documents into rows of (input_ids, position_ids, labels)."""
+    rows: list[tuple[list[int], ...]] = []
+    ids: list[int] = []
+    positions: list[int] = []
+    labels: list[int] = []
+    for document in documents:
+        if ids and len(ids) + len(document) > row_length:
+            rows.append(_padded_row(ids, positions, labels, row_length, pad_id))
+            ids, positions, labels = [], [], []
+        ids += document
+        positions += range(len(document))
+        # A sentence's first token is not a prediction from the end of the previous sentence.
+        labels += [-100, *document[1:]]
+    if ids:
+        rows.append(_padded_row(ids, positions, labels, row_length, pad_id))
+    return rows
+
+
+def _padded_row(
+    ids: list[int], positions: list[int], labels: list[int], row_length: int, pad_id: int
+) -> tuple[list[int], list[int], list[int]]:
+    # The padding forms its own pseudo-sequence (positions restart at 0) that nothing else
+    # attends to, and it is never a label.
+    missing = row_length - len(ids)
+    return ids + [pad_id] * missing, positions + list(range(missing)), labels + [-100] * missing

@@ -1,12 +1,22 @@
-"""The bundled instruction-tuning sample data, generated deterministically.
+"""The bundled instruction-tuning sample data and the embedded model's background text.
 
-Every row is a short task whose answer a person can check at a glance (the capital of a
-country, the opposite of a word, 7 + 5, ...), so a fine-tuning run on the embedded tiny model
-shows visibly whether the adapter learned something. Rows have the alpaca shape
+Every sample row is a short task whose answer a person can check at a glance (the capital
+of a country, the opposite of a word, 2 + 3, ...), so a fine-tuning run on the embedded tiny
+model shows visibly whether the adapter learned something. Rows have the alpaca shape
 `{"instruction", "input", "output"}`; `input` is "" when the instruction says it all.
 
+The background text states the same facts as plain text: sentences ("Paris is the capital
+of France.") and dictionary-style entries ("France\\nCapital: Paris"). The embedded model is
+pretrained on it (see `peftstudio.build.embedded`), so the base model knows the facts but has
+never seen an instruction, a question or a chat turn; fine-tuning on the sample rows teaches
+it to answer. The many phrasings per fact matter: a fact seen in one sentence shape only is
+much harder for a small adapter to pull out in a new (question) shape. With two shapes per
+fact, LoRA runs on the sample data got about 40% of held-out prompts right, and whether a
+run got there at all depended on its seed; with the current mix, 80-95%.
+
 `python -m peftstudio.build.sample_data` rewrites `conf_data/sample.jsonl`; the file is
-committed, so the generator only runs when the task mix changes.
+committed, so the generator only runs when the task mix changes. Everything is generated
+from private `random.Random(seed)` instances, never the global random state.
 """
 
 from __future__ import annotations
@@ -48,6 +58,13 @@ WORDS: tuple[str, ...] = (
 
 NUMBER_NAMES: tuple[str, ...] = ("two", "three", "four")
 
+# Sums of 0..5 + 0..5: 36 facts the tiny model memorises during its short pretraining
+# (0..20 would be 441, far too many for the build's time budget).
+LARGEST_ADDEND = 5
+# Lists to reverse have two words: reversing three is an algorithm the tiny model does not
+# pick up reliably in its short pretraining, swapping two is.
+REVERSE_LENGTH = 2
+
 Row = dict[str, str]
 
 
@@ -56,7 +73,7 @@ def _row(instruction: str, output: str, input_text: str = "") -> Row:
 
 
 def _reverse_words(rng: random.Random) -> Row:
-    words = rng.sample(WORDS, 3)
+    words = rng.sample(WORDS, REVERSE_LENGTH)
     return _row("Reverse the order of these words.", " ".join(reversed(words)), " ".join(words))
 
 
@@ -78,7 +95,7 @@ def _antonym(rng: random.Random) -> Row:
 
 
 def _addition(rng: random.Random) -> Row:
-    left, right = rng.randint(0, 20), rng.randint(0, 20)
+    left, right = rng.randint(0, LARGEST_ADDEND), rng.randint(0, LARGEST_ADDEND)
     return _row(f"What is {left} + {right}?", str(left + right))
 
 
@@ -121,65 +138,119 @@ def generate_sample_rows(count: int = 600, seed: int = 1234) -> list[Row]:
 
 def _background_capital(rng: random.Random) -> str:
     country, city = rng.choice(CAPITALS)
-    return rng.choice((f"{city} is the capital of {country}.", f"The capital of {country} is {city}."))
+    return rng.choice((
+        f"{city} is the capital of {country}.",
+        f"The capital of {country} is {city}.",
+        f"{country} has its capital in {city}.",
+        f"In {country}, the capital city is {city}.",
+        f"{country}: capital {city}.",
+        f"The capital of {country}, as every map shows, is {city}.",
+        f"{country}\nCapital: {city}",
+    ))
 
 
 def _background_antonym(rng: random.Random) -> str:
-    word, opposite = rng.choice(ANTONYMS) if rng.random() < 0.5 else rng.choice(ANTONYMS)[::-1]
-    return rng.choice((f"The opposite of {word} is {opposite}.", f"{word} and {opposite} are opposites."))
+    pair = rng.choice(ANTONYMS)
+    word, opposite = pair if rng.random() < 0.5 else pair[::-1]
+    return rng.choice((
+        f"The opposite of {word} is {opposite}.",
+        f"{word} and {opposite} are opposites.",
+        f"{opposite} is the opposite of {word}.",
+        f"Not {word} but {opposite}.",
+        f"{word}: opposite {opposite}.",
+        f"The opposite of {word}, as everyone knows, is {opposite}.",
+        f"{word}\nOpposite: {opposite}",
+    ))
 
 
 def _background_capital_letters(rng: random.Random) -> str:
     word = rng.choice(WORDS)
-    return rng.choice((f"{word} in capitals is {word.upper()}.", f"The sign said {word.upper()}, that is {word}."))
+    return rng.choice((
+        f"{word} in capitals is {word.upper()}.",
+        f"The sign said {word.upper()}, that is {word}.",
+        f"Written in big letters, {word} becomes {word.upper()}.",
+        f"{word}: capitals {word.upper()}.",
+        f"{word}, written in capital letters, is {word.upper()}.",
+        f"{word}\nIn capitals: {word.upper()}",
+    ))
 
 
 def _background_spelling(rng: random.Random) -> str:
     word = rng.choice(WORDS)
-    return rng.choice((f"{word} starts with {word[0]}.", f"The word {word} begins with the letter {word[0]}."))
+    return rng.choice((
+        f"{word} starts with {word[0]}.",
+        f"The word {word} begins with the letter {word[0]}.",
+        f"{word[0]} is for {word}.",
+        f"{word}: first {word[0]}.",
+        f"The word {word}, as you can hear, begins with {word[0]}.",
+        f"{word}\nFirst letter: {word[0]}",
+    ))
 
 
 def _background_arithmetic(rng: random.Random) -> str:
-    left, right = rng.randint(0, 20), rng.randint(0, 20)
-    return rng.choice((f"{left} plus {right} makes {left + right}.", f"{left} + {right} = {left + right}"))
+    left, right = rng.randint(0, LARGEST_ADDEND), rng.randint(0, LARGEST_ADDEND)
+    total = left + right
+    return rng.choice((
+        f"{left} plus {right} makes {total}.",
+        f"{left} + {right} = {total}",
+        f"Add {left} and {right} to get {total}.",
+        f"{left} and {right} together are {total}.",
+        f"{left} plus {right}, as you can count, makes {total}.",
+        f"{left} + {right}\nTotal: {total}",
+    ))
 
 
 def _background_repetition(rng: random.Random) -> str:
     word, times = rng.choice(WORDS), rng.randint(2, 4)
-    return f"Say {word} {NUMBER_NAMES[times - 2]} times: {' '.join([word] * times)}."
+    said = " ".join([word] * times)
+    return rng.choice((
+        f"Say {word} {NUMBER_NAMES[times - 2]} times: {said}.",
+        f"{NUMBER_NAMES[times - 2]} times {word}: {said}.",
+        f"{word}, {NUMBER_NAMES[times - 2]} times over: {said}.",
+        f"{word}\n{NUMBER_NAMES[times - 2].capitalize()} times: {said}",
+    ))
 
 
 def _background_reversal(rng: random.Random) -> str:
-    words = rng.sample(WORDS, 3)
-    return f"{' '.join(words)} backwards is {' '.join(reversed(words))}."
+    words = rng.sample(WORDS, REVERSE_LENGTH)
+    forward, backward = " ".join(words), " ".join(reversed(words))
+    return rng.choice((
+        f"{forward} backwards is {backward}.",
+        f"Read from the end, {forward} becomes {backward}.",
+        f"{forward}: reversed {backward}.",
+        f"{forward}\nBackwards: {backward}",
+    ))
 
 
 def _background_ordering(rng: random.Random) -> str:
     numbers = rng.sample(range(10), 3)
-    return f"In order, {' '.join(map(str, numbers))} becomes {' '.join(map(str, sorted(numbers)))}."
+    given, ordered = " ".join(map(str, numbers)), " ".join(map(str, sorted(numbers)))
+    return rng.choice((
+        f"In order, {given} becomes {ordered}.",
+        f"Smallest first, {given} reads {ordered}.",
+        f"{given}: sorted {ordered}.",
+        f"{given}\nIn order: {ordered}",
+    ))
 
 
-# Arithmetic appears twice: it has far more distinct facts (21 x 21 sums) than the other kinds.
 BACKGROUND_KINDS: tuple[Callable[[random.Random], str], ...] = (
     _background_capital, _background_antonym, _background_capital_letters, _background_spelling,
-    _background_arithmetic, _background_arithmetic, _background_repetition, _background_reversal,
-    _background_ordering,
+    _background_arithmetic, _background_repetition, _background_reversal, _background_ordering,
 )
 
 
-def generate_background_text(count: int = 6000, seed: int = 1234) -> list[str]:
+def generate_background_text(count: int = 20000, seed: int = 1234) -> list[str]:
     """Return `count` plain sentences stating the facts behind the sample tasks.
 
-    This is the embedded model's pretraining text: declarative sentences ("Paris is the
-    capital of France.") with no instructions and no chat turns, so the base model knows the
-    facts but has never seen a question answered; the fine-tuning data teaches that.
+    This is the embedded model's pretraining text: declarative sentences with no
+    instructions, no questions and no chat turns. Kinds take turns so each gets an equal share.
     """
     rng = random.Random(seed)
     return [BACKGROUND_KINDS[index % len(BACKGROUND_KINDS)](rng) for index in range(count)]
 
 
 def write_jsonl(rows: list[Row], path: Path) -> None:
-    """Write one JSON object per line, UTF-8, keys in task order (instruction, input, output)."""
+    """Write `rows` to `path` as JSON Lines: one object per line, UTF-8, non-ASCII kept as is."""
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps(row, ensure_ascii=False) + "\n" for row in rows]
     path.write_text("".join(lines), encoding="utf-8")

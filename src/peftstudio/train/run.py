@@ -40,7 +40,10 @@ def run_training(plan: RunPlan, data: PreparedData, console) -> TrainResult:
     handler = _log_to_file(run_dir.log)
     sinks = _open_sinks(plan, run_dir, progress.step if resume_from else None)
     try:
-        if resume_from:
+        if resume_from and progress.step >= plan.schedule.optimizer_steps:
+            console.print(f"[bold]already complete[/] at step {progress.step} ({resume_from}); rewriting the outputs. "
+                          "Pass training.resume=never to train again from scratch.")
+        elif resume_from:
             console.print(f"[bold]resuming[/] from {resume_from} (step {progress.step})")
             log.info("resuming from %s at step %d", resume_from, progress.step)
         trainer = _build_trainer(plan, data, checkpoints, progress, sinks, console)
