@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from peftstudio.config.explain import Explanation, default_text
+from peftstudio.config.introspect import flatten
 from peftstudio.plan.runplan import RunPlan
 
 GIB = 1024**3
@@ -16,17 +17,6 @@ GIB = 1024**3
 
 def _value(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (list, dict, bool)) or value is None else str(value)
-
-
-def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for name, value in values.items():
-        dotted = f"{prefix}.{name}" if prefix else name
-        if isinstance(value, dict) and name != "columns":
-            flat.update(_flat(value, dotted))
-        else:
-            flat[dotted] = value
-    return flat
 
 
 def print_plan_summary(console: Console, plan: RunPlan) -> None:
@@ -49,7 +39,7 @@ def print_plan_summary(console: Console, plan: RunPlan) -> None:
                   f"{hardware.ram_bytes / GIB:.1f} GiB RAM, bf16 CPU units: {'yes' if hardware.cpu_bf16 else 'no'}")
     for key, origin in plan.provenance.items():
         if origin.startswith("auto: "):
-            console.print(f"[bold]auto[/]      {key} = [green]{_value(_flat(config.model_dump())[key])}[/]: {origin[6:]}")
+            console.print(f"[bold]auto[/]      {key} = [green]{_value(flatten(config.model_dump())[key])}[/]: {origin[6:]}")
     console.print(f"[bold]outputs[/]   run dir {training.output_dir}, checkpoints {training.checkpoint_dir} "
                   f"(every {training.save_interval_steps} steps, keep {training.save_total_limit}), resume={training.resume}")
     for warning in plan.warnings:
@@ -62,7 +52,7 @@ def print_plan(console: Console, plan: RunPlan) -> None:
     table.add_column("key")
     table.add_column("value", overflow="fold")
     table.add_column("origin", overflow="fold", style="dim")
-    for key, value in _flat(plan.config.model_dump(mode="json")).items():
+    for key, value in flatten(plan.config.model_dump(mode="json")).items():
         table.add_row(key, _value(value), plan.provenance.get(key, "default"))
     console.print(table)
     print_plan_summary(console, plan)
@@ -93,5 +83,5 @@ def print_explanation(console: Console, explanation: Explanation) -> None:
     for option in explanation.options:
         console.print(f"[bold]{explanation.key.split('=')[0]}={option.name}[/]  {option.summary}")
         if "=" in explanation.key:
-            for key, value in _flat(option.sets).items():
+            for key, value in flatten(option.sets).items():
                 console.print(f"  {key}: {_value(value)}")

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from peftstudio.config.introspect import is_section_key
+from peftstudio.config.introspect import ABSENT, find_field, is_section_key, lookup
 from peftstudio.config.schema import RunConfig
 from peftstudio.errors import Problem, UserError
 
@@ -116,7 +116,7 @@ def _node_lines(node: Any, prefix: str = "") -> dict[str, int]:
     return lines
 
 
-def _is_global_package(path: Path) -> bool:
+def is_global_package(path: Path) -> bool:
     with path.open(encoding="utf-8") as handle:
         first = handle.readline()
     return first.strip().replace(" ", "") == "#@package_global_"
@@ -128,7 +128,7 @@ def _load_group_file(group: str, option: str, rank: int) -> tuple[_Layer, dict[s
     data, lines = read_yaml(path)
     data = dict(data or {})
     selections = _parse_defaults(data.pop("defaults", []), f"{group}/{option}.yaml")
-    if not _is_global_package(path):
+    if not is_global_package(path):
         data = {group: data}
         lines = {f"{group}.{key}": line for key, line in lines.items()}
     return _Layer(data, rank, f"{group}={option}", f"{group}/{option}.yaml", lines), selections
@@ -269,7 +269,7 @@ def _merge(composition: Composition, values: dict[str, Any], layer: _Layer, pref
         target = target.setdefault(part, {})
     for key, value in values.items():
         dotted = f"{prefix}.{key}" if prefix else str(key)
-        descend = isinstance(value, dict) and (is_section_key(dotted) or not _is_known_leaf(dotted))
+        descend = isinstance(value, dict) and (is_section_key(dotted) or find_field(dotted) is None)
         if descend and value:
             if not isinstance(target.get(key), dict):
                 target[key] = {}
@@ -279,12 +279,6 @@ def _merge(composition: Composition, values: dict[str, Any], layer: _Layer, pref
         for stale in [k for k in composition.origins if k.startswith(dotted + ".")]:
             del composition.origins[stale]
         composition.origins[dotted] = layer.origin_of(dotted)
-
-
-def _is_known_leaf(dotted: str) -> bool:
-    from peftstudio.config.introspect import find_field
-
-    return find_field(dotted) is not None
 
 
 def _delete(composition: Composition, key: str, line: str, problems: list[Problem]) -> None:
@@ -302,21 +296,9 @@ def _delete(composition: Composition, key: str, line: str, problems: list[Proble
     del target[parts[-1]]
     for stale in [k for k in composition.origins if k == key or k.startswith(key + ".")]:
         del composition.origins[stale]
-    default = _lookup_default(key)
-    if default is not _NOT_IN_SCHEMA:
+    default = lookup(RunConfig().model_dump(mode="json"), key)
+    if default is not ABSENT:
         _merge(composition, _nest(key, default), _Layer({}, RANK_DEFAULT, "default"))
-
-
-_NOT_IN_SCHEMA = object()
-
-
-def _lookup_default(key: str) -> Any:
-    values: Any = RunConfig().model_dump(mode="json")
-    for part in key.split("."):
-        if not isinstance(values, dict) or part not in values:
-            return _NOT_IN_SCHEMA
-        values = values[part]
-    return values
 
 
 def _resolve_interpolations(values: dict[str, Any]) -> dict[str, Any]:

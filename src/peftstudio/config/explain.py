@@ -8,8 +8,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from peftstudio.config.compose import ALL_GROUPS, CONF_DIR, group_options, read_yaml
-from peftstudio.config.introspect import FieldDoc, all_leaf_keys, find_field, keys_under
+from peftstudio.config.compose import ALL_GROUPS, CONF_DIR, group_options, is_global_package, read_yaml
+from peftstudio.config.introspect import ABSENT, FieldDoc, all_leaf_keys, find_field, keys_under, lookup
 from peftstudio.errors import Problem, UserError
 
 
@@ -67,23 +67,11 @@ def _set_by(key: str) -> dict[str, Any]:
     for group in ALL_GROUPS:
         for option in group_options(group):
             values = _option(group, option).sets
-            head = open(CONF_DIR / group / f"{option}.yaml", encoding="utf-8").readline()
-            scoped = values if "_global_" in head else {group: values}
-            value = _lookup(scoped, key)
-            if value is not _ABSENT:
+            scoped = values if is_global_package(CONF_DIR / group / f"{option}.yaml") else {group: values}
+            value = lookup(scoped, key)
+            if value is not ABSENT:
                 found[f"{group}={option}"] = value
     return found
-
-
-_ABSENT = object()
-
-
-def _lookup(values: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(values, dict) or part not in values:
-            return _ABSENT
-        values = values[part]
-    return values
 
 
 def _unknown(key: str) -> UserError:

@@ -125,3 +125,32 @@ def all_leaf_keys() -> list[str]:
 def is_section_key(key: str) -> bool:
     field = find_field(key)
     return field is not None and field.is_section
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as dotted leaf keys; mappings that are values (data.columns) stay whole."""
+    flat: dict[str, Any] = {}
+    for name, value in values.items():
+        dotted = f"{prefix}.{name}" if prefix else name
+        if isinstance(value, dict) and value and not _is_mapping_value(dotted):
+            flat.update(flatten(value, dotted))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _is_mapping_value(dotted: str) -> bool:
+    field = find_field(dotted)
+    return field is not None and not field.is_section
+
+
+ABSENT = object()
+
+
+def lookup(values: Any, dotted: str) -> Any:
+    """The value at a dotted key of a nested mapping, or ABSENT."""
+    for part in dotted.split("."):
+        if not isinstance(values, dict) or part not in values:
+            return ABSENT
+        values = values[part]
+    return values

@@ -15,6 +15,7 @@ from typing import Any
 
 from peftstudio.build.data import PreparedData, prepare_data
 from peftstudio.config.compose import RANK_DEFAULT, Composition
+from peftstudio.config.introspect import flatten
 from peftstudio.config.schema import RunConfig
 from peftstudio.config.validate import load_config
 from peftstudio.errors import EnvironmentProblem, UserError
@@ -125,17 +126,9 @@ def _schedule(config: RunConfig, composition: Composition, train_rows: int) -> S
 
 def _provenance(config: RunConfig, composition: Composition, reasons: dict[str, str]) -> dict[str, str]:
     provenance = {}
-    for key in _leaf_keys(config.model_dump()):
+    for key in flatten(config.model_dump()):
         provenance[key] = f"auto: {reasons[key]}" if key in reasons else str(composition.origin(key))
     return provenance
-
-
-def _leaf_keys(values: dict[str, Any], prefix: str = "") -> list[str]:
-    keys = []
-    for name, value in values.items():
-        dotted = f"{prefix}.{name}" if prefix else name
-        keys += _leaf_keys(value, dotted) if isinstance(value, dict) and name != "columns" else [dotted]
-    return keys
 
 
 def run_identity(config: RunConfig, data: DataSummary) -> dict[str, Any]:
