@@ -49,7 +49,7 @@ def print_plan_summary(console: Console, plan: RunPlan) -> None:
 def print_plan(console: Console, plan: RunPlan) -> None:
     """The summary, then every resolved key with its value and origin."""
     table = Table(title="resolved config", show_lines=False, header_style="bold")
-    table.add_column("key")
+    table.add_column("key", overflow="fold")
     table.add_column("value", overflow="fold")
     table.add_column("origin", overflow="fold", style="dim")
     for key, value in flatten(plan.config.model_dump(mode="json")).items():
