@@ -51,6 +51,7 @@ def test_kill_mid_epoch_then_resume_equals_straight_run(straight, tmp_path):
     resumed = train(tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from" in resumed.stdout and "checkpoint-5" in resumed.stdout
+    assert "settings changed" not in resumed.stdout
     assert_same_run(straight, tmp_path)
 
 
@@ -72,3 +73,10 @@ def test_resume_never_starts_over(straight, tmp_path):
     result = train(tmp_path, "training.resume=never")
     assert result.returncode == 0 and "resuming" not in result.stdout
     assert_same_run(straight, tmp_path)
+
+
+def test_resume_with_changed_settings_warns(straight, tmp_path):
+    assert train(tmp_path, fault="kill_at_step:6").returncode == -9
+    result = train(tmp_path, "optim.learning_rate=0.001")
+    assert result.returncode == 0, result.stderr
+    assert "settings changed since the checkpoint" in result.stdout and "optim.learning_rate: 0.005 → 0.001" in result.stdout

@@ -64,3 +64,11 @@ def test_explicit_resume_path_must_be_a_checkpoint(tmp_path):
     (tmp_path / "x").mkdir()
     with pytest.raises(UserError, match="not a complete peftstudio checkpoint"):
         choose_resume(CheckpointDir(tmp_path), str(tmp_path / "x"), "abc", {})
+
+
+def test_changed_settings_lists_what_differs():
+    from peftstudio.train.checkpoints import changed_settings
+
+    saved = {"optim.learning_rate": 0.005, "training.resume": "auto", "seed": 42}
+    current = {"optim.learning_rate": 0.001, "training.resume": "never", "seed": 42}
+    assert changed_settings(saved, current) == ["optim.learning_rate: 0.005 → 0.001"]

@@ -32,6 +32,7 @@ class TrainingProgress:
     step: int = 0
     fingerprint: str = ""
     identity: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)  # the resolved config, flattened
     tokens_seen: int = 0
     best_metric: float | None = None
     best_step: int | None = None
@@ -106,6 +107,13 @@ class CheckpointDir:
         checkpoints = self.complete()
         self.rotate(0, None)
         return len(checkpoints)
+
+
+def changed_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """`key: old → new` for settings that differ from the checkpoint's (resume itself aside)."""
+    ignored = {"training.resume"}
+    return [f"{key}: {saved.get(key)!r} → {current.get(key)!r}" for key in sorted(set(saved) | set(current))
+            if key not in ignored and saved.get(key) != current.get(key)]
 
 
 def _fsync_tree(root: Path) -> None:

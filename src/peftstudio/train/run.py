@@ -12,7 +12,8 @@ from peftstudio.build.data import PreparedData
 from peftstudio.plan.runplan import RunPlan
 from peftstudio.track.metrics import JsonlSink, MetricsSink, TensorBoardSink, read_metrics, truncate_metrics
 from peftstudio.track.runs import RunDir, replace_dir
-from peftstudio.train.checkpoints import CheckpointDir, TrainingProgress, choose_resume
+from peftstudio.config.introspect import flatten
+from peftstudio.train.checkpoints import CheckpointDir, TrainingProgress, changed_settings, choose_resume
 
 log = logging.getLogger("peftstudio")
 PISSA_INITIAL = "pissa-initial-adapter"
@@ -33,8 +34,9 @@ def run_training(plan: RunPlan, data: PreparedData, console) -> TrainResult:
     training = plan.config.training
     run_dir, checkpoints = RunDir.at(training.output_dir), CheckpointDir.at(training.checkpoint_dir)
     resume_from = choose_resume(checkpoints, training.resume, plan.fingerprint, plan.identity)
+    settings = flatten(plan.config.model_dump(mode="json"))
     progress = TrainingProgress.read(resume_from) if resume_from else TrainingProgress(
-        fingerprint=plan.fingerprint, identity=plan.identity)
+        fingerprint=plan.fingerprint, identity=plan.identity, settings=settings)
     _prepare_run_dir(plan, run_dir, resume_from, progress.step)
     checkpoints.root.mkdir(parents=True, exist_ok=True)
     handler = _log_to_file(run_dir.log)
@@ -45,6 +47,7 @@ def run_training(plan: RunPlan, data: PreparedData, console) -> TrainResult:
                           "Pass training.resume=never to train again from scratch.")
         elif resume_from:
             console.print(f"[bold]resuming[/] from {resume_from} (step {progress.step})")
+            _warn_changed_settings(console, progress, settings)
             log.info("resuming from %s at step %d", resume_from, progress.step)
         trainer = _build_trainer(plan, data, checkpoints, progress, sinks, console)
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -55,6 +58,15 @@ def run_training(plan: RunPlan, data: PreparedData, console) -> TrainResult:
         logging.getLogger().removeHandler(handler)
         handler.close()
     return _result(plan, run_dir, resume_from, trainer)
+
+
+def _warn_changed_settings(console, progress: TrainingProgress, settings: dict) -> None:
+    changes = changed_settings(progress.settings, settings)
+    if changes:
+        console.print("[yellow]warning[/]   resuming with settings changed since the checkpoint (the result will "
+                      "match an uninterrupted run of neither config): " + "; ".join(changes), markup=True)
+        log.warning("resuming with changed settings: %s", "; ".join(changes))
+    progress.settings = settings
 
 
 def _prepare_run_dir(plan: RunPlan, run_dir: RunDir, resume_from: Path | None, step: int) -> None:
