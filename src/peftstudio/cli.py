@@ -60,8 +60,10 @@ def train(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = C
     result = api.train(overrides or [], config, console, on_plan=lambda p: print_plan_summary(console, p))
     run_dir = result.run_dir
     if result.first_loss is not None:
-        console.print(f"[bold green]done[/] at step {result.final_step}: loss {result.first_loss:.4f} → "
-                      f"{result.last_loss:.4f}" + (" (stopped early)" if result.stopped_early else ""))
+        losses = f"{result.first_loss:.4f} → {result.last_loss:.4f}" if result.first_loss != result.last_loss \
+            else f"{result.last_loss:.4f}"
+        console.print(f"[bold green]done[/] at step {result.final_step}: loss {losses}"
+                      + (" (stopped early)" if result.stopped_early else ""))
     console.print(f"adapter    {run_dir.adapter}\nloss plot  {run_dir.loss_plot}\nmetrics    {run_dir.metrics}")
     console.print(f"try it:    peftstudio generate {run_dir.root}")
 
