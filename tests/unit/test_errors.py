@@ -100,3 +100,11 @@ def test_validate_command_reports_each_file(tmp_path):
 def test_missing_config_file_is_a_user_error(tmp_path):
     result = run_cli("plan", "--config", "nope.yaml", cwd=tmp_path)
     assert result.returncode == 2 and "config file not found" in result.stderr
+
+
+def test_bad_data_is_reported_with_file_line_and_nothing_is_written(tmp_path):
+    (tmp_path / "data.jsonl").write_text('{"instruction": "a", "output": "b"}\n{"instruction": "a", "output": \n')
+    result = run_cli("train", "data=jsonl", "data.path=data.jsonl", cwd=tmp_path)
+    assert result.returncode == 2 and "data.jsonl:2: invalid JSON" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl"], "no run dir or checkpoint dir left behind"
