@@ -37,9 +37,10 @@ def print_plan_summary(console: Console, plan: RunPlan) -> None:
     names = ", ".join(hardware.device_names) or "no accelerator"
     console.print(f"[bold]hardware[/]  {hardware.accelerator} ({names}); {hardware.cpu_cores} CPU cores, "
                   f"{hardware.ram_bytes / GIB:.1f} GiB RAM, bf16 CPU units: {'yes' if hardware.cpu_bf16 else 'no'}")
+    values = flatten(config.model_dump())
     for key, origin in plan.provenance.items():
         if origin.startswith("auto: "):
-            console.print(f"[bold]auto[/]      {key} = [green]{_value(flatten(config.model_dump())[key])}[/]: {origin[6:]}")
+            console.print(f"[bold]auto[/]      {key} = [green]{_value(values[key])}[/]: {origin[6:]}")
     console.print(f"[bold]outputs[/]   run dir {training.output_dir}, checkpoints {training.checkpoint_dir} "
                   f"(every {training.save_interval_steps} steps, keep {training.save_total_limit}), resume={training.resume}")
     for warning in plan.warnings:

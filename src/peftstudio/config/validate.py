@@ -70,9 +70,7 @@ def _describe(item: dict[str, Any], composition: Composition) -> Problem:
         return _unknown_key(key, composition)
     field = find_field(key)
     value = item.get("input")
-    allowed = field.range_text if field else ""
-    if item["type"] in ("literal_error",) or not allowed:
-        allowed = allowed or _pydantic_expectation(item)
+    allowed = (field.range_text if field else "") or _pydantic_expectation(item)
     message = f"{value!r} is invalid (from {composition.origin(key)}): {item['msg'].removeprefix('Value error, ')}"
     fix = f"set {key} to {allowed}" if allowed else f"see `peftstudio explain {key}`"
     return Problem(key, message, fix)

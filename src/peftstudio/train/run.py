@@ -126,7 +126,6 @@ def _build_trainer(plan: RunPlan, data: PreparedData, checkpoints: CheckpointDir
         processing_class=tokenizer,
         callbacks=callbacks,
         checkpoints=checkpoints,
-        progress=progress,
         metrics=metrics,
         save_total_limit=training.save_total_limit,
     )

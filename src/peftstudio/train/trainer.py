@@ -11,7 +11,7 @@ from trl import SFTConfig, SFTTrainer
 
 from peftstudio.plan.runplan import RunPlan
 from peftstudio.train.callbacks import MetricsCallback, injected_fault, kill_self
-from peftstudio.train.checkpoints import CheckpointDir, TrainingProgress
+from peftstudio.train.checkpoints import CheckpointDir
 
 
 def sft_config(plan: RunPlan, checkpoint_dir: Path, has_validation: bool) -> SFTConfig:
@@ -75,11 +75,9 @@ def sft_config(plan: RunPlan, checkpoint_dir: Path, has_validation: bool) -> SFT
 class StudioTrainer(SFTTrainer):
     """SFTTrainer that counts non-padding tokens and commits checkpoints atomically."""
 
-    def __init__(self, *args, checkpoints: CheckpointDir, progress: TrainingProgress,
-                 metrics: MetricsCallback, save_total_limit: int, **kwargs):
+    def __init__(self, *args, checkpoints: CheckpointDir, metrics: MetricsCallback, save_total_limit: int, **kwargs):
         super().__init__(*args, **kwargs)
         self.checkpoints = checkpoints
-        self.progress = progress
         self.metrics = metrics
         self.save_total_limit = save_total_limit
         self._staging: Path | None = None
@@ -99,12 +97,13 @@ class StudioTrainer(SFTTrainer):
         self._staging = self.checkpoints.new_staging()
         try:
             super(SFTTrainer, self)._save_checkpoint(model, trial)
-            self.progress.step = self.state.global_step
+            progress = self.metrics.progress  # the callback keeps it current; the checkpoint stores it
+            progress.step = self.state.global_step
             staged = self._staging / f"checkpoint-{self.state.global_step}"
             if injected_fault("kill_in_checkpoint") == self.state.global_step:
                 kill_self()
-            self.checkpoints.commit(staged, self.progress)
+            self.checkpoints.commit(staged, progress)
         finally:
             shutil.rmtree(self._staging, ignore_errors=True)
             self._staging = None
-        self.checkpoints.rotate(self.save_total_limit, self.progress.best_step)
+        self.checkpoints.rotate(self.save_total_limit, progress.best_step)
