@@ -111,7 +111,9 @@ def test_presets_steps_explain_and_openapi(client):
     steps = client.get("/api/steps").json()
     assert [s["step"] for s in steps] == list(range(1, 8))
     batch = next(f for s in steps for f in s["fields"] if f["key"] == "training.micro_batch_size")
-    assert batch["range"] == "1–1024" and batch["description"] and batch["kind"] == "int"
+    assert batch["range"].startswith("1–1024") and batch["description"] and batch["kind"] == "int"
+    scheduler = next(f for s in steps for f in s["fields"] if f["key"] == "optim.lr_scheduler")
+    assert scheduler["kind"] == "choice" and "cosine" in scheduler["choices"]
     assert client.get("/api/explain/peft.r").json()["field"]["range"] == "1–256"
     assert client.get("/api/explain/training.micro_batch_sise").status_code == 400
     paths = client.get("/api/openapi.json").json()["paths"]
@@ -131,6 +133,26 @@ def test_validate_uses_the_cli_schema_and_names_the_key(client):
     assert good["ok"] and good["plan"]["config"]["training"]["micro_batch_size"] == 2
     assert good["command"] == "peftstudio train model=tiny training.micro_batch_size=2"
     assert yaml.safe_load(good["yaml"]) == {"defaults": [{"model": "tiny"}], "training": {"micro_batch_size": 2}}
+
+
+def test_estimate_is_the_cli_estimator_on_the_plan(client):
+    from peftstudio import api
+    from peftstudio.plan.memory import estimate_memory
+
+    totals = {}
+    for micro in (2, 8):
+        state = {"groups": {"model": "tiny"}, "values": {"training.micro_batch_size": micro}}
+        memory = client.post("/api/estimate", json={"state": state}).json()["memory"]
+        expected = estimate_memory(api.plan([f"model=tiny", f"training.micro_batch_size={micro}"], hardware=CPU).config,
+                                   hardware=CPU)
+        assert memory["total_bytes"] == expected.total_bytes and memory["fits"] is True
+        totals[micro] = memory["total_bytes"]
+    assert totals[8] > totals[2]
+    big = client.post("/api/estimate", json={"state": {"groups": {"model": "llama3_8b"},
+                                                       "values": {"training.micro_batch_size": 64}}}).json()["memory"]
+    assert big["fits"] is False and big["device_bytes"] == CPU.ram_bytes
+    presets = {o["name"]: o for o in client.get("/api/presets").json()["model"]}
+    assert presets["llama3_8b"]["memory"]["total_parameters"] > 8e9 > presets["gemma3_1b"]["memory"]["total_parameters"]
 
 
 def test_the_job_yaml_composes_to_the_same_config_as_the_overrides(client, tmp_path):

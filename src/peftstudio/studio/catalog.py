@@ -4,7 +4,9 @@ studio can never drift from what the CLI validates."""
 
 from __future__ import annotations
 
+import types
 import typing
+from functools import lru_cache
 from typing import Any
 
 from peftstudio.config.compose import group_options
@@ -30,15 +32,18 @@ TRACKER_SECRETS = {"wandb": ["WANDB_API_KEY"], "mlflow": ["MLFLOW_TRACKING_TOKEN
 def field_info(doc: FieldDoc) -> dict[str, Any]:
     """One field as the browser needs it to draw an input and explain it."""
     annotation = doc.info.annotation
-    args = typing.get_args(annotation)
-    kinds = {a for a in (args or (annotation,)) if a is not type(None)}
+    is_union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    args = typing.get_args(annotation) if is_union else (annotation,)
+    kinds = {a for a in args if a is not type(None)}
+    literal = {k for k in kinds if typing.get_origin(k) is typing.Literal}
+    numbers = kinds - literal
     if kinds == {bool}:
         kind = "bool"
-    elif literal_choices(annotation) and all(k is not list and getattr(k, "__origin__", None) is not list for k in kinds):
+    elif literal and not numbers:
         kind = "choice"
-    elif kinds <= {int}:
-        kind = "int"
-    elif kinds <= {int, float} or kinds == {float}:
+    elif numbers and numbers <= {int}:
+        kind = "int"  # may also take a word such as `auto` (see choices)
+    elif numbers and numbers <= {int, float}:
         kind = "float"
     else:
         kind = "text"
@@ -68,7 +73,26 @@ def presets() -> dict[str, Any]:
             continue
     for option in groups.get("logging", []):
         option["secrets"] = TRACKER_SECRETS.get(option["name"], [])
+    for option in groups.get("model", []):
+        option["memory"] = preset_memory(option["name"])
     return groups
+
+
+@lru_cache(maxsize=None)
+def preset_memory(model: str) -> dict[str, int] | None:
+    """Parameters and predicted peak memory of a model preset with the default LoRA run
+    (the CLI's estimator on the composed defaults); None when the preset cannot be estimated."""
+    from peftstudio.config.validate import load_config
+    from peftstudio.errors import PeftStudioError
+    from peftstudio.plan.memory import estimate_memory
+
+    try:
+        config, _ = load_config([f"model={model}"])
+        estimate = estimate_memory(config)
+    except PeftStudioError:
+        return None
+    return {"total_parameters": estimate.total_parameters, "total_bytes": estimate.total_bytes,
+            "micro_batch_size": estimate.micro_batch_size, "seq_len": estimate.seq_len}
 
 
 def _option_info(group: str, option: str) -> dict[str, Any]:

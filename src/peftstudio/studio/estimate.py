@@ -29,6 +29,7 @@ def memory_estimate(config, hardware: HardwareProfile) -> dict[str, Any]:
         "device_bytes": report.device_bytes,
         "fits": estimate.fits(report.device_bytes) if report.device_bytes else None,
         "advice": list(report.fitting_overrides),
+        "warnings": list(report.warnings),
         "recommended_micro_batch": report.recommended_micro_batch,
         "notes": list(estimate.notes),
     }

@@ -89,7 +89,9 @@ function fieldRow(field) {
       h("option", { value: "" }, "preset"), choices.map((c) => h("option", { value: c }, c)));
     input.value = current;
   } else {
-    input = h("input", { id, name: field.key, type: field.kind === "text" ? "text" : "number",
+    // Numbers that also take a word (micro_batch_size: auto) need a text box.
+    const numeric = (field.kind === "int" || field.kind === "float") && !field.choices.length;
+    input = h("input", { id, name: field.key, type: numeric ? "number" : "text",
                          step: field.kind === "int" ? "1" : "any", value: current,
                          oninput: (e) => setValue(field.key, e.target.value) });
   }
@@ -139,7 +141,8 @@ function stepModel() {
     h("p", { class: "muted" }, "A preset carries the architecture numbers, so the plan and the memory estimate work before any download."),
     choiceCards("model", models, (o) => [
       h("div", { class: "meta" }, o.summary || ""),
-      o.memory ? h("div", { class: "meta" }, `${formatCount(o.memory.total_parameters)} parameters · LoRA needs ≈ ${formatBytes(o.memory.total_bytes)}`) : null]),
+      o.memory ? h("div", { class: "meta preset-memory" }, `${formatCount(o.memory.total_parameters)} parameters · default LoRA run ` +
+        `(micro-batch ${o.memory.micro_batch_size}, ${o.memory.seq_len} tokens) needs ≈ ${formatBytes(o.memory.total_bytes)}`) : null]),
     h("h3", {}, "Or any hub id or local directory"),
     h("input", { type: "text", id: "custom-model", placeholder: "org/name or /path/to/model", value: custom, style: "width:100%;padding:6px",
                  oninput: (e) => setValue("model.name_or_path", e.target.value.trim()) }),
@@ -297,13 +300,17 @@ function renderSide() {
 
 function memoryView(memory) {
   if (!memory.available) return h("p", { class: "muted", id: "estimate-memory" }, "Memory: " + memory.reason);
+  const where = memory.device_bytes ? " of " + formatBytes(memory.device_bytes) : "";
   const share = memory.device_bytes ? Math.min(memory.total_bytes / memory.device_bytes, 1) : 0;
   return h("div", { id: "estimate-memory" },
-    h("p", {}, "Peak memory ", h("b", { id: "estimate-total" }, formatBytes(memory.total_bytes)), " of ", formatBytes(memory.device_bytes), " — ",
-      memory.fits ? h("span", { class: "ok" }, "fits") : h("span", { class: "bad" }, "does not fit")),
+    h("p", {}, "Peak memory ", h("b", { id: "estimate-total" }, formatBytes(memory.total_bytes)), where,
+      ` (micro-batch ${memory.micro_batch_size}, ${memory.seq_len} tokens) — `,
+      memory.fits === null ? h("span", { class: "muted" }, "no device memory known")
+        : memory.fits ? h("span", { class: "ok", id: "estimate-fits" }, "fits") : h("span", { class: "bad", id: "estimate-fits" }, "does not fit")),
     h("div", { class: "bar" + (memory.fits ? "" : " over") }, h("span", { style: `width:${(share * 100).toFixed(1)}%` })),
     h("p", { class: "muted" }, `${formatCount(memory.trainable_parameters)} trainable of ${formatCount(memory.total_parameters)} parameters`),
-    memory.advice.length ? h("ul", { class: "warnings" }, memory.advice.map((a) => h("li", {}, a))) : null);
+    !memory.fits && !memory.advice.length ? h("ul", { class: "warnings" }, memory.warnings.map((w) => h("li", {}, w))) : null,
+    memory.advice.length ? [h("p", {}, "Would fit:"), h("ul", { class: "warnings", id: "estimate-advice" }, memory.advice.map((a) => h("li", {}, a)))] : null);
 }
 
 function componentsView(memory) {
