@@ -15,9 +15,10 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 from peftstudio.plan.hardware import HardwareProfile  # noqa: E402
 
 GIB = 1024**3
-CPU = HardwareProfile("cpu", 0, cpu_cores=2, ram_bytes=24 * GIB, disk_free_bytes=100 * GIB)
+CPU = HardwareProfile("cpu", 0, cpu_cores=2, ram_bytes=24 * GIB, disk_free_bytes=100 * GIB, bitsandbytes_available=True)
 H100 = HardwareProfile("cuda", 1, ["NVIDIA H100 80GB HBM3"], [80 * GIB], "9.0", gpu_bf16=True, cpu_cores=16,
-                       ram_bytes=128 * GIB, disk_free_bytes=100 * GIB, flash_attention_available=True)
+                       ram_bytes=128 * GIB, disk_free_bytes=100 * GIB, flash_attention_available=True,
+                       bitsandbytes_available=True)
 T4 = HardwareProfile("cuda", 1, ["Tesla T4"], [16 * GIB], "7.5", gpu_bf16=False, cpu_cores=8,
                      ram_bytes=32 * GIB, disk_free_bytes=100 * GIB)
 M4 = HardwareProfile("mps", 1, ["Apple MPS"], [32 * GIB], gpu_bf16=True, cpu_cores=10, ram_bytes=32 * GIB)

@@ -28,6 +28,7 @@ class HardwareProfile:
     ram_bytes: int = 0
     disk_free_bytes: int = 0
     flash_attention_available: bool = False
+    bitsandbytes_available: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,6 +65,7 @@ def detect(output_dir: str | Path = ".") -> HardwareProfile:
         ram_bytes=_ram_bytes(),
         disk_free_bytes=shutil.disk_usage(path).free,
         flash_attention_available=importlib.util.find_spec("flash_attn") is not None,
+        bitsandbytes_available=importlib.util.find_spec("bitsandbytes") is not None,
     )
     if torch.cuda.is_available():
         count = torch.cuda.device_count()

@@ -82,9 +82,18 @@ def _packing(values: dict[str, Any], hardware: HardwareProfile, waste: float | N
     return "off", f"{measured} (at most {PACKING_WASTE_THRESHOLD:.0%}: not worth packing)"
 
 
+def _compute_dtype(values: dict[str, Any], hardware: HardwareProfile, _waste: float | None) -> tuple[str, str]:
+    precision = values["training"]["precision"]
+    if values["peft"]["quantization"] == "none":
+        return precision, f"follows training.precision={precision} (unused: the base model is not quantized)"
+    return precision, (f"follows training.precision={precision}: quantized weights are dequantized to the dtype "
+                       "the rest of the model computes in")
+
+
 RULES = (
     ("device", _device),
     ("training.precision", _precision),
+    ("peft.compute_dtype", _compute_dtype),
     ("training.gradient_checkpointing", _gradient_checkpointing),
     ("training.attention", _attention),
     ("training.packing", _packing),

@@ -16,7 +16,9 @@ from peftstudio.config.introspect import flatten
 from peftstudio.train.checkpoints import CheckpointDir, TrainingProgress, changed_settings, choose_resume
 
 log = logging.getLogger("peftstudio")
-PISSA_INITIAL = "pissa-initial-adapter"
+# The adapter as initialised, kept beside the checkpoints: saving converts a PiSSA / OLoRA
+# adapter against it (see `_save_adapter`).
+INITIAL_ADAPTER = "initial-adapter"
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ def _prepare_run_dir(plan: RunPlan, run_dir: RunDir, resume_from: Path | None, s
         return
     run_dir.metrics.unlink(missing_ok=True)
     shutil.rmtree(run_dir.tensorboard, ignore_errors=True)
+    for tracker_id in ("wandb_run_id", "mlflow_run_id"):  # a fresh start is a new tracker run
+        (run_dir.root / tracker_id).unlink(missing_ok=True)
 
 
 def _log_to_file(path: Path) -> logging.Handler:
@@ -88,10 +92,23 @@ def _log_to_file(path: Path) -> logging.Handler:
 
 
 def _open_sinks(plan: RunPlan, run_dir: RunDir, resumed_step: int | None) -> list[MetricsSink]:
+    """metrics.jsonl always, then each tracker `logging` switches on (hyperparameters once)."""
+    logging_settings, resumed = plan.config.logging, resumed_step is not None
     sinks: list[MetricsSink] = [JsonlSink(run_dir.metrics)]
-    if plan.config.logging.tensorboard:
-        purge = resumed_step + 1 if resumed_step is not None else None
+    if logging_settings.tensorboard:
+        purge = resumed_step + 1 if resumed else None
         sinks.append(TensorBoardSink(run_dir.tensorboard, purge_step=purge))
+    name = f"{plan.config.peft.method}-{plan.fingerprint[:8]}"
+    settings = flatten(plan.config.model_dump(mode="json"))
+    if logging_settings.wandb:
+        from peftstudio.track.trackers import WandbSink
+
+        sinks.append(WandbSink(run_dir.root, logging_settings.wandb_project, name, settings, resumed))
+    if logging_settings.mlflow:
+        from peftstudio.track.trackers import MlflowSink
+
+        sinks.append(MlflowSink(run_dir.root, logging_settings.mlflow_tracking_uri, logging_settings.mlflow_experiment,
+                                name, settings, resumed))
     return sinks
 
 
@@ -99,7 +116,8 @@ def _build_trainer(plan: RunPlan, data: PreparedData, checkpoints: CheckpointDir
                    sinks: list[MetricsSink], console):
     from datasets import Dataset
 
-    from peftstudio.build.model import attach_adapter, load_base_model, load_tokenizer, model_location
+    from peftstudio.build.model import (attach_adapter, load_base_model, load_tokenizer, model_location,
+                                        needs_conversion, quantization_config)
     from transformers import PrinterCallback
 
     from peftstudio.train.callbacks import ConsoleProgress, KillAtStep, MetricsCallback, injected_fault
@@ -108,10 +126,11 @@ def _build_trainer(plan: RunPlan, data: PreparedData, checkpoints: CheckpointDir
     config, training = plan.config, plan.config.training
     location = model_location(config.model)
     tokenizer = load_tokenizer(location, config.model)
-    model = attach_adapter(load_base_model(location, config.model, training.precision, training.attention),
-                           config.peft, config.seed)
-    if config.peft.method == "pissa":
-        _keep_pissa_initial(model, checkpoints.root / PISSA_INITIAL)
+    base = load_base_model(location, config.model, training.precision, training.attention,
+                           quantization_config(config.peft), config.device)
+    model = attach_adapter(base, config.peft, config.seed, training.gradient_checkpointing == "on", location)
+    if needs_conversion(config.peft):
+        _keep_initial_adapter(model, checkpoints.root / INITIAL_ADAPTER, fresh_start=progress.step == 0)
     metrics = MetricsCallback(sinks, progress, training.save_interval_steps, training.metric_for_best_model,
                               training.early_stopping_patience, training.early_stopping_threshold)
     validation = Dataset.from_list(data.validation_rows) if data.validation_rows else None
@@ -133,27 +152,29 @@ def _build_trainer(plan: RunPlan, data: PreparedData, checkpoints: CheckpointDir
     return trainer
 
 
-def _keep_pissa_initial(model, path: Path) -> None:
-    """Save PiSSA's initial adapter once: the final save converts against it so the adapter
-    applies to the original base weights, not PiSSA's residual ones."""
-    if path.is_dir():
-        return
+def _keep_initial_adapter(model, path: Path, fresh_start: bool) -> None:
+    """Save a PiSSA / OLoRA adapter as initialised, once: the final save converts against it so
+    the adapter applies to the original base weights, not the residual ones it trained on."""
+    if path.is_dir() and not fresh_start:
+        return  # a resumed run converts against the initial adapter of its first start
     staged = path.with_name(path.name + ".tmp")
     shutil.rmtree(staged, ignore_errors=True)
     init = model.peft_config["default"].init_lora_weights
-    model.peft_config["default"].init_lora_weights = True  # loading the initial adapter must not re-run the SVD
+    model.peft_config["default"].init_lora_weights = True  # loading the initial adapter must not re-run the SVD / QR
     model.save_pretrained(staged)
     model.peft_config["default"].init_lora_weights = init
-    staged.rename(path)
+    replace_dir(staged, path)
 
 
 def _save_adapter(trainer, plan: RunPlan, run_dir: RunDir, checkpoints: CheckpointDir) -> None:
+    from peftstudio.build.model import needs_conversion
+
     staged = run_dir.root / ".adapter.tmp"
     shutil.rmtree(staged, ignore_errors=True)
     model = trainer.model
-    if plan.config.peft.method == "pissa":
+    if needs_conversion(plan.config.peft):
         model.peft_config["default"].init_lora_weights = True
-        model.save_pretrained(staged, path_initial_model_for_weight_conversion=str(checkpoints.root / PISSA_INITIAL))
+        model.save_pretrained(staged, path_initial_model_for_weight_conversion=str(checkpoints.root / INITIAL_ADAPTER))
     else:
         model.save_pretrained(staged)
     trainer.processing_class.save_pretrained(staged)
