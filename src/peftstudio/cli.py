@@ -144,9 +144,13 @@ def import_(file: Path = typer.Argument(..., help="HF TrainingArguments/SFTConfi
 
         write_atomically(out, result.yaml_text)
         console.print(f"[green]wrote[/] {out}  (train with: peftstudio train --config {out})")
-    errors.print(f"imported {result.kind}: {len(result.mapped)} key(s) mapped, {len(result.unmapped)} not mapped")
-    for key, reason in result.unmapped.items():
-        errors.print(f"  not mapped: {key} ({reason})", markup=False, highlight=False)
+    errors.print(f"imported {result.kind}: {len(result.mapped)} key(s) mapped, "
+                 f"{len(result.unmapped) + len(result.unset)} not mapped", markup=False)
+    for line in result.unmapped_lines():
+        errors.print(f"  not mapped: {line}", markup=False, highlight=False)
+    if result.unset:
+        errors.print(f"  not mapped, null/false/empty in the source: {', '.join(result.unset)}",
+                     markup=False, highlight=False)
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from peftstudio.build.data import PreparedData
 from peftstudio.plan.runplan import RunPlan
 from peftstudio.track.metrics import JsonlSink, MetricsSink, TensorBoardSink, read_metrics, truncate_metrics
-from peftstudio.track.runs import RunDir, replace_dir
+from peftstudio.track.runs import RunDir, replace_dir, write_atomically
 from peftstudio.config.introspect import flatten
 from peftstudio.train.checkpoints import CheckpointDir, TrainingProgress, changed_settings, choose_resume
 
@@ -73,6 +73,7 @@ def _warn_changed_settings(console, progress: TrainingProgress, settings: dict) 
 
 def _prepare_run_dir(plan: RunPlan, run_dir: RunDir, resume_from: Path | None, step: int) -> None:
     run_dir.write_plan(plan.to_json(), plan.config.model_dump(mode="json"))
+    run_dir.summary.unlink(missing_ok=True)  # rewritten when this run ends
     if resume_from:
         truncate_metrics(run_dir.metrics, step)
         return
@@ -181,6 +182,27 @@ def _save_adapter(trainer, plan: RunPlan, run_dir: RunDir, checkpoints: Checkpoi
     replace_dir(staged, run_dir.adapter)
 
 
+def _write_summary(run_dir: RunDir, trainer, stopped_early: bool, losses: list[float]) -> None:
+    """How the run ended, for people and scripts: the best checkpoint is named here too."""
+    import json
+
+    progress = trainer.metrics.progress
+    best = trainer.checkpoints.root / f"checkpoint-{progress.best_step}" if progress.best_step is not None else None
+    summary = {
+        "final_step": trainer.state.global_step,
+        "max_steps": trainer.state.max_steps,
+        "stopped_early": stopped_early,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "metric_for_best_model": trainer.metrics.metric_for_best,
+        "best_metric": progress.best_metric,
+        "best_step": progress.best_step,
+        "best_checkpoint": str(best) if best is not None and best.is_dir() else None,
+        "tokens_seen": progress.tokens_seen,
+    }
+    write_atomically(run_dir.summary, json.dumps(summary, indent=2))
+
+
 def _result(plan: RunPlan, run_dir: RunDir, resume_from: Path | None, trainer) -> TrainResult:
     from peftstudio.track.plots import plot_loss
 
@@ -188,5 +210,6 @@ def _result(plan: RunPlan, run_dir: RunDir, resume_from: Path | None, trainer) -
     plot_loss(records, run_dir.loss_plot, f"{plan.config.model.name_or_path} · {plan.config.peft.method}")
     losses = [r["loss"] for r in records if "loss" in r]
     stopped = trainer.state.global_step < trainer.state.max_steps
+    _write_summary(run_dir, trainer, stopped, losses)
     return TrainResult(run_dir, resume_from, trainer.state.global_step, losses[0] if losses else None,
                        losses[-1] if losses else None, stopped)
