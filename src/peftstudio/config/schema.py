@@ -92,7 +92,7 @@ class PeftSettings(Section):
     """Weight-decomposed LoRA: learns magnitude and direction separately. Slower per step."""
     init: str = "default"
     """Adapter initialisation: default, gaussian, olora (orthonormal, from a QR of the weight),
-    loftq (compensates 4-bit quantization error; CUDA only), pissa or pissa_niter_N (fast SVD
+    loftq (with peft=qlora: starts as the low-rank part of the 4-bit quantization error), pissa or pissa_niter_N (fast SVD
     with N iterations). olora and pissa adapters are converted on save to apply to the original base."""
     quantization: Literal["none", "nf4", "fp4", "int8"] = "none"
     """How bitsandbytes stores the frozen base weights: none (full precision), nf4 or fp4

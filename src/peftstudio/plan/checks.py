@@ -108,12 +108,13 @@ def _check_quantization_device(config: RunConfig, hardware: HardwareProfile, fin
     peft, device = config.peft, config.device
     if peft.quantization == "none":
         return
+    unquantized = "peft=dora" if peft.use_dora else "peft=lora"
     if not hardware.bitsandbytes_available:
         findings.environment.append(Problem("peft.quantization", f"{peft.quantization} needs the bitsandbytes package, "
-                                            "which is not installed", "pip install bitsandbytes, or use peft=lora"))
+                                            "which is not installed", f"pip install bitsandbytes, or use {unquantized}"))
     if device == "mps":
         findings.environment.append(Problem("peft.quantization", f"{peft.quantization}: bitsandbytes has no Apple GPU (MPS) "
-                                            "kernels for training", "use peft=lora (or peft=dora) on MPS, or device=cpu"))
+                                            "kernels for training", f"use {unquantized} on MPS, or device=cpu"))
     if device == "cpu" and peft.compute_dtype == "fp16":
         findings.errors.append(Problem("peft.compute_dtype", "fp16 on CPU: bitsandbytes' CPU kernels compute in fp32 or bf16",
                                        "use peft.compute_dtype=auto"))
@@ -125,7 +126,7 @@ def _check_quantization_device(config: RunConfig, hardware: HardwareProfile, fin
         if odd:
             findings.errors.append(Problem("peft.quantization", f"{peft.quantization} on CPU: layer widths {odd} are not "
                                            "multiples of 64, which bitsandbytes' CPU 4-bit kernels need",
-                                           "use peft=lora on this model, or train on a CUDA GPU"))
+                                           f"use {unquantized} on this model, or train on a CUDA GPU"))
 
 
 def _check_schedule(config: RunConfig, steps: int, validation_rows: int, findings: Findings) -> None:
