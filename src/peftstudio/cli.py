@@ -59,6 +59,8 @@ def train(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = C
     from peftstudio.report import print_plan_summary
 
     result = api.train(overrides or [], config, console, on_plan=lambda p: print_plan_summary(console, p))
+    if not result.report:
+        return
     run_dir = result.run_dir
     if result.first_loss is not None:
         losses = f"{result.first_loss:.4f} → {result.last_loss:.4f}" if result.first_loss != result.last_loss \
@@ -114,6 +116,29 @@ def generate(run_dir: Path = typer.Argument(..., help="a finished run's output d
             console.print(f"expected  {item.expected!r}")
         console.print(f"[dim]base      {item.base!r}[/]")
         console.print(f"[green]adapter[/]   {item.adapter!r}\n")
+
+
+@app.command("accelerate-config")
+def accelerate_config(
+    name: str = typer.Argument(..., help="single_gpu, multi_gpu, fsdp, deepspeed_zero2, deepspeed_zero3 "
+                                         "(CPU offload of optimizer and parameters) or cpu"),
+    out: Path = typer.Option(..., "--out", "-o", help="the YAML file to write"),
+    num_processes: Optional[int] = typer.Option(None, help="processes in total; default: 1 for single_gpu and "
+                                                           "cpu, else this machine's GPUs (at least 2) × machines"),
+    num_machines: int = typer.Option(1, help="machines taking part"),
+    machine_rank: int = typer.Option(0, help="this machine's index"),
+    main_process_ip: Optional[str] = typer.Option(None, help="address of machine 0 (several machines)"),
+    main_process_port: Optional[int] = typer.Option(None, help="rendezvous port on machine 0"),
+    mixed_precision: Optional[str] = typer.Option(None, help="no, bf16 or fp16; default bf16 on GPUs, no on cpu"),
+    gradient_accumulation_steps: int = typer.Option(1, help="DeepSpeed wants it in its config"),
+) -> None:
+    """Write a config file for `accelerate launch --config_file F.yaml`."""
+    from peftstudio import api
+
+    written = api.write_accelerate_config(name, out, num_processes, num_machines, machine_rank, main_process_ip,
+                                          main_process_port, mixed_precision, gradient_accumulation_steps)
+    console.print(f"wrote {written.path}\nuse it: accelerate launch --config_file {written.path} -m peftstudio train "
+                  f"{' '.join(written.train_overrides)} OVERRIDES", soft_wrap=True)
 
 
 @app.command()
@@ -197,6 +222,21 @@ def _batch_sizes(text: str) -> list[int]:
     if not sizes or any(size < 1 for size in sizes):
         raise UserError(Problem("--batch-sizes", f"{text!r} is not a list of positive integers", "write e.g. --batch-sizes 1,2,4,8"))
     return sizes
+
+
+@app.command()
+def studio(host: str = typer.Option("127.0.0.1", help="address to bind; anything but loopback needs --token"),
+           port: int = typer.Option(7860, help="port to listen on"),
+           data_dir: Path = typer.Option(Path("./studio-data"), "--data-dir",
+                                         help="where jobs (SQLite), uploads and runs are kept"),
+           token: Optional[str] = typer.Option(None, "--token", envvar="PEFTSTUDIO_STUDIO_TOKEN",
+                                               help="required on every page and API call when set"),
+           max_upload_mb: int = typer.Option(200, min=1, help="largest dataset upload, in MiB"),
+           max_running: int = typer.Option(1, min=1, help="jobs run at once per device; the rest queue")) -> None:
+    """Web wizard and job monitor (FastAPI) calling the same API as the CLI."""
+    from peftstudio.studio.launch import start_studio
+
+    start_studio(host, port, data_dir, token, max_upload_mb, max_running)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ classes.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from peftstudio.config.schema import EMBEDDED_MODEL_ID, ModelSettings, PeftSettings
@@ -69,8 +70,10 @@ def load_base_model(location: str, settings: ModelSettings, precision: str, atte
 
     placement = {}
     if quantization is not None and device == "cuda":
-        # bitsandbytes quantizes while the weights move to the GPU: place them there at load time.
-        placement = {"device_map": {"": torch.cuda.current_device()}}
+        # bitsandbytes quantizes while the weights move to the GPU: place them on this process's
+        # GPU at load time (LOCAL_RANK under torchrun / accelerate launch).
+        gpu = int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))
+        placement = {"device_map": {"": gpu}}
     try:
         return AutoModelForCausalLM.from_pretrained(
             location,

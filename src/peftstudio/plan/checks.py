@@ -28,6 +28,7 @@ def check(config: RunConfig, hardware: HardwareProfile, optimizer_steps: int, va
     _check_quantization(config, findings)
     _check_device(config, hardware, findings)
     _check_quantization_device(config, hardware, findings)
+    _check_distributed(config, hardware, findings)
     _check_schedule(config, optimizer_steps, validation_rows, findings)
     _check_paths(config, findings)
     _check_trackers(config, findings)
@@ -127,6 +128,13 @@ def _check_quantization_device(config: RunConfig, hardware: HardwareProfile, fin
             findings.errors.append(Problem("peft.quantization", f"{peft.quantization} on CPU: layer widths {odd} are not "
                                            "multiples of 64, which bitsandbytes' CPU 4-bit kernels need",
                                            f"use {unquantized} on this model, or train on a CUDA GPU"))
+def _check_distributed(config: RunConfig, hardware: HardwareProfile, findings: Findings) -> None:
+    from peftstudio.plan.distributed_checks import distributed_findings
+
+    errors, environment, warnings = distributed_findings(config, hardware)
+    findings.errors += errors
+    findings.environment += environment
+    findings.warnings += warnings
 
 
 def _check_schedule(config: RunConfig, steps: int, validation_rows: int, findings: Findings) -> None:
