@@ -186,6 +186,21 @@ def _batch_sizes(text: str) -> list[int]:
     return sizes
 
 
+@app.command()
+def studio(host: str = typer.Option("127.0.0.1", help="address to bind; anything but loopback needs --token"),
+           port: int = typer.Option(7860, help="port to listen on"),
+           data_dir: Path = typer.Option(Path("./studio-data"), "--data-dir",
+                                         help="where jobs (SQLite), uploads and runs are kept"),
+           token: Optional[str] = typer.Option(None, "--token", envvar="PEFTSTUDIO_STUDIO_TOKEN",
+                                               help="required on every page and API call when set"),
+           max_upload_mb: int = typer.Option(200, min=1, help="largest dataset upload, in MiB"),
+           max_running: int = typer.Option(1, min=1, help="jobs run at once per device; the rest queue")) -> None:
+    """Web wizard and job monitor (FastAPI) calling the same API as the CLI."""
+    from peftstudio.studio.launch import start_studio
+
+    start_studio(host, port, data_dir, token, max_upload_mb, max_running)
+
+
 def main() -> None:
     """Console entry point: user errors become one message and exit 2, never a traceback."""
     debug = "--debug" in sys.argv[1:]
