@@ -59,6 +59,8 @@ def train(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = C
     from peftstudio.report import print_plan_summary
 
     result = api.train(overrides or [], config, console, on_plan=lambda p: print_plan_summary(console, p))
+    if not result.report:
+        return
     run_dir = result.run_dir
     if result.first_loss is not None:
         losses = f"{result.first_loss:.4f} → {result.last_loss:.4f}" if result.first_loss != result.last_loss \
@@ -111,6 +113,29 @@ def generate(run_dir: Path = typer.Argument(..., help="a finished run's output d
             console.print(f"expected  {item.expected!r}")
         console.print(f"[dim]base      {item.base!r}[/]")
         console.print(f"[green]adapter[/]   {item.adapter!r}\n")
+
+
+@app.command("accelerate-config")
+def accelerate_config(
+    name: str = typer.Argument(..., help="single_gpu, multi_gpu, fsdp, deepspeed_zero2, deepspeed_zero3 "
+                                         "(CPU offload of optimizer and parameters) or cpu"),
+    out: Path = typer.Option(..., "--out", "-o", help="the YAML file to write"),
+    num_processes: Optional[int] = typer.Option(None, help="processes in total; default: 1 for single_gpu and "
+                                                           "cpu, else this machine's GPUs (at least 2) × machines"),
+    num_machines: int = typer.Option(1, help="machines taking part"),
+    machine_rank: int = typer.Option(0, help="this machine's index"),
+    main_process_ip: Optional[str] = typer.Option(None, help="address of machine 0 (several machines)"),
+    main_process_port: Optional[int] = typer.Option(None, help="rendezvous port on machine 0"),
+    mixed_precision: Optional[str] = typer.Option(None, help="no, bf16 or fp16; default bf16 on GPUs, no on cpu"),
+    gradient_accumulation_steps: int = typer.Option(1, help="DeepSpeed wants it in its config"),
+) -> None:
+    """Write a config file for `accelerate launch --config_file F.yaml`."""
+    from peftstudio import api
+
+    written = api.write_accelerate_config(name, out, num_processes, num_machines, machine_rank, main_process_ip,
+                                          main_process_port, mixed_precision, gradient_accumulation_steps)
+    console.print(f"wrote {written.path}\nuse it: accelerate launch --config_file {written.path} -m peftstudio train "
+                  f"{' '.join(written.train_overrides)} OVERRIDES", soft_wrap=True)
 
 
 @app.command()
