@@ -212,6 +212,34 @@ def estimate(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] 
     print_estimates(console, result)
 
 
+@app.command("find-batch-size")
+def find_batch_size(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG,
+                    max_size: Optional[int] = typer.Option(None, "--max", min=1, help="largest micro-batch to try"),
+                    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write the result and every probe as JSON"),
+                    memory_budget: Optional[str] = typer.Option(
+                        None, "--memory-budget", help="treat a measured peak above this (e.g. 2GiB) as out of memory; "
+                                                      "default: the GPU's own limit, or 90% of available RAM")) -> None:
+    """Probe the device with real training steps on the longest sequence the data produces:
+    the largest micro-batch that fits, with gradient_accumulation_steps keeping the effective batch."""
+    from peftstudio import api
+    from peftstudio.plan.batch_size import parse_bytes
+
+    budget = parse_bytes(memory_budget) if memory_budget is not None else None
+
+    def show(probe) -> None:
+        peak = f"peak {probe.peak_bytes / 1024**3:.3f} GiB" if probe.peak_bytes is not None else "peak n/a"
+        verdict = "[green]ok[/]" if probe.fits else "[red]out of memory[/]"
+        console.print(f"probe micro-batch {probe.micro_batch_size:>4}: {verdict}, {peak}, {probe.seconds:.2f} s")
+
+    result = api.find_batch_size(overrides or [], config, max_size, budget, output, on_probe=show)
+    console.print(f"[bold]micro_batch_size={result.micro_batch_size} gradient_accumulation_steps="
+                  f"{result.gradient_accumulation_steps}[/] (effective batch {result.effective_batch}, sequence "
+                  f"{result.seq_len}; {len(result.probes)} probes seeded at {result.seed}: {result.seed_reason}; "
+                  f"limited by {result.limited_by}; budget: {result.budget_source})")
+    if output is not None:
+        console.print(f"written to {output}")
+
+
 def _batch_sizes(text: str) -> list[int]:
     from peftstudio.errors import Problem, UserError
 
