@@ -15,8 +15,8 @@ from peftstudio.errors import Problem, UserError
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.runplan import RunPlan, make_plan, plan_with_data
 
-__all__ = ["explain", "Explanation", "plan", "train", "validate_files", "generate", "make_plan", "detect",
-           "estimate", "write_accelerate_config"]
+__all__ = ["explain", "Explanation", "plan", "train", "validate_files", "generate", "merge", "import_config",
+           "make_plan", "detect", "estimate", "write_accelerate_config"]
 
 
 def plan(overrides: list[str] | None = None, config_file: Path | None = None,
@@ -34,6 +34,12 @@ def train(overrides: list[str] | None = None, config_file: Path | None = None, c
 
     console = console or Console()
     run_plan, data = plan_with_data(overrides, config_file)
+    measured: list[str] = []
+    if run_plan.provenance.get("training.micro_batch_size", "").startswith("auto") and not launched_by_peftstudio():
+        run_plan = _measure_micro_batch(run_plan, data, console)
+        # worker processes take the measured values instead of probing again
+        measured = [f"training.micro_batch_size={run_plan.config.training.micro_batch_size}",
+                    f"training.gradient_accumulation_steps={run_plan.config.training.gradient_accumulation_steps}"]
     if on_plan is not None and is_main_process() and not launched_by_peftstudio():
         on_plan(run_plan)
     from peftstudio.train.run import run_training
@@ -41,7 +47,7 @@ def train(overrides: list[str] | None = None, config_file: Path | None = None, c
     quiet_libraries(interactive=console.is_terminal)
     # A multi-process run starts its workers with the same arguments (the config file by an
     # absolute path, as a worker's working directory is the same but nothing else is assumed).
-    arguments = (["--config", str(Path(config_file).resolve())] if config_file else []) + list(overrides or [])
+    arguments = (["--config", str(Path(config_file).resolve())] if config_file else []) + list(overrides or []) + measured
     return run_training(run_plan, data, console, arguments)
 
 
@@ -128,6 +134,36 @@ def estimate(overrides: list[str] | None = None, config_file: Path | None = None
                                           for size in sizes])
 
 
+def find_batch_size(overrides: list[str] | None = None, config_file: Path | None = None, max_size: int | None = None,
+                    budget_bytes: int | None = None, output: Path | None = None, on_probe=None,
+                    hardware: HardwareProfile | None = None):
+    """Probe the device for the largest micro-batch that fits, keeping the effective batch;
+    writes the result (every probe included) to `output` as JSON when given."""
+    from peftstudio.plan.batch_size import find_batch_size as search_device
+
+    run_plan, data = plan_with_data(overrides, config_file, hardware)
+    quiet_libraries(interactive=False)
+    result = search_device(run_plan.config, data.train_rows, run_plan.hardware, max_size=max_size,
+                           budget_bytes=budget_bytes, on_probe=on_probe)
+    if output is not None:
+        result.write(output)
+    return result
+
+
+def _measure_micro_batch(run_plan: RunPlan, data, console) -> RunPlan:
+    """micro_batch_size=auto: confirm the estimator's pick with real probes before training,
+    and keep the effective batch by raising the accumulation if a smaller one is needed."""
+    from peftstudio.plan.batch_size import find_batch_size as search_device
+    from peftstudio.plan.runplan import with_measured_micro_batch
+
+    quiet_libraries(interactive=console.is_terminal)
+    console.print("[bold]probing[/]   micro_batch_size=auto: measuring the largest micro-batch that fits")
+    result = search_device(run_plan.config, data.train_rows, run_plan.hardware,
+                           on_probe=lambda p: console.print(f"  probe micro-batch {p.micro_batch_size}: "
+                                                            f"{'ok' if p.fits else 'out of memory'} ({p.seconds:.1f} s)"))
+    return with_measured_micro_batch(run_plan, result)
+
+
 def validate_files(paths: list[Path]) -> dict[Path, list[Problem]]:
     """Each file composed on top of the defaults and validated; problems per file."""
     results = {}
@@ -147,6 +183,8 @@ def quiet_libraries(interactive: bool) -> None:
 
     for module in ("transformers", "trl", "peft", "accelerate"):
         warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+    # bitsandbytes asks for the optional `kernels` package on CPU; its built-in kernels work without it.
+    warnings.filterwarnings("ignore", message="Failed to load CPU gemm_4bit_forward")
     if not interactive:
         import datasets
         import transformers
@@ -163,12 +201,17 @@ class Generation:
     adapter: str
 
 
-def generate(run_dir: Path, prompts: list[str] | None = None, count: int = 5,
-             max_new_tokens: int = 48) -> list[Generation]:
-    """Greedy generations from a trained run's adapter next to the base model's, with the
-    chat template applied. Without prompts, uses the first validation samples of the run."""
-    from peftstudio.infer import load_run_model, run_prompts
+def generate(run_dir: Path, prompts: list[str] | None = None, count: int = 5, max_new_tokens: int = 48,
+             temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> list[Generation]:
+    """Generations from a trained run's adapter next to the base model's, with the chat
+    template applied: greedy by default, seeded sampling when temperature > 0. Without
+    prompts, uses the first validation samples of the run."""
+    from peftstudio.infer import Sampling, load_run_model, run_prompts
 
+    if temperature < 0 or not 0 < top_p <= 1 or max_new_tokens < 1:
+        raise UserError(Problem("generate", f"temperature={temperature}, top_p={top_p}, max_new_tokens={max_new_tokens}",
+                                "use temperature >= 0 (0 = greedy), 0 < top_p <= 1 and max_new_tokens >= 1"))
+    sampling = Sampling(max_new_tokens, temperature, top_p, seed)
     quiet_libraries(interactive=False)
     model, tokenizer, config = load_run_model(Path(run_dir))
     expected: list[str | None]
@@ -177,7 +220,7 @@ def generate(run_dir: Path, prompts: list[str] | None = None, count: int = 5,
     else:
         prompts, expected = _validation_prompts(config, count)
     return [Generation(p, e, base, tuned) for p, e, (base, tuned) in
-            zip(prompts, expected, run_prompts(model, tokenizer, prompts, max_new_tokens))]
+            zip(prompts, expected, run_prompts(model, tokenizer, prompts, sampling))]
 
 
 def _validation_prompts(config, count: int) -> tuple[list[str], list[str | None]]:
@@ -186,3 +229,19 @@ def _validation_prompts(config, count: int) -> tuple[list[str], list[str | None]
     data = prepare_data(config.data)
     rows = [r for r in data.validation_rows or data.train_rows if "prompt" in r][:count]
     return [r["prompt"][-1]["content"] for r in rows], [r["completion"][-1]["content"] for r in rows]
+
+
+def merge(run_dir: Path, out: Path, dtype: str = "fp32", overwrite: bool = False):
+    """Merge a finished run's adapter into its full-precision base; a transformers model dir."""
+    from peftstudio.merge import merge_run
+
+    quiet_libraries(interactive=False)
+    return merge_run(Path(run_dir), Path(out), dtype, overwrite)
+
+
+def import_config(path: Path):
+    """Convert a foreign config file (HF TrainingArguments / SFTConfig JSON, Axolotl YAML, a
+    wizard JSON) into a peftstudio config, validated; unmapped keys are listed, never dropped."""
+    from peftstudio.config.importers import import_file
+
+    return import_file(Path(path))

@@ -14,7 +14,7 @@ from rich.console import Console
 from peftstudio.errors import EXIT_OK, EXIT_RUN_FAILED, EXIT_USER_ERROR, PeftStudioError
 
 app = typer.Typer(
-    help="Configure, check and run LoRA / DoRA / rsLoRA / PiSSA fine-tuning. "
+    help="Configure, check and run LoRA / QLoRA / DoRA / QDoRA / rsLoRA / PiSSA / OLoRA fine-tuning. "
          "OVERRIDES use Hydra's grammar: key.sub=value, group=option, +experiment=NAME, ~key.",
     no_args_is_help=True,
     add_completion=False,
@@ -103,11 +103,14 @@ def explain(key: str = typer.Argument(..., help="a dotted key (training.micro_ba
 def generate(run_dir: Path = typer.Argument(..., help="a finished run's output dir, e.g. ./outputs"),
              prompt: Optional[list[str]] = typer.Option(None, "--prompt", "-p", help="a prompt (repeatable)"),
              count: int = typer.Option(5, help="validation samples to try when no --prompt is given"),
-             max_new_tokens: int = typer.Option(48, help="tokens to generate per prompt")) -> None:
+             max_new_tokens: int = typer.Option(48, help="tokens to generate per prompt"),
+             temperature: float = typer.Option(0.0, help="0 = greedy (default); above 0 samples"),
+             top_p: float = typer.Option(1.0, help="nucleus sampling mass (with --temperature > 0)"),
+             seed: int = typer.Option(0, help="sampling seed: the same seed gives the same text")) -> None:
     """Try the trained adapter (chat template applied), next to the base model without it."""
     from peftstudio import api
 
-    for item in api.generate(run_dir, prompt, count, max_new_tokens):
+    for item in api.generate(run_dir, prompt, count, max_new_tokens, temperature, top_p, seed):
         console.print(f"[bold]prompt[/]   {item.prompt!r}")
         if item.expected is not None:
             console.print(f"expected  {item.expected!r}")
@@ -136,6 +139,44 @@ def accelerate_config(
                                           main_process_port, mixed_precision, gradient_accumulation_steps)
     console.print(f"wrote {written.path}\nuse it: accelerate launch --config_file {written.path} -m peftstudio train "
                   f"{' '.join(written.train_overrides)} OVERRIDES", soft_wrap=True)
+
+
+@app.command()
+def merge(run_dir: Path = typer.Argument(..., help="a finished run's output dir, e.g. ./outputs"),
+          out: Path = typer.Option(..., "--out", "-o", help="directory for the merged model"),
+          dtype: str = typer.Option("fp32", help="weights dtype of the merged model: fp32, bf16 or fp16"),
+          overwrite: bool = typer.Option(False, help="replace --out if it holds files")) -> None:
+    """Merge the adapter into the full-precision base (QLoRA: base loaded unquantized) and save
+    safetensors + tokenizer that AutoModelForCausalLM.from_pretrained loads."""
+    from peftstudio import api
+
+    result = api.merge(run_dir, out, dtype, overwrite)
+    console.print(f"[bold green]merged[/] {result.method} adapter into {result.base} ({result.dtype})")
+    console.print(f"model      {result.out}  ({', '.join(result.files)})")
+
+
+@app.command(name="import")
+def import_(file: Path = typer.Argument(..., help="HF TrainingArguments/SFTConfig JSON, Axolotl YAML or wizard JSON"),
+            out: Optional[Path] = typer.Option(None, "--out", "-o", help="write the YAML here instead of stdout")) -> None:
+    """Convert a foreign config into a peftstudio YAML that validates; keys it cannot map are
+    listed (and kept as comments in the YAML)."""
+    from peftstudio import api
+
+    result = api.import_config(file)
+    if out is None:
+        print(result.yaml_text, end="")
+    else:
+        from peftstudio.track.runs import write_atomically
+
+        write_atomically(out, result.yaml_text)
+        console.print(f"[green]wrote[/] {out}  (train with: peftstudio train --config {out})")
+    errors.print(f"imported {result.kind}: {len(result.mapped)} key(s) mapped, "
+                 f"{len(result.unmapped) + len(result.unset)} not mapped", markup=False)
+    for line in result.unmapped_lines():
+        errors.print(f"  not mapped: {line}", markup=False, highlight=False)
+    if result.unset:
+        errors.print(f"  not mapped, null/false/empty in the source: {', '.join(result.unset)}",
+                     markup=False, highlight=False)
 
 
 @app.command()
@@ -169,6 +210,34 @@ def estimate(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] 
     from peftstudio.report import print_estimates
 
     print_estimates(console, result)
+
+
+@app.command("find-batch-size")
+def find_batch_size(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG,
+                    max_size: Optional[int] = typer.Option(None, "--max", min=1, help="largest micro-batch to try"),
+                    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write the result and every probe as JSON"),
+                    memory_budget: Optional[str] = typer.Option(
+                        None, "--memory-budget", help="treat a measured peak above this (e.g. 2GiB) as out of memory; "
+                                                      "default: the GPU's own limit, or 90% of available RAM")) -> None:
+    """Probe the device with real training steps on the longest sequence the data produces:
+    the largest micro-batch that fits, with gradient_accumulation_steps keeping the effective batch."""
+    from peftstudio import api
+    from peftstudio.plan.batch_size import parse_bytes
+
+    budget = parse_bytes(memory_budget) if memory_budget is not None else None
+
+    def show(probe) -> None:
+        peak = f"peak {probe.peak_bytes / 1024**3:.3f} GiB" if probe.peak_bytes is not None else "peak n/a"
+        verdict = "[green]ok[/]" if probe.fits else "[red]out of memory[/]"
+        console.print(f"probe micro-batch {probe.micro_batch_size:>4}: {verdict}, {peak}, {probe.seconds:.2f} s")
+
+    result = api.find_batch_size(overrides or [], config, max_size, budget, output, on_probe=show)
+    console.print(f"[bold]micro_batch_size={result.micro_batch_size} gradient_accumulation_steps="
+                  f"{result.gradient_accumulation_steps}[/] (effective batch {result.effective_batch}, sequence "
+                  f"{result.seq_len}; {len(result.probes)} probes seeded at {result.seed}: {result.seed_reason}; "
+                  f"limited by {result.limited_by}; budget: {result.budget_source})")
+    if output is not None:
+        console.print(f"written to {output}")
 
 
 def _batch_sizes(text: str) -> list[int]:
