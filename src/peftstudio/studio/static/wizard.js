@@ -155,7 +155,7 @@ function stepModel() {
 
 function stepMethod() {
   return [
-    choiceCards("peft", wizard.catalog.peft || [], (o) => h("div", { class: "meta" }, "Best for: " + (o.summary || ""))),
+    choiceCards("peft", wizard.catalog.peft || [], (o) => h("div", { class: "meta" }, o.summary || "")),
     h("h3", {}, "Parameters"), fieldsOf(2).map(fieldRow)];
 }
 
