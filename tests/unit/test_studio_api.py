@@ -376,3 +376,14 @@ def test_only_the_cli_knows_the_studio():
     users = [p.relative_to(package).as_posix() for p in package.rglob("*.py")
              if "studio" not in p.relative_to(package).parts[:1] and "peftstudio.studio" in p.read_text(encoding="utf-8")]
     assert users == ["cli.py"]
+
+
+def test_one_studio_per_data_dir(tmp_path):
+    from peftstudio.errors import UserError
+    from peftstudio.studio.server import hold_data_dir
+
+    held = hold_data_dir(tmp_path)
+    with pytest.raises(UserError, match="another studio"):
+        hold_data_dir(tmp_path)
+    held.close()
+    hold_data_dir(tmp_path).close()
