@@ -405,3 +405,20 @@ def test_no_asset_comes_from_the_internet():
     for path in static.iterdir():
         text = path.read_text(encoding="utf-8").replace("http://www.w3.org/2000/svg", "")  # a namespace, not a fetch
         assert not re.search(r"https?://|//cdn|@import", text), path.name
+
+
+def test_a_reused_pid_is_not_mistaken_for_a_job(tmp_path):
+    import subprocess
+
+    from peftstudio.studio.jobs import process_alive
+
+    (tmp_path / "10").mkdir()
+    child = subprocess.Popen(stand_in(tmp_path / "10"))
+    try:
+        wait_for(lambda: (tmp_path / "10" / "started").exists())
+        assert process_alive(child.pid, tmp_path / "10")
+        assert not process_alive(child.pid, tmp_path / "1"), "jobs/1 is a prefix of jobs/10, not the same job"
+    finally:
+        child.kill()
+        child.wait()
+    assert not process_alive(child.pid, tmp_path / "10")
