@@ -52,12 +52,14 @@ def test_four_bit_weights_cost_about_4_127_bits_plus_unquantized_embeddings():
     if not _has_quantization_key():
         pytest.skip("peft.quantization is not in this schema yet")
     full = estimate("model=llama3_8b", hardware=H100)
-    quantized = estimate("model=llama3_8b", "peft.quantization=nf4", hardware=H100)
     embeddings = 2 * 2 * 128256 * 4096  # input embedding and output head, bf16
     quantized_weights = 8_030_261_248 - embeddings // 2 - 4096 * 65  # all but embeddings, head and norms
-    assert quantized.components["base weights"] == pytest.approx(
-        embeddings + 4096 * 65 * 2 + quantized_weights * BITS_4BIT_DOUBLE_QUANT / 8, rel=1e-6)
-    assert quantized.components["base weights"] < full.components["base weights"] / 2.5
+    for overrides in (["peft.quantization=nf4"], ["peft=qlora"]):
+        quantized = estimate("model=llama3_8b", *overrides, hardware=H100)
+        # 4.127-bit linear weights plus the bf16 embedding, head and norms
+        assert quantized.components["base weights"] == pytest.approx(
+            embeddings + 4096 * 65 * 2 + quantized_weights * BITS_4BIT_DOUBLE_QUANT / 8, rel=1e-6)
+        assert quantized.components["base weights"] < full.components["base weights"] / 2.5
     assert BITS_4BIT_DOUBLE_QUANT == pytest.approx(4.127, abs=0.001)
 
 
