@@ -30,7 +30,7 @@ def train(overrides: list[str] | None = None, config_file: Path | None = None, c
     from rich.console import Console
 
     console = console or Console()
-    run_plan, data = plan_with_data(overrides, config_file)
+    run_plan, data = plan_with_data(overrides, config_file, require_tokenizer=True)
     if on_plan is not None:
         on_plan(run_plan)
     from peftstudio.train.run import run_training

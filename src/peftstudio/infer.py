@@ -16,7 +16,7 @@ def load_run_model(path: Path):
     import torch
     from peft import PeftModel
 
-    from peftstudio.build.model import load_base_model, load_tokenizer, model_location
+    from peftstudio.build.model import load_base_model, load_tokenizer, match_vocabulary, model_location
 
     run_dir = RunDir.at(path)
     if not (run_dir.adapter / "adapter_config.json").is_file() or not run_dir.config.is_file():
@@ -27,6 +27,7 @@ def load_run_model(path: Path):
     tokenizer = load_tokenizer(str(run_dir.adapter), config.model)
     precision = "fp32" if config.device == "cpu" or not torch.cuda.is_available() else config.training.precision
     base = load_base_model(location, config.model, precision, "sdpa")
+    match_vocabulary(base, tokenizer)  # a pad token added at train time
     model = PeftModel.from_pretrained(base, str(run_dir.adapter))
     model.eval()
     return model, tokenizer, config

@@ -8,7 +8,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from peftstudio.build.data import PreparedData
+from peftstudio.build.tokenization import TokenizedData
 from peftstudio.plan.runplan import RunPlan
 from peftstudio.track.metrics import JsonlSink, MetricsSink, TensorBoardSink, read_metrics, truncate_metrics
 from peftstudio.track.runs import RunDir, replace_dir
@@ -29,7 +29,7 @@ class TrainResult:
     stopped_early: bool
 
 
-def run_training(plan: RunPlan, data: PreparedData, console) -> TrainResult:
+def run_training(plan: RunPlan, data: TokenizedData, console) -> TrainResult:
     """Train `plan` on `data`; resumes from the newest complete checkpoint of the same run."""
     training = plan.config.training
     run_dir, checkpoints = RunDir.at(training.output_dir), CheckpointDir.at(training.checkpoint_dir)
@@ -95,11 +95,11 @@ def _open_sinks(plan: RunPlan, run_dir: RunDir, resumed_step: int | None) -> lis
     return sinks
 
 
-def _build_trainer(plan: RunPlan, data: PreparedData, checkpoints: CheckpointDir, progress: TrainingProgress,
+def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDir, progress: TrainingProgress,
                    sinks: list[MetricsSink], console):
     from datasets import Dataset
 
-    from peftstudio.build.model import attach_adapter, load_base_model, load_tokenizer, model_location
+    from peftstudio.build.model import attach_adapter, load_base_model, match_vocabulary, model_location
     from transformers import PrinterCallback
 
     from peftstudio.train.callbacks import ConsoleProgress, KillAtStep, MetricsCallback, injected_fault
@@ -107,21 +107,22 @@ def _build_trainer(plan: RunPlan, data: PreparedData, checkpoints: CheckpointDir
 
     config, training = plan.config, plan.config.training
     location = model_location(config.model)
-    tokenizer = load_tokenizer(location, config.model)
-    model = attach_adapter(load_base_model(location, config.model, training.precision, training.attention),
-                           config.peft, config.seed)
+    tokenizer = data.setup.tokenizer  # the one plan measured with: template set, pad token fixed
+    base = load_base_model(location, config.model, training.precision, training.attention)
+    match_vocabulary(base, tokenizer)
+    model = attach_adapter(base, config.peft, config.seed)
     if config.peft.method == "pissa":
         _keep_pissa_initial(model, checkpoints.root / PISSA_INITIAL)
     metrics = MetricsCallback(sinks, progress, training.save_interval_steps, training.metric_for_best_model,
                               training.early_stopping_patience, training.early_stopping_threshold)
-    validation = Dataset.from_list(data.validation_rows) if data.validation_rows else None
+    validation = Dataset.from_dict(data.as_columns(data.validation)) if data.validation else None
     callbacks = [metrics, ConsoleProgress(console, plan.schedule.optimizer_steps)]
     if injected_fault("kill_at_step") is not None:
         callbacks.append(KillAtStep(injected_fault("kill_at_step")))
     trainer = StudioTrainer(
         model=model,
         args=sft_config(plan, checkpoints.root, validation is not None),
-        train_dataset=Dataset.from_list(data.train_rows),
+        train_dataset=Dataset.from_dict(data.as_columns(data.train)),
         eval_dataset=validation,
         processing_class=tokenizer,
         callbacks=callbacks,
