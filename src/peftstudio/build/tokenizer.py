@@ -25,6 +25,7 @@ from peftstudio.errors import EnvironmentProblem, Problem, UserError
 
 ADDED_PAD_TOKEN = "<|pad|>"
 CONVERSATIONAL_FORMATS = ("instruction", "chat", "sharegpt")
+GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
 GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 # ChatML with the assistant turn (and its end token) inside generation markers, so
@@ -88,10 +89,27 @@ def load_plain_tokenizer(config: RunConfig):
 
         built = embedded_model_dir()
         if built.is_dir():
-            return load_tokenizer(str(built), config.model)
+            return _load_local(built, config)
         return train_tokenizer(tokenizer_training_text(background_text()))
     local = Path(config.model.name_or_path).expanduser()
-    return load_tokenizer(str(local) if local.exists() else config.model.name_or_path, config.model)
+    return _load_local(local, config) if local.is_dir() else load_tokenizer(config.model.name_or_path, config.model)
+
+
+def _load_local(directory: Path, config: RunConfig):
+    # A generic tokenizer.json tokenizer loads without AutoTokenizer, which also reads the
+    # model config and imports its modeling code: over a second of `plan`'s 3 s budget.
+    import json
+
+    from peftstudio.build.model import load_tokenizer
+
+    settings = directory / "tokenizer_config.json"
+    generic = settings.is_file() and (directory / "tokenizer.json").is_file() and \
+        json.loads(settings.read_text(encoding="utf-8")).get("tokenizer_class") in GENERIC_TOKENIZER_CLASSES
+    if not generic:
+        return load_tokenizer(str(directory), config.model)
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast.from_pretrained(str(directory))
 
 
 def apply_chat_template_choice(tokenizer, choice: str | None, data_format: str) -> str:
@@ -138,7 +156,10 @@ def fix_pad_token(tokenizer) -> tuple[str, bool]:
         tokenizer.pad_token = tokenizer.unk_token
         return f"{problem}: padding with unk {tokenizer.unk_token!r} (id {tokenizer.unk_token_id}) instead, so EOS stays a " \
                "label the model learns to emit", False
+    size = len(tokenizer)
     tokenizer.add_special_tokens({"pad_token": ADDED_PAD_TOKEN})
+    if len(tokenizer) == size:
+        return f"{problem}: padding with {ADDED_PAD_TOKEN!r} (id {tokenizer.pad_token_id}), already in the vocabulary", False
     return f"{problem}: added a dedicated pad token {ADDED_PAD_TOKEN!r} (id {tokenizer.pad_token_id}); the embedding " \
            f"matrix grows to {len(tokenizer)} rows if smaller, at train and load time", True
 
