@@ -15,7 +15,8 @@ from peftstudio.errors import Problem, UserError
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.runplan import RunPlan, make_plan, plan_with_data
 
-__all__ = ["explain", "Explanation", "plan", "train", "validate_files", "generate", "make_plan"]
+__all__ = ["explain", "Explanation", "plan", "train", "validate_files", "generate", "merge", "import_config",
+           "make_plan", "detect", "estimate", "write_accelerate_config"]
 
 
 def plan(overrides: list[str] | None = None, config_file: Path | None = None,
@@ -29,14 +30,138 @@ def train(overrides: list[str] | None = None, config_file: Path | None = None, c
     """Plan, then train; `on_plan(plan)` is called once the plan is known (to print it)."""
     from rich.console import Console
 
+    from peftstudio.launch.processes import is_main_process, launched_by_peftstudio
+
     console = console or Console()
     run_plan, data = plan_with_data(overrides, config_file, require_tokenizer=True)
-    if on_plan is not None:
+    measured: list[str] = []
+    if run_plan.provenance.get("training.micro_batch_size", "").startswith("auto") and not launched_by_peftstudio():
+        run_plan = _measure_micro_batch(run_plan, data, console)
+        # worker processes take the measured values instead of probing again
+        measured = [f"training.micro_batch_size={run_plan.config.training.micro_batch_size}",
+                    f"training.gradient_accumulation_steps={run_plan.config.training.gradient_accumulation_steps}"]
+    if on_plan is not None and is_main_process() and not launched_by_peftstudio():
         on_plan(run_plan)
     from peftstudio.train.run import run_training
 
     quiet_libraries(interactive=console.is_terminal)
-    return run_training(run_plan, data, console)
+    # A multi-process run starts its workers with the same arguments (the config file by an
+    # absolute path, as a worker's working directory is the same but nothing else is assumed).
+    arguments = (["--config", str(Path(config_file).resolve())] if config_file else []) + list(overrides or []) + measured
+    return run_training(run_plan, data, console, arguments)
+
+
+def write_accelerate_config(name: str, out: Path, num_processes: int | None = None, num_machines: int = 1,
+                            machine_rank: int = 0, main_process_ip: str | None = None,
+                            main_process_port: int | None = None, mixed_precision: str | None = None,
+                            gradient_accumulation_steps: int = 1) -> "WrittenConfig":
+    """Write accelerate config `name` to `out`. Without num_processes: 1 for single_gpu and
+    cpu, otherwise the GPUs of this machine (at least 2) times num_machines. Without
+    mixed_precision: bf16 on GPUs, no (fp32) on CPU."""
+    from peftstudio.launch.accelerate_configs import ProcessLayout, train_overrides, validate_layout
+    from peftstudio.launch.accelerate_configs import write_accelerate_config as write
+
+    if num_processes is None:
+        num_processes = 1 if name in ("single_gpu", "cpu") else max(_local_gpu_count(), 2) * num_machines
+    if mixed_precision is None:
+        mixed_precision = "no" if name == "cpu" else "bf16"
+    layout = ProcessLayout(num_processes, num_machines, machine_rank, main_process_ip, main_process_port,
+                           mixed_precision, gradient_accumulation_steps)
+    validate_layout(name, layout)
+    return WrittenConfig(write(name, layout, out), train_overrides(name, layout))
+
+
+@dataclass(frozen=True)
+class WrittenConfig:
+    path: Path
+    train_overrides: list[str]  # what `train` needs under this config: training.distributed=..., processes
+
+
+def _local_gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+@dataclass(frozen=True)
+class Detection:
+    hardware: HardwareProfile
+    recommendations: list  # plan.platforms.Recommendation
+
+    def to_dict(self) -> dict:
+        return {"hardware": self.hardware.to_dict(),
+                "recommendations": {r.key: {"value": r.value, "reason": r.reason} for r in self.recommendations}}
+
+
+def detect(output_dir: Path | str = ".", hardware: HardwareProfile | None = None) -> Detection:
+    """The machine (or `hardware`) and the platform preset, precision, attention and
+    accelerate config recommended for it, each with its reason."""
+    from peftstudio.plan.hardware import detect as detect_hardware
+    from peftstudio.plan.platforms import recommend
+
+    hardware = hardware or detect_hardware(output_dir)
+    return Detection(hardware, recommend(hardware))
+
+
+@dataclass(frozen=True)
+class Estimates:
+    config: object  # RunConfig
+    hardware: HardwareProfile
+    estimates: list  # plan.memory.MemoryEstimate, one per micro-batch size
+
+    def to_dict(self) -> dict:
+        return {"model": self.config.model.name_or_path, "device": self.hardware.accelerator,
+                "device_memory_bytes": self.hardware.device_memory,
+                "estimates": [{**e.to_dict(), "fits": e.fits(self.hardware.device_memory)} for e in self.estimates]}
+
+
+def estimate(overrides: list[str] | None = None, config_file: Path | None = None, batch_sizes: list[int] | None = None,
+             hardware: HardwareProfile | None = None) -> Estimates:
+    """Predicted peak memory per micro-batch size, by component; no weights, no data read."""
+    from peftstudio.plan.hardware import detect as detect_hardware
+    from peftstudio.plan.memory import estimate_memory
+    from peftstudio.plan.resolve import resolve
+
+    config, _ = load_config(overrides, config_file)
+    hardware = hardware or detect_hardware(config.training.output_dir)
+    sizes = batch_sizes or [1, 2, 4, 8]
+    micro_batch = config.training.micro_batch_size
+    # the micro-batch itself is what is varied here: resolve the rest as if it were 1
+    fixed = config.model_copy(update={"training": config.training.model_copy(update={"micro_batch_size": 1})}) \
+        if micro_batch == "auto" else config
+    resolved = resolve(fixed, hardware, None).config
+    return Estimates(resolved, hardware, [estimate_memory(resolved, micro_batch_size=size, hardware=hardware)
+                                          for size in sizes])
+
+
+def find_batch_size(overrides: list[str] | None = None, config_file: Path | None = None, max_size: int | None = None,
+                    budget_bytes: int | None = None, output: Path | None = None, on_probe=None,
+                    hardware: HardwareProfile | None = None):
+    """Probe the device for the largest micro-batch that fits, keeping the effective batch;
+    writes the result (every probe included) to `output` as JSON when given."""
+    from peftstudio.plan.batch_size import find_batch_size as search_device
+
+    run_plan, data = plan_with_data(overrides, config_file, hardware, require_tokenizer=True)
+    quiet_libraries(interactive=False)
+    result = search_device(run_plan.config, data.prepared.train_rows, run_plan.hardware, max_size=max_size,
+                           budget_bytes=budget_bytes, on_probe=on_probe)
+    if output is not None:
+        result.write(output)
+    return result
+
+
+def _measure_micro_batch(run_plan: RunPlan, data, console) -> RunPlan:
+    """micro_batch_size=auto: confirm the estimator's pick with real probes before training,
+    and keep the effective batch by raising the accumulation if a smaller one is needed."""
+    from peftstudio.plan.batch_size import find_batch_size as search_device
+    from peftstudio.plan.runplan import with_measured_micro_batch
+
+    quiet_libraries(interactive=console.is_terminal)
+    console.print("[bold]probing[/]   micro_batch_size=auto: measuring the largest micro-batch that fits")
+    result = search_device(run_plan.config, data.prepared.train_rows, run_plan.hardware,
+                           on_probe=lambda p: console.print(f"  probe micro-batch {p.micro_batch_size}: "
+                                                            f"{'ok' if p.fits else 'out of memory'} ({p.seconds:.1f} s)"))
+    return with_measured_micro_batch(run_plan, result)
 
 
 def validate_files(paths: list[Path]) -> dict[Path, list[Problem]]:
@@ -58,6 +183,8 @@ def quiet_libraries(interactive: bool) -> None:
 
     for module in ("transformers", "trl", "peft", "accelerate"):
         warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+    # bitsandbytes asks for the optional `kernels` package on CPU; its built-in kernels work without it.
+    warnings.filterwarnings("ignore", message="Failed to load CPU gemm_4bit_forward")
     if not interactive:
         import datasets
         import transformers
@@ -74,12 +201,17 @@ class Generation:
     adapter: str
 
 
-def generate(run_dir: Path, prompts: list[str] | None = None, count: int = 5,
-             max_new_tokens: int = 48) -> list[Generation]:
-    """Greedy generations from a trained run's adapter next to the base model's, with the
-    chat template applied. Without prompts, uses the first validation samples of the run."""
-    from peftstudio.infer import load_run_model, run_prompts
+def generate(run_dir: Path, prompts: list[str] | None = None, count: int = 5, max_new_tokens: int = 48,
+             temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> list[Generation]:
+    """Generations from a trained run's adapter next to the base model's, with the chat
+    template applied: greedy by default, seeded sampling when temperature > 0. Without
+    prompts, uses the first validation samples of the run."""
+    from peftstudio.infer import Sampling, load_run_model, run_prompts
 
+    if temperature < 0 or not 0 < top_p <= 1 or max_new_tokens < 1:
+        raise UserError(Problem("generate", f"temperature={temperature}, top_p={top_p}, max_new_tokens={max_new_tokens}",
+                                "use temperature >= 0 (0 = greedy), 0 < top_p <= 1 and max_new_tokens >= 1"))
+    sampling = Sampling(max_new_tokens, temperature, top_p, seed)
     quiet_libraries(interactive=False)
     model, tokenizer, config = load_run_model(Path(run_dir))
     expected: list[str | None]
@@ -88,7 +220,7 @@ def generate(run_dir: Path, prompts: list[str] | None = None, count: int = 5,
     else:
         prompts, expected = _validation_prompts(config, count)
     return [Generation(p, e, base, tuned) for p, e, (base, tuned) in
-            zip(prompts, expected, run_prompts(model, tokenizer, prompts, max_new_tokens))]
+            zip(prompts, expected, run_prompts(model, tokenizer, prompts, sampling))]
 
 
 def _validation_prompts(config, count: int) -> tuple[list[str], list[str | None]]:
@@ -97,3 +229,19 @@ def _validation_prompts(config, count: int) -> tuple[list[str], list[str | None]
     data = prepare_data(config.data)
     rows = [r for r in data.validation_rows or data.train_rows if "prompt" in r][:count]
     return [r["prompt"][-1]["content"] for r in rows], [r["completion"][-1]["content"] for r in rows]
+
+
+def merge(run_dir: Path, out: Path, dtype: str = "fp32", overwrite: bool = False):
+    """Merge a finished run's adapter into its full-precision base; a transformers model dir."""
+    from peftstudio.merge import merge_run
+
+    quiet_libraries(interactive=False)
+    return merge_run(Path(run_dir), Path(out), dtype, overwrite)
+
+
+def import_config(path: Path):
+    """Convert a foreign config file (HF TrainingArguments / SFTConfig JSON, Axolotl YAML, a
+    wizard JSON) into a peftstudio config, validated; unmapped keys are listed, never dropped."""
+    from peftstudio.config.importers import import_file
+
+    return import_file(Path(path))

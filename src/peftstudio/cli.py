@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from rich.console import Console
 from peftstudio.errors import EXIT_OK, EXIT_RUN_FAILED, EXIT_USER_ERROR, PeftStudioError
 
 app = typer.Typer(
-    help="Configure, check and run LoRA / DoRA / rsLoRA / PiSSA fine-tuning. "
+    help="Configure, check and run LoRA / QLoRA / DoRA / QDoRA / rsLoRA / PiSSA / OLoRA fine-tuning. "
          "OVERRIDES use Hydra's grammar: key.sub=value, group=option, +experiment=NAME, ~key.",
     no_args_is_help=True,
     add_completion=False,
@@ -58,6 +59,8 @@ def train(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = C
     from peftstudio.report import print_plan_summary
 
     result = api.train(overrides or [], config, console, on_plan=lambda p: print_plan_summary(console, p))
+    if not result.report:
+        return
     run_dir = result.run_dir
     if result.first_loss is not None:
         losses = f"{result.first_loss:.4f} → {result.last_loss:.4f}" if result.first_loss != result.last_loss \
@@ -100,16 +103,168 @@ def explain(key: str = typer.Argument(..., help="a dotted key (training.micro_ba
 def generate(run_dir: Path = typer.Argument(..., help="a finished run's output dir, e.g. ./outputs"),
              prompt: Optional[list[str]] = typer.Option(None, "--prompt", "-p", help="a prompt (repeatable)"),
              count: int = typer.Option(5, help="validation samples to try when no --prompt is given"),
-             max_new_tokens: int = typer.Option(48, help="tokens to generate per prompt")) -> None:
+             max_new_tokens: int = typer.Option(48, help="tokens to generate per prompt"),
+             temperature: float = typer.Option(0.0, help="0 = greedy (default); above 0 samples"),
+             top_p: float = typer.Option(1.0, help="nucleus sampling mass (with --temperature > 0)"),
+             seed: int = typer.Option(0, help="sampling seed: the same seed gives the same text")) -> None:
     """Try the trained adapter (chat template applied), next to the base model without it."""
     from peftstudio import api
 
-    for item in api.generate(run_dir, prompt, count, max_new_tokens):
+    for item in api.generate(run_dir, prompt, count, max_new_tokens, temperature, top_p, seed):
         console.print(f"[bold]prompt[/]   {item.prompt!r}")
         if item.expected is not None:
             console.print(f"expected  {item.expected!r}")
         console.print(f"[dim]base      {item.base!r}[/]")
         console.print(f"[green]adapter[/]   {item.adapter!r}\n")
+
+
+@app.command("accelerate-config")
+def accelerate_config(
+    name: str = typer.Argument(..., help="single_gpu, multi_gpu, fsdp, deepspeed_zero2, deepspeed_zero3 "
+                                         "(CPU offload of optimizer and parameters) or cpu"),
+    out: Path = typer.Option(..., "--out", "-o", help="the YAML file to write"),
+    num_processes: Optional[int] = typer.Option(None, help="processes in total; default: 1 for single_gpu and "
+                                                           "cpu, else this machine's GPUs (at least 2) × machines"),
+    num_machines: int = typer.Option(1, help="machines taking part"),
+    machine_rank: int = typer.Option(0, help="this machine's index"),
+    main_process_ip: Optional[str] = typer.Option(None, help="address of machine 0 (several machines)"),
+    main_process_port: Optional[int] = typer.Option(None, help="rendezvous port on machine 0"),
+    mixed_precision: Optional[str] = typer.Option(None, help="no, bf16 or fp16; default bf16 on GPUs, no on cpu"),
+    gradient_accumulation_steps: int = typer.Option(1, help="DeepSpeed wants it in its config"),
+) -> None:
+    """Write a config file for `accelerate launch --config_file F.yaml`."""
+    from peftstudio import api
+
+    written = api.write_accelerate_config(name, out, num_processes, num_machines, machine_rank, main_process_ip,
+                                          main_process_port, mixed_precision, gradient_accumulation_steps)
+    console.print(f"wrote {written.path}\nuse it: accelerate launch --config_file {written.path} -m peftstudio train "
+                  f"{' '.join(written.train_overrides)} OVERRIDES", soft_wrap=True)
+
+
+@app.command()
+def merge(run_dir: Path = typer.Argument(..., help="a finished run's output dir, e.g. ./outputs"),
+          out: Path = typer.Option(..., "--out", "-o", help="directory for the merged model"),
+          dtype: str = typer.Option("fp32", help="weights dtype of the merged model: fp32, bf16 or fp16"),
+          overwrite: bool = typer.Option(False, help="replace --out if it holds files")) -> None:
+    """Merge the adapter into the full-precision base (QLoRA: base loaded unquantized) and save
+    safetensors + tokenizer that AutoModelForCausalLM.from_pretrained loads."""
+    from peftstudio import api
+
+    result = api.merge(run_dir, out, dtype, overwrite)
+    console.print(f"[bold green]merged[/] {result.method} adapter into {result.base} ({result.dtype})")
+    console.print(f"model      {result.out}  ({', '.join(result.files)})")
+
+
+@app.command(name="import")
+def import_(file: Path = typer.Argument(..., help="HF TrainingArguments/SFTConfig JSON, Axolotl YAML or wizard JSON"),
+            out: Optional[Path] = typer.Option(None, "--out", "-o", help="write the YAML here instead of stdout")) -> None:
+    """Convert a foreign config into a peftstudio YAML that validates; keys it cannot map are
+    listed (and kept as comments in the YAML)."""
+    from peftstudio import api
+
+    result = api.import_config(file)
+    if out is None:
+        print(result.yaml_text, end="")
+    else:
+        from peftstudio.track.runs import write_atomically
+
+        write_atomically(out, result.yaml_text)
+        console.print(f"[green]wrote[/] {out}  (train with: peftstudio train --config {out})")
+    errors.print(f"imported {result.kind}: {len(result.mapped)} key(s) mapped, "
+                 f"{len(result.unmapped) + len(result.unset)} not mapped", markup=False)
+    for line in result.unmapped_lines():
+        errors.print(f"  not mapped: {line}", markup=False, highlight=False)
+    if result.unset:
+        errors.print(f"  not mapped, null/false/empty in the source: {', '.join(result.unset)}",
+                     markup=False, highlight=False)
+
+
+@app.command()
+def detect(as_json: bool = typer.Option(False, "--json", help="print the profile as one JSON object"),
+           output_dir: Path = typer.Option(Path("."), "--output-dir", help="where free disk space is measured")) -> None:
+    """Hardware report: accelerator, memory, bf16 and flash-attention support, CPU, RAM, disk;
+    and the recommended platform preset, precision, attention and accelerate config."""
+    from peftstudio import api
+
+    detection = api.detect(output_dir)
+    if as_json:
+        print(json.dumps(detection.to_dict(), indent=2))
+        return
+    from peftstudio.report import print_detection
+
+    print_detection(console, detection)
+
+
+@app.command()
+def estimate(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG,
+             batch_sizes: str = typer.Option("1,2,4,8", "--batch-sizes", help="micro-batch sizes, comma-separated"),
+             as_json: bool = typer.Option(False, "--json", help="print the estimates as one JSON object")) -> None:
+    """Predicted peak training memory per micro-batch size, by component, from the model's
+    architecture numbers alone (no download, no weights)."""
+    from peftstudio import api
+
+    result = api.estimate(overrides or [], config, _batch_sizes(batch_sizes))
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    from peftstudio.report import print_estimates
+
+    print_estimates(console, result)
+
+
+@app.command("find-batch-size")
+def find_batch_size(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG,
+                    max_size: Optional[int] = typer.Option(None, "--max", min=1, help="largest micro-batch to try"),
+                    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write the result and every probe as JSON"),
+                    memory_budget: Optional[str] = typer.Option(
+                        None, "--memory-budget", help="treat a measured peak above this (e.g. 2GiB) as out of memory; "
+                                                      "default: the GPU's own limit, or 90% of available RAM")) -> None:
+    """Probe the device with real training steps on the longest sequence the data produces:
+    the largest micro-batch that fits, with gradient_accumulation_steps keeping the effective batch."""
+    from peftstudio import api
+    from peftstudio.plan.batch_size import parse_bytes
+
+    budget = parse_bytes(memory_budget) if memory_budget is not None else None
+
+    def show(probe) -> None:
+        peak = f"peak {probe.peak_bytes / 1024**3:.3f} GiB" if probe.peak_bytes is not None else "peak n/a"
+        verdict = "[green]ok[/]" if probe.fits else "[red]out of memory[/]"
+        console.print(f"probe micro-batch {probe.micro_batch_size:>4}: {verdict}, {peak}, {probe.seconds:.2f} s")
+
+    result = api.find_batch_size(overrides or [], config, max_size, budget, output, on_probe=show)
+    console.print(f"[bold]micro_batch_size={result.micro_batch_size} gradient_accumulation_steps="
+                  f"{result.gradient_accumulation_steps}[/] (effective batch {result.effective_batch}, sequence "
+                  f"{result.seq_len}; {len(result.probes)} probes seeded at {result.seed}: {result.seed_reason}; "
+                  f"limited by {result.limited_by}; budget: {result.budget_source})")
+    if output is not None:
+        console.print(f"written to {output}")
+
+
+def _batch_sizes(text: str) -> list[int]:
+    from peftstudio.errors import Problem, UserError
+
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or any(size < 1 for size in sizes):
+        raise UserError(Problem("--batch-sizes", f"{text!r} is not a list of positive integers", "write e.g. --batch-sizes 1,2,4,8"))
+    return sizes
+
+
+@app.command()
+def studio(host: str = typer.Option("127.0.0.1", help="address to bind; anything but loopback needs --token"),
+           port: int = typer.Option(7860, help="port to listen on"),
+           data_dir: Path = typer.Option(Path("./studio-data"), "--data-dir",
+                                         help="where jobs (SQLite), uploads and runs are kept"),
+           token: Optional[str] = typer.Option(None, "--token", envvar="PEFTSTUDIO_STUDIO_TOKEN",
+                                               help="required on every page and API call when set"),
+           max_upload_mb: int = typer.Option(200, min=1, help="largest dataset upload, in MiB"),
+           max_running: int = typer.Option(1, min=1, help="jobs run at once per device; the rest queue")) -> None:
+    """Web wizard and job monitor (FastAPI) calling the same API as the CLI."""
+    from peftstudio.studio.launch import start_studio
+
+    start_studio(host, port, data_dir, token, max_upload_mb, max_running)
 
 
 def main() -> None:

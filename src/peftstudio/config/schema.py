@@ -31,6 +31,9 @@ class Section(BaseModel):
 class ModelArchitecture(Section):
     """Architecture numbers of a model, enough to plan it without downloading weights."""
 
+    model_type: str = "llama"
+    """Architecture family as in the model's config.json (llama, mistral, qwen2, gemma3_text):
+    decides which norms and biases each block carries when counting parameters."""
     num_layers: int = Field(ge=1)
     """Number of transformer blocks."""
     hidden_size: int = Field(ge=1)
@@ -65,14 +68,17 @@ class ModelSettings(Section):
     """Architecture numbers used for planning before any download (presets carry them)."""
 
 
-PeftMethod = Literal["lora", "dora", "rslora", "pissa"]
-_INIT_PATTERN = re.compile(r"^(default|gaussian|olora|pissa|pissa_niter_\d+)$")
+PeftMethod = Literal["lora", "dora", "rslora", "pissa", "qlora", "qdora"]
+_INIT_PATTERN = re.compile(r"^(default|gaussian|olora|loftq|pissa|pissa_niter_\d+)$")
+# Methods whose base model is loaded quantized by bitsandbytes.
+QUANTIZED_METHODS = ("qlora", "qdora")
 
 
 class PeftSettings(Section):
     method: PeftMethod = "lora"
-    """Adapter method: lora, dora (weight-decomposed), rslora (rank-stabilised scaling) or
-    pissa (adapter initialised from the principal singular vectors)."""
+    """Adapter method: lora, dora (weight-decomposed), rslora (rank-stabilised scaling), pissa
+    (adapter initialised from the principal singular vectors), qlora (LoRA on a 4-bit NF4 base)
+    or qdora (DoRA on a 4-bit NF4 base)."""
     r: int = Field(default=16, ge=1, le=256, json_schema_extra=memory("LoRA weights, their gradients and optimizer states grow linearly with r; small next to the base model"))
     """LoRA rank. 8-16 for style and format, 32-64 for new knowledge or skills."""
     alpha: float = Field(default=32.0, gt=0, le=4096)
@@ -88,13 +94,22 @@ class PeftSettings(Section):
     use_dora: bool = False
     """Weight-decomposed LoRA: learns magnitude and direction separately. Slower per step."""
     init: str = "default"
-    """Adapter initialisation: default, gaussian, olora, pissa or pissa_niter_N (fast SVD with N iterations)."""
+    """Adapter initialisation: default, gaussian, olora (orthonormal, from a QR of the weight),
+    loftq (with peft=qlora: starts as the low-rank part of the 4-bit quantization error), pissa or pissa_niter_N (fast SVD
+    with N iterations). olora and pissa adapters are converted on save to apply to the original base."""
+    quantization: Literal["none", "nf4", "fp4", "int8"] = "none"
+    """How bitsandbytes stores the frozen base weights: none (full precision), nf4 or fp4
+    (4-bit, QLoRA) or int8 (8-bit). qlora and qdora use nf4."""
+    double_quant: bool = False
+    """Quantize the 4-bit quantization constants too (saves ~0.4 bit per parameter)."""
+    compute_dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    """Dtype the 4-bit weights are dequantized to for each matmul. auto follows training.precision."""
 
     @field_validator("init")
     @classmethod
     def _known_init(cls, value: str) -> str:
         if not _INIT_PATTERN.match(value):
-            raise ValueError("must be default, gaussian, olora, pissa or pissa_niter_N (N an integer)")
+            raise ValueError("must be default, gaussian, olora, loftq, pissa or pissa_niter_N (N an integer)")
         return value
 
 
@@ -102,15 +117,26 @@ Switch = Literal["auto", "on", "off"]
 
 
 class TrainingSettings(Section):
+    @field_validator("micro_batch_size", mode="before")
+    @classmethod
+    def _micro_batch_or_auto(cls, value: object) -> object:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024:
+            raise ValueError("must be an integer from 1 to 1024, or auto")
+        return value
+
     @field_validator("packing", "gradient_checkpointing", mode="before")
     @classmethod
     def _yaml_booleans(cls, value: object) -> object:
         # YAML 1.1 reads a bare `on` / `off` as a boolean; accept it as the switch it meant.
         return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
-    micro_batch_size: int = Field(default=4, ge=1, le=1024, json_schema_extra=memory("activations grow linearly with it; the largest single lever on peak memory after the weights"))
+    micro_batch_size: int | Literal["auto"] = Field(default=4, json_schema_extra=dict(allowed="1–1024, or auto", **memory("activations grow linearly with it; the largest single lever on peak memory after the weights")))
     """Sequences per device per forward pass. Guidance: 1-2 on 8-16 GB GPUs for 7B models,
-    4-8 on 24-80 GB. Keep the effective batch with gradient_accumulation_steps."""
+    4-8 on 24-80 GB. Keep the effective batch with gradient_accumulation_steps. auto: the
+    largest that the memory estimate says fits; `train` then confirms it with real probes
+    (find-batch-size) and raises gradient_accumulation_steps if a smaller one is needed."""
     gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024)
     """Micro-batches summed before each optimizer step. Effective batch = micro_batch_size ×
     gradient_accumulation_steps × processes."""
@@ -152,12 +178,22 @@ class TrainingSettings(Section):
     """Smallest improvement of the watched metric that counts as one."""
     metric_for_best_model: str | None = None
     """Metric that decides the best checkpoint (kept beyond save_total_limit), e.g. eval_loss."""
-    distributed: Literal["none"] = "none"
-    """Multi-process strategy. Only `none` (single process) is available in this version."""
-    num_processes: int = Field(default=1, ge=1, le=1)
-    """Processes per machine (single-process in this version)."""
-    num_machines: int = Field(default=1, ge=1, le=1)
-    """Machines (single-machine in this version)."""
+    distributed: Literal["none", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"] = "none"
+    """Multi-process strategy. none: one process. ddp: a full replica per process, gradients
+    averaged (CPU over gloo, or one process per GPU). fsdp / deepspeed_zero2 / deepspeed_zero3:
+    shard optimizer states (and with fsdp / zero3 the weights) across GPUs. `train` starts the
+    processes itself through `accelerate launch` with a config peftstudio writes."""
+    num_processes: int = Field(default=1, ge=1, le=4096)
+    """Processes in total across all machines (one per GPU; on CPU, at most one per core).
+    Effective batch = micro_batch_size × gradient_accumulation_steps × num_processes."""
+    num_machines: int = Field(default=1, ge=1, le=512)
+    """Machines taking part; num_processes is split evenly across them. Start `train` on each."""
+    machine_rank: int = Field(default=0, ge=0, le=511)
+    """This machine's index, 0 to num_machines-1; machine 0 hosts the rendezvous."""
+    main_process_ip: str | None = None
+    """Address of machine 0 that the others reach; needed when num_machines > 1."""
+    main_process_port: int | None = Field(default=None, ge=1024, le=65535)
+    """Rendezvous port on machine 0. null: a free port when on one machine, 29500 across machines."""
 
 
 class OptimSettings(Section):
@@ -221,6 +257,18 @@ class DataSettings(Section):
 class LoggingSettings(Section):
     tensorboard: bool = False
     """Also write TensorBoard event files to RUN_DIR/tensorboard (metrics.jsonl is always written)."""
+    wandb: bool = False
+    """Also log to Weights & Biases: offline into RUN_DIR/wandb unless WANDB_API_KEY is set
+    (then online, unless WANDB_MODE=offline)."""
+    wandb_project: str = "peftstudio"
+    """W&B project the run is logged under."""
+    mlflow: bool = False
+    """Also log to MLflow: a local file store in RUN_DIR/mlruns unless mlflow_tracking_uri or
+    MLFLOW_TRACKING_URI names a server."""
+    mlflow_tracking_uri: str | None = None
+    """MLflow tracking server or store URI; null means RUN_DIR/mlruns (or MLFLOW_TRACKING_URI when set)."""
+    mlflow_experiment: str = "peftstudio"
+    """MLflow experiment name."""
 
 
 class RunConfig(Section):

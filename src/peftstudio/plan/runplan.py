@@ -21,6 +21,7 @@ from peftstudio.config.schema import RunConfig
 from peftstudio.config.validate import load_config
 from peftstudio.errors import EnvironmentProblem, UserError
 from peftstudio.plan.checks import check
+from peftstudio.plan.fit import check_fit
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.resolve import resolve
 
@@ -64,6 +65,8 @@ class RunPlan:
     schedule: Schedule
     warnings: list[str] = field(default_factory=list)
     fingerprint: str = ""
+    memory: dict[str, Any] | None = None  # FitReport.to_dict(): the estimate and what fits
+    batch_size_search: dict[str, Any] | None = None  # BatchSizeResult.to_dict() when micro_batch_size=auto
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -79,6 +82,8 @@ class RunPlan:
             "schedule": asdict(self.schedule),
             "warnings": self.warnings,
             "fingerprint": self.fingerprint,
+            "memory": self.memory,
+            "batch_size_search": self.batch_size_search,
         }
 
     def to_json(self) -> str:
@@ -100,12 +105,15 @@ def plan_with_data(overrides: list[str] | None = None, config_file: Path | None 
 
     config, composition = load_config(overrides, config_file)
     data = prepare_data(config.data)
-    tokens, token_warnings = _tokenize(config, data, require_tokenizer)
     if hardware is None:
         from peftstudio.plan.hardware import detect
 
         hardware = detect(config.training.output_dir)
-    summary = _data_summary(config, data, tokens)
+    micro_batch = config.training.micro_batch_size
+    if micro_batch == "auto":  # padding waste depends on the micro-batch: resolve it first
+        micro_batch = resolve(config, hardware, None).config.training.micro_batch_size
+    tokens, token_warnings = _tokenize(config, data, require_tokenizer, micro_batch)
+    summary = _data_summary(config, data, tokens, micro_batch)
     resolution = resolve(config, hardware, summary.padding_waste)
     config = resolution.config
     schedule = _schedule(config, composition, summary.train_rows)
@@ -114,13 +122,15 @@ def plan_with_data(overrides: list[str] | None = None, config_file: Path | None 
         raise UserError(findings.errors + findings.environment, headline="the run cannot start")
     if findings.environment:
         raise EnvironmentProblem(findings.environment, headline="this environment cannot run it")
+    fit = check_fit(config, hardware)
     provenance = _provenance(config, composition, resolution.reasons)
-    plan = RunPlan(config, provenance, hardware, summary, schedule, token_warnings + findings.warnings,
-                   fingerprint(run_identity(config, summary)))
+    plan = RunPlan(config, provenance, hardware, summary, schedule, token_warnings + findings.warnings + fit.warnings,
+                   fingerprint(run_identity(config, summary)), fit.to_dict())
     return plan, tokens
 
 
-def _tokenize(config: RunConfig, data: PreparedData, required: bool) -> tuple[TokenizedData | None, list[str]]:
+def _tokenize(config: RunConfig, data: PreparedData, required: bool,
+              micro_batch: int) -> tuple[TokenizedData | None, list[str]]:
     from peftstudio.build.tokenization import tokenize_data
     from peftstudio.build.tokenizer import prepare_tokenizer
 
@@ -132,18 +142,17 @@ def _tokenize(config: RunConfig, data: PreparedData, required: bool) -> tuple[To
         return None, [f"token figures are estimates (4 characters per token): {problem.problems[0].message}; "
                       "train loads the tokenizer and checks lengths, template, pad token and labels before training"]
     training = config.training
-    tokens = tokenize_data(data, setup, training.max_seq_length, config.data.overlong, training.loss_on,
-                           training.micro_batch_size)
+    tokens = tokenize_data(data, setup, training.max_seq_length, config.data.overlong, training.loss_on, micro_batch)
     return tokens, tokens.warnings
 
 
-def _data_summary(config: RunConfig, data: PreparedData, tokens: TokenizedData | None) -> DataSummary:
+def _data_summary(config: RunConfig, data: PreparedData, tokens: TokenizedData | None, micro_batch: int) -> DataSummary:
     common = dict(source=data.source, format=data.format, format_reason=data.format_reason, sha256=data.sha256,
                   split_reason=data.split_reason, overlong=config.data.overlong)
     if tokens is None:
         lengths = [sum(len(str(value)) for value in row.values()) // 4 + 1 for row in data.train_rows]
         return DataSummary(**common, train_rows=len(data.train_rows), validation_rows=len(data.validation_rows),
-                           padding_waste=round(padding_waste(lengths, config.training.micro_batch_size), 4),
+                           padding_waste=round(padding_waste(lengths, micro_batch), 4),
                            token_lengths=percentiles(lengths), tokens_measured=False,
                            over_limit=sum(n > config.training.max_seq_length for n in lengths))
     stats = tokens.stats
@@ -151,6 +160,29 @@ def _data_summary(config: RunConfig, data: PreparedData, tokens: TokenizedData |
                        padding_waste=stats.padding_waste, token_lengths=stats.percentiles, over_limit=stats.over_limit,
                        masked_dropped=stats.masked_dropped, chat_template=tokens.setup.template_reason,
                        pad_token=tokens.setup.pad_reason)
+
+
+def with_measured_micro_batch(plan: RunPlan, result) -> RunPlan:
+    """The plan with the micro-batch find-batch-size measured (a `BatchSizeResult`), the
+    accumulation that keeps the effective batch, and the schedule and memory recomputed."""
+    from dataclasses import replace
+
+    training = plan.config.training.model_copy(update={
+        "micro_batch_size": result.micro_batch_size, "gradient_accumulation_steps": result.gradient_accumulation_steps})
+    config = plan.config.model_copy(update={"training": training})
+    schedule = plan.schedule
+    steps_per_epoch = max(math.ceil(plan.data.train_rows / (result.micro_batch_size * training.num_processes))
+                          // result.gradient_accumulation_steps, 1)
+    steps = steps_per_epoch * training.num_epochs if schedule.mode == "epochs" else schedule.optimizer_steps
+    probes = ", ".join(f"{p.micro_batch_size} {'ok' if p.fits else 'oom'}" for p in result.probes)
+    provenance = {**plan.provenance,
+                  "training.micro_batch_size": f"auto: measured by {len(result.probes)} probe(s) ({probes}) at sequence "
+                                               f"{result.seq_len}, seeded by the estimate; limited by {result.limited_by}",
+                  "training.gradient_accumulation_steps": f"auto: keeps the effective batch of {result.effective_batch}"}
+    return replace(plan, config=config, provenance=provenance,
+                   schedule=replace(schedule, optimizer_steps=steps, steps_per_epoch=steps_per_epoch,
+                                    effective_batch=result.effective_batch * training.num_processes),
+                   memory=check_fit(config, plan.hardware).to_dict(), batch_size_search=result.to_dict())
 
 
 def _schedule(config: RunConfig, composition: Composition, train_rows: int) -> Schedule:

@@ -11,12 +11,19 @@ from pathlib import Path
 from peftstudio.build.tokenization import TokenizedData
 from peftstudio.plan.runplan import RunPlan
 from peftstudio.track.metrics import JsonlSink, MetricsSink, TensorBoardSink, read_metrics, truncate_metrics
-from peftstudio.track.runs import RunDir, replace_dir
+from peftstudio.track.runs import RunDir, replace_dir, write_atomically
 from peftstudio.config.introspect import flatten
-from peftstudio.train.checkpoints import CheckpointDir, TrainingProgress, changed_settings, choose_resume
+from peftstudio.train.checkpoints import (CheckpointDir, TrainingProgress, changed_settings, choose_resume,
+                                          resume_target)
+from peftstudio.launch.processes import (all_gather, is_main_process, launch_workers, launched_by_peftstudio,
+                                         main_process_first, needs_launch, world_size)
+from peftstudio.plan.distributed_checks import SHARDED
+from rich.console import Console
 
 log = logging.getLogger("peftstudio")
-PISSA_INITIAL = "pissa-initial-adapter"
+# The adapter as initialised, kept beside the checkpoints: saving converts a PiSSA / OLoRA
+# adapter against it (see `_save_adapter`).
+INITIAL_ADAPTER = "initial-adapter"
 
 
 @dataclass(frozen=True)
@@ -27,37 +34,64 @@ class TrainResult:
     first_loss: float | None
     last_loss: float | None
     stopped_early: bool
+    report: bool = True  # False in the workers of a multi-process run: their launcher reports
 
 
-def run_training(plan: RunPlan, data: TokenizedData, console) -> TrainResult:
-    """Train `plan` on `data`; resumes from the newest complete checkpoint of the same run."""
+def run_training(plan: RunPlan, data: TokenizedData, console, arguments: list[str] | None = None) -> TrainResult:
+    """Train `plan` on `data`; resumes from the newest complete checkpoint of the same run.
+    A multi-process run started from here launches its workers with `arguments` (the CLI
+    arguments of `train`) and reports what rank 0 wrote."""
     training = plan.config.training
+    if needs_launch(plan.config):
+        checkpoints = CheckpointDir.at(training.checkpoint_dir)
+        resume_target(checkpoints, training.resume, plan.fingerprint, plan.identity)  # wrong run: exit 2 now
+        run_dir = RunDir.at(training.output_dir)
+        run_dir.root.mkdir(parents=True, exist_ok=True)
+        launch_workers(plan.config, arguments or [], run_dir.root, console)
+        return _launcher_result(plan, run_dir)
+    if not is_main_process():
+        console = Console(quiet=True)
     run_dir, checkpoints = RunDir.at(training.output_dir), CheckpointDir.at(training.checkpoint_dir)
-    resume_from = choose_resume(checkpoints, training.resume, plan.fingerprint, plan.identity)
+    with main_process_first(plan.config.device):
+        resume_from = _start(plan, console, run_dir, checkpoints)
     settings = flatten(plan.config.model_dump(mode="json"))
     progress = TrainingProgress.read(resume_from) if resume_from else TrainingProgress(
         fingerprint=plan.fingerprint, identity=plan.identity, settings=settings)
-    _prepare_run_dir(plan, run_dir, resume_from, progress.step)
-    checkpoints.root.mkdir(parents=True, exist_ok=True)
-    handler = _log_to_file(run_dir.log)
-    sinks = _open_sinks(plan, run_dir, progress.step if resume_from else None)
+    if resume_from:
+        _warn_changed_settings(console if is_main_process() else Console(quiet=True), progress, settings)
+    handler = _log_to_file(run_dir.log) if is_main_process() else None
+    sinks = _open_sinks(plan, run_dir, progress.step if resume_from else None) if is_main_process() else []
     try:
-        if resume_from and progress.step >= plan.schedule.optimizer_steps:
-            console.print(f"[bold]already complete[/] at step {progress.step} ({resume_from}); rewriting the outputs. "
-                          "Pass training.resume=never to train again from scratch.")
-        elif resume_from:
-            console.print(f"[bold]resuming[/] from {resume_from} (step {progress.step})")
-            _warn_changed_settings(console, progress, settings)
-            log.info("resuming from %s at step %d", resume_from, progress.step)
         trainer = _build_trainer(plan, data, checkpoints, progress, sinks, console)
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        _check_replicas_agree(trainer)
         _save_adapter(trainer, plan, run_dir, checkpoints)
     finally:
         for sink in sinks:
             sink.close()
-        logging.getLogger().removeHandler(handler)
-        handler.close()
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
     return _result(plan, run_dir, resume_from, trainer)
+
+
+def _start(plan: RunPlan, console, run_dir: RunDir, checkpoints: CheckpointDir) -> Path | None:
+    """Choose the checkpoint to resume from and prepare the run dir. Rank 0 does it (first);
+    the other ranks only follow its choice."""
+    training = plan.config.training
+    if not is_main_process():
+        return resume_target(checkpoints, training.resume, plan.fingerprint, plan.identity)
+    resume_from = choose_resume(checkpoints, training.resume, plan.fingerprint, plan.identity)
+    step = TrainingProgress.read(resume_from).step if resume_from else 0
+    _prepare_run_dir(plan, run_dir, resume_from, step)
+    checkpoints.root.mkdir(parents=True, exist_ok=True)
+    if resume_from and step >= plan.schedule.optimizer_steps:
+        console.print(f"[bold]already complete[/] at step {step} ({resume_from}); rewriting the outputs. "
+                      "Pass training.resume=never to train again from scratch.")
+    elif resume_from:
+        console.print(f"[bold]resuming[/] from {resume_from} (step {step})")
+        log.info("resuming from %s at step %d", resume_from, step)
+    return resume_from
 
 
 def _warn_changed_settings(console, progress: TrainingProgress, settings: dict) -> None:
@@ -71,11 +105,14 @@ def _warn_changed_settings(console, progress: TrainingProgress, settings: dict) 
 
 def _prepare_run_dir(plan: RunPlan, run_dir: RunDir, resume_from: Path | None, step: int) -> None:
     run_dir.write_plan(plan.to_json(), plan.config.model_dump(mode="json"))
+    run_dir.summary.unlink(missing_ok=True)  # rewritten when this run ends
     if resume_from:
         truncate_metrics(run_dir.metrics, step)
         return
     run_dir.metrics.unlink(missing_ok=True)
     shutil.rmtree(run_dir.tensorboard, ignore_errors=True)
+    for tracker_id in ("wandb_run_id", "mlflow_run_id"):  # a fresh start is a new tracker run
+        (run_dir.root / tracker_id).unlink(missing_ok=True)
 
 
 def _log_to_file(path: Path) -> logging.Handler:
@@ -88,10 +125,23 @@ def _log_to_file(path: Path) -> logging.Handler:
 
 
 def _open_sinks(plan: RunPlan, run_dir: RunDir, resumed_step: int | None) -> list[MetricsSink]:
+    """metrics.jsonl always, then each tracker `logging` switches on (hyperparameters once)."""
+    logging_settings, resumed = plan.config.logging, resumed_step is not None
     sinks: list[MetricsSink] = [JsonlSink(run_dir.metrics)]
-    if plan.config.logging.tensorboard:
-        purge = resumed_step + 1 if resumed_step is not None else None
+    if logging_settings.tensorboard:
+        purge = resumed_step + 1 if resumed else None
         sinks.append(TensorBoardSink(run_dir.tensorboard, purge_step=purge))
+    name = f"{plan.config.peft.method}-{plan.fingerprint[:8]}"
+    settings = flatten(plan.config.model_dump(mode="json"))
+    if logging_settings.wandb:
+        from peftstudio.track.trackers import WandbSink
+
+        sinks.append(WandbSink(run_dir.root, logging_settings.wandb_project, name, settings, resumed))
+    if logging_settings.mlflow:
+        from peftstudio.track.trackers import MlflowSink
+
+        sinks.append(MlflowSink(run_dir.root, logging_settings.mlflow_tracking_uri, logging_settings.mlflow_experiment,
+                                name, settings, resumed))
     return sinks
 
 
@@ -99,7 +149,8 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
                    sinks: list[MetricsSink], console):
     from datasets import Dataset
 
-    from peftstudio.build.model import attach_adapter, load_base_model, match_vocabulary, model_location
+    from peftstudio.build.model import (attach_adapter, load_base_model, match_vocabulary, model_location,
+                                        needs_conversion, quantization_config)
     from transformers import PrinterCallback
 
     from peftstudio.train.callbacks import ConsoleProgress, KillAtStep, MetricsCallback, injected_fault
@@ -108,11 +159,12 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
     config, training = plan.config, plan.config.training
     location = model_location(config.model)
     tokenizer = data.setup.tokenizer  # the one plan measured with: template set, pad token fixed
-    base = load_base_model(location, config.model, training.precision, training.attention)
+    base = load_base_model(location, config.model, training.precision, training.attention,
+                           quantization_config(config.peft), config.device)
     match_vocabulary(base, tokenizer)
-    model = attach_adapter(base, config.peft, config.seed)
-    if config.peft.method == "pissa":
-        _keep_pissa_initial(model, checkpoints.root / PISSA_INITIAL)
+    model = attach_adapter(base, config.peft, config.seed, training.gradient_checkpointing == "on", location)
+    if needs_conversion(config.peft) and is_main_process():
+        _keep_initial_adapter(model, checkpoints.root / INITIAL_ADAPTER, fresh_start=progress.step == 0)
     metrics = MetricsCallback(sinks, progress, training.save_interval_steps, training.metric_for_best_model,
                               training.early_stopping_patience, training.early_stopping_threshold)
     validation = Dataset.from_dict(data.as_columns(data.validation)) if data.validation else None
@@ -134,39 +186,108 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
     return trainer
 
 
-def _keep_pissa_initial(model, path: Path) -> None:
-    """Save PiSSA's initial adapter once: the final save converts against it so the adapter
-    applies to the original base weights, not PiSSA's residual ones."""
-    if path.is_dir():
-        return
+def _keep_initial_adapter(model, path: Path, fresh_start: bool) -> None:
+    """Save a PiSSA / OLoRA adapter as initialised, once: the final save converts against it so
+    the adapter applies to the original base weights, not the residual ones it trained on."""
+    if path.is_dir() and not fresh_start:
+        return  # a resumed run converts against the initial adapter of its first start
     staged = path.with_name(path.name + ".tmp")
     shutil.rmtree(staged, ignore_errors=True)
     init = model.peft_config["default"].init_lora_weights
-    model.peft_config["default"].init_lora_weights = True  # loading the initial adapter must not re-run the SVD
+    model.peft_config["default"].init_lora_weights = True  # loading the initial adapter must not re-run the SVD / QR
     model.save_pretrained(staged)
     model.peft_config["default"].init_lora_weights = init
-    staged.rename(path)
+    replace_dir(staged, path)
 
 
 def _save_adapter(trainer, plan: RunPlan, run_dir: RunDir, checkpoints: CheckpointDir) -> None:
     staged = run_dir.root / ".adapter.tmp"
-    shutil.rmtree(staged, ignore_errors=True)
-    model = trainer.model
-    if plan.config.peft.method == "pissa":
-        model.peft_config["default"].init_lora_weights = True
-        model.save_pretrained(staged, path_initial_model_for_weight_conversion=str(checkpoints.root / PISSA_INITIAL))
-    else:
-        model.save_pretrained(staged)
+    if plan.config.training.distributed in SHARDED:
+        # The weights are spread over the processes: gathering them takes every process.
+        trainer.save_model(str(staged))
+    if not is_main_process():
+        return
+    if plan.config.training.distributed not in SHARDED:
+        shutil.rmtree(staged, ignore_errors=True)
+        _save_full_adapter(trainer.model, plan, staged, checkpoints)
     trainer.processing_class.save_pretrained(staged)
     replace_dir(staged, run_dir.adapter)
+
+
+def _save_full_adapter(model, plan: RunPlan, staged: Path, checkpoints: CheckpointDir) -> None:
+    from peftstudio.build.model import needs_conversion
+
+    if needs_conversion(plan.config.peft):
+        model.peft_config["default"].init_lora_weights = True
+        model.save_pretrained(staged, path_initial_model_for_weight_conversion=str(checkpoints.root / INITIAL_ADAPTER))
+    else:
+        model.save_pretrained(staged)
+
+
+def adapter_digest(state_dict: dict) -> str:
+    """sha256 over an adapter's tensors (names sorted), to compare replicas and saved files."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        digest.update(name.encode())
+        digest.update(state_dict[name].detach().float().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _check_replicas_agree(trainer) -> None:
+    """In a multi-process data-parallel run every process holds a full adapter replica; they
+    must be identical after training, or the processes diverged (logged, and a failure)."""
+    from peft import get_peft_model_state_dict
+
+    if trainer.accelerator.num_processes == 1 or trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+        return
+    digests = all_gather(adapter_digest(get_peft_model_state_dict(trainer.model)))
+    if is_main_process():
+        log.info("adapter replicas after training: %s", ", ".join(f"rank {i} {d}" for i, d in enumerate(digests)))
+    if len(set(digests)) > 1:
+        raise RuntimeError(f"the processes' adapter replicas differ after training: {digests}")
+
+
+def _write_summary(run_dir: RunDir, trainer, stopped_early: bool, losses: list[float]) -> None:
+    """How the run ended, for people and scripts: the best checkpoint is named here too."""
+    import json
+
+    progress = trainer.metrics.progress
+    best = trainer.checkpoints.root / f"checkpoint-{progress.best_step}" if progress.best_step is not None else None
+    summary = {
+        "final_step": trainer.state.global_step,
+        "max_steps": trainer.state.max_steps,
+        "stopped_early": stopped_early,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "metric_for_best_model": trainer.metrics.metric_for_best,
+        "best_metric": progress.best_metric,
+        "best_step": progress.best_step,
+        "best_checkpoint": str(best) if best is not None and best.is_dir() else None,
+        "tokens_seen": progress.tokens_seen,
+    }
+    write_atomically(run_dir.summary, json.dumps(summary, indent=2))
 
 
 def _result(plan: RunPlan, run_dir: RunDir, resume_from: Path | None, trainer) -> TrainResult:
     from peftstudio.track.plots import plot_loss
 
+    stopped = trainer.state.global_step < trainer.state.max_steps
+    if not is_main_process():
+        return TrainResult(run_dir, resume_from, trainer.state.global_step, None, None, stopped, report=False)
     records = read_metrics(run_dir.metrics)
     plot_loss(records, run_dir.loss_plot, f"{plan.config.model.name_or_path} · {plan.config.peft.method}")
     losses = [r["loss"] for r in records if "loss" in r]
-    stopped = trainer.state.global_step < trainer.state.max_steps
+    _write_summary(run_dir, trainer, stopped, losses)
     return TrainResult(run_dir, resume_from, trainer.state.global_step, losses[0] if losses else None,
-                       losses[-1] if losses else None, stopped)
+                       losses[-1] if losses else None, stopped, report=world_size() == 1 or not launched_by_peftstudio())
+
+
+def _launcher_result(plan: RunPlan, run_dir: RunDir) -> TrainResult:
+    """The result of a run whose workers finished, read back from what rank 0 wrote."""
+    records = read_metrics(run_dir.metrics)
+    losses = [r["loss"] for r in records if "loss" in r]
+    final_step = max((r["step"] for r in records), default=0)
+    return TrainResult(run_dir, None, final_step, losses[0] if losses else None, losses[-1] if losses else None,
+                       final_step < plan.schedule.optimizer_steps)
