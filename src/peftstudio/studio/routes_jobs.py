@@ -143,7 +143,7 @@ def get_metrics(job_id: JobId, request: Request, offset: int = Query(0, ge=0, le
     return {"records": records if reset else records[offset:], "next_offset": len(records), "reset": reset}
 
 
-@router.get("/{job_id}/events", summary="Server-sent events: each new metrics record, then the final status")
+@router.get("/{job_id}/events", summary="Server-sent events: `metrics` per new record (`reset` when a resume rewrote them), `status` each second until the job ends")
 async def stream_events(job_id: JobId, request: Request) -> StreamingResponse:
     _job(request, job_id)
     return StreamingResponse(_events(request, job_id), media_type="text/event-stream",
@@ -156,9 +156,12 @@ async def _events(request: Request, job_id: int):
     sent = 0
     while True:
         records = read_metrics(path)
+        if len(records) < sent:  # a resumed run rewrote the records after its checkpoint
+            yield "event: reset\ndata: {}\n\n"
+            sent = 0
         for record in records[sent:]:
             yield f"event: metrics\ndata: {json.dumps(record)}\n\n"
-        sent = max(sent, len(records))
+        sent = len(records)
         job = studio.jobs.get(job_id)
         yield f"event: status\ndata: {json.dumps({'status': job.status})}\n\n"
         if job.status in FINISHED or await request.is_disconnected():

@@ -193,8 +193,17 @@ function stepDataset() {
     h("input", { type: "file", id: "dataset-file", accept: ".jsonl,.json,.csv,.parquet", onchange: (e) => upload(e.target.files[0]) }),
     " ", h("button", { class: "secondary", onclick: () => { wizard.state.dataset = null; wizard.dataset = null; render(); changed(); } }, "Use the bundled sample"),
     h("p", { id: "dataset-status" }, "Data: ", h("b", {}, status)),
+    (wizard.uploads || []).length ? h("p", { class: "muted" }, "Earlier uploads: ", wizard.uploads.map((d) =>
+      [h("a", { href: "#", onclick: (e) => { e.preventDefault(); useDataset(d); } }, d.name), " "])) : null,
     fieldsOf(5).map(fieldRow),
     h("div", { id: "preview" }, renderPreview())];
+}
+
+function useDataset(info) {
+  wizard.dataset = info;
+  wizard.state.dataset = info.id;
+  render();
+  changed();
 }
 
 async function upload(file) {
@@ -204,10 +213,8 @@ async function upload(file) {
   try {
     const info = await api("/datasets?name=" + encodeURIComponent(file.name), { method: "POST", body: file,
       headers: { "Content-Type": "application/octet-stream" } });
-    wizard.dataset = info;
-    wizard.state.dataset = info.id;
-    render();
-    changed();
+    wizard.uploads = (wizard.uploads || []).concat([info]);
+    useDataset(info);
   } catch (error) {
     status.replaceChildren(h("span", { class: "error" }, "Upload refused: " + error.message));
   }
@@ -369,8 +376,8 @@ function refresh(delay) {
 
 async function init() {
   document.getElementById("top").replaceWith(topBar());
-  const [catalog, steps, hardware] = await Promise.all([api("/presets"), api("/steps"), api("/hardware")]);
-  Object.assign(wizard, { catalog, steps, hardware });
+  const [catalog, steps, hardware, uploads] = await Promise.all([api("/presets"), api("/steps"), api("/hardware"), api("/datasets")]);
+  Object.assign(wizard, { catalog, steps, hardware, uploads });
   readUrl();
   if (wizard.state.dataset) wizard.dataset = await api("/datasets/" + wizard.state.dataset).catch(() => null);
   render();
