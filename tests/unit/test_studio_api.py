@@ -18,6 +18,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from peftstudio.config.introspect import find_field
 from peftstudio.studio.context import StudioSettings
 from peftstudio.studio.server import create_app
 from tests.conftest import CPU, run_cli
@@ -203,6 +204,8 @@ def test_the_job_yaml_composes_to_the_same_config_as_the_overrides(client, tmp_p
     ({"model.name_or_path": "${oc.env:HOME}"}, "model.name_or_path", "interpolations"),
     ({"training.output_dir": "/etc"}, "training.output_dir", "set by the studio"),
     ({"data.path": "/etc/passwd"}, "data.path", "set by the studio"),
+    pytest.param({"data.chat_template": "/etc/passwd"}, "data.chat_template", "template files",
+                 marks=pytest.mark.skipif(find_field("data.chat_template") is None, reason="no data.chat_template key")),
     ({"model.name_or_path": "../../secret"}, "model.name_or_path", "neither a hub id"),
     ({"model.name_or_path": "https://example.com/model"}, "model.name_or_path", "neither a hub id"),
     ({"training.nope": 1}, "training.nope", "not a config key"),
@@ -283,6 +286,23 @@ def test_preview_shows_format_masking_and_file_line_errors(client, model_cache):
     assert not shown["ok"]
     assert any(p["where"] == "bad.jsonl:31" for p in shown["problems"]), shown["problems"]
     assert client.post("/api/preview", json={**TINY, "dataset": "0" * 32}).json()["problems"][0]["where"] == "dataset"
+
+
+def test_csv_and_parquet_uploads_preview_like_jsonl(client, model_cache, tmp_path):
+    pytest.importorskip("peftstudio.build.data_sources", reason="CSV/Parquet readers are not in this build")
+    import pandas
+
+    frame = pandas.DataFrame({"instruction": [f"Say {i}" for i in range(20)], "output": [str(i) for i in range(20)]})
+    frame.to_parquet(tmp_path / "rows.parquet")
+    uploads = {"rows.csv": frame.to_csv(index=False).encode(), "rows.parquet": (tmp_path / "rows.parquet").read_bytes()}
+    for name, content in uploads.items():
+        info = client.post("/api/datasets", params={"name": name}, content=content).json()
+        assert info["kind"] == name.rsplit(".", 1)[1]
+        shown = client.post("/api/preview", json={**TINY, "dataset": info["id"]}).json()
+        assert shown["ok"] and shown["format"] == "instruction" and shown["rows"] == 20, shown
+    broken = client.post("/api/datasets", params={"name": "broken.csv"}, content=b"instruction,output\nSay,1\nSay 2,\n").json()
+    shown = client.post("/api/preview", json={**TINY, "dataset": broken["id"]}).json()
+    assert not shown["ok"] and any(p["where"].startswith("broken.csv:") for p in shown["problems"]), shown
 
 
 # ---------------------------------------------------------------- jobs
