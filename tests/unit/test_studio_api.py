@@ -298,6 +298,16 @@ def test_preview_marks_what_max_seq_length_cuts(client, model_cache):
     assert states == [(False, False), (True, False), (False, True)]
 
 
+def test_columns_are_mapped_as_on_the_command_line(client, model_cache):
+    rows = "".join(json.dumps({"question": f"Say {i}", "answer": str(i)}) + "\n" for i in range(20))
+    info = client.post("/api/datasets", params={"name": "qa.jsonl"}, content=rows.encode()).json()
+    unmapped = client.post("/api/preview", json={**TINY, "dataset": info["id"]}).json()
+    assert not unmapped["ok"] and unmapped["problems"][0]["where"].startswith("qa.jsonl")
+    mapped = {**TINY, "dataset": info["id"], "values": {"data.columns": "{prompt: question, completion: answer}"}}
+    shown = client.post("/api/preview", json=mapped).json()
+    assert shown["ok"] and shown["format"] == "prompt_completion", shown
+
+
 def test_csv_and_parquet_uploads_preview_like_jsonl(client, model_cache, tmp_path):
     pytest.importorskip("peftstudio.build.data_sources", reason="CSV/Parquet readers are not in this build")
     import pandas

@@ -4,7 +4,6 @@ ignores (masked) and the part the model learns, and where max_seq_length truncat
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,7 @@ from peftstudio.config.schema import RunConfig
 from peftstudio.errors import EnvironmentProblem
 
 SAMPLES = 3
-# transformers' lazy imports are not thread-safe, and a tokenizer is worth loading once.
-_TOKENIZER_LOCK = threading.Lock()
+# A tokenizer is worth loading once (the caller serialises calls: see Studio.library_lock).
 _SETUPS: dict[tuple, Any] = {}
 
 
@@ -41,13 +39,12 @@ def preview(path: Path | str, config: RunConfig) -> dict[str, Any]:
 
 def _tokenizer_setup(config: RunConfig, data_format: str):
     key = (config.model.name_or_path, config.model.revision, config.data.chat_template, data_format)
-    with _TOKENIZER_LOCK:
-        if key not in _SETUPS:
-            try:
-                _SETUPS[key] = prepare_tokenizer(config, data_format)
-            except EnvironmentProblem:
-                return None
-        return _SETUPS[key]
+    if key not in _SETUPS:
+        try:
+            _SETUPS[key] = prepare_tokenizer(config, data_format)
+        except EnvironmentProblem:
+            return None
+    return _SETUPS[key]
 
 
 def _label_runs(tokenizer, ids: list[int], labels: list[int], max_length: int) -> list[dict[str, Any]]:
