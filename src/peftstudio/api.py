@@ -15,7 +15,8 @@ from peftstudio.errors import Problem, UserError
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.runplan import RunPlan, make_plan, plan_with_data
 
-__all__ = ["explain", "Explanation", "plan", "train", "validate_files", "generate", "make_plan"]
+__all__ = ["explain", "Explanation", "plan", "train", "validate_files", "generate", "make_plan", "diagnose",
+           "doctor", "sweep"]
 
 
 def plan(overrides: list[str] | None = None, config_file: Path | None = None,
@@ -25,8 +26,9 @@ def plan(overrides: list[str] | None = None, config_file: Path | None = None,
 
 
 def train(overrides: list[str] | None = None, config_file: Path | None = None, console=None,
-          on_plan=None):
-    """Plan, then train; `on_plan(plan)` is called once the plan is known (to print it)."""
+          on_plan=None, callbacks: list | None = None):
+    """Plan, then train; `on_plan(plan)` is called once the plan is known (to print it);
+    `callbacks` are extra trainer callbacks (a sweep's pruning hook)."""
     from rich.console import Console
 
     console = console or Console()
@@ -36,7 +38,7 @@ def train(overrides: list[str] | None = None, config_file: Path | None = None, c
     from peftstudio.train.run import run_training
 
     quiet_libraries(interactive=console.is_terminal)
-    return run_training(run_plan, data, console)
+    return run_training(run_plan, data, console, callbacks)
 
 
 def validate_files(paths: list[Path]) -> dict[Path, list[Problem]]:
@@ -97,3 +99,26 @@ def _validation_prompts(config, count: int) -> tuple[list[str], list[str | None]
     data = prepare_data(config.data)
     rows = [r for r in data.validation_rows or data.train_rows if "prompt" in r][:count]
     return [r["prompt"][-1]["content"] for r in rows], [r["completion"][-1]["content"] for r in rows]
+
+
+def diagnose(run_dir: Path):
+    """Name the problems of a run from its metrics, resolved config, plan and log."""
+    from peftstudio.diagnose.report import diagnose_run
+
+    return diagnose_run(Path(run_dir))
+
+
+def sweep(sweep_file: Path, trials: int | None = None, study_dir: Path | None = None, console=None, on_trial=None):
+    """Run (or continue) the Optuna study a sweep file describes; each trial is a `train` run."""
+    from peftstudio.sweep.study import run_sweep
+
+    quiet_libraries(interactive=False)
+    return run_sweep(Path(sweep_file), trials, study_dir, console, on_trial)
+
+
+def doctor(overrides: list[str] | None = None, config_file: Path | None = None,
+           hardware: HardwareProfile | None = None, environ: dict[str, str] | None = None):
+    """Check packages, accelerator, tokens, data, directories, disk and hyperparameters."""
+    from peftstudio.doctor.report import run_doctor
+
+    return run_doctor(overrides, config_file, hardware, environ)

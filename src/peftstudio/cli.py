@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from peftstudio.errors import EXIT_OK, EXIT_RUN_FAILED, EXIT_USER_ERROR, PeftStudioError
+from peftstudio.errors import EXIT_ENVIRONMENT, EXIT_OK, EXIT_RUN_FAILED, EXIT_USER_ERROR, PeftStudioError
 
 app = typer.Typer(
     help="Configure, check and run LoRA / DoRA / rsLoRA / PiSSA fine-tuning. "
@@ -110,6 +111,66 @@ def generate(run_dir: Path = typer.Argument(..., help="a finished run's output d
             console.print(f"expected  {item.expected!r}")
         console.print(f"[dim]base      {item.base!r}[/]")
         console.print(f"[green]adapter[/]   {item.adapter!r}\n")
+
+
+@app.command()
+def doctor(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG,
+           as_json: bool = typer.Option(False, "--json", help="print the checks as one JSON object")) -> None:
+    """Check the environment for this run: Python and package versions (and whether they work
+    together), accelerator and driver, HF_TOKEN / WANDB_API_KEY present (never printed), the
+    dataset, writable output and checkpoint dirs, free disk vs. checkpoints, hyperparameters.
+    Exit 3 if any check fails."""
+    from peftstudio import api
+
+    report = api.doctor(overrides or [], config)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        from peftstudio.doctor.report import print_doctor
+
+        print_doctor(console, report)
+    if report.failed:
+        raise typer.Exit(EXIT_ENVIRONMENT)
+
+
+@app.command()
+def diagnose(run_dir: Path = typer.Argument(..., help="a run's output dir, e.g. ./outputs"),
+             as_json: bool = typer.Option(False, "--json", help="print the diagnosis as one JSON object")) -> None:
+    """Name what went wrong in a run (out of memory, NaN loss, divergence, no progress, overfitting,
+    slow steps) from its metrics, resolved config and log, with the overrides to try."""
+    from peftstudio import api
+
+    diagnosis = api.diagnose(run_dir)
+    if as_json:
+        print(json.dumps(diagnosis.to_dict(), indent=2))
+        return
+    from peftstudio.diagnose.report import print_diagnosis
+
+    print_diagnosis(console, diagnosis)
+
+
+@app.command()
+def sweep(sweep_file: Path = typer.Argument(..., help="a sweep YAML: method, metric, parameters, base, pruner"),
+          trials: Optional[int] = typer.Option(None, "--trials", "-n", min=1,
+                                               help="finished trials the study should hold (grid: all by default)"),
+          study_dir: Optional[Path] = typer.Option(None, "--study-dir",
+                                                   help="where study.db, trials/, best.yaml go (default sweeps/NAME)")) -> None:
+    """Hyperparameter search with Optuna (bayes = TPE, random, grid); each trial is a normal train
+    run in its own dir, pruned on eval loss; rerun the same command to continue the study.
+
+    Sweep file: `method: bayes|random|grid`, `metric: {name: eval/loss, goal: minimize}`,
+    `parameters: {KEY: {values: [...]} or {distribution: uniform|log_uniform_values|int_uniform,
+    min: A, max: B}}`, `base: {KEY: VALUE}` for every trial, optional `pruner: {type: median|none,
+    n_startup_trials: 2, n_warmup_steps: 0}` and `seed`."""
+    from peftstudio import api
+    from peftstudio.sweep.results import print_results
+
+    def show(trial) -> None:
+        params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+        result = f"{trial.value:.4f}" if trial.value is not None else trial.state.lower()
+        console.print(f"trial {trial.number}  {params}  → {result}  ({trial.seconds:.1f} s) {trial.note}", markup=False)
+
+    print_results(console, api.sweep(sweep_file, trials, study_dir, console, on_trial=show))
 
 
 def main() -> None:

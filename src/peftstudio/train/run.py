@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from peftstudio.build.data import PreparedData
+from peftstudio.errors import PeftStudioError, Problem
 from peftstudio.plan.runplan import RunPlan
 from peftstudio.track.metrics import JsonlSink, MetricsSink, TensorBoardSink, read_metrics, truncate_metrics
 from peftstudio.track.runs import RunDir, replace_dir
@@ -29,8 +30,9 @@ class TrainResult:
     stopped_early: bool
 
 
-def run_training(plan: RunPlan, data: PreparedData, console) -> TrainResult:
-    """Train `plan` on `data`; resumes from the newest complete checkpoint of the same run."""
+def run_training(plan: RunPlan, data: PreparedData, console, callbacks: list | None = None) -> TrainResult:
+    """Train `plan` on `data`; resumes from the newest complete checkpoint of the same run.
+    `callbacks` are extra trainer callbacks (a sweep's pruning hook)."""
     training = plan.config.training
     run_dir, checkpoints = RunDir.at(training.output_dir), CheckpointDir.at(training.checkpoint_dir)
     resume_from = choose_resume(checkpoints, training.resume, plan.fingerprint, plan.identity)
@@ -49,8 +51,14 @@ def run_training(plan: RunPlan, data: PreparedData, console) -> TrainResult:
             console.print(f"[bold]resuming[/] from {resume_from} (step {progress.step})")
             _warn_changed_settings(console, progress, settings)
             log.info("resuming from %s at step %d", resume_from, progress.step)
-        trainer = _build_trainer(plan, data, checkpoints, progress, sinks, console)
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        trainer = _build_trainer(plan, data, checkpoints, progress, sinks, console, callbacks or [])
+        try:
+            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        except Exception as error:
+            # In the run's log, so `peftstudio diagnose` can name it (out of memory, ...) later.
+            log.error("run failed: %s: %s", type(error).__name__, error)
+            raise
+        _stop_if_watchdog_tripped(trainer, run_dir)
         _save_adapter(trainer, plan, run_dir, checkpoints)
     finally:
         for sink in sinks:
@@ -58,6 +66,25 @@ def run_training(plan: RunPlan, data: PreparedData, console) -> TrainResult:
         logging.getLogger().removeHandler(handler)
         handler.close()
     return _result(plan, run_dir, resume_from, trainer)
+
+
+def _stop_if_watchdog_tripped(trainer, run_dir: RunDir) -> None:
+    from peftstudio.train.watchdog import NanWatchdog
+
+    watchdog = next((c for c in trainer.callback_handler.callbacks if isinstance(c, NanWatchdog)), None)
+    if watchdog is None or not watchdog.tripped:
+        return
+    from peftstudio.diagnose.report import DIAGNOSIS_FILE, write_diagnosis
+
+    steps = watchdog.bad_steps
+    log.error("watchdog: loss NaN/inf for %d consecutive logs (steps %d-%d); run stopped", len(steps), steps[0], steps[-1])
+    diagnosis = write_diagnosis(run_dir.root)
+    overrides = [o for finding in diagnosis.findings for o in finding.overrides]
+    raise PeftStudioError(Problem(
+        "training", f"stopped by the watchdog: loss was NaN/inf for {len(steps)} consecutive logs "
+                    f"(steps {steps[0]}-{steps[-1]}); no adapter was saved",
+        f"try {' '.join(dict.fromkeys(overrides))} training.resume=never "
+        f"(diagnosis in {run_dir.root / DIAGNOSIS_FILE})"))
 
 
 def _warn_changed_settings(console, progress: TrainingProgress, settings: dict) -> None:
@@ -96,13 +123,14 @@ def _open_sinks(plan: RunPlan, run_dir: RunDir, resumed_step: int | None) -> lis
 
 
 def _build_trainer(plan: RunPlan, data: PreparedData, checkpoints: CheckpointDir, progress: TrainingProgress,
-                   sinks: list[MetricsSink], console):
+                   sinks: list[MetricsSink], console, extra_callbacks: list):
     from datasets import Dataset
 
     from peftstudio.build.model import attach_adapter, load_base_model, load_tokenizer, model_location
     from transformers import PrinterCallback
 
-    from peftstudio.train.callbacks import ConsoleProgress, KillAtStep, MetricsCallback, injected_fault
+    from peftstudio.train.callbacks import ConsoleProgress, InfWeightsAtStep, KillAtStep, MetricsCallback, injected_fault
+    from peftstudio.train.watchdog import NanWatchdog
     from peftstudio.train.trainer import StudioTrainer, sft_config
 
     config, training = plan.config, plan.config.training
@@ -115,9 +143,13 @@ def _build_trainer(plan: RunPlan, data: PreparedData, checkpoints: CheckpointDir
     metrics = MetricsCallback(sinks, progress, training.save_interval_steps, training.metric_for_best_model,
                               training.early_stopping_patience, training.early_stopping_threshold)
     validation = Dataset.from_list(data.validation_rows) if data.validation_rows else None
-    callbacks = [metrics, ConsoleProgress(console, plan.schedule.optimizer_steps)]
+    callbacks = [metrics, ConsoleProgress(console, plan.schedule.optimizer_steps), *extra_callbacks]
+    if training.nan_patience is not None:
+        callbacks.append(NanWatchdog(training.nan_patience))
     if injected_fault("kill_at_step") is not None:
         callbacks.append(KillAtStep(injected_fault("kill_at_step")))
+    if injected_fault("inf_weights") is not None:
+        callbacks.append(InfWeightsAtStep(injected_fault("inf_weights")))
     trainer = StudioTrainer(
         model=model,
         args=sft_config(plan, checkpoints.root, validation is not None),
