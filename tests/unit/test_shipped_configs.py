@@ -34,4 +34,5 @@ def test_tiny_preset_describes_the_model_that_is_built():
     from peftstudio.build.embedded import TINY_ARCHITECTURE
 
     config, _ = load_config(["model=tiny"])
-    assert config.model.architecture.model_dump() == dict(TINY_ARCHITECTURE)
+    assert config.model.architecture.model_dump(exclude={"model_type"}) == dict(TINY_ARCHITECTURE)
+    assert config.model.architecture.model_type == "llama"

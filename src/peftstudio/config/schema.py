@@ -31,6 +31,9 @@ class Section(BaseModel):
 class ModelArchitecture(Section):
     """Architecture numbers of a model, enough to plan it without downloading weights."""
 
+    model_type: str = "llama"
+    """Architecture family as in the model's config.json (llama, mistral, qwen2, gemma3_text):
+    decides which norms and biases each block carries when counting parameters."""
     num_layers: int = Field(ge=1)
     """Number of transformer blocks."""
     hidden_size: int = Field(ge=1)

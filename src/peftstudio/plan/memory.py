@@ -1,0 +1,273 @@
+"""Peak training memory of a run, predicted from architecture numbers alone (pure arithmetic:
+no torch, no weights, no download).
+
+The peak is reached at the start of the backward pass of a later step: every weight, the
+adapter, its gradients and optimizer states, every activation saved for backward, the logits
+with their fp32 loss copies, and the framework's own memory. Each of those is one component
+of `MemoryEstimate.components`, so a user sees which lever (micro-batch, sequence length,
+gradient checkpointing, quantization) moves which number.
+
+Activation terms follow what PyTorch autograd actually saves for a Llama-style block with
+LoRA adapters (see `_block_bytes_per_token`); they were checked on CPU against the bytes
+that `torch.autograd.graph.saved_tensors_hooks` sees (tests/unit/test_memory_calibration.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from peftstudio.config.schema import ModelArchitecture, RunConfig
+from peftstudio.plan.architecture import (
+    adapter_parameters, architecture_of, base_parameters, head_dim, is_gemma3,
+    Linear, linear_layers, quantizable_weights, targeted_layers, trainable_bias_parameters, uses_dora,
+)
+from peftstudio.plan.hardware import HardwareProfile
+
+__all__ = ["MemoryEstimate", "estimate_memory", "architecture_of", "FRAMEWORK_OVERHEAD_BYTES"]
+
+MIB = 1024**2
+PRECISION_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
+# Bits per quantized weight: NF4/FP4 store 4 bits plus one absmax per 64-weight block; double
+# quantization stores that absmax in 8 bits with one fp32 constant per 256 blocks.
+BITS_4BIT_DOUBLE_QUANT = 4 + 8 / 64 + 32 / (64 * 256)  # ≈ 4.127
+BITS_4BIT_SINGLE_QUANT = 4 + 32 / 64  # 4.5
+# Memory the framework holds that no tensor accounts for. CUDA: the context (kernels, cuBLAS
+# and cuDNN handles and workspaces) is 0.4-0.6 GiB on recent GPUs and drivers, plus the caching
+# allocator's fragmentation; MPS: Metal's command buffers and caches; CPU: the interpreter
+# with torch, transformers and trl imported (~0.7 GiB resident, measured on this project's CPUs).
+FRAMEWORK_OVERHEAD_BYTES = {"cuda": 640 * MIB, "mps": 512 * MIB, "cpu": 768 * MIB}
+# Adapters whose layers read the same tensor (q/k/v read the normed input, gate/up too).
+INPUT_GROUP = {"q_proj": "attention input", "k_proj": "attention input", "v_proj": "attention input",
+               "o_proj": "attention output", "gate_proj": "mlp input", "up_proj": "mlp input",
+               "down_proj": "mlp product", "lm_head": "final norm"}
+# A generic GPU used to resolve `auto` values when no hardware profile is given.
+_GENERIC_GPU = HardwareProfile("cuda", 1, ["a bf16 GPU"], [0], "8.0", gpu_bf16=True)
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Predicted peak memory of one training process, by component (bytes)."""
+
+    total_bytes: int
+    components: dict[str, int]
+    total_parameters: int
+    trainable_parameters: int
+    micro_batch_size: int
+    seq_len: int
+    base_parameters: int = 0
+    device: str = "cuda"
+    notes: list[str] = field(default_factory=list)
+
+    def fits(self, device_bytes: int) -> bool:
+        """Whether the predicted peak fits in `device_bytes` of accelerator (or RAM) memory."""
+        return self.total_bytes <= device_bytes
+
+    @property
+    def tensor_bytes(self) -> int:
+        """The peak without the framework overhead: what torch.cuda.max_memory_allocated measures."""
+        return self.total_bytes - self.components.get("framework overhead", 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """The resolved values the arithmetic needs."""
+
+    arch: ModelArchitecture
+    device: str
+    compute_bytes: int
+    quantization: str
+    double_quant: bool
+    attention: str
+    checkpointing: bool
+    dropout: bool
+    optimizer: str
+
+
+def estimate_memory(config: RunConfig, *, micro_batch_size: int | None = None, seq_len: int | None = None,
+                    hardware: HardwareProfile | None = None) -> MemoryEstimate:
+    """Predicted peak training memory of `config` for one process.
+
+    `micro_batch_size` and `seq_len` default to the config's micro-batch and max_seq_length (the
+    worst case: every sequence full). `auto` values are resolved against `hardware` (a generic
+    bf16 GPU when None)."""
+    settings = _settings(config, hardware)
+    batch = micro_batch_size or _configured_micro_batch(config)
+    seq = seq_len or config.training.max_seq_length
+    arch, peft = settings.arch, config.peft
+    base = base_parameters(arch)
+    trainable = adapter_parameters(arch, peft) + trainable_bias_parameters(arch, peft)
+    components = {
+        "base weights": _base_weight_bytes(settings),
+        "LoRA weights": 4 * adapter_parameters(arch, peft),  # peft keeps adapters in fp32
+        "gradients": 4 * trainable,
+        "optimizer states": _optimizer_bytes(settings, config),
+        "activations": batch * _activation_bytes_per_sequence(settings, config, seq),
+        "logits and loss": batch * seq * _logit_bytes_per_token(settings),
+        "framework overhead": FRAMEWORK_OVERHEAD_BYTES.get(settings.device, FRAMEWORK_OVERHEAD_BYTES["cuda"]),
+    }
+    components = {name: int(value) for name, value in components.items()}
+    return MemoryEstimate(sum(components.values()), components, base + adapter_parameters(arch, peft), trainable,
+                          batch, seq, base, settings.device, _notes(settings))
+
+
+def _configured_micro_batch(config: RunConfig) -> int:
+    value = config.training.micro_batch_size
+    return value if isinstance(value, int) else 1
+
+
+def _settings(config: RunConfig, hardware: HardwareProfile | None) -> _Settings:
+    training = config.training
+    if "auto" in (config.device, training.precision, training.attention, training.gradient_checkpointing):
+        from peftstudio.plan.resolve import resolve
+
+        config = resolve(config, hardware or _GENERIC_GPU, None).config
+        training = config.training
+    return _Settings(
+        arch=architecture_of(config),
+        device=config.device,
+        compute_bytes=PRECISION_BYTES[training.precision],
+        quantization=quantization_of(config),
+        double_quant=bool(getattr(config.peft, "double_quant", True)),
+        attention=training.attention,
+        checkpointing=training.gradient_checkpointing == "on",
+        dropout=config.peft.dropout > 0,
+        optimizer=config.optim.name,
+    )
+
+
+def quantization_of(config: RunConfig) -> str:
+    """nf4 / fp4 / int8 / none; QLoRA and QDoRA mean NF4 even where the key is not set."""
+    value = str(getattr(config.peft, "quantization", "none") or "none")
+    if value == "none" and config.peft.method in ("qlora", "qdora"):
+        return "nf4"
+    return value
+
+
+def _base_weight_bytes(settings: _Settings) -> float:
+    arch, compute = settings.arch, settings.compute_bytes
+    total = base_parameters(arch)
+    if settings.quantization == "none":
+        return total * compute
+    quantized = quantizable_weights(arch)
+    if settings.quantization == "int8":
+        # LLM.int8: one byte per weight plus an fp32 scale per output row.
+        rows = sum(layer.per_model * layer.out_features for layer in linear_layers(arch) if layer.name != "lm_head")
+        quantized_bytes = quantized + 4 * rows
+    else:
+        bits = BITS_4BIT_DOUBLE_QUANT if settings.double_quant else BITS_4BIT_SINGLE_QUANT
+        quantized_bytes = quantized * bits / 8
+    return quantized_bytes + (total - quantized) * compute
+
+
+def _optimizer_bytes(settings: _Settings, config: RunConfig) -> float:
+    """Optimizer state bytes for the trainable parameters."""
+    name = settings.optimizer
+    trainable = adapter_parameters(settings.arch, config.peft) + trainable_bias_parameters(settings.arch, config.peft)
+    if name == "sgd":
+        return 0  # transformers' sgd runs without momentum
+    if name == "adafactor":
+        return 4 * _adafactor_state_count(settings.arch, config)
+    if "8bit" in name:
+        # two uint8 states plus an fp32 absmax per 256-value block of each
+        return trainable * 2 * (1 + 4 / 256)
+    return trainable * 8  # AdamW: exp_avg and exp_avg_sq in fp32
+
+
+def _adafactor_state_count(arch: ModelArchitecture, config: RunConfig) -> int:
+    """Factored second moments: rows + columns per matrix, full size per vector."""
+    peft, count = config.peft, 0
+    for layer in targeted_layers(arch, peft):
+        per_layer = (peft.r + layer.in_features) + (layer.out_features + peft.r)
+        per_layer += layer.out_features if uses_dora(peft) else 0
+        count += layer.per_model * per_layer
+    return count + trainable_bias_parameters(arch, peft)
+
+
+def _norm_bytes_per_token(width: int) -> int:
+    """RMSNorm with a frozen weight saves only its fp32 input (upcast) and 1/rms per row."""
+    return 4 * width + 4
+
+
+def _lora_bytes_per_token(layers: list[Linear], settings: _Settings, config: RunConfig) -> int:
+    """What the adapters of one block save. A frozen base layer saves nothing for backward;
+    its adapter saves the input lora_A sees (peft casts it to the fp32 adapter dtype, dropout
+    and autocast make new copies; without either, adapters that share an input share one
+    copy), the dropout mask (bool on CUDA, fp32 elsewhere), the rank-r intermediate, and with
+    DoRA the base and LoRA outputs its magnitude rescales."""
+    c, r = settings.compute_bytes, config.peft.r
+    mask_bytes = 1 if settings.device == "cuda" else 4
+    total, shared_inputs = 0, set()
+    for layer in layers:
+        if settings.dropout:
+            total += (mask_bytes + c) * layer.in_features
+        elif c != 4:
+            total += c * layer.in_features
+        elif INPUT_GROUP[layer.name] not in shared_inputs:
+            shared_inputs.add(INPUT_GROUP[layer.name])
+            total += c * layer.in_features
+        total += c * r + (2 * c * layer.out_features if uses_dora(config.peft) else 0)
+    return total
+
+
+def _block_bytes_per_token(settings: _Settings, config: RunConfig) -> int:
+    """Bytes one decoder block saves for backward, per token (attention probabilities and
+    the mask are per sequence, see below). Frozen projections save nothing themselves; RoPE
+    saves only cos/sin."""
+    arch, c = settings.arch, settings.compute_bytes
+    h, i = arch.hidden_size, arch.intermediate_size
+    q_dim, kv_dim = arch.num_heads * head_dim(arch), arch.num_kv_heads * head_dim(arch)
+    # sdpa with a padding mask and eager repeat the kv heads; flash-attention reads them grouped.
+    kv_seen = kv_dim if settings.attention == "flash_attention_2" else q_dim
+    norms = (4 if is_gemma3(arch) else 2) * _norm_bytes_per_token(h)
+    if is_gemma3(arch):  # q_norm and k_norm run per head
+        norms += 4 * (q_dim + kv_dim) + 4 * (arch.num_heads + arch.num_kv_heads)
+    attention = c * (q_dim + 2 * kv_seen)
+    if settings.attention != "eager":
+        attention += c * q_dim + 4 * arch.num_heads  # fused kernels keep their output and logsumexp
+    mlp = 3 * c * i  # gate output (for the activation's backward), activation output, up output
+    adapters = _lora_bytes_per_token([layer for layer in targeted_layers(arch, config.peft) if layer.name != "lm_head"],
+                                     settings, config)
+    return norms + attention + mlp + adapters
+
+
+def _per_sequence_block_bytes(settings: _Settings, seq_len: int) -> int:
+    """Eager attention keeps the softmax probabilities (fp32, plus a compute-precision copy);
+    fused kernels keep none."""
+    if settings.attention != "eager":
+        return 0
+    c = settings.compute_bytes
+    return settings.arch.num_heads * seq_len * seq_len * (4 + (c if c != 4 else 0))
+
+
+def _activation_bytes_per_sequence(settings: _Settings, config: RunConfig, seq_len: int) -> int:
+    """All blocks' saved activations for one sequence, or with gradient checkpointing each
+    block's input plus one block recomputed during backward. Shared by all blocks: the
+    additive attention mask and RoPE's cos/sin tables."""
+    arch, c = settings.arch, settings.compute_bytes
+    block = seq_len * _block_bytes_per_token(settings, config) + _per_sequence_block_bytes(settings, seq_len)
+    mask = c * seq_len * seq_len if settings.attention != "flash_attention_2" else 0
+    shared = mask + 2 * c * seq_len * head_dim(arch)
+    if settings.checkpointing:
+        return arch.num_layers * c * arch.hidden_size * seq_len + block + shared
+    return arch.num_layers * block + shared
+
+
+def _logit_bytes_per_token(settings: _Settings) -> int:
+    """Final norm; the logits (kept by the model output), the log-softmax output of the fp32
+    loss, and at the start of backward its incoming and outgoing fp32 gradients."""
+    arch, c = settings.arch, settings.compute_bytes
+    return _norm_bytes_per_token(arch.hidden_size) + c * arch.vocab_size + 12 * arch.vocab_size
+
+
+def _notes(settings: _Settings) -> list[str]:
+    notes = []
+    if "paged" in settings.optimizer:
+        notes.append("paged optimizer: its states may be evicted to CPU RAM under pressure, so the GPU peak can be lower")
+    if settings.quantization != "none":
+        notes.append(f"{settings.quantization} base weights; embeddings, norms and the output head stay at compute precision")
+    return notes
+
