@@ -49,20 +49,14 @@ def check_writable(key: str, value: str) -> Check:
 
 
 def trainable_parameters(config: RunConfig) -> int | None:
-    """LoRA parameters for the targeted linear layers, from the architecture numbers."""
-    arch = config.model.architecture
-    if arch is None:
+    """Adapter (and trainable bias) parameters, from the architecture numbers; None without them."""
+    from peftstudio.plan.architecture import adapter_parameters, architecture_of, trainable_bias_parameters
+
+    try:
+        arch = architecture_of(config)
+    except UserError:
         return None
-    head = arch.head_dim or arch.hidden_size // arch.num_heads
-    shapes = {"q_proj": (arch.hidden_size, arch.num_heads * head), "k_proj": (arch.hidden_size, arch.num_kv_heads * head),
-              "v_proj": (arch.hidden_size, arch.num_kv_heads * head), "o_proj": (arch.num_heads * head, arch.hidden_size),
-              "gate_proj": (arch.hidden_size, arch.intermediate_size), "up_proj": (arch.hidden_size, arch.intermediate_size),
-              "down_proj": (arch.intermediate_size, arch.hidden_size)}
-    targets = shapes if config.peft.target_modules == "all-linear" else \
-        {k: v for k, v in shapes.items() if k in config.peft.target_modules}
-    per_layer = sum(config.peft.r * (fan_in + fan_out) + (fan_out if config.peft.use_dora else 0)
-                    for fan_in, fan_out in targets.values())
-    return per_layer * arch.num_layers
+    return adapter_parameters(arch, config.peft) + trainable_bias_parameters(arch, config.peft)
 
 
 def checkpoint_disk_bytes(config: RunConfig) -> tuple[int, int] | None:

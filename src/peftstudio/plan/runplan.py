@@ -35,6 +35,7 @@ class DataSummary:
     validation_rows: int
     sha256: str
     padding_waste: float
+    mean_sample_chars: float = 0.0  # characters per training row (JSON), for the time estimate
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,8 @@ def plan_with_data(overrides: list[str] | None = None, config_file: Path | None 
     if findings.environment:
         raise EnvironmentProblem(findings.environment, headline="this environment cannot run it")
     summary = DataSummary(data.source, data.format, data.format_reason, len(data.train_rows),
-                          len(data.validation_rows), data.sha256, round(waste, 4))
+                          len(data.validation_rows), data.sha256, round(waste, 4),
+                          round(sum(lengths) / len(lengths), 1) if lengths else 0.0)
     provenance = _provenance(config, composition, resolution.reasons)
     plan = RunPlan(config, provenance, hardware, summary, schedule, findings.warnings,
                    fingerprint(run_identity(config, summary)))
