@@ -15,13 +15,35 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 from peftstudio.plan.hardware import HardwareProfile  # noqa: E402
 
 GIB = 1024**3
-CPU = HardwareProfile("cpu", 0, cpu_cores=2, ram_bytes=24 * GIB, disk_free_bytes=100 * GIB)
-H100 = HardwareProfile("cuda", 1, ["NVIDIA H100 80GB HBM3"], [80 * GIB], "9.0", gpu_bf16=True, cpu_cores=16,
-                       ram_bytes=128 * GIB, disk_free_bytes=100 * GIB, flash_attention_available=True)
-T4 = HardwareProfile("cuda", 1, ["Tesla T4"], [16 * GIB], "7.5", gpu_bf16=False, cpu_cores=8,
-                     ram_bytes=32 * GIB, disk_free_bytes=100 * GIB)
-M4 = HardwareProfile("mps", 1, ["Apple MPS"], [32 * GIB], gpu_bf16=True, cpu_cores=10, ram_bytes=32 * GIB)
+CPU = HardwareProfile("cpu", 0, cpu_cores=2, ram_bytes=24 * GIB, disk_free_bytes=100 * GIB,
+                      ram_available_bytes=20 * GIB, bitsandbytes_available=True, cpu_name="Intel Xeon (fake)")
+CPU_AMX = HardwareProfile("cpu", 0, cpu_bf16=True, cpu_cores=2, ram_bytes=24 * GIB, disk_free_bytes=100 * GIB,
+                          ram_available_bytes=20 * GIB, bitsandbytes_available=True,
+                          cpu_bf16_flags=["avx512_bf16", "amx_bf16", "amx_tile"], cpu_name="Intel Xeon Sapphire Rapids (fake)")
 
+
+def gpus(name: str, memory_gib: float, count: int = 1, capability: str = "8.0", bf16: bool = True,
+         flash_attention: bool = True) -> HardwareProfile:
+    """A fake CUDA machine with `count` identical GPUs."""
+    memory = int(memory_gib * GIB)
+    return HardwareProfile("cuda", count, [name] * count, [memory] * count, capability, gpu_bf16=bf16, cpu_cores=16,
+                           ram_bytes=128 * GIB, disk_free_bytes=100 * GIB, flash_attention_available=flash_attention,
+                           device_free_memory_bytes=[memory - GIB // 2] * count, bitsandbytes_available=True,
+                           ram_available_bytes=120 * GIB)
+
+
+H100 = gpus("NVIDIA H100 80GB HBM3", 80, capability="9.0")
+A100_40GB = gpus("NVIDIA A100-SXM4-40GB", 40)
+RTX4090 = gpus("NVIDIA GeForce RTX 4090", 24, capability="8.9", flash_attention=False)
+RTX3070 = gpus("NVIDIA GeForce RTX 3070", 8, capability="8.6", flash_attention=False)
+T4 = gpus("Tesla T4", 16, capability="7.5", bf16=False, flash_attention=False)
+TWO_A100 = gpus("NVIDIA A100-SXM4-80GB", 80, count=2)
+EIGHT_H100 = gpus("NVIDIA H100 80GB HBM3", 80, count=8, capability="9.0")
+M4 = HardwareProfile("mps", 1, ["Apple MPS"], [32 * GIB], gpu_bf16=True, cpu_cores=10, ram_bytes=32 * GIB,
+                     disk_free_bytes=100 * GIB, device_free_memory_bytes=[24 * GIB], ram_available_bytes=24 * GIB,
+                     cpu_name="Apple M4 (fake)")
+FAKE_PROFILES = {"cpu": CPU, "cpu_amx": CPU_AMX, "h100": H100, "a100_40gb": A100_40GB, "rtx4090": RTX4090,
+                 "rtx3070": RTX3070, "t4": T4, "2xa100": TWO_A100, "8xh100": EIGHT_H100, "m4": M4}
 
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory) -> Path:

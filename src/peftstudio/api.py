@@ -15,8 +15,8 @@ from peftstudio.errors import Problem, UserError
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.runplan import RunPlan, make_plan, plan_with_data
 
-__all__ = ["explain", "Explanation", "plan", "train", "validate_files", "generate", "make_plan", "diagnose",
-           "doctor", "sweep"]
+__all__ = ["explain", "Explanation", "plan", "train", "validate_files", "generate", "make_plan", "detect",
+           "estimate", "diagnose", "doctor", "sweep"]
 
 
 def plan(overrides: list[str] | None = None, config_file: Path | None = None,
@@ -39,6 +39,57 @@ def train(overrides: list[str] | None = None, config_file: Path | None = None, c
 
     quiet_libraries(interactive=console.is_terminal)
     return run_training(run_plan, data, console, callbacks)
+
+
+@dataclass(frozen=True)
+class Detection:
+    hardware: HardwareProfile
+    recommendations: list  # plan.platforms.Recommendation
+
+    def to_dict(self) -> dict:
+        return {"hardware": self.hardware.to_dict(),
+                "recommendations": {r.key: {"value": r.value, "reason": r.reason} for r in self.recommendations}}
+
+
+def detect(output_dir: Path | str = ".", hardware: HardwareProfile | None = None) -> Detection:
+    """The machine (or `hardware`) and the platform preset, precision, attention and
+    accelerate config recommended for it, each with its reason."""
+    from peftstudio.plan.hardware import detect as detect_hardware
+    from peftstudio.plan.platforms import recommend
+
+    hardware = hardware or detect_hardware(output_dir)
+    return Detection(hardware, recommend(hardware))
+
+
+@dataclass(frozen=True)
+class Estimates:
+    config: object  # RunConfig
+    hardware: HardwareProfile
+    estimates: list  # plan.memory.MemoryEstimate, one per micro-batch size
+
+    def to_dict(self) -> dict:
+        return {"model": self.config.model.name_or_path, "device": self.hardware.accelerator,
+                "device_memory_bytes": self.hardware.device_memory,
+                "estimates": [{**e.to_dict(), "fits": e.fits(self.hardware.device_memory)} for e in self.estimates]}
+
+
+def estimate(overrides: list[str] | None = None, config_file: Path | None = None, batch_sizes: list[int] | None = None,
+             hardware: HardwareProfile | None = None) -> Estimates:
+    """Predicted peak memory per micro-batch size, by component; no weights, no data read."""
+    from peftstudio.plan.hardware import detect as detect_hardware
+    from peftstudio.plan.memory import estimate_memory
+    from peftstudio.plan.resolve import resolve
+
+    config, _ = load_config(overrides, config_file)
+    hardware = hardware or detect_hardware(config.training.output_dir)
+    sizes = batch_sizes or [1, 2, 4, 8]
+    micro_batch = config.training.micro_batch_size
+    # the micro-batch itself is what is varied here: resolve the rest as if it were 1
+    fixed = config.model_copy(update={"training": config.training.model_copy(update={"micro_batch_size": 1})}) \
+        if micro_batch == "auto" else config
+    resolved = resolve(fixed, hardware, None).config
+    return Estimates(resolved, hardware, [estimate_memory(resolved, micro_batch_size=size, hardware=hardware)
+                                          for size in sizes])
 
 
 def validate_files(paths: list[Path]) -> dict[Path, list[Problem]]:

@@ -114,6 +114,51 @@ def generate(run_dir: Path = typer.Argument(..., help="a finished run's output d
 
 
 @app.command()
+def detect(as_json: bool = typer.Option(False, "--json", help="print the profile as one JSON object"),
+           output_dir: Path = typer.Option(Path("."), "--output-dir", help="where free disk space is measured")) -> None:
+    """Hardware report: accelerator, memory, bf16 and flash-attention support, CPU, RAM, disk;
+    and the recommended platform preset, precision, attention and accelerate config."""
+    from peftstudio import api
+
+    detection = api.detect(output_dir)
+    if as_json:
+        print(json.dumps(detection.to_dict(), indent=2))
+        return
+    from peftstudio.report import print_detection
+
+    print_detection(console, detection)
+
+
+@app.command()
+def estimate(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG,
+             batch_sizes: str = typer.Option("1,2,4,8", "--batch-sizes", help="micro-batch sizes, comma-separated"),
+             as_json: bool = typer.Option(False, "--json", help="print the estimates as one JSON object")) -> None:
+    """Predicted peak training memory per micro-batch size, by component, from the model's
+    architecture numbers alone (no download, no weights)."""
+    from peftstudio import api
+
+    result = api.estimate(overrides or [], config, _batch_sizes(batch_sizes))
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    from peftstudio.report import print_estimates
+
+    print_estimates(console, result)
+
+
+def _batch_sizes(text: str) -> list[int]:
+    from peftstudio.errors import Problem, UserError
+
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or any(size < 1 for size in sizes):
+        raise UserError(Problem("--batch-sizes", f"{text!r} is not a list of positive integers", "write e.g. --batch-sizes 1,2,4,8"))
+    return sizes
+
+
+@app.command()
 def doctor(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG,
            as_json: bool = typer.Option(False, "--json", help="print the checks as one JSON object")) -> None:
     """Check the environment for this run: Python and package versions (and whether they work

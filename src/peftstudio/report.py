@@ -43,8 +43,25 @@ def print_plan_summary(console: Console, plan: RunPlan) -> None:
             console.print(f"[bold]auto[/]      {key} = [green]{_value(values[key])}[/]: {origin[6:]}")
     console.print(f"[bold]outputs[/]   run dir {training.output_dir}, checkpoints {training.checkpoint_dir} "
                   f"(every {training.save_interval_steps} steps, keep {training.save_total_limit}), resume={training.resume}")
+    _print_memory(console, plan)
     for warning in plan.warnings:
         console.print(f"[yellow]warning[/]   {warning}")
+
+
+def _print_memory(console: Console, plan: RunPlan) -> None:
+    memory = plan.memory or {}
+    estimate = memory.get("estimate")
+    if not estimate:
+        return
+    parts = ", ".join(f"{name} {value / GIB:.2f}" for name, value in estimate["components"].items())
+    device = memory["device_bytes"]
+    verdict = ("" if not device else (" [green]fits[/]" if memory["fits"] else " [red]does not fit[/]")
+               + f" in {device / GIB:.1f} GiB")
+    console.print(f"[bold]memory[/]    predicted peak {estimate['total_bytes'] / GIB:.2f} GiB{verdict} "
+                  f"(micro-batch {estimate['micro_batch_size']}, sequence {estimate['seq_len']}): {parts} GiB")
+    if memory.get("recommended_micro_batch"):
+        console.print(f"[bold]memory[/]    largest micro-batch predicted to fit: {memory['recommended_micro_batch']} "
+                      "(peftstudio find-batch-size measures it)")
 
 
 def print_plan(console: Console, plan: RunPlan) -> None:
@@ -86,3 +103,48 @@ def print_explanation(console: Console, explanation: Explanation) -> None:
         if "=" in explanation.key:
             for key, value in flatten(option.sets).items():
                 console.print(f"  {key}: {_value(value)}")
+
+
+def print_detection(console: Console, detection) -> None:
+    """The hardware profile, then each recommendation with its reason."""
+    hardware = detection.hardware
+    if hardware.accelerator == "cpu":
+        console.print("[bold]accelerator[/]  none (CPU only)")
+    for index, name in enumerate(hardware.device_names):
+        total = hardware.device_memory_bytes[index] / GIB if index < len(hardware.device_memory_bytes) else 0
+        free = hardware.device_free_memory_bytes[index] / GIB if index < len(hardware.device_free_memory_bytes) else None
+        free_text = f", {free:.1f} GiB free" if free is not None else ""
+        console.print(f"[bold]{hardware.accelerator}:{index}[/]       {name}: {total:.1f} GiB{free_text}")
+    if hardware.accelerator != "cpu":
+        console.print(f"[bold]compute[/]      capability {hardware.compute_capability or 'n/a'}, "
+                      f"bf16 {'yes' if hardware.gpu_bf16 else 'no'}")
+    console.print(f"[bold]libraries[/]    flash-attn {'installed' if hardware.flash_attention_available else 'not installed'}, "
+                  f"bitsandbytes {'installed' if hardware.bitsandbytes_available else 'not installed'}")
+    flags = ", ".join(hardware.cpu_bf16_flags) or "none"
+    console.print(f"[bold]cpu[/]          {hardware.cpu_name or 'unknown'}: {hardware.cpu_cores} cores, bf16 matrix flags: {flags}")
+    console.print(f"[bold]memory[/]       {hardware.ram_bytes / GIB:.1f} GiB RAM ({hardware.ram_available_bytes / GIB:.1f} GiB available), "
+                  f"{hardware.disk_free_bytes / GIB:.1f} GiB free disk at the output dir")
+    for item in detection.recommendations:
+        console.print(f"[bold]recommended[/]  {item.key} = [green]{item.value}[/]: {item.reason}")
+
+
+def print_estimates(console: Console, result) -> None:
+    """One column per micro-batch size, one row per memory component, then total and fit."""
+    first = result.estimates[0]
+    device = result.hardware.device_memory
+    console.print(f"[bold]model[/] {result.config.model.name_or_path}: {first.total_parameters:,} parameters, "
+                  f"{first.trainable_parameters:,} trainable ({first.trainable_parameters / first.total_parameters:.2%}); "
+                  f"sequence {first.seq_len}, {result.config.training.precision}, attention {result.config.training.attention}, "
+                  f"gradient checkpointing {result.config.training.gradient_checkpointing}")
+    table = Table(header_style="bold", title=f"predicted peak memory (GiB) on {result.hardware.accelerator}, "
+                                             f"{device / GIB:.1f} GiB per device")
+    table.add_column("component", no_wrap=True)
+    for item in result.estimates:
+        table.add_column(f"micro-batch {item.micro_batch_size}", justify="right")
+    for name in first.components:
+        table.add_row(name, *(f"{item.components[name] / GIB:.2f}" for item in result.estimates))
+    table.add_row("[bold]total[/]", *(f"[bold]{item.total_bytes / GIB:.2f}[/]" for item in result.estimates))
+    table.add_row("fits", *("[green]yes[/]" if item.fits(device) else "[red]no[/]" for item in result.estimates))
+    console.print(table)
+    for note in first.notes:
+        console.print(f"[dim]note: {note}[/]")

@@ -6,7 +6,7 @@ from tests.conftest import run_cli
 
 def test_explain_a_key_has_type_range_default_and_doc():
     doc = explain("training.micro_batch_size").doc
-    assert doc.range_text == "1–1024" and doc.default == 4
+    assert doc.range_text == "1–1024, or auto" and doc.default == 4
     assert "Effective batch" in explain("training.gradient_accumulation_steps").doc.description
     assert doc.memory_note
 

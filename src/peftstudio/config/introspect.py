@@ -50,6 +50,9 @@ class FieldDoc:
     @property
     def range_text(self) -> str:
         """Allowed values in words: `1–1024`, `one of a, b`, or empty."""
+        extra = self.info.json_schema_extra
+        if isinstance(extra, dict) and "allowed" in extra:
+            return str(extra["allowed"])
         bounds = {}
         for item in self.info.metadata:
             for name in ("ge", "gt", "le", "lt"):

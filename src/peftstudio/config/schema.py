@@ -105,15 +105,26 @@ Switch = Literal["auto", "on", "off"]
 
 
 class TrainingSettings(Section):
+    @field_validator("micro_batch_size", mode="before")
+    @classmethod
+    def _micro_batch_or_auto(cls, value: object) -> object:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024:
+            raise ValueError("must be an integer from 1 to 1024, or auto")
+        return value
+
     @field_validator("packing", "gradient_checkpointing", mode="before")
     @classmethod
     def _yaml_booleans(cls, value: object) -> object:
         # YAML 1.1 reads a bare `on` / `off` as a boolean; accept it as the switch it meant.
         return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
-    micro_batch_size: int = Field(default=4, ge=1, le=1024, json_schema_extra=memory("activations grow linearly with it; the largest single lever on peak memory after the weights"))
+    micro_batch_size: int | Literal["auto"] = Field(default=4, json_schema_extra=dict(allowed="1–1024, or auto", **memory("activations grow linearly with it; the largest single lever on peak memory after the weights")))
     """Sequences per device per forward pass. Guidance: 1-2 on 8-16 GB GPUs for 7B models,
-    4-8 on 24-80 GB. Keep the effective batch with gradient_accumulation_steps."""
+    4-8 on 24-80 GB. Keep the effective batch with gradient_accumulation_steps. auto: the
+    largest that the memory estimate says fits; `train` then confirms it with real probes
+    (find-batch-size) and raises gradient_accumulation_steps if a smaller one is needed."""
     gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024)
     """Micro-batches summed before each optimizer step. Effective batch = micro_batch_size ×
     gradient_accumulation_steps × processes."""

@@ -15,8 +15,15 @@ from typing import Literal
 AcceleratorKind = Literal["cuda", "mps", "cpu"]
 
 
+# CPU flags that mean bfloat16 matrix units (a dense bf16 matmul then beats fp32 several-fold).
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")
+
+
 @dataclass(frozen=True)
 class HardwareProfile:
+    """The machine a run is planned for. Memory lists are per device; MPS reports the unified
+    memory of the Mac; a CPU-only machine has device_count 0."""
+
     accelerator: AcceleratorKind
     device_count: int
     device_names: list[str] = field(default_factory=list)
@@ -28,18 +35,51 @@ class HardwareProfile:
     ram_bytes: int = 0
     disk_free_bytes: int = 0
     flash_attention_available: bool = False
+    device_free_memory_bytes: list[int] = field(default_factory=list)
+    bitsandbytes_available: bool = False
+    cpu_bf16_flags: list[str] = field(default_factory=list)
+    cpu_name: str = ""
+    ram_available_bytes: int = 0
+
+    @property
+    def device_memory(self) -> int:
+        """Memory of one device (the smallest, if they differ): what one training process gets.
+        For a CPU-only machine, the RAM."""
+        return min(self.device_memory_bytes) if self.device_memory_bytes else self.ram_bytes
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+def cpu_bf16_flags(cpuinfo: str | None = None) -> list[str]:
+    """The bf16 matrix flags (AVX512-BF16, AMX) the CPU advertises."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return [flag for flag in CPU_BF16_FLAGS if flag in flags]
+
+
 def cpu_has_bf16_units() -> bool:
     """True when the CPU advertises bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    return any(flag in cpu_bf16_flags() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def _cpu_name() -> str:
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
 
 
 def _ram_bytes() -> int:
@@ -47,6 +87,16 @@ def _ram_bytes() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return 0
+
+
+def _available_ram_bytes() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return _ram_bytes()
 
 
 def detect(output_dir: str | Path = ".") -> HardwareProfile:
@@ -58,12 +108,17 @@ def detect(output_dir: str | Path = ".") -> HardwareProfile:
     path = Path(output_dir).expanduser()
     while not path.exists() and path != path.parent:
         path = path.parent
+    flags = cpu_bf16_flags()
     common = dict(
-        cpu_bf16=cpu_has_bf16_units(),
+        cpu_bf16=any(flag in flags for flag in ("avx512_bf16", "amx_bf16")),
         cpu_cores=os.cpu_count() or 1,
         ram_bytes=_ram_bytes(),
+        ram_available_bytes=_available_ram_bytes(),
         disk_free_bytes=shutil.disk_usage(path).free,
         flash_attention_available=importlib.util.find_spec("flash_attn") is not None,
+        bitsandbytes_available=importlib.util.find_spec("bitsandbytes") is not None,
+        cpu_bf16_flags=flags,
+        cpu_name=_cpu_name(),
     )
     if torch.cuda.is_available():
         count = torch.cuda.device_count()
@@ -75,8 +130,12 @@ def detect(output_dir: str | Path = ".") -> HardwareProfile:
             device_memory_bytes=[p.total_memory for p in props],
             compute_capability=f"{props[0].major}.{props[0].minor}",
             gpu_bf16=torch.cuda.is_bf16_supported(),
+            device_free_memory_bytes=[torch.cuda.mem_get_info(i)[0] for i in range(count)],
             **common,
         )
     if torch.backends.mps.is_available():
-        return HardwareProfile("mps", 1, ["Apple MPS"], [common["ram_bytes"]], gpu_bf16=True, **common)
-    return HardwareProfile("cpu", 0, **common)
+        # Unified memory: the GPU shares the Mac's RAM. bf16 on MPS needs macOS 14.
+        return HardwareProfile("mps", 1, ["Apple MPS"], [common["ram_bytes"]],
+                               gpu_bf16=torch.backends.mps.is_macos_or_newer(14, 0),
+                               device_free_memory_bytes=[common["ram_available_bytes"]], **common)
+    return HardwareProfile("cpu", 0, device_free_memory_bytes=[], **common)

@@ -24,7 +24,8 @@ from peftstudio.plan.architecture import (
 )
 from peftstudio.plan.hardware import HardwareProfile
 
-__all__ = ["MemoryEstimate", "estimate_memory", "architecture_of", "FRAMEWORK_OVERHEAD_BYTES"]
+__all__ = ["MemoryEstimate", "estimate_memory", "architecture_of", "largest_fitting_micro_batch",
+           "FRAMEWORK_OVERHEAD_BYTES"]
 
 MIB = 1024**2
 PRECISION_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
@@ -112,6 +113,22 @@ def estimate_memory(config: RunConfig, *, micro_batch_size: int | None = None, s
     components = {name: int(value) for name, value in components.items()}
     return MemoryEstimate(sum(components.values()), components, base + adapter_parameters(arch, peft), trainable,
                           batch, seq, base, settings.device, _notes(settings))
+
+
+def largest_fitting_micro_batch(config: RunConfig, hardware: HardwareProfile, cap: int = 64,
+                                device_bytes: int | None = None) -> tuple[int, MemoryEstimate | None]:
+    """The largest power-of-two micro-batch up to `cap` predicted to fit one device of
+    `hardware` (or `device_bytes`), with its estimate; (1, None) when not even 1 fits."""
+    limit = device_bytes if device_bytes is not None else hardware.device_memory
+    best: tuple[int, MemoryEstimate | None] = (1, None)
+    size = 1
+    while size <= cap:
+        estimate = estimate_memory(config, micro_batch_size=size, hardware=hardware)
+        if not estimate.fits(limit):
+            break
+        best = (size, estimate)
+        size *= 2
+    return best
 
 
 def _configured_micro_batch(config: RunConfig) -> int:

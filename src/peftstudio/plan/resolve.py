@@ -15,6 +15,9 @@ from peftstudio.plan.hardware import HardwareProfile
 
 # Above this share of padding tokens, packing pays for itself.
 PACKING_WASTE_THRESHOLD = 0.25
+GIB = 1024**3
+# Largest micro-batch `auto` picks: on CPUs and Apple GPUs a larger batch buys little speed.
+AUTO_MICRO_BATCH_CAP = {"cuda": 64, "mps": 8, "cpu": 8}
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,12 @@ def resolve(config: RunConfig, hardware: HardwareProfile, padding_waste: float |
     return Resolution(RunConfig.model_validate(values), reasons)
 
 
+def _platform(values: dict[str, Any], hardware: HardwareProfile, _waste: float | None) -> tuple[str, str]:
+    from peftstudio.plan.platforms import recommend_platform
+
+    return recommend_platform(hardware)
+
+
 def _device(values: dict[str, Any], hardware: HardwareProfile, _waste: float | None) -> tuple[str, str]:
     if hardware.accelerator == "cuda":
         names = ", ".join(sorted(set(hardware.device_names)))
@@ -51,8 +60,10 @@ def _precision(values: dict[str, Any], hardware: HardwareProfile, _waste: float 
     if device == "cuda":
         return "fp16", ("GPU has no bfloat16: fp16 with loss scaling; fp16 can overflow to NaN loss — "
                         "if it does, lower optim.learning_rate or raise warmup")
+    if device == "mps" and hardware.gpu_bf16:
+        return "bf16", "Apple GPU with bfloat16 (macOS 14+): half the activation memory of fp32, no loss scaling"
     if device == "mps":
-        return "fp32", "MPS: mixed precision is not enabled automatically on Apple GPUs"
+        return "fp32", "Apple GPU without bfloat16 support (macOS before 14): fp32"
     bf16_note = " (this CPU has bf16 units: training.precision=bf16 runs autocast, not validated for quality)" \
         if hardware.cpu_bf16 else ""
     return "fp32", f"CPU run: fp32 keeps results exact and reproducible{bf16_note}"
@@ -61,7 +72,56 @@ def _precision(values: dict[str, Any], hardware: HardwareProfile, _waste: float 
 def _gradient_checkpointing(values: dict[str, Any], hardware: HardwareProfile, _waste: float | None) -> tuple[str, str]:
     if values["device"] == "cpu":
         return "off", "CPU run: time, not memory, is the limit; recomputing activations costs ~30% per step"
-    return "on", "accelerator run: trades ~30% step time for a large cut in activation memory; set off when memory allows"
+    fit = _fit_without_checkpointing(values, hardware)
+    if fit is None:
+        return "on", "accelerator run: trades ~30% step time for a large cut in activation memory; set off when memory allows"
+    without, device = fit
+    if without <= device:
+        return "off", (f"predicted peak {without / GIB:.1f} GiB without it fits the {device / GIB:.0f} GiB device: "
+                       "no recomputation, ~30% faster steps")
+    return "on", (f"predicted peak {without / GIB:.1f} GiB without it exceeds the {device / GIB:.0f} GiB device: "
+                  "recompute activations in backward (~30% slower, far less memory)")
+
+
+def _fit_without_checkpointing(values: dict[str, Any], hardware: HardwareProfile) -> tuple[int, int] | None:
+    """(predicted peak without checkpointing, device memory), or None when either is unknown."""
+    from peftstudio.errors import UserError
+    from peftstudio.plan.memory import estimate_memory
+
+    if not hardware.device_memory:
+        return None
+    trial = _with_training(values, gradient_checkpointing="off")
+    try:
+        return estimate_memory(trial, micro_batch_size=_planned_micro_batch(values), hardware=hardware).total_bytes, \
+            hardware.device_memory
+    except UserError:
+        return None
+
+
+def _micro_batch_size(values: dict[str, Any], hardware: HardwareProfile, _waste: float | None) -> tuple[int, str]:
+    from peftstudio.errors import UserError
+    from peftstudio.plan.memory import largest_fitting_micro_batch
+
+    cap = AUTO_MICRO_BATCH_CAP.get(values["device"], AUTO_MICRO_BATCH_CAP["cuda"])
+    try:
+        size, estimate = largest_fitting_micro_batch(_with_training(values), hardware, cap)
+    except UserError:
+        return 1, "no architecture numbers to estimate memory with: 1 (train probes the device for more)"
+    device = hardware.device_memory / GIB
+    if estimate is None:
+        return 1, f"even micro-batch 1 is predicted not to fit the {device:.0f} GiB device (see the memory warning)"
+    limit = f"the cap for {values['device']} runs" if size == cap else "the largest power of two that fits"
+    return size, (f"{limit}: predicted peak {estimate.total_bytes / GIB:.1f} GiB of {device:.0f} GiB "
+                  "(train measures it with probes first)")
+
+
+def _planned_micro_batch(values: dict[str, Any]) -> int:
+    value = values["training"]["micro_batch_size"]
+    return value if isinstance(value, int) else 1
+
+
+def _with_training(values: dict[str, Any], **training: Any) -> RunConfig:
+    return RunConfig.model_validate({**values, "training": {**values["training"], **training}})
 
 
 def _attention(values: dict[str, Any], hardware: HardwareProfile, _waste: float | None) -> tuple[str, str]:
@@ -82,11 +142,14 @@ def _packing(values: dict[str, Any], hardware: HardwareProfile, waste: float | N
     return "off", f"{measured} (at most {PACKING_WASTE_THRESHOLD:.0%}: not worth packing)"
 
 
+# Order matters: each rule may read the values the rules before it resolved.
 RULES = (
+    ("platform", _platform),
     ("device", _device),
     ("training.precision", _precision),
-    ("training.gradient_checkpointing", _gradient_checkpointing),
     ("training.attention", _attention),
+    ("training.gradient_checkpointing", _gradient_checkpointing),
+    ("training.micro_batch_size", _micro_batch_size),
     ("training.packing", _packing),
 )
 

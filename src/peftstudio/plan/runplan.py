@@ -20,6 +20,7 @@ from peftstudio.config.schema import RunConfig
 from peftstudio.config.validate import load_config
 from peftstudio.errors import EnvironmentProblem, UserError
 from peftstudio.plan.checks import check
+from peftstudio.plan.fit import check_fit
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.resolve import padding_waste, resolve
 
@@ -56,6 +57,7 @@ class RunPlan:
     schedule: Schedule
     warnings: list[str] = field(default_factory=list)
     fingerprint: str = ""
+    memory: dict[str, Any] | None = None  # FitReport.to_dict(): the estimate and what fits
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -71,6 +73,7 @@ class RunPlan:
             "schedule": asdict(self.schedule),
             "warnings": self.warnings,
             "fingerprint": self.fingerprint,
+            "memory": self.memory,
         }
 
     def to_json(self) -> str:
@@ -94,7 +97,10 @@ def plan_with_data(overrides: list[str] | None = None, config_file: Path | None 
 
         hardware = detect(config.training.output_dir)
     lengths = [len(json.dumps(row, ensure_ascii=False)) for row in data.train_rows]
-    waste = padding_waste(lengths, config.training.micro_batch_size, config.seed)
+    micro_batch = config.training.micro_batch_size
+    if micro_batch == "auto":  # padding waste depends on the micro-batch: resolve it first
+        micro_batch = resolve(config, hardware, None).config.training.micro_batch_size
+    waste = padding_waste(lengths, micro_batch, config.seed)
     resolution = resolve(config, hardware, waste)
     config = resolution.config
     schedule = _schedule(config, composition, len(data.train_rows))
@@ -103,12 +109,13 @@ def plan_with_data(overrides: list[str] | None = None, config_file: Path | None 
         raise UserError(findings.errors + findings.environment, headline="the run cannot start")
     if findings.environment:
         raise EnvironmentProblem(findings.environment, headline="this environment cannot run it")
+    fit = check_fit(config, hardware)
     summary = DataSummary(data.source, data.format, data.format_reason, len(data.train_rows),
                           len(data.validation_rows), data.sha256, round(waste, 4),
                           round(sum(lengths) / len(lengths), 1) if lengths else 0.0)
     provenance = _provenance(config, composition, resolution.reasons)
-    plan = RunPlan(config, provenance, hardware, summary, schedule, findings.warnings,
-                   fingerprint(run_identity(config, summary)))
+    plan = RunPlan(config, provenance, hardware, summary, schedule, findings.warnings + fit.warnings,
+                   fingerprint(run_identity(config, summary)), fit.to_dict())
     return plan, data
 
 

@@ -1,0 +1,75 @@
+"""Which platform preset, precision, attention and accelerate config suit a machine, with the
+reason for each. `detect` prints these; `platform=auto` resolves to the same preset name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from peftstudio.plan.hardware import HardwareProfile
+
+GIB = 1024**3
+# Preset by GPU name first (the name is the surest sign), then by memory class for GPUs
+# without a preset of their own; smaller or bf16-less GPUs get every value resolved directly.
+PRESETS_BY_NAME = (("H100", "h100"), ("H200", "h100"), ("A100", "a100"), ("4090", "rtx4090"))
+PRESETS_BY_MEMORY = ((70, "h100"), (36, "a100"), (20, "rtx4090"))
+NO_PRESET = "none"
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    key: str
+    value: str
+    reason: str
+
+
+def recommend_platform(hardware: HardwareProfile) -> tuple[str, str]:
+    """The platform preset for `hardware` and why ("none" when no preset suits it)."""
+    if hardware.accelerator == "cpu":
+        return "cpu", "no CUDA or MPS accelerator found: fp32 on the CPU"
+    memory_gib = hardware.device_memory / GIB
+    if hardware.accelerator == "mps":
+        return "m4", f"Apple GPU (MPS) with {memory_gib:.0f} GiB of unified memory"
+    name = hardware.device_names[0] if hardware.device_names else "GPU"
+    for marker, preset in PRESETS_BY_NAME:
+        if marker in name:
+            return preset, f"{name} ({memory_gib:.0f} GiB) is a {marker}-class GPU"
+    if hardware.gpu_bf16:
+        for minimum, preset in PRESETS_BY_MEMORY:
+            if memory_gib >= minimum:
+                return preset, f"{name} has {memory_gib:.0f} GiB and bf16, like the {preset} preset's GPU"
+    bf16 = "bf16" if hardware.gpu_bf16 else "no bf16"
+    return NO_PRESET, f"no preset fits {name} ({memory_gib:.0f} GiB, {bf16}): each setting is resolved for it directly"
+
+
+def recommend_accelerate_config(hardware: HardwareProfile) -> tuple[str, str]:
+    """The accelerate config name (`peftstudio accelerate-config NAME`) for `hardware`."""
+    if hardware.accelerator == "cuda" and hardware.device_count > 1:
+        return "multi_gpu", f"{hardware.device_count} GPUs: data-parallel training, one process per GPU"
+    if hardware.accelerator == "cuda":
+        return "single_gpu", "one GPU: a single process"
+    if hardware.accelerator == "mps":
+        return "single_gpu", "one Apple GPU: a single process (MPS has no multi-process backend)"
+    return "cpu", "no accelerator: a single CPU process"
+
+
+def recommend(hardware: HardwareProfile) -> list[Recommendation]:
+    """Platform preset, device, precision, attention, gradient checkpointing and accelerate
+    config for the default run on `hardware`, each with its reason."""
+    from peftstudio.config.validate import load_config
+    from peftstudio.plan.resolve import resolve
+
+    config, _ = load_config([])
+    resolution = resolve(config, hardware, None)
+    values = resolution.config
+    picked = [Recommendation(key, str(_dotted(values, key)), resolution.reasons[key])
+              for key in ("platform", "device", "training.precision", "training.attention")
+              if key in resolution.reasons]
+    accelerate, reason = recommend_accelerate_config(hardware)
+    return [*picked, Recommendation("accelerate_config", accelerate, reason)]
+
+
+def _dotted(config, key: str):
+    value = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value

@@ -1,0 +1,142 @@
+"""detect's recommendations on every fake machine, the platform presets, and the memory-aware
+auto rules (gradient checkpointing, micro-batch) with their reasons."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from peftstudio.api import detect, estimate
+from peftstudio.config.validate import load_config
+from peftstudio.plan.resolve import resolve
+from peftstudio.plan.runplan import make_plan
+from tests.conftest import CPU, CPU_AMX, FAKE_PROFILES, H100, M4, RTX3070, T4, run_cli
+
+CONF = Path(__file__).resolve().parents[2] / "src" / "peftstudio" / "config" / "conf" / "platform"
+EXPECTED = {
+    # profile: (platform preset, precision, attention, accelerate config)
+    "cpu": ("cpu", "fp32", "sdpa", "cpu"),
+    "cpu_amx": ("cpu", "fp32", "sdpa", "cpu"),
+    "h100": ("h100", "bf16", "flash_attention_2", "single_gpu"),
+    "a100_40gb": ("a100", "bf16", "flash_attention_2", "single_gpu"),
+    "rtx4090": ("rtx4090", "bf16", "sdpa", "single_gpu"),
+    "rtx3070": ("none", "bf16", "sdpa", "single_gpu"),
+    "t4": ("none", "fp16", "sdpa", "single_gpu"),
+    "2xa100": ("a100", "bf16", "flash_attention_2", "multi_gpu"),
+    "8xh100": ("h100", "bf16", "flash_attention_2", "multi_gpu"),
+    "m4": ("m4", "bf16", "sdpa", "single_gpu"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAKE_PROFILES))
+def test_detect_recommends_preset_precision_attention_and_accelerate_config(name):
+    found = {r.key: r for r in detect(hardware=FAKE_PROFILES[name]).recommendations}
+    picked = tuple(found[key].value for key in ("platform", "training.precision", "training.attention", "accelerate_config"))
+    assert picked == EXPECTED[name]
+    assert all(item.reason for item in found.values())
+
+
+def test_reasons_name_what_was_found():
+    t4 = {r.key: r.reason for r in detect(hardware=T4).recommendations}
+    assert "NaN" in t4["training.precision"] and "Tesla T4" in t4["platform"]
+    eight = {r.key: r.reason for r in detect(hardware=FAKE_PROFILES["8xh100"]).recommendations}
+    assert "8 GPUs" in eight["accelerate_config"]
+    amx = {r.key: r.reason for r in detect(hardware=CPU_AMX).recommendations}
+    assert "bf16 units" in amx["training.precision"]
+
+
+def test_detect_json_on_this_machine(tmp_path):
+    result = run_cli("detect", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert {"accelerator", "device_count", "device_memory_bytes", "device_free_memory_bytes", "gpu_bf16",
+            "flash_attention_available", "bitsandbytes_available", "cpu_cores", "ram_bytes", "disk_free_bytes",
+            "cpu_bf16_flags"} <= set(report["hardware"])
+    assert {"platform", "training.precision", "training.attention", "accelerate_config"} <= set(report["recommendations"])
+
+
+def _values(*overrides: str) -> dict:
+    config = load_config(list(overrides))[0]
+    return {"device": config.device, **config.training.model_dump(), **config.peft.model_dump()}
+
+
+@pytest.mark.parametrize("preset", ["h100", "a100", "rtx4090", "m4", "cpu"])
+def test_platform_presets_leave_the_adapter_alone_and_keep_the_effective_batch(preset):
+    default, chosen = load_config([])[0], load_config([f"platform={preset}"])[0]
+    assert chosen.peft == default.peft, "adapters must be interchangeable across platforms"
+    if chosen.training.micro_batch_size != default.training.micro_batch_size:
+        effective = chosen.training.micro_batch_size * chosen.training.gradient_accumulation_steps
+        assert effective == 4 == load_config(["model=llama3_8b"])[0].training.micro_batch_size
+
+
+def test_platform_preset_values():
+    h100 = load_config(["model=llama3_8b", "platform=h100"])[0]
+    assert (h100.training.max_seq_length, h100.training.micro_batch_size, h100.training.precision) == (4096, 4, "bf16")
+    m4 = load_config(["model=llama3_8b", "platform=m4"])[0]
+    assert (m4.device, m4.training.max_seq_length, m4.training.micro_batch_size,
+            m4.training.gradient_accumulation_steps) == ("mps", 2048, 1, 4)
+    assert load_config(["platform=cpu"])[0].training.precision == "fp32"
+    assert {p.stem for p in CONF.glob("*.yaml")} >= {"auto", "h100", "a100", "rtx4090", "m4", "cpu"}
+
+
+@pytest.mark.parametrize("name", ["h100", "m4", "cpu"])
+def test_platform_auto_resolves_like_the_preset_it_names(name):
+    hardware = FAKE_PROFILES[name]
+    auto = resolve(load_config(["model=llama3_8b"])[0], hardware, None)
+    preset = resolve(load_config(["model=llama3_8b", f"platform={name}"])[0], hardware, None).config
+    assert auto.config.platform == name
+    for key in ("device", "precision", "attention"):
+        left = getattr(auto.config, key, None) or getattr(auto.config.training, key)
+        right = getattr(preset, key, None) or getattr(preset.training, key)
+        assert left == right, key
+
+
+def test_gradient_checkpointing_auto_follows_the_memory_estimate():
+    big = resolve(load_config(["model=llama3_8b", "training.max_seq_length=4096"])[0], T4, None)
+    assert big.config.training.gradient_checkpointing == "on" and "exceeds the 16 GiB" in big.reasons[
+        "training.gradient_checkpointing"]
+    small = resolve(load_config(["model=gemma3_270m", "training.max_seq_length=512"])[0], H100, None)
+    assert small.config.training.gradient_checkpointing == "off" and "fits" in small.reasons[
+        "training.gradient_checkpointing"]
+
+
+def test_micro_batch_auto_picks_the_largest_that_fits():
+    result = resolve(load_config(["model=llama3_8b", "training.micro_batch_size=auto"])[0], H100, None)
+    size = result.config.training.micro_batch_size
+    assert isinstance(size, int) and size >= 1 and "GiB" in result.reasons["training.micro_batch_size"]
+    from peftstudio.plan.memory import estimate_memory
+
+    assert estimate_memory(result.config, micro_batch_size=size, hardware=H100).fits(H100.device_memory)
+    assert not estimate_memory(result.config, micro_batch_size=2 * size, hardware=H100).fits(H100.device_memory)
+    assert resolve(load_config(["training.micro_batch_size=auto"])[0], CPU, None).config.training.micro_batch_size == 8
+
+
+def test_plan_warns_with_numbers_and_overrides_that_fit_on_a_small_gpu():
+    plan = make_plan(["model=llama3_8b", "training.micro_batch_size=4"], hardware=RTX3070)
+    warning = next(w for w in plan.warnings if "exceeds the 8.0 GiB GPU" in w)
+    assert "predicted peak memory" in warning and "peft=qlora" in warning and "GiB" in warning
+    assert plan.memory["fits"] is False and plan.memory["estimate"]["components"]["base weights"] > 8 * 1024**3
+    t4 = make_plan(["model=llama3_8b", "training.gradient_checkpointing=off"], hardware=T4)
+    suggestions = next(w for w in t4.warnings if "exceeds" in w)
+    assert "would fit" in suggestions
+
+
+def test_plan_on_a_roomy_gpu_recommends_a_micro_batch_and_has_no_memory_warning():
+    plan = make_plan(["model=gemma3_1b", "training.micro_batch_size=2"], hardware=H100)
+    assert plan.memory["fits"] and plan.memory["recommended_micro_batch"] >= 2
+    assert not any("exceeds" in w for w in plan.warnings)
+
+
+def test_estimate_api_and_cli(tmp_path):
+    result = estimate(["model=llama3_8b"], batch_sizes=[1, 2, 4, 8], hardware=M4)
+    totals = [item.total_bytes for item in result.estimates]
+    assert totals == sorted(totals) and [item.micro_batch_size for item in result.estimates] == [1, 2, 4, 8]
+    cli = run_cli("estimate", "model=gemma3_270m", "--batch-sizes", "1,4", "--json", cwd=tmp_path)
+    assert cli.returncode == 0, cli.stderr
+    report = json.loads(cli.stdout)
+    assert [item["micro_batch_size"] for item in report["estimates"]] == [1, 4]
+    assert "activations" in report["estimates"][0]["components"]
+    bad = run_cli("estimate", "--batch-sizes", "1,x", cwd=tmp_path)
+    assert bad.returncode == 2 and "--batch-sizes" in bad.stderr and "Traceback" not in bad.stderr
