@@ -16,7 +16,7 @@ from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.runplan import RunPlan, make_plan, plan_with_data
 
 __all__ = ["explain", "Explanation", "plan", "train", "validate_files", "generate", "make_plan", "detect",
-           "estimate", "diagnose", "doctor", "sweep"]
+           "estimate", "diagnose", "doctor", "sweep", "cost"]
 
 
 def plan(overrides: list[str] | None = None, config_file: Path | None = None,
@@ -173,3 +173,16 @@ def doctor(overrides: list[str] | None = None, config_file: Path | None = None,
     from peftstudio.doctor.report import run_doctor
 
     return run_doctor(overrides, config_file, hardware, environ)
+
+
+def cost(run_plan: RunPlan, price_file: Path | None = None):
+    """Time here and cost on rented GPUs that fit; None when the model has no architecture
+    numbers to estimate from (a hub id that is not a preset)."""
+    from peftstudio.plan.architecture import architecture_of
+    from peftstudio.plan.cost import cost_report
+
+    try:
+        architecture_of(run_plan.config)
+    except UserError:
+        return None
+    return cost_report(run_plan, price_file)

@@ -36,18 +36,23 @@ def _main(debug: bool = typer.Option(False, "--debug", help="show tracebacks for
 
 @app.command()
 def plan(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG,
-         as_json: bool = typer.Option(False, "--json", help="print the plan as one JSON object")) -> None:
-    """Dry run: the resolved config with each value's origin, hardware, data, schedule, warnings.
-    Loads no weights and downloads nothing."""
+         as_json: bool = typer.Option(False, "--json", help="print the plan as one JSON object"),
+         price_file: Optional[Path] = typer.Option(None, "--price-file",
+                                                   help="GPU prices to use instead of the shipped providers.yaml")) -> None:
+    """Dry run: the resolved config with each value's origin, hardware, data, schedule, memory,
+    time and cost (here and on rented GPUs that fit), warnings. Loads no weights, downloads nothing."""
     from peftstudio import api
 
     run_plan = api.plan(overrides or [], config)
+    cost = api.cost(run_plan, price_file)
     if as_json:
-        print(run_plan.to_json())
+        print(json.dumps({**run_plan.to_dict(), "cost": cost.to_dict() if cost else None}, indent=2))
         return
-    from peftstudio.report import print_plan
+    from peftstudio.report import print_cost, print_plan
 
     print_plan(console, run_plan)
+    if cost is not None:
+        print_cost(console, cost)
 
 
 @app.command()
