@@ -16,7 +16,7 @@ from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.runplan import RunPlan, make_plan, plan_with_data
 
 __all__ = ["explain", "Explanation", "plan", "train", "validate_files", "generate", "make_plan", "detect",
-           "estimate", "diagnose", "doctor", "sweep", "cost"]
+           "estimate", "diagnose", "doctor", "sweep", "cost", "launch"]
 
 
 def plan(overrides: list[str] | None = None, config_file: Path | None = None,
@@ -186,3 +186,12 @@ def cost(run_plan: RunPlan, price_file: Path | None = None):
     except UserError:
         return None
     return cost_report(run_plan, price_file)
+
+
+def launch(overrides: list[str] | None, config_file: Path | None, provider: str, gpu: str | None = None,
+           spot: bool = False, bucket: str | None = None, out: Path = Path("sky-task.yaml"),
+           price_file: Path | None = None):
+    """Write a SkyPilot task (and the config it runs) for `provider`; returns the command to start it."""
+    from peftstudio.launch.prepare import prepare_launch
+
+    return prepare_launch(list(overrides or []), config_file, provider, gpu, spot, bucket, Path(out), price_file)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -221,6 +222,35 @@ def sweep(sweep_file: Path = typer.Argument(..., help="a sweep YAML: method, met
         console.print(f"trial {trial.number}  {params}  → {result}  ({trial.seconds:.1f} s) {trial.note}", markup=False)
 
     print_results(console, api.sweep(sweep_file, trials, study_dir, console, on_trial=show))
+
+
+class Provider(str, Enum):
+    runpod = "runpod"
+    lambda_ = "lambda"
+    vast = "vast"
+    local = "local"
+
+
+@app.command()
+def launch(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG,
+           provider: Provider = typer.Option(..., "--provider", help="runpod, lambda, vast, or local (sky local up)"),
+           gpu: Optional[str] = typer.Option(None, "--gpu", help="NAME:1, e.g. H100:1; default: the cheapest that fits"),
+           spot: bool = typer.Option(False, "--spot", help="spot/interruptible instances (needs --bucket)"),
+           bucket: Optional[str] = typer.Option(None, "--bucket", help="s3://, gs:// or r2:// URL for checkpoints"),
+           out: Path = typer.Option(Path("sky-task.yaml"), "--out", help="where to write the SkyPilot task"),
+           price_file: Optional[Path] = typer.Option(None, "--price-file", help="GPU prices instead of the shipped file")) -> None:
+    """Write a SkyPilot task for this run (resources, setup installing peftstudio, run with
+    resume=auto, file mounts for config, data and checkpoints) and print the `sky` command."""
+    from peftstudio import api
+    from peftstudio.launch.skypilot import describe_option
+
+    result = api.launch(overrides or [], config, provider.value, gpu, spot, bucket, out, price_file)
+    console.print(f"[bold]task[/]      {result.task_path}  (runs {result.config_path})")
+    console.print(f"[bold]gpu[/]       {result.accelerator or 'none (CPU)'}" +
+                  (f": {describe_option(result.option)}" if result.option else ""), markup=True)
+    for note in result.notes:
+        console.print(f"[dim]note      {note}[/]")
+    console.print(f"[bold]start[/]     {result.command}", markup=True)
 
 
 def main() -> None:

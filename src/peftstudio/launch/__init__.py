@@ -1,0 +1,1 @@
+"""Run a peftstudio config on rented GPUs through a generated SkyPilot task."""
