@@ -1,5 +1,6 @@
 """diagnose on recorded runs: one synthetic run dir per failure class, and a healthy one."""
 
+import dataclasses
 import json
 import math
 
@@ -7,8 +8,11 @@ import pytest
 import yaml
 
 from peftstudio import api
+from peftstudio.config.validate import load_config
 from peftstudio.errors import UserError
-from tests.conftest import run_cli
+from peftstudio.plan.hardware import HardwareProfile
+from peftstudio.plan.resolve import resolve
+from tests.conftest import GIB, run_cli
 
 CONFIG = {"device": "cuda", "training": {"precision": "bf16", "micro_batch_size": 8, "gradient_accumulation_steps": 2,
                                          "max_seq_length": 2048, "gradient_checkpointing": "off", "num_batches": 100,
@@ -17,7 +21,7 @@ CONFIG = {"device": "cuda", "training": {"precision": "bf16", "micro_batch_size"
           "peft": {"dropout": 0.0}}
 
 
-def write_run(path, losses, evals=(), config=None, log="", padding_waste=0.05, step_times=None):
+def write_run(path, losses, evals=(), config=None, log="", padding_waste=0.05, step_times=None, hardware=None):
     path.mkdir(parents=True, exist_ok=True)
     lines = []
     for index, loss in enumerate(losses):
@@ -31,8 +35,8 @@ def write_run(path, losses, evals=(), config=None, log="", padding_waste=0.05, s
     for section, values in (config or {}).items():
         merged[section] = {**merged.get(section, {}), **values} if isinstance(values, dict) else values
     (path / "config.resolved.yaml").write_text(yaml.safe_dump(merged))
-    (path / "plan.json").write_text(json.dumps({"hardware": {"gpu_bf16": False}, "data": {"format": "chat",
-                                                                                          "padding_waste": padding_waste}}))
+    (path / "plan.json").write_text(json.dumps({"hardware": hardware or {"gpu_bf16": False},
+                                                "data": {"format": "chat", "padding_waste": padding_waste}}))
     (path / "train.log").write_text(log)
     return path
 
@@ -48,13 +52,29 @@ def test_healthy_run_has_no_findings(tmp_path):
     assert problems(write_run(tmp_path / "run", FALLING, evals=[(30, 2.4), (60, 2.0)])) == {}
 
 
-def test_out_of_memory_names_the_batch_and_checkpointing_changes(tmp_path):
+def test_out_of_memory_names_the_changes_the_estimator_says_fit(tmp_path):
+    gpu = HardwareProfile("cuda", 1, ["NVIDIA L4"], [24 * GIB], "8.9", gpu_bf16=True)
+    config, _ = load_config(["model=llama3_8b", "training.micro_batch_size=8", "training.max_seq_length=2048",
+                             "training.gradient_checkpointing=off"])
+    resolved = resolve(config, gpu, 0.1).config.model_dump(mode="json")
     log = "2026-01-01 ERROR peftstudio: run failed: OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n"
-    found = problems(write_run(tmp_path / "run", FALLING[:2], log=log))
-    finding = found["out_of_memory"]
+    run = write_run(tmp_path / "run", FALLING[:2], config=resolved, log=log, hardware=dataclasses.asdict(gpu))
+    finding = problems(run)["out_of_memory"]
     assert "CUDA out of memory" in finding.evidence
-    assert "training.gradient_checkpointing=on" in finding.overrides
-    assert any("training.micro_batch_size=4 training.gradient_accumulation_steps=4" in a for a in finding.advice)
+    # Checkpointing alone (52 GiB) and micro-batches 4 and 2 do not fit 24 GiB; micro-batch 1 with
+    # accumulation 8 keeps the effective batch of 8 and does.
+    assert finding.overrides == ["training.gradient_checkpointing=on", "training.micro_batch_size=1",
+                                 "training.gradient_accumulation_steps=8"]
+    assert finding.advice[0].startswith("predicted peak") and "on a 24.0 GiB device" in finding.advice[0]
+    fitting = [line for line in finding.advice if line.endswith("(fits)")]
+    assert fitting[0].startswith(" ".join(finding.overrides)), "the first change that fits is the one to try"
+
+
+def test_out_of_memory_without_a_plan_still_lists_the_levers(tmp_path):
+    log = "RuntimeError: MPS backend out of memory\n"
+    finding = problems(write_run(tmp_path / "run", FALLING[:2], log=log, hardware={}))["out_of_memory"]
+    assert finding.overrides == ["training.gradient_checkpointing=on"]
+    assert "options, least intrusive first" in finding.advice[0]
 
 
 def test_nan_loss_under_fp16_without_bf16_suggests_fp32_lower_rate_warmup_and_clipping(tmp_path):
