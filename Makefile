@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SKY_VENV := .venv-sky
 SKYPILOT_VERSION := 0.14.1
 
-.PHONY: install demo test clean
+.PHONY: install demo test clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,15 @@ $(SKY_VENV)/.installed:
 	$(SKY_VENV)/bin/pip install --quiet skypilot==$(SKYPILOT_VERSION) && touch $@ \
 		|| echo "skypilot not installed: the SkyPilot parser test will be skipped"
 
-test: $(STAMP) $(SKY_VENV)/.installed
-	HF_HUB_OFFLINE=1 PEFTSTUDIO_SKY_PYTHON=$(SKY_VENV)/bin/python $(BIN)/python -m pytest -q
+# The studio's browser tests drive Debian's Chromium; installed here when root (a no-op once
+# /usr/bin/chromium exists). Not root and no Chromium: those tests skip and say why.
+browser:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+
+test: $(STAMP) browser $(SKY_VENV)/.installed
+	HF_HUB_OFFLINE=1 PEFTSTUDIO_SKY_PYTHON=$(SKY_VENV)/bin/python $(BIN)/python -m pytest -q -rs
 
 clean:
 	rm -rf $(VENV) $(SKY_VENV) outputs checkpoints

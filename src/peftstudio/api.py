@@ -16,7 +16,7 @@ from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.runplan import RunPlan, make_plan, plan_with_data
 
 __all__ = ["explain", "Explanation", "plan", "train", "validate_files", "generate", "make_plan", "detect",
-           "estimate", "diagnose", "doctor", "sweep", "cost", "launch"]
+           "estimate", "write_accelerate_config", "diagnose", "doctor", "sweep", "cost", "launch"]
 
 
 def plan(overrides: list[str] | None = None, config_file: Path | None = None,
@@ -31,14 +31,57 @@ def train(overrides: list[str] | None = None, config_file: Path | None = None, c
     `callbacks` are extra trainer callbacks (a sweep's pruning hook)."""
     from rich.console import Console
 
+    from peftstudio.launch.processes import is_main_process, launched_by_peftstudio
+
     console = console or Console()
     run_plan, data = plan_with_data(overrides, config_file)
-    if on_plan is not None:
+    measured: list[str] = []
+    if run_plan.provenance.get("training.micro_batch_size", "").startswith("auto") and not launched_by_peftstudio():
+        run_plan = _measure_micro_batch(run_plan, data, console)
+        # worker processes take the measured values instead of probing again
+        measured = [f"training.micro_batch_size={run_plan.config.training.micro_batch_size}",
+                    f"training.gradient_accumulation_steps={run_plan.config.training.gradient_accumulation_steps}"]
+    if on_plan is not None and is_main_process() and not launched_by_peftstudio():
         on_plan(run_plan)
     from peftstudio.train.run import run_training
 
     quiet_libraries(interactive=console.is_terminal)
-    return run_training(run_plan, data, console, callbacks)
+    # A multi-process run starts its workers with the same arguments (the config file by an
+    # absolute path, as a worker's working directory is the same but nothing else is assumed).
+    arguments = (["--config", str(Path(config_file).resolve())] if config_file else []) + list(overrides or []) + measured
+    return run_training(run_plan, data, console, arguments, callbacks)
+
+
+def write_accelerate_config(name: str, out: Path, num_processes: int | None = None, num_machines: int = 1,
+                            machine_rank: int = 0, main_process_ip: str | None = None,
+                            main_process_port: int | None = None, mixed_precision: str | None = None,
+                            gradient_accumulation_steps: int = 1) -> "WrittenConfig":
+    """Write accelerate config `name` to `out`. Without num_processes: 1 for single_gpu and
+    cpu, otherwise the GPUs of this machine (at least 2) times num_machines. Without
+    mixed_precision: bf16 on GPUs, no (fp32) on CPU."""
+    from peftstudio.launch.accelerate_configs import ProcessLayout, train_overrides, validate_layout
+    from peftstudio.launch.accelerate_configs import write_accelerate_config as write
+
+    if num_processes is None:
+        num_processes = 1 if name in ("single_gpu", "cpu") else max(_local_gpu_count(), 2) * num_machines
+    if mixed_precision is None:
+        mixed_precision = "no" if name == "cpu" else "bf16"
+    layout = ProcessLayout(num_processes, num_machines, machine_rank, main_process_ip, main_process_port,
+                           mixed_precision, gradient_accumulation_steps)
+    validate_layout(name, layout)
+    return WrittenConfig(write(name, layout, out), train_overrides(name, layout))
+
+
+@dataclass(frozen=True)
+class WrittenConfig:
+    path: Path
+    train_overrides: list[str]  # what `train` needs under this config: training.distributed=..., processes
+
+
+def _local_gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 @dataclass(frozen=True)
@@ -90,6 +133,36 @@ def estimate(overrides: list[str] | None = None, config_file: Path | None = None
     resolved = resolve(fixed, hardware, None).config
     return Estimates(resolved, hardware, [estimate_memory(resolved, micro_batch_size=size, hardware=hardware)
                                           for size in sizes])
+
+
+def find_batch_size(overrides: list[str] | None = None, config_file: Path | None = None, max_size: int | None = None,
+                    budget_bytes: int | None = None, output: Path | None = None, on_probe=None,
+                    hardware: HardwareProfile | None = None):
+    """Probe the device for the largest micro-batch that fits, keeping the effective batch;
+    writes the result (every probe included) to `output` as JSON when given."""
+    from peftstudio.plan.batch_size import find_batch_size as search_device
+
+    run_plan, data = plan_with_data(overrides, config_file, hardware)
+    quiet_libraries(interactive=False)
+    result = search_device(run_plan.config, data.train_rows, run_plan.hardware, max_size=max_size,
+                           budget_bytes=budget_bytes, on_probe=on_probe)
+    if output is not None:
+        result.write(output)
+    return result
+
+
+def _measure_micro_batch(run_plan: RunPlan, data, console) -> RunPlan:
+    """micro_batch_size=auto: confirm the estimator's pick with real probes before training,
+    and keep the effective batch by raising the accumulation if a smaller one is needed."""
+    from peftstudio.plan.batch_size import find_batch_size as search_device
+    from peftstudio.plan.runplan import with_measured_micro_batch
+
+    quiet_libraries(interactive=console.is_terminal)
+    console.print("[bold]probing[/]   micro_batch_size=auto: measuring the largest micro-batch that fits")
+    result = search_device(run_plan.config, data.train_rows, run_plan.hardware,
+                           on_probe=lambda p: console.print(f"  probe micro-batch {p.micro_batch_size}: "
+                                                            f"{'ok' if p.fits else 'out of memory'} ({p.seconds:.1f} s)"))
+    return with_measured_micro_batch(run_plan, result)
 
 
 def validate_files(paths: list[Path]) -> dict[Path, list[Problem]]:

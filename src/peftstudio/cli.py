@@ -65,6 +65,8 @@ def train(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = C
     from peftstudio.report import print_plan_summary
 
     result = api.train(overrides or [], config, console, on_plan=lambda p: print_plan_summary(console, p))
+    if not result.report:
+        return
     run_dir = result.run_dir
     if result.first_loss is not None:
         losses = f"{result.first_loss:.4f} → {result.last_loss:.4f}" if result.first_loss != result.last_loss \
@@ -119,6 +121,29 @@ def generate(run_dir: Path = typer.Argument(..., help="a finished run's output d
         console.print(f"[green]adapter[/]   {item.adapter!r}\n")
 
 
+@app.command("accelerate-config")
+def accelerate_config(
+    name: str = typer.Argument(..., help="single_gpu, multi_gpu, fsdp, deepspeed_zero2, deepspeed_zero3 "
+                                         "(CPU offload of optimizer and parameters) or cpu"),
+    out: Path = typer.Option(..., "--out", "-o", help="the YAML file to write"),
+    num_processes: Optional[int] = typer.Option(None, help="processes in total; default: 1 for single_gpu and "
+                                                           "cpu, else this machine's GPUs (at least 2) × machines"),
+    num_machines: int = typer.Option(1, help="machines taking part"),
+    machine_rank: int = typer.Option(0, help="this machine's index"),
+    main_process_ip: Optional[str] = typer.Option(None, help="address of machine 0 (several machines)"),
+    main_process_port: Optional[int] = typer.Option(None, help="rendezvous port on machine 0"),
+    mixed_precision: Optional[str] = typer.Option(None, help="no, bf16 or fp16; default bf16 on GPUs, no on cpu"),
+    gradient_accumulation_steps: int = typer.Option(1, help="DeepSpeed wants it in its config"),
+) -> None:
+    """Write a config file for `accelerate launch --config_file F.yaml`."""
+    from peftstudio import api
+
+    written = api.write_accelerate_config(name, out, num_processes, num_machines, machine_rank, main_process_ip,
+                                          main_process_port, mixed_precision, gradient_accumulation_steps)
+    console.print(f"wrote {written.path}\nuse it: accelerate launch --config_file {written.path} -m peftstudio train "
+                  f"{' '.join(written.train_overrides)} OVERRIDES", soft_wrap=True)
+
+
 @app.command()
 def detect(as_json: bool = typer.Option(False, "--json", help="print the profile as one JSON object"),
            output_dir: Path = typer.Option(Path("."), "--output-dir", help="where free disk space is measured")) -> None:
@@ -150,6 +175,34 @@ def estimate(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] 
     from peftstudio.report import print_estimates
 
     print_estimates(console, result)
+
+
+@app.command("find-batch-size")
+def find_batch_size(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG,
+                    max_size: Optional[int] = typer.Option(None, "--max", min=1, help="largest micro-batch to try"),
+                    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write the result and every probe as JSON"),
+                    memory_budget: Optional[str] = typer.Option(
+                        None, "--memory-budget", help="treat a measured peak above this (e.g. 2GiB) as out of memory; "
+                                                      "default: the GPU's own limit, or 90% of available RAM")) -> None:
+    """Probe the device with real training steps on the longest sequence the data produces:
+    the largest micro-batch that fits, with gradient_accumulation_steps keeping the effective batch."""
+    from peftstudio import api
+    from peftstudio.plan.batch_size import parse_bytes
+
+    budget = parse_bytes(memory_budget) if memory_budget is not None else None
+
+    def show(probe) -> None:
+        peak = f"peak {probe.peak_bytes / 1024**3:.3f} GiB" if probe.peak_bytes is not None else "peak n/a"
+        verdict = "[green]ok[/]" if probe.fits else "[red]out of memory[/]"
+        console.print(f"probe micro-batch {probe.micro_batch_size:>4}: {verdict}, {peak}, {probe.seconds:.2f} s")
+
+    result = api.find_batch_size(overrides or [], config, max_size, budget, output, on_probe=show)
+    console.print(f"[bold]micro_batch_size={result.micro_batch_size} gradient_accumulation_steps="
+                  f"{result.gradient_accumulation_steps}[/] (effective batch {result.effective_batch}, sequence "
+                  f"{result.seq_len}; {len(result.probes)} probes seeded at {result.seed}: {result.seed_reason}; "
+                  f"limited by {result.limited_by}; budget: {result.budget_source})")
+    if output is not None:
+        console.print(f"written to {output}")
 
 
 def _batch_sizes(text: str) -> list[int]:
@@ -251,6 +304,21 @@ def launch(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = 
     for note in result.notes:
         console.print(f"[dim]note      {note}[/]")
     console.print(f"[bold]start[/]     {result.command}", markup=True)
+
+
+@app.command()
+def studio(host: str = typer.Option("127.0.0.1", help="address to bind; anything but loopback needs --token"),
+           port: int = typer.Option(7860, help="port to listen on"),
+           data_dir: Path = typer.Option(Path("./studio-data"), "--data-dir",
+                                         help="where jobs (SQLite), uploads and runs are kept"),
+           token: Optional[str] = typer.Option(None, "--token", envvar="PEFTSTUDIO_STUDIO_TOKEN",
+                                               help="required on every page and API call when set"),
+           max_upload_mb: int = typer.Option(200, min=1, help="largest dataset upload, in MiB"),
+           max_running: int = typer.Option(1, min=1, help="jobs run at once per device; the rest queue")) -> None:
+    """Web wizard and job monitor (FastAPI) calling the same API as the CLI."""
+    from peftstudio.studio.launch import start_studio
+
+    start_studio(host, port, data_dir, token, max_upload_mb, max_running)
 
 
 def main() -> None:

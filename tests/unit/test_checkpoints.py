@@ -38,7 +38,7 @@ def test_rotation_keeps_the_newest_and_the_best(tmp_path):
 
 def test_commit_makes_a_checkpoint_visible(tmp_path):
     checkpoints = CheckpointDir(tmp_path)
-    staged = checkpoints.new_staging() / "checkpoint-3"
+    staged = checkpoints.new_staging(3) / "checkpoint-3"
     staged.mkdir()
     (staged / "weights").write_bytes(b"1")
     assert checkpoints.latest() is None

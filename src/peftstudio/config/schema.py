@@ -169,12 +169,22 @@ class TrainingSettings(Section):
     nan_patience: int | None = Field(default=3, ge=1)
     """Stop the run when the logged loss is NaN or infinite this many logs in a row, and write
     RUN_DIR/diagnosis.json with the overrides to try; null turns the watchdog off."""
-    distributed: Literal["none"] = "none"
-    """Multi-process strategy. Only `none` (single process) is available in this version."""
-    num_processes: int = Field(default=1, ge=1, le=1)
-    """Processes per machine (single-process in this version)."""
-    num_machines: int = Field(default=1, ge=1, le=1)
-    """Machines (single-machine in this version)."""
+    distributed: Literal["none", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"] = "none"
+    """Multi-process strategy. none: one process. ddp: a full replica per process, gradients
+    averaged (CPU over gloo, or one process per GPU). fsdp / deepspeed_zero2 / deepspeed_zero3:
+    shard optimizer states (and with fsdp / zero3 the weights) across GPUs. `train` starts the
+    processes itself through `accelerate launch` with a config peftstudio writes."""
+    num_processes: int = Field(default=1, ge=1, le=4096)
+    """Processes in total across all machines (one per GPU; on CPU, at most one per core).
+    Effective batch = micro_batch_size × gradient_accumulation_steps × num_processes."""
+    num_machines: int = Field(default=1, ge=1, le=512)
+    """Machines taking part; num_processes is split evenly across them. Start `train` on each."""
+    machine_rank: int = Field(default=0, ge=0, le=511)
+    """This machine's index, 0 to num_machines-1; machine 0 hosts the rendezvous."""
+    main_process_ip: str | None = None
+    """Address of machine 0 that the others reach; needed when num_machines > 1."""
+    main_process_port: int | None = Field(default=None, ge=1024, le=65535)
+    """Rendezvous port on machine 0. null: a free port when on one machine, 29500 across machines."""
 
 
 class OptimSettings(Section):

@@ -26,6 +26,7 @@ def check(config: RunConfig, hardware: HardwareProfile, optimizer_steps: int, va
     findings = Findings()
     _check_method(config, findings)
     _check_device(config, hardware, findings)
+    _check_distributed(config, hardware, findings)
     _check_schedule(config, optimizer_steps, validation_rows, findings)
     _check_paths(config, findings)
     _warn_hyperparameters(config, findings)
@@ -67,6 +68,15 @@ def _check_device(config: RunConfig, hardware: HardwareProfile, findings: Findin
     if training.packing == "on" and training.attention != "flash_attention_2":
         findings.errors.append(Problem("training.packing", f"on with attention={training.attention}: packed samples would attend to each other",
                                        "use training.packing=off, or attention=flash_attention_2 on a CUDA GPU"))
+
+
+def _check_distributed(config: RunConfig, hardware: HardwareProfile, findings: Findings) -> None:
+    from peftstudio.plan.distributed_checks import distributed_findings
+
+    errors, environment, warnings = distributed_findings(config, hardware)
+    findings.errors += errors
+    findings.environment += environment
+    findings.warnings += warnings
 
 
 def _check_schedule(config: RunConfig, steps: int, validation_rows: int, findings: Findings) -> None:

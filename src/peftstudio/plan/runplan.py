@@ -58,6 +58,7 @@ class RunPlan:
     warnings: list[str] = field(default_factory=list)
     fingerprint: str = ""
     memory: dict[str, Any] | None = None  # FitReport.to_dict(): the estimate and what fits
+    batch_size_search: dict[str, Any] | None = None  # BatchSizeResult.to_dict() when micro_batch_size=auto
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -74,6 +75,7 @@ class RunPlan:
             "warnings": self.warnings,
             "fingerprint": self.fingerprint,
             "memory": self.memory,
+            "batch_size_search": self.batch_size_search,
         }
 
     def to_json(self) -> str:
@@ -117,6 +119,29 @@ def plan_with_data(overrides: list[str] | None = None, config_file: Path | None 
     plan = RunPlan(config, provenance, hardware, summary, schedule, findings.warnings + fit.warnings,
                    fingerprint(run_identity(config, summary)), fit.to_dict())
     return plan, data
+
+
+def with_measured_micro_batch(plan: RunPlan, result) -> RunPlan:
+    """The plan with the micro-batch find-batch-size measured (a `BatchSizeResult`), the
+    accumulation that keeps the effective batch, and the schedule and memory recomputed."""
+    from dataclasses import replace
+
+    training = plan.config.training.model_copy(update={
+        "micro_batch_size": result.micro_batch_size, "gradient_accumulation_steps": result.gradient_accumulation_steps})
+    config = plan.config.model_copy(update={"training": training})
+    schedule = plan.schedule
+    steps_per_epoch = max(math.ceil(plan.data.train_rows / (result.micro_batch_size * training.num_processes))
+                          // result.gradient_accumulation_steps, 1)
+    steps = steps_per_epoch * training.num_epochs if schedule.mode == "epochs" else schedule.optimizer_steps
+    probes = ", ".join(f"{p.micro_batch_size} {'ok' if p.fits else 'oom'}" for p in result.probes)
+    provenance = {**plan.provenance,
+                  "training.micro_batch_size": f"auto: measured by {len(result.probes)} probe(s) ({probes}) at sequence "
+                                               f"{result.seq_len}, seeded by the estimate; limited by {result.limited_by}",
+                  "training.gradient_accumulation_steps": f"auto: keeps the effective batch of {result.effective_batch}"}
+    return replace(plan, config=config, provenance=provenance,
+                   schedule=replace(schedule, optimizer_steps=steps, steps_per_epoch=steps_per_epoch,
+                                    effective_batch=result.effective_batch * training.num_processes),
+                   memory=check_fit(config, plan.hardware).to_dict(), batch_size_search=result.to_dict())
 
 
 def _schedule(config: RunConfig, composition: Composition, train_rows: int) -> Schedule:

@@ -79,8 +79,14 @@ class CheckpointDir:
             for entry in self.root.glob(".checkpoint-*.old"):
                 shutil.rmtree(entry, ignore_errors=True)
 
-    def new_staging(self) -> Path:
-        staging = self.root / f".staging-{os.getpid()}"
+    def staging_for(self, step: int) -> Path:
+        """Where the checkpoint of `step` is written before it becomes visible. The name
+        depends on the step only, so every process of a multi-process run writes its share
+        (per-rank RNG states) into the same directory."""
+        return self.root / f".staging-step-{step}"
+
+    def new_staging(self, step: int) -> Path:
+        staging = self.staging_for(step)
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         return staging
@@ -133,10 +139,19 @@ def _fsync_dir(path: Path) -> None:
 
 
 def choose_resume(checkpoints: CheckpointDir, resume: str, fingerprint: str, identity: dict[str, Any]) -> Path | None:
-    """The checkpoint to resume from (None: start fresh), refusing another run's checkpoints."""
+    """The checkpoint to resume from (None: start fresh), refusing another run's checkpoints.
+    Cleans what a killed run left half-written and, with resume=never, deletes the checkpoints."""
     checkpoints.clean_staging()
     if resume == "never":
         checkpoints.remove_all()
+        return None
+    return resume_target(checkpoints, resume, fingerprint, identity)
+
+
+def resume_target(checkpoints: CheckpointDir, resume: str, fingerprint: str, identity: dict[str, Any]) -> Path | None:
+    """What `choose_resume` would pick, touching nothing: a launcher checks it before starting
+    processes, and the other ranks follow rank 0's choice with it."""
+    if resume == "never":
         return None
     target = checkpoints.latest() if resume == "auto" else Path(resume).expanduser()
     if target is None:

@@ -14,7 +14,12 @@ from peftstudio.plan.runplan import RunPlan
 from peftstudio.track.metrics import JsonlSink, MetricsSink, TensorBoardSink, read_metrics, truncate_metrics
 from peftstudio.track.runs import RunDir, replace_dir
 from peftstudio.config.introspect import flatten
-from peftstudio.train.checkpoints import CheckpointDir, TrainingProgress, changed_settings, choose_resume
+from peftstudio.train.checkpoints import (CheckpointDir, TrainingProgress, changed_settings, choose_resume,
+                                          resume_target)
+from peftstudio.launch.processes import (all_gather, is_main_process, launch_workers, launched_by_peftstudio,
+                                         main_process_first, needs_launch, world_size)
+from peftstudio.plan.distributed_checks import SHARDED
+from rich.console import Console
 
 log = logging.getLogger("peftstudio")
 PISSA_INITIAL = "pissa-initial-adapter"
@@ -28,29 +33,36 @@ class TrainResult:
     first_loss: float | None
     last_loss: float | None
     stopped_early: bool
+    report: bool = True  # False in the workers of a multi-process run: their launcher reports
 
 
-def run_training(plan: RunPlan, data: PreparedData, console, callbacks: list | None = None) -> TrainResult:
+def run_training(plan: RunPlan, data: PreparedData, console, arguments: list[str] | None = None,
+                 callbacks: list | None = None) -> TrainResult:
     """Train `plan` on `data`; resumes from the newest complete checkpoint of the same run.
-    `callbacks` are extra trainer callbacks (a sweep's pruning hook)."""
+    A multi-process run started from here launches its workers with `arguments` (the CLI
+    arguments of `train`) and reports what rank 0 wrote. `callbacks` are extra trainer
+    callbacks (a sweep's pruning hook)."""
     training = plan.config.training
+    if needs_launch(plan.config):
+        checkpoints = CheckpointDir.at(training.checkpoint_dir)
+        resume_target(checkpoints, training.resume, plan.fingerprint, plan.identity)  # wrong run: exit 2 now
+        run_dir = RunDir.at(training.output_dir)
+        run_dir.root.mkdir(parents=True, exist_ok=True)
+        launch_workers(plan.config, arguments or [], run_dir.root, console)
+        return _launcher_result(plan, run_dir)
+    if not is_main_process():
+        console = Console(quiet=True)
     run_dir, checkpoints = RunDir.at(training.output_dir), CheckpointDir.at(training.checkpoint_dir)
-    resume_from = choose_resume(checkpoints, training.resume, plan.fingerprint, plan.identity)
+    with main_process_first(plan.config.device):
+        resume_from = _start(plan, console, run_dir, checkpoints)
     settings = flatten(plan.config.model_dump(mode="json"))
     progress = TrainingProgress.read(resume_from) if resume_from else TrainingProgress(
         fingerprint=plan.fingerprint, identity=plan.identity, settings=settings)
-    _prepare_run_dir(plan, run_dir, resume_from, progress.step)
-    checkpoints.root.mkdir(parents=True, exist_ok=True)
-    handler = _log_to_file(run_dir.log)
-    sinks = _open_sinks(plan, run_dir, progress.step if resume_from else None)
+    if resume_from:
+        _warn_changed_settings(console if is_main_process() else Console(quiet=True), progress, settings)
+    handler = _log_to_file(run_dir.log) if is_main_process() else None
+    sinks = _open_sinks(plan, run_dir, progress.step if resume_from else None) if is_main_process() else []
     try:
-        if resume_from and progress.step >= plan.schedule.optimizer_steps:
-            console.print(f"[bold]already complete[/] at step {progress.step} ({resume_from}); rewriting the outputs. "
-                          "Pass training.resume=never to train again from scratch.")
-        elif resume_from:
-            console.print(f"[bold]resuming[/] from {resume_from} (step {progress.step})")
-            _warn_changed_settings(console, progress, settings)
-            log.info("resuming from %s at step %d", resume_from, progress.step)
         trainer = _build_trainer(plan, data, checkpoints, progress, sinks, console, callbacks or [])
         try:
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -59,12 +71,14 @@ def run_training(plan: RunPlan, data: PreparedData, console, callbacks: list | N
             log.error("run failed: %s: %s", type(error).__name__, error)
             raise
         _stop_if_watchdog_tripped(trainer, run_dir)
+        _check_replicas_agree(trainer)
         _save_adapter(trainer, plan, run_dir, checkpoints)
     finally:
         for sink in sinks:
             sink.close()
-        logging.getLogger().removeHandler(handler)
-        handler.close()
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
     return _result(plan, run_dir, resume_from, trainer)
 
 
@@ -77,14 +91,34 @@ def _stop_if_watchdog_tripped(trainer, run_dir: RunDir) -> None:
     from peftstudio.diagnose.report import DIAGNOSIS_FILE, write_diagnosis
 
     steps = watchdog.bad_steps
-    log.error("watchdog: loss NaN/inf for %d consecutive logs (steps %d-%d); run stopped", len(steps), steps[0], steps[-1])
-    diagnosis = write_diagnosis(run_dir.root)
-    overrides = [o for finding in diagnosis.findings for o in finding.overrides]
+    overrides: list[str] = []
+    if is_main_process():
+        log.error("watchdog: loss NaN/inf for %d consecutive logs (steps %d-%d); run stopped", len(steps), steps[0], steps[-1])
+        overrides = [o for finding in write_diagnosis(run_dir.root).findings for o in finding.overrides]
     raise PeftStudioError(Problem(
         "training", f"stopped by the watchdog: loss was NaN/inf for {len(steps)} consecutive logs "
                     f"(steps {steps[0]}-{steps[-1]}); no adapter was saved",
         f"try {' '.join(dict.fromkeys(overrides))} training.resume=never "
         f"(diagnosis in {run_dir.root / DIAGNOSIS_FILE})"))
+
+
+def _start(plan: RunPlan, console, run_dir: RunDir, checkpoints: CheckpointDir) -> Path | None:
+    """Choose the checkpoint to resume from and prepare the run dir. Rank 0 does it (first);
+    the other ranks only follow its choice."""
+    training = plan.config.training
+    if not is_main_process():
+        return resume_target(checkpoints, training.resume, plan.fingerprint, plan.identity)
+    resume_from = choose_resume(checkpoints, training.resume, plan.fingerprint, plan.identity)
+    step = TrainingProgress.read(resume_from).step if resume_from else 0
+    _prepare_run_dir(plan, run_dir, resume_from, step)
+    checkpoints.root.mkdir(parents=True, exist_ok=True)
+    if resume_from and step >= plan.schedule.optimizer_steps:
+        console.print(f"[bold]already complete[/] at step {step} ({resume_from}); rewriting the outputs. "
+                      "Pass training.resume=never to train again from scratch.")
+    elif resume_from:
+        console.print(f"[bold]resuming[/] from {resume_from} (step {step})")
+        log.info("resuming from %s at step %d", resume_from, step)
+    return resume_from
 
 
 def _warn_changed_settings(console, progress: TrainingProgress, settings: dict) -> None:
@@ -130,15 +164,15 @@ def _build_trainer(plan: RunPlan, data: PreparedData, checkpoints: CheckpointDir
     from transformers import PrinterCallback
 
     from peftstudio.train.callbacks import ConsoleProgress, InfWeightsAtStep, KillAtStep, MetricsCallback, injected_fault
-    from peftstudio.train.watchdog import NanWatchdog
     from peftstudio.train.trainer import StudioTrainer, sft_config
+    from peftstudio.train.watchdog import NanWatchdog
 
     config, training = plan.config, plan.config.training
     location = model_location(config.model)
     tokenizer = load_tokenizer(location, config.model)
     model = attach_adapter(load_base_model(location, config.model, training.precision, training.attention),
                            config.peft, config.seed)
-    if config.peft.method == "pissa":
+    if config.peft.method == "pissa" and is_main_process():
         _keep_pissa_initial(model, checkpoints.root / PISSA_INITIAL)
     metrics = MetricsCallback(sinks, progress, training.save_interval_steps, training.metric_for_best_model,
                               training.early_stopping_patience, training.early_stopping_threshold)
@@ -181,23 +215,68 @@ def _keep_pissa_initial(model, path: Path) -> None:
 
 def _save_adapter(trainer, plan: RunPlan, run_dir: RunDir, checkpoints: CheckpointDir) -> None:
     staged = run_dir.root / ".adapter.tmp"
-    shutil.rmtree(staged, ignore_errors=True)
-    model = trainer.model
+    if plan.config.training.distributed in SHARDED:
+        # The weights are spread over the processes: gathering them takes every process.
+        trainer.save_model(str(staged))
+    if not is_main_process():
+        return
+    if plan.config.training.distributed not in SHARDED:
+        shutil.rmtree(staged, ignore_errors=True)
+        _save_full_adapter(trainer.model, plan, staged, checkpoints)
+    trainer.processing_class.save_pretrained(staged)
+    replace_dir(staged, run_dir.adapter)
+
+
+def _save_full_adapter(model, plan: RunPlan, staged: Path, checkpoints: CheckpointDir) -> None:
     if plan.config.peft.method == "pissa":
         model.peft_config["default"].init_lora_weights = True
         model.save_pretrained(staged, path_initial_model_for_weight_conversion=str(checkpoints.root / PISSA_INITIAL))
     else:
         model.save_pretrained(staged)
-    trainer.processing_class.save_pretrained(staged)
-    replace_dir(staged, run_dir.adapter)
+
+
+def adapter_digest(state_dict: dict) -> str:
+    """sha256 over an adapter's tensors (names sorted), to compare replicas and saved files."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        digest.update(name.encode())
+        digest.update(state_dict[name].detach().float().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _check_replicas_agree(trainer) -> None:
+    """In a multi-process data-parallel run every process holds a full adapter replica; they
+    must be identical after training, or the processes diverged (logged, and a failure)."""
+    from peft import get_peft_model_state_dict
+
+    if trainer.accelerator.num_processes == 1 or trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+        return
+    digests = all_gather(adapter_digest(get_peft_model_state_dict(trainer.model)))
+    if is_main_process():
+        log.info("adapter replicas after training: %s", ", ".join(f"rank {i} {d}" for i, d in enumerate(digests)))
+    if len(set(digests)) > 1:
+        raise RuntimeError(f"the processes' adapter replicas differ after training: {digests}")
 
 
 def _result(plan: RunPlan, run_dir: RunDir, resume_from: Path | None, trainer) -> TrainResult:
     from peftstudio.track.plots import plot_loss
 
+    stopped = trainer.state.global_step < trainer.state.max_steps
+    if not is_main_process():
+        return TrainResult(run_dir, resume_from, trainer.state.global_step, None, None, stopped, report=False)
     records = read_metrics(run_dir.metrics)
     plot_loss(records, run_dir.loss_plot, f"{plan.config.model.name_or_path} · {plan.config.peft.method}")
     losses = [r["loss"] for r in records if "loss" in r]
-    stopped = trainer.state.global_step < trainer.state.max_steps
     return TrainResult(run_dir, resume_from, trainer.state.global_step, losses[0] if losses else None,
-                       losses[-1] if losses else None, stopped)
+                       losses[-1] if losses else None, stopped, report=world_size() == 1 or not launched_by_peftstudio())
+
+
+def _launcher_result(plan: RunPlan, run_dir: RunDir) -> TrainResult:
+    """The result of a run whose workers finished, read back from what rank 0 wrote."""
+    records = read_metrics(run_dir.metrics)
+    losses = [r["loss"] for r in records if "loss" in r]
+    final_step = max((r["step"] for r in records), default=0)
+    return TrainResult(run_dir, None, final_step, losses[0] if losses else None, losses[-1] if losses else None,
+                       final_step < plan.schedule.optimizer_steps)

@@ -7,6 +7,7 @@ import math
 import shutil
 from pathlib import Path
 
+import torch
 from trl import SFTConfig, SFTTrainer
 
 from peftstudio.plan.runplan import RunPlan
@@ -41,6 +42,8 @@ def sft_config(plan: RunPlan, checkpoint_dir: Path, has_validation: bool) -> SFT
         bf16=training.precision == "bf16",
         fp16=training.precision == "fp16",
         use_cpu=config.device == "cpu",
+        ddp_backend="gloo" if config.device == "cpu" and training.num_processes > 1 else None,
+        ddp_find_unused_parameters=False,  # every adapter weight takes part in every step
         gradient_checkpointing=training.gradient_checkpointing == "on",
         max_length=training.max_seq_length,
         packing=training.packing == "on",
@@ -86,27 +89,48 @@ class StudioTrainer(SFTTrainer):
         self._staging: Path | None = None
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        if "attention_mask" in inputs:
-            self.metrics.count_tokens(int(inputs["attention_mask"].sum()))
-        elif "position_ids" in inputs:
-            self.metrics.count_tokens(int(inputs["position_ids"].numel()))
+        self.metrics.count_tokens(self._batch_tokens(inputs))
         return super().training_step(model, inputs, num_items_in_batch)
+
+    def _batch_tokens(self, inputs) -> int:
+        """Non-padding tokens of this micro-batch, summed over all processes (so tokens_seen
+        and tokens/s describe the whole run, whatever the process count)."""
+        if "attention_mask" in inputs:
+            tokens = inputs["attention_mask"].sum()
+        elif "position_ids" in inputs:
+            tokens = torch.tensor(inputs["position_ids"].numel(), device=inputs["position_ids"].device)
+        else:
+            return 0
+        if self.accelerator.num_processes > 1:
+            tokens = self.accelerator.reduce(tokens, reduction="sum")
+        return int(tokens)
 
     def _get_output_dir(self, trial) -> str:
         return str(self._staging) if self._staging is not None else super()._get_output_dir(trial)
 
     def _save_checkpoint(self, model, trial) -> None:
+        """Every process writes its share (rank 0: weights, optimizer, scheduler, trainer state;
+        each rank: its RNG state) into one staging dir; once all are done, rank 0 alone adds the
+        run state and renames it into place, and nobody goes on before it is visible."""
         # Skips SFTTrainer's override, which writes a model card into the checkpoint root.
-        self._staging = self.checkpoints.new_staging()
+        step, main = self.state.global_step, self.args.should_save
+        self._staging = self.checkpoints.new_staging(step) if main else self.checkpoints.staging_for(step)
+        self.accelerator.wait_for_everyone()  # the staging dir exists (fresh) before anyone writes
         try:
             super(SFTTrainer, self)._save_checkpoint(model, trial)
-            progress = self.metrics.progress  # the callback keeps it current; the checkpoint stores it
-            progress.step = self.state.global_step
-            staged = self._staging / f"checkpoint-{self.state.global_step}"
-            if injected_fault("kill_in_checkpoint") == self.state.global_step:
-                kill_self()
-            self.checkpoints.commit(staged, progress)
+            self.accelerator.wait_for_everyone()
+            if main:
+                self._commit(self._staging / f"checkpoint-{step}")
+            self.accelerator.wait_for_everyone()
         finally:
-            shutil.rmtree(self._staging, ignore_errors=True)
+            if main:
+                shutil.rmtree(self._staging, ignore_errors=True)
             self._staging = None
+
+    def _commit(self, staged: Path) -> None:
+        progress = self.metrics.progress  # the callback keeps it current; the checkpoint stores it
+        progress.step = self.state.global_step
+        if injected_fault("kill_in_checkpoint") == self.state.global_step:
+            kill_self()
+        self.checkpoints.commit(staged, progress)
         self.checkpoints.rotate(self.save_total_limit, progress.best_step)

@@ -1,0 +1,199 @@
+"""One probe of find-batch-size: a real training step (forward, backward, optimizer step) on the
+worst-case batch, with its peak memory measured.
+
+On CUDA the peak is `torch.cuda.max_memory_allocated`. Elsewhere PyTorch keeps no peak
+statistics, so `StorageTracker` counts every tensor storage created during the probe until
+it is freed (a dispatch mode sees every operation, autograd's backward included), on top of
+the weights, optimizer states and gradients alive when the probe starts.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from typing import Any
+
+from peftstudio.config.schema import RunConfig
+from peftstudio.plan.batch_size import Probe, ProbeOutOfMemory, release_memory
+
+GIB = 1024**3
+
+
+def worst_case_ids(tokenizer, rows: list[dict[str, Any]], max_seq_length: int, packing: bool) -> list[int]:
+    """Token ids of the longest sample the data produces, truncated as training truncates;
+    with packing, samples are concatenated until a row is full."""
+    encoded = [_token_ids(tokenizer, row) for row in rows]
+    if packing:
+        joined = [token for ids in sorted(encoded, key=len, reverse=True) for token in ids]
+        return (joined * (max_seq_length // max(len(joined), 1) + 1))[:max_seq_length]
+    return max(encoded, key=len)[:max_seq_length]
+
+
+def _token_ids(tokenizer, row: dict[str, Any]) -> list[int]:
+    if "text" in row:
+        return list(tokenizer(row["text"])["input_ids"]) + [tokenizer.eos_token_id]
+    messages = row.get("messages") or [*row["prompt"], *row["completion"]]
+    return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False))
+
+
+class StorageTracker:
+    """Peak bytes of tensor storages created while active (a TorchDispatchMode), above a baseline."""
+
+    def __init__(self, baseline: int):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        tracker = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                output = func(*args, **(kwargs or {}))
+                tracker._count(output)
+                return output
+
+        self.mode = _Mode()
+        self.baseline = baseline
+        self.current = 0
+        self.peak = 0
+        self._seen: set[int] = set()
+
+    def _count(self, output) -> None:
+        import torch
+        from torch.utils._pytree import tree_leaves
+
+        for leaf in tree_leaves(output):
+            if not isinstance(leaf, torch.Tensor):
+                continue
+            storage = leaf.untyped_storage()
+            key = id(storage)
+            if key in self._seen or storage.nbytes() == 0:
+                continue
+            self._seen.add(key)
+            self.current += storage.nbytes()
+            self.peak = max(self.peak, self.current)
+            weakref.finalize(storage, self._release, key, storage.nbytes())
+
+    def _release(self, key: int, size: int) -> None:
+        self._seen.discard(key)
+        self.current -= size
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.baseline + self.peak
+
+    def __enter__(self):
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.mode.__exit__(*exc)
+
+
+class Prober:
+    """A model with its adapter and optimizer, ready to run probe steps of any micro-batch."""
+
+    def __init__(self, config: RunConfig, model, sample_ids: list[int], budget_bytes: int | None):
+        import torch
+
+        self.config, self.model, self.budget = config, model, budget_bytes
+        self.device = torch.device(config.device)
+        self.sample = torch.tensor(sample_ids, dtype=torch.long)
+        self.optimizer = _optimizer(config, model)
+        self._warm_optimizer_states()
+
+    def _warm_optimizer_states(self) -> None:
+        """Optimizer states exist from the first step of a real run on; make them exist now."""
+        for parameter in self.trainable:
+            parameter.grad = parameter.detach().new_zeros(parameter.shape)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    @property
+    def trainable(self) -> list:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def probe(self, micro_batch_size: int) -> Probe:
+        """One training step at `micro_batch_size`; memory is released before returning."""
+        start = time.perf_counter()
+        try:
+            peak = self._step(micro_batch_size)
+            if self.budget is not None and peak > self.budget:
+                raise ProbeOutOfMemory(f"measured peak {peak / GIB:.3f} GiB is over the budget of {self.budget / GIB:.3f} GiB",
+                                       peak)
+            return Probe(micro_batch_size, True, peak, time.perf_counter() - start)
+        except ProbeOutOfMemory as error:
+            return Probe(micro_batch_size, False, error.peak_bytes, time.perf_counter() - start, str(error))
+        finally:
+            self.optimizer.zero_grad(set_to_none=True)
+            release_memory()
+
+    def _step(self, micro_batch_size: int) -> int:
+        import torch
+
+        batch = self.sample.unsqueeze(0).repeat(micro_batch_size, 1).to(self.device)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            try:
+                self._train_step(batch)
+            except torch.cuda.OutOfMemoryError as error:
+                raise ProbeOutOfMemory(f"CUDA out of memory: {str(error).splitlines()[0]}") from None
+            return torch.cuda.max_memory_allocated(self.device)
+        with StorageTracker(self._resident_bytes()) as tracker:
+            self._train_step(batch)
+        return tracker.peak_bytes
+
+    def _train_step(self, batch) -> None:
+        import torch
+
+        precision = self.config.training.precision
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = self.model(input_ids=batch, attention_mask=torch.ones_like(batch), labels=batch).loss
+        loss.backward()
+        if self.config.optim.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.config.optim.max_grad_norm)
+        self.optimizer.step()
+
+    def _resident_bytes(self) -> int:
+        """Weights, buffers, gradients and optimizer states alive before the step."""
+        import torch
+
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        tensors += [p.grad for p in self.model.parameters() if p.grad is not None]
+        tensors += [v for state in self.optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
+        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+        return sum(storages.values())
+
+
+def _optimizer(config: RunConfig, model):
+    """The optimizer transformers' Trainer builds for `optim.name`, on the trainable parameters."""
+    import tempfile
+
+    from transformers import Trainer, TrainingArguments
+
+    optim = config.optim
+    with tempfile.TemporaryDirectory() as scratch:
+        args = TrainingArguments(output_dir=scratch, optim=optim.name, learning_rate=optim.learning_rate,
+                                 weight_decay=optim.weight_decay, adam_beta1=optim.betas[0], adam_beta2=optim.betas[1],
+                                 adam_epsilon=optim.eps, use_cpu=config.device == "cpu", report_to=[])
+        optimizer_class, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+    return optimizer_class([p for p in model.parameters() if p.requires_grad], **kwargs)
+
+
+def build_prober(config: RunConfig, rows: list[dict[str, Any]], budget_bytes: int | None) -> tuple[Prober, int]:
+    """Load the run's model with its adapter exactly as training does, and the worst-case sample.
+    Returns the prober and the probe sequence length."""
+    from peftstudio.build.model import attach_adapter, load_base_model, load_tokenizer, model_location
+
+    location = model_location(config.model)
+    tokenizer = load_tokenizer(location, config.model)
+    training = config.training
+    model = load_base_model(location, config.model, training.precision, training.attention)
+    # The adapter's initialisation (PiSSA's SVD) does not change its memory: skip it.
+    peft = config.peft.model_copy(update={"init": "default"})
+    model = attach_adapter(model, peft, config.seed).to(config.device)
+    if training.gradient_checkpointing == "on":
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    model.train()
+    ids = worst_case_ids(tokenizer, rows, training.max_seq_length, training.packing == "on")
+    return Prober(config, model, ids, budget_bytes), len(ids)

@@ -1,0 +1,113 @@
+"""What the wizard offers: the shipped presets and, per step, the config fields it edits with
+their documentation, range and choices — all read from the schema and the group files, so the
+studio can never drift from what the CLI validates."""
+
+from __future__ import annotations
+
+import types
+import typing
+from functools import lru_cache
+from typing import Any
+
+from peftstudio.config.compose import group_options
+from peftstudio.config.explain import Explanation, explain
+from peftstudio.config.introspect import FieldDoc, find_field, literal_choices
+
+# The fields each step edits; keys that this build's schema lacks are skipped.
+STEP_FIELDS = {
+    2: ["peft.r", "peft.alpha", "peft.dropout", "peft.target_modules", "peft.quantization", "peft.double_quant"],
+    3: ["optim.learning_rate", "optim.lr_scheduler", "optim.warmup_ratio", "optim.warmup_steps",
+        "training.micro_batch_size", "training.gradient_accumulation_steps", "training.num_batches",
+        "training.num_epochs", "training.max_seq_length", "training.precision", "training.gradient_checkpointing",
+        "training.early_stopping_patience", "training.eval_interval_steps", "training.save_interval_steps",
+        "training.log_interval_steps"],
+    5: ["data.format", "data.validation_split", "data.max_samples", "training.loss_on"],
+}
+STEP_TITLES = {1: "Base model", 2: "PEFT method", 3: "Hyperparameters", 4: "Compute", 5: "Dataset",
+               6: "Experiment tracking", 7: "Review and launch"}
+# Secrets a tracker reads from the environment; entered in step 6, kept in the server's memory.
+TRACKER_SECRETS = {"wandb": ["WANDB_API_KEY"], "mlflow": ["MLFLOW_TRACKING_TOKEN"]}
+
+
+def field_info(doc: FieldDoc) -> dict[str, Any]:
+    """One field as the browser needs it to draw an input and explain it."""
+    annotation = doc.info.annotation
+    is_union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    args = typing.get_args(annotation) if is_union else (annotation,)
+    kinds = {a for a in args if a is not type(None)}
+    literal = {k for k in kinds if typing.get_origin(k) is typing.Literal}
+    numbers = kinds - literal
+    if kinds == {bool}:
+        kind = "bool"
+    elif literal and not numbers:
+        kind = "choice"
+    elif numbers and numbers <= {int}:
+        kind = "int"  # may also take a word such as `auto` (see choices)
+    elif numbers and numbers <= {int, float}:
+        kind = "float"
+    else:
+        kind = "text"
+    return {
+        "key": doc.key, "kind": kind, "description": doc.description, "type": doc.type_text,
+        "range": doc.range_text, "choices": [str(c) for c in literal_choices(annotation)],
+        "default": doc.default, "memory": doc.memory_note, "nullable": type(None) in args,
+    }
+
+
+def steps() -> list[dict[str, Any]]:
+    """The seven steps with the fields each edits."""
+    result = []
+    for number, title in STEP_TITLES.items():
+        docs = [find_field(key) for key in STEP_FIELDS.get(number, [])]
+        result.append({"step": number, "title": title, "fields": [field_info(doc) for doc in docs if doc]})
+    return result
+
+
+def presets() -> dict[str, Any]:
+    """Every group's options with their summary line and the values they set."""
+    groups = {}
+    for group in ("model", "peft", "training", "optim", "logging", "experiment", "platform"):
+        try:
+            groups[group] = [_option_info(group, option) for option in group_options(group)]
+        except FileNotFoundError:
+            continue
+    for option in groups.get("logging", []):
+        option["secrets"] = TRACKER_SECRETS.get(option["name"], [])
+    for option in groups.get("model", []):
+        option["memory"] = preset_memory(option["name"])
+    return groups
+
+
+@lru_cache(maxsize=None)
+def preset_memory(model: str) -> dict[str, int] | None:
+    """Parameters and predicted peak memory of a model preset with the default LoRA run
+    (the CLI's estimator on the composed defaults); None when the preset cannot be estimated."""
+    from peftstudio.config.validate import load_config
+    from peftstudio.errors import PeftStudioError
+    from peftstudio.plan.memory import estimate_memory
+
+    try:
+        config, _ = load_config([f"model={model}"])
+        estimate = estimate_memory(config)
+    except PeftStudioError:
+        return None
+    return {"total_parameters": estimate.total_parameters, "total_bytes": estimate.total_bytes,
+            "micro_batch_size": estimate.micro_batch_size, "seq_len": estimate.seq_len}
+
+
+def _option_info(group: str, option: str) -> dict[str, Any]:
+    explained: Explanation = explain(f"{group}={option}")
+    chosen = explained.options[0]
+    return {"name": chosen.name, "summary": chosen.summary, "sets": chosen.sets}
+
+
+def explanation_dict(key: str) -> dict[str, Any]:
+    """`peftstudio explain KEY` as JSON."""
+    explained = explain(key)
+    return {
+        "key": explained.key,
+        "field": field_info(explained.doc) if explained.doc and not explained.doc.is_section else None,
+        "children": [field_info(doc) for doc in explained.children if doc and not doc.is_section],
+        "options": [{"name": o.name, "summary": o.summary, "sets": o.sets} for o in explained.options],
+        "set_by": explained.set_by,
+    }

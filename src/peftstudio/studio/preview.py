@@ -1,0 +1,100 @@
+"""Dataset preview: the CLI's data reader, then a few samples rendered with the model's chat
+template, split into the part the loss ignores (masked) and the part the model learns."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from peftstudio.build.data import prepare_data
+from peftstudio.config.schema import EMBEDDED_MODEL_ID, DataSettings, ModelSettings
+
+SAMPLES = 3
+# transformers' lazy imports are not thread-safe, and a tokenizer is worth loading once.
+_TOKENIZER_LOCK = threading.Lock()
+_TOKENIZERS: dict[tuple, Any] = {}
+
+
+def preview(path: Path, data_format: str, columns: dict[str, str], model: ModelSettings, loss_on: str) -> dict[str, Any]:
+    """Format detected, row counts and rendered samples; raises the CLI's UserError (file:line)."""
+    data = prepare_data(DataSettings(path=str(path), format=data_format, columns=columns, validation_split=0.0))
+    rows = data.train_rows[:SAMPLES]
+    template = _template(model)
+    samples = [_segments(template, row, loss_on) for row in rows]
+    return {
+        "format": data.format,
+        "format_reason": data.format_reason,
+        "rows": len(data.train_rows),
+        "samples": samples,
+        "template": template.name if template else None,
+        "template_note": "" if template else f"{model.name_or_path}: its chat template is not available without a "
+                                             "download, so samples are shown as role: text",
+    }
+
+
+class _Template:
+    def __init__(self, name: str, tokenizer):
+        self.name = name
+        self.tokenizer = tokenizer
+
+    def render(self, messages: list[dict], generation_prompt: bool = False) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+
+
+def _template(model: ModelSettings) -> _Template | None:
+    """The model's tokenizer, when it is on this machine already (no download for a preview)."""
+    local = Path(model.name_or_path)
+    if model.name_or_path != EMBEDDED_MODEL_ID and not (local.is_absolute() and local.is_dir()):
+        return None
+    from peftstudio.build.model import load_tokenizer, model_location
+
+    key = (model.name_or_path, model.revision, model.trust_remote_code)
+    with _TOKENIZER_LOCK:
+        if key not in _TOKENIZERS:
+            _TOKENIZERS[key] = load_tokenizer(model_location(model), model)
+        tokenizer = _TOKENIZERS[key]
+    return _Template(model.name_or_path, tokenizer) if tokenizer.chat_template else None
+
+
+def _segments(template: _Template | None, row: dict[str, Any], loss_on: str) -> list[dict[str, Any]]:
+    """[{text, trained}] pieces of one sample, in order."""
+    if "text" in row:
+        return [{"text": row["text"], "trained": True}]
+    if "messages" in row:
+        pieces = _chat_pieces(template, row["messages"])
+    else:
+        pieces = _prompt_completion_pieces(template, row["prompt"], row["completion"])
+    if loss_on == "all":
+        pieces = [{**piece, "trained": True} for piece in pieces]
+    return pieces
+
+
+def _prompt_completion_pieces(template: _Template | None, prompt: list[dict], completion: list[dict]) -> list[dict]:
+    if template is None:
+        return [{"text": _plain(prompt) + "\n", "trained": False}, {"text": _plain(completion), "trained": True}]
+    prompt_text = template.render(prompt, generation_prompt=True)
+    full = template.render(prompt + completion)
+    completion_text = full[len(prompt_text):] if full.startswith(prompt_text) else full
+    return [{"text": prompt_text, "trained": False}, {"text": completion_text, "trained": True}]
+
+
+def _chat_pieces(template: _Template | None, messages: list[dict]) -> list[dict]:
+    if template is None:
+        return [{"text": _plain([m]) + "\n", "trained": m["role"] == "assistant"} for m in messages]
+    pieces, rendered = [], ""
+    for index, message in enumerate(messages):
+        if message["role"] == "assistant":
+            before = template.render(messages[:index], generation_prompt=True) if index else ""
+            if before.startswith(rendered) and len(before) > len(rendered):
+                pieces.append({"text": before[len(rendered):], "trained": False})
+                rendered = before
+        upto = template.render(messages[: index + 1])
+        piece = upto[len(rendered):] if upto.startswith(rendered) else upto
+        pieces.append({"text": piece, "trained": message["role"] == "assistant"})
+        rendered = upto
+    return pieces
+
+
+def _plain(messages: list[dict]) -> str:
+    return "\n".join(f"{m['role']}: {m['content']}" for m in messages)

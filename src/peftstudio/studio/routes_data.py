@@ -1,0 +1,75 @@
+"""API: dataset upload (the request body streamed to disk) and preview."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+
+from peftstudio.errors import PeftStudioError
+from peftstudio.studio.datasets import UploadTooLarge
+from peftstudio.studio.routes_config import studio_of
+from peftstudio.studio.wizard import WizardState
+
+router = APIRouter(prefix="/api", tags=["datasets"])
+
+UPLOAD_BODY = {"requestBody": {"required": True, "content": {"application/octet-stream": {
+    "schema": {"type": "string", "format": "binary"}}}}}
+
+
+@router.post("/datasets", status_code=201, openapi_extra=UPLOAD_BODY,
+             summary="Upload a dataset: the raw file as the request body, its name in ?name=")
+async def upload_dataset(request: Request, name: str = Query("upload.jsonl", max_length=1000,
+                                                              description="file name, display only")) -> dict[str, Any]:
+    store = studio_of(request).datasets
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > store.max_bytes:
+        raise HTTPException(413, f"the file is {int(declared):,} bytes; the limit is {store.max_bytes:,} "
+                                 "(start the studio with a larger --max-upload-mb)")
+    try:
+        info = await store.save(request.stream(), name)
+    except UploadTooLarge:
+        raise HTTPException(413, f"the upload passed the limit of {store.max_bytes:,} bytes "
+                                 "(start the studio with a larger --max-upload-mb)") from None
+    return info.to_dict()
+
+
+@router.get("/datasets", summary="Uploaded datasets")
+def list_datasets(request: Request) -> list[dict[str, Any]]:
+    return [info.to_dict() for info in studio_of(request).datasets.all()]
+
+
+@router.get("/datasets/{dataset_id}", summary="One uploaded dataset")
+def get_dataset(dataset_id: str, request: Request) -> dict[str, Any]:
+    try:
+        return studio_of(request).datasets.info(dataset_id).to_dict()
+    except LookupError:
+        raise HTTPException(404, f"no dataset {dataset_id!r}") from None
+
+
+@router.post("/preview", summary="Format detection, row count and rendered samples of the state's dataset")
+async def post_preview(state: WizardState, request: Request) -> dict[str, Any]:
+    """Uses the state's data.format, data.columns, model and training.loss_on, so the preview
+    matches what training will see. Data errors come back as problems with file:line."""
+    from peftstudio.studio.preview import preview
+
+    studio = studio_of(request)
+    checked = studio.check(state.model_copy(update={"values": {k: v for k, v in state.values.items()
+                                                               if k.startswith(("model.", "data.", "training.loss_on"))}}))
+    if checked.plan is None:
+        return {"ok": False, "problems": [vars(p) for p in checked.problems]}
+    config = checked.plan.config
+    path = studio.dataset_path(state)
+    if path is None:
+        from peftstudio.build.data import data_file
+
+        path = data_file(config.data)
+    try:
+        shown = await run_in_threadpool(preview, path, config.data.format, config.data.columns, config.model,
+                                        config.training.loss_on)
+    except PeftStudioError as error:
+        return {"ok": False, "problems": [vars(studio._shown(p, state)) for p in error.problems]}
+    # The plan read the same file with the user's data.format, so its reason is the true one
+    # (the resolved config already names the detected format).
+    return {"ok": True, "problems": [], **shown, "format_reason": checked.plan.data.format_reason}

@@ -1,0 +1,370 @@
+// The seven-step wizard. Its state lives in the URL (/wizard/N?model=tiny&training.micro_batch_size=8),
+// so back/next, reload and a copied link all keep it; secrets (tracker keys) never go into the URL.
+"use strict";
+
+const GROUP_KEYS = ["model", "peft", "training", "optim", "logging", "experiment", "platform"];
+const wizard = {
+  catalog: null, steps: [], hardware: null,
+  state: { groups: {}, values: {}, dataset: null },
+  target: { provider: "local", gpu: null },
+  secrets: {},
+  checked: null, estimate: null, preview: null, dataset: null,
+  sequence: 0, timer: null,
+};
+
+function currentStep() {
+  const match = location.pathname.match(/\/wizard\/(\d)/);
+  return match ? Math.min(Math.max(+match[1], 1), 7) : 1;
+}
+
+function readUrl() {
+  const params = new URLSearchParams(location.search);
+  const state = { groups: {}, values: {}, dataset: null };
+  for (const [key, value] of params) {
+    if (key === "dataset") state.dataset = value || null;
+    else if (key === "target") {
+      const [provider, gpu] = value.split(":");
+      wizard.target = { provider: provider || "local", gpu: gpu || null };
+    } else if (GROUP_KEYS.includes(key)) state.groups[key] = value;
+    else if (key.includes(".")) state.values[key] = value;
+  }
+  wizard.state = state;
+}
+
+function urlFor(step) {
+  const params = new URLSearchParams();
+  for (const [k, v] of Object.entries(wizard.state.groups)) params.set(k, v);
+  for (const [k, v] of Object.entries(wizard.state.values)) params.set(k, v);
+  if (wizard.state.dataset) params.set("dataset", wizard.state.dataset);
+  if (wizard.target.provider !== "local") params.set("target", wizard.target.provider + ":" + (wizard.target.gpu || ""));
+  return `/wizard/${step}?${params}`;
+}
+
+function go(step) {
+  history.pushState(null, "", urlFor(step));
+  render();
+  refresh(0);
+}
+
+function changed() {
+  history.replaceState(null, "", urlFor(currentStep()));
+  refresh(350);
+}
+
+function setValue(key, value) {
+  if (value === "" || value === null || value === undefined) delete wizard.state.values[key];
+  else wizard.state.values[key] = String(value);
+  changed();
+}
+
+function chooseGroup(group, option) {
+  wizard.state.groups[group] = option;
+  if (group === "model") delete wizard.state.values["model.name_or_path"];
+  render();
+  changed();
+}
+
+// Effective value of a dotted key in the last valid plan (what the run would use).
+function effective(key) {
+  let node = wizard.checked && wizard.checked.plan ? wizard.checked.plan.config : null;
+  for (const part of key.split(".")) node = node && typeof node === "object" ? node[part] : undefined;
+  return node;
+}
+
+function selectedGroup(group) {
+  if (wizard.state.groups[group]) return wizard.state.groups[group];
+  const defaults = { model: "tiny", peft: "lora", training: "default", logging: "jsonl", optim: "adamw" };
+  return defaults[group];
+}
+
+// ---------------------------------------------------------------- fields
+
+function fieldRow(field) {
+  const id = "f-" + field.key.replace(/\./g, "-");
+  const current = wizard.state.values[field.key] ?? "";
+  let input;
+  if (field.kind === "bool" || field.kind === "choice") {
+    const choices = field.kind === "bool" ? ["true", "false"] : field.choices;
+    input = h("select", { id, name: field.key, onchange: (e) => setValue(field.key, e.target.value) },
+      h("option", { value: "" }, "preset"), choices.map((c) => h("option", { value: c }, c)));
+    input.value = current;
+  } else {
+    // Numbers that also take a word (micro_batch_size: auto) need a text box.
+    const numeric = (field.kind === "int" || field.kind === "float") && !field.choices.length;
+    input = h("input", { id, name: field.key, type: numeric ? "number" : "text",
+                         step: field.kind === "int" ? "1" : "any", value: current,
+                         oninput: (e) => setValue(field.key, e.target.value) });
+  }
+  return h("div", { class: "field", "data-key": field.key },
+    h("label", { for: id, title: field.type }, field.key), input,
+    h("div", { class: "doc" }, field.description, " ",
+      field.range ? h("span", { class: "range" }, "Range: " + field.range + ". ") : null,
+      field.memory ? h("span", { class: "memory" }, "Memory: " + field.memory + ".") : null),
+    h("div", { class: "error" }));
+}
+
+function fieldsOf(step) {
+  const found = wizard.steps.find((s) => s.step === step);
+  return found ? found.fields : [];
+}
+
+// After each check: show the value the run would use, and any problem under its field.
+function updateFields() {
+  const problems = (wizard.checked && wizard.checked.problems) || [];
+  for (const row of document.querySelectorAll(".field[data-key]")) {
+    const key = row.dataset.key;
+    const value = effective(key);
+    const input = row.querySelector("input, select");
+    const shown = value === undefined ? "" : (typeof value === "object" && value !== null ? JSON.stringify(value) : String(value));
+    if (input.tagName === "SELECT") input.options[0].textContent = `preset (${shown})`;
+    else input.placeholder = shown;
+    const mine = problems.filter((p) => p.where === key || p.where.startsWith(key + " ") || p.where.startsWith(key + "."));
+    row.classList.toggle("invalid", mine.length > 0);
+    row.querySelector(".error").textContent = mine.map((p) => p.message + (p.fix ? " — fix: " + p.fix : "")).join("; ");
+  }
+}
+
+// ---------------------------------------------------------------- steps
+
+function choiceCards(group, options, describe) {
+  const chosen = selectedGroup(group);
+  return h("div", { class: "choices" }, options.map((option) =>
+    h("div", { class: "choice" + (option.name === chosen && !(group === "model" && wizard.state.values["model.name_or_path"]) ? " selected" : ""),
+               "data-option": option.name, onclick: () => chooseGroup(group, option.name) },
+      h("div", { class: "name" }, option.name), describe(option))));
+}
+
+function stepModel() {
+  const models = wizard.catalog.model || [];
+  const custom = wizard.state.values["model.name_or_path"] || "";
+  return [
+    h("p", { class: "muted" }, "A preset carries the architecture numbers, so the plan and the memory estimate work before any download."),
+    choiceCards("model", models, (o) => [
+      h("div", { class: "meta" }, o.summary || ""),
+      o.memory ? h("div", { class: "meta preset-memory" }, `${formatCount(o.memory.total_parameters)} parameters · default LoRA run ` +
+        `(micro-batch ${o.memory.micro_batch_size}, ${o.memory.seq_len} tokens) needs ≈ ${formatBytes(o.memory.total_bytes)}`) : null]),
+    h("h3", {}, "Or any hub id or local directory"),
+    h("input", { type: "text", id: "custom-model", placeholder: "org/name or /path/to/model", value: custom, style: "width:100%;padding:6px",
+                 oninput: (e) => setValue("model.name_or_path", e.target.value.trim()) }),
+    h("p", {}, h("label", {}, h("input", { type: "checkbox", id: "trust-remote-code", checked: wizard.state.values["model.trust_remote_code"] === "true",
+                                           onchange: (e) => setValue("model.trust_remote_code", e.target.checked ? "true" : "") }),
+      " Trust remote code"),
+      h("span", { class: "hint" }, " — runs Python code from the model repository on this machine with your permissions. Tick it only for repositories you trust.")),
+  ];
+}
+
+function stepMethod() {
+  return [
+    choiceCards("peft", wizard.catalog.peft || [], (o) => h("div", { class: "meta" }, "Best for: " + (o.summary || ""))),
+    h("h3", {}, "Parameters"), fieldsOf(2).map(fieldRow)];
+}
+
+function stepHyperparameters() {
+  return [
+    h("h3", {}, "Training preset"),
+    choiceCards("training", wizard.catalog.training || [], (o) => h("div", { class: "meta" }, o.summary || "")),
+    h("h3", {}, "Values"), fieldsOf(3).map(fieldRow)];
+}
+
+function stepCompute() {
+  const local = wizard.hardware.local;
+  const localText = local.accelerator === "cpu" ? `CPU only · ${local.cpu_cores} cores · ${formatBytes(local.ram_bytes)} RAM`
+    : `${local.device_count} × ${local.device_names[0]} · ${formatBytes(local.device_memory_bytes[0])}`;
+  const pick = (provider, gpu) => { wizard.target = { provider, gpu }; render(); changed(); };
+  const isPicked = (provider, gpu) => wizard.target.provider === provider && (wizard.target.gpu || null) === (gpu || null);
+  const providers = wizard.hardware.providers || [];
+  return [
+    h("div", { class: "choices" },
+      h("div", { class: "choice" + (isPicked("local", null) ? " selected" : ""), "data-option": "local", onclick: () => pick("local", null) },
+        h("div", { class: "name" }, "This machine"), h("div", { class: "meta" }, localText)),
+      providers.map((p) => h("div", { class: "choice" + (isPicked(p.provider, p.gpu) ? " selected" : ""), "data-option": p.provider + ":" + p.gpu,
+                                      onclick: () => pick(p.provider, p.gpu) },
+        h("div", { class: "name" }, `${p.provider_name || p.provider} · ${p.gpu}`),
+        h("div", { class: "meta" }, `${formatBytes(p.memory_bytes)} · $${Number(p.price_per_hour).toFixed(2)}/h`)))),
+    providers.length ? null : h("p", { class: "muted" }, "No cloud price file in this build: only this machine can be estimated."),
+    h("div", { id: "estimate-detail" })];
+}
+
+function stepDataset() {
+  const status = wizard.dataset ? `${wizard.dataset.name} · ${formatBytes(wizard.dataset.size_bytes)} · ${wizard.dataset.kind}`
+    : (wizard.state.dataset ? "uploaded dataset " + wizard.state.dataset : "the bundled sample (600 instruction rows)");
+  return [
+    h("p", {}, "Upload JSON Lines, a JSON array, CSV or Parquet. The file is checked by the same reader as the CLI."),
+    h("input", { type: "file", id: "dataset-file", accept: ".jsonl,.json,.csv,.parquet", onchange: (e) => upload(e.target.files[0]) }),
+    " ", h("button", { class: "secondary", onclick: () => { wizard.state.dataset = null; wizard.dataset = null; render(); changed(); } }, "Use the bundled sample"),
+    h("p", { id: "dataset-status" }, "Data: ", h("b", {}, status)),
+    fieldsOf(5).map(fieldRow),
+    h("div", { id: "preview" }, renderPreview())];
+}
+
+async function upload(file) {
+  if (!file) return;
+  const status = document.getElementById("dataset-status");
+  status.textContent = "Uploading " + file.name + "…";
+  try {
+    const info = await api("/datasets?name=" + encodeURIComponent(file.name), { method: "POST", body: file,
+      headers: { "Content-Type": "application/octet-stream" } });
+    wizard.dataset = info;
+    wizard.state.dataset = info.id;
+    render();
+    changed();
+  } catch (error) {
+    status.replaceChildren(h("span", { class: "error" }, "Upload refused: " + error.message));
+  }
+}
+
+function renderPreview() {
+  const shown = wizard.preview;
+  if (!shown) return h("p", { class: "muted" }, "Preview loading…");
+  if (!shown.ok) return h("div", {}, h("h3", {}, "The data has problems"), problemList(shown.problems));
+  return h("div", {},
+    h("p", {}, h("b", { id: "preview-format" }, shown.format), ` — ${shown.format_reason}; `, h("b", {}, shown.rows), " rows."),
+    h("p", { class: "muted" }, shown.template ? `Rendered with ${shown.template}'s chat template. ` : shown.template_note + ". ",
+      h("span", { class: "sample" }, h("span", { class: "masked" }, "grey: masked, no loss")), " ",
+      h("span", { class: "sample" }, h("span", { class: "trained" }, "green: trained on"))),
+    shown.samples.map((pieces) => h("div", { class: "sample" },
+      pieces.map((p) => h("span", { class: p.trained ? "trained" : "masked" }, p.text)))));
+}
+
+function stepTracking() {
+  const chosen = selectedGroup("logging");
+  const option = (wizard.catalog.logging || []).find((o) => o.name === chosen);
+  return [
+    h("p", {}, "metrics.jsonl is always written; pick a tracker to also send the metrics to."),
+    choiceCards("logging", wizard.catalog.logging || [], (o) => h("div", { class: "meta" }, o.summary || "")),
+    option && option.secrets.length ? h("div", {}, h("h3", {}, "Keys"),
+      h("p", { class: "hint" }, "Kept in this page's memory and, after launch, in the server process's environment for the job only. " +
+        "Never written to the job's files, the URL or the config."),
+      option.secrets.map((name) => h("p", {}, h("label", {}, name + " ",
+        h("input", { type: "password", name, value: wizard.secrets[name] || "", autocomplete: "off",
+                     oninput: (e) => { wizard.secrets[name] = e.target.value; } }))))) : null];
+}
+
+function stepReview() {
+  const checked = wizard.checked;
+  if (!checked) return h("p", {}, "Checking…");
+  return [
+    checked.ok ? h("p", { class: "ok", id: "review-ok" }, "✓ The run is valid.") : h("div", {}, h("p", { class: "bad" }, "The run cannot start yet:"), problemList(checked.problems)),
+    checked.warnings.length ? h("ul", { class: "warnings" }, checked.warnings.map((w) => h("li", {}, w))) : null,
+    h("h3", {}, "Equivalent command"), h("pre", { id: "review-command", class: "wrap" }, checked.command),
+    checked.yaml ? [h("h3", {}, "The config file the job runs (peftstudio train --config config.yaml)"), h("pre", { class: "light", id: "review-yaml" }, checked.yaml)] : null,
+    h("h3", {}, "Launch"),
+    h("p", {}, h("input", { type: "text", id: "job-name", placeholder: "job name (optional)", style: "width:60%;padding:6px" }), " ",
+      h("button", { id: "launch", disabled: !checked.ok, onclick: launch }, "Launch")),
+    h("p", { id: "launch-error", class: "error" })];
+}
+
+async function launch() {
+  const button = document.getElementById("launch");
+  button.disabled = true;
+  try {
+    const job = await api("/jobs", { json: { state: wizard.state, name: document.getElementById("job-name").value || null, secrets: wizard.secrets } });
+    location.href = "/jobs/" + job.id;
+  } catch (error) {
+    document.getElementById("launch-error").textContent = error.message;
+    button.disabled = false;
+  }
+}
+
+const STEP_VIEWS = { 1: stepModel, 2: stepMethod, 3: stepHyperparameters, 4: stepCompute, 5: stepDataset, 6: stepTracking, 7: stepReview };
+
+// ---------------------------------------------------------------- page
+
+function render() {
+  const step = currentStep();
+  document.getElementById("steps").replaceChildren(...wizard.steps.map((s) =>
+    h("li", { class: s.step === step ? "current" : "" }, h("a", { href: urlFor(s.step), onclick: (e) => { e.preventDefault(); go(s.step); } }, `${s.step} ${s.title}`))));
+  const title = wizard.steps.find((s) => s.step === step).title;
+  document.getElementById("step").replaceChildren(h("div", { class: "card", id: "step-" + step },
+    h("h2", {}, `${step}. ${title}`), STEP_VIEWS[step](),
+    h("div", { class: "nav" },
+      step > 1 ? h("button", { class: "secondary", id: "back", onclick: () => go(step - 1) }, "← Back") : h("span"),
+      step < 7 ? h("button", { id: "next", onclick: () => go(step + 1) }, "Next →") : h("span"))));
+  updateFields();
+  renderSide();
+}
+
+function renderSide() {
+  const side = document.getElementById("side");
+  const checked = wizard.checked, estimate = wizard.estimate;
+  const card = h("div", { class: "card", id: "estimate" }, h("h2", {}, "Estimate"));
+  if (checked && !checked.ok) card.append(h("p", { class: "bad", id: "check-status" }, "Not valid yet"), problemList(checked.problems));
+  else if (checked) card.append(h("p", { class: "ok", id: "check-status" }, "✓ valid"));
+  if (estimate && estimate.memory) card.append(memoryView(estimate.memory));
+  if (estimate && estimate.schedule) card.append(scheduleView(estimate.schedule, checked));
+  if (estimate && estimate.cost) card.append(costView(estimate.cost));
+  side.replaceChildren(card);
+  const detail = document.getElementById("estimate-detail");
+  if (detail && estimate && estimate.memory && estimate.memory.available) detail.replaceChildren(componentsView(estimate.memory));
+}
+
+function memoryView(memory) {
+  if (!memory.available) return h("p", { class: "muted", id: "estimate-memory" }, "Memory: " + memory.reason);
+  const where = memory.device_bytes ? " of " + formatBytes(memory.device_bytes) : "";
+  const share = memory.device_bytes ? Math.min(memory.total_bytes / memory.device_bytes, 1) : 0;
+  return h("div", { id: "estimate-memory" },
+    h("p", {}, "Peak memory ", h("b", { id: "estimate-total" }, formatBytes(memory.total_bytes)), where,
+      ` (micro-batch ${memory.micro_batch_size}, ${memory.seq_len} tokens) — `,
+      memory.fits === null ? h("span", { class: "muted" }, "no device memory known")
+        : memory.fits ? h("span", { class: "ok", id: "estimate-fits" }, "fits") : h("span", { class: "bad", id: "estimate-fits" }, "does not fit")),
+    h("div", { class: "bar" + (memory.fits ? "" : " over") }, h("span", { style: `width:${(share * 100).toFixed(1)}%` })),
+    h("p", { class: "muted" }, `${formatCount(memory.trainable_parameters)} trainable of ${formatCount(memory.total_parameters)} parameters`),
+    !memory.fits && !memory.advice.length ? h("ul", { class: "warnings" }, memory.warnings.map((w) => h("li", {}, w))) : null,
+    memory.advice.length ? [h("p", {}, "Would fit:"), h("ul", { class: "warnings", id: "estimate-advice" }, memory.advice.map((a) => h("li", {}, a)))] : null);
+}
+
+function componentsView(memory) {
+  return h("div", {}, h("h3", {}, "Memory breakdown"), h("table", { class: "kv" },
+    Object.entries(memory.components).map(([name, bytes]) => h("tr", {}, h("td", {}, name.replace(/_/g, " ")), h("td", {}, formatBytes(bytes))))));
+}
+
+function scheduleView(schedule, checked) {
+  const data = checked && checked.plan ? checked.plan.data : null;
+  return h("table", { class: "kv" },
+    h("tr", {}, h("td", {}, "optimizer steps"), h("td", { id: "estimate-steps" }, schedule.optimizer_steps)),
+    h("tr", {}, h("td", {}, "effective batch"), h("td", {}, schedule.effective_batch)),
+    data ? h("tr", {}, h("td", {}, "training rows"), h("td", {}, data.train_rows)) : null);
+}
+
+function costView(cost) {
+  if (!cost.available) return h("p", { class: "muted", id: "estimate-cost" }, "Time and cost: " + cost.reason);
+  return h("table", { class: "kv", id: "estimate-cost" },
+    h("tr", {}, h("td", {}, "time"), h("td", {}, formatDuration(cost.seconds))),
+    cost.dollars !== undefined && cost.dollars !== null ? h("tr", {}, h("td", {}, "cost"), h("td", {}, "$" + Number(cost.dollars).toFixed(2))) : null,
+    cost.note ? h("tr", {}, h("td", { colspan: 2, class: "muted" }, cost.note)) : null);
+}
+
+// Validate, estimate and (on step 5) preview, after a pause in typing; stale answers are dropped.
+function refresh(delay) {
+  clearTimeout(wizard.timer);
+  wizard.timer = setTimeout(async () => {
+    const sequence = ++wizard.sequence;
+    const state = JSON.parse(JSON.stringify(wizard.state));
+    const [checked, estimate] = await Promise.all([
+      api("/validate", { json: state }).catch((e) => ({ ok: false, problems: [{ where: "studio", message: e.message }], warnings: [] })),
+      api("/estimate", { json: { state, target: wizard.target } }).catch(() => null)]);
+    const preview = currentStep() === 5 ? await api("/preview", { json: state }).catch((e) => ({ ok: false, problems: [{ where: "preview", message: e.message }] })) : wizard.preview;
+    if (sequence !== wizard.sequence) return;
+    Object.assign(wizard, { checked, estimate, preview });
+    if (currentStep() === 7) render();
+    else {
+      const previewBox = document.getElementById("preview");
+      if (previewBox) previewBox.replaceChildren(renderPreview());
+      updateFields();
+      renderSide();
+    }
+  }, delay);
+}
+
+async function init() {
+  document.getElementById("top").replaceWith(topBar());
+  const [catalog, steps, hardware] = await Promise.all([api("/presets"), api("/steps"), api("/hardware")]);
+  Object.assign(wizard, { catalog, steps, hardware });
+  readUrl();
+  if (wizard.state.dataset) wizard.dataset = await api("/datasets/" + wizard.state.dataset).catch(() => null);
+  render();
+  refresh(0);
+}
+
+window.addEventListener("popstate", () => { readUrl(); render(); refresh(0); });
+init();

@@ -1,0 +1,378 @@
+"""The studio's REST API through FastAPI's test client: auth, uploads, validation, the queue.
+
+Queue tests run a stand-in worker (a few lines of Python that wait for a `release` file and
+write an exit status like the real worker), so order, cancel, resume and restart are checked
+in milliseconds; tests/integration/test_studio_jobs.py does the same with real training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+
+from peftstudio.studio.context import StudioSettings
+from peftstudio.studio.server import create_app
+from tests.conftest import CPU, run_cli
+
+STAND_IN = """
+import json, pathlib, sys, time
+job = pathlib.Path(sys.argv[1])
+(job / "started").write_text(str(time.time()))
+while not (job / "release").exists():
+    time.sleep(0.02)
+code = int((job / "release").read_text() or 0)
+(job / "exit_status.json").write_text(json.dumps({"exit_code": code}))
+"""
+
+
+def stand_in(job_dir: Path) -> list[str]:
+    return [sys.executable, "-c", STAND_IN, str(job_dir)]
+
+
+def make_client(data_dir: Path, token: str | None = None, **kwargs) -> TestClient:
+    app = create_app(StudioSettings(data_dir=data_dir, token=token, **kwargs), runner_command=stand_in, run_queue=False)
+    app.state.studio._hardware = CPU  # no torch import for detection in unit tests
+    return TestClient(app)
+
+
+@pytest.fixture
+def client(tmp_path):
+    with make_client(tmp_path / "studio") as test_client:
+        yield test_client
+        test_client.app.state.studio.runner.kill_all()
+
+
+def wait_for(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+TINY = {"groups": {"model": "tiny"}, "values": {"training.num_batches": 4}}
+
+
+# ---------------------------------------------------------------- auth
+
+def test_non_loopback_without_token_is_refused_with_exit_2(tmp_path):
+    result = run_cli("studio", "--host", "0.0.0.0", "--data-dir", str(tmp_path / "d"), cwd=tmp_path,
+                     env={"PEFTSTUDIO_STUDIO_TOKEN": ""})
+    assert result.returncode == 2
+    assert "--host 0.0.0.0" in result.stderr and "--token" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "d").exists(), "nothing is created before the refusal"
+
+
+def test_token_required_on_every_api_call_and_page(tmp_path):
+    with make_client(tmp_path / "s", token="s3cret") as client:
+        for path in ("/api/presets", "/api/jobs", "/api/openapi.json", "/api/hardware"):
+            assert client.get(path).status_code == 401, path
+        assert client.post("/api/validate", json={}).status_code == 401
+        page = client.get("/wizard/1", follow_redirects=False)
+        assert page.status_code == 303 and page.headers["location"].startswith("/login")
+        assert client.get("/api/presets", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.get("/api/presets", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert client.get("/static/studio.css").status_code == 200  # assets carry no data
+
+
+def test_login_sets_a_cookie_and_rejects_a_wrong_token(tmp_path):
+    with make_client(tmp_path / "s", token="s3cret") as client:
+        assert client.post("/login", data={"token": "nope"}).status_code == 401
+        response = client.post("/login", data={"token": "s3cret", "next": "//evil.example/x"}, follow_redirects=False)
+        assert response.status_code == 303 and response.headers["location"] == "/"
+        assert "httponly" in response.headers["set-cookie"].lower()
+        assert client.get("/wizard/3").status_code == 200
+        assert client.get("/api/jobs").status_code == 200
+
+
+def test_without_token_only_loopback_hosts_and_same_origin_writes(client):
+    assert client.get("/api/presets", headers={"host": "evil.example"}).status_code == 403
+    assert client.get("/api/presets", headers={"host": "127.0.0.1:7860"}).status_code == 200
+    refused = client.post("/api/validate", json={}, headers={"origin": "http://evil.example"})
+    assert refused.status_code == 403
+
+
+# ---------------------------------------------------------------- configure
+
+def test_presets_steps_explain_and_openapi(client):
+    presets = client.get("/api/presets").json()
+    assert {"tiny", "llama3_8b"} <= {o["name"] for o in presets["model"]}
+    assert {"lora", "dora", "pissa", "rslora"} <= {o["name"] for o in presets["peft"]}
+    steps = client.get("/api/steps").json()
+    assert [s["step"] for s in steps] == list(range(1, 8))
+    batch = next(f for s in steps for f in s["fields"] if f["key"] == "training.micro_batch_size")
+    assert batch["range"].startswith("1–1024") and batch["description"] and batch["kind"] == "int"
+    scheduler = next(f for s in steps for f in s["fields"] if f["key"] == "optim.lr_scheduler")
+    assert scheduler["kind"] == "choice" and "cosine" in scheduler["choices"]
+    assert client.get("/api/explain/peft.r").json()["field"]["range"] == "1–256"
+    assert client.get("/api/explain/training.micro_batch_sise").status_code == 400
+    paths = client.get("/api/openapi.json").json()["paths"]
+    for path in ("/api/presets", "/api/hardware", "/api/explain/{key}", "/api/validate", "/api/estimate",
+                 "/api/datasets", "/api/preview", "/api/jobs", "/api/jobs/{job_id}", "/api/jobs/{job_id}/cancel",
+                 "/api/jobs/{job_id}/resume", "/api/jobs/{job_id}/metrics", "/api/jobs/{job_id}/events"):
+        assert path in paths, path
+
+
+def test_validate_uses_the_cli_schema_and_names_the_key(client):
+    checked = client.post("/api/validate", json={"groups": {"model": "tiny"},
+                                                 "values": {"training.micro_batch_size": "0"}}).json()
+    assert not checked["ok"]
+    problem, = checked["problems"]
+    assert problem["where"] == "training.micro_batch_size" and "1–1024" in problem["fix"]
+    good = client.post("/api/validate", json={"groups": {"model": "tiny"}, "values": {"training.micro_batch_size": 2}}).json()
+    assert good["ok"] and good["plan"]["config"]["training"]["micro_batch_size"] == 2
+    assert good["command"] == "peftstudio train model=tiny training.micro_batch_size=2"
+    assert yaml.safe_load(good["yaml"]) == {"defaults": [{"model": "tiny"}], "training": {"micro_batch_size": 2}}
+
+
+def test_estimate_is_the_cli_estimator_on_the_plan(client):
+    from peftstudio import api
+    from peftstudio.plan.memory import estimate_memory
+
+    totals = {}
+    for micro in (2, 8):
+        state = {"groups": {"model": "tiny"}, "values": {"training.micro_batch_size": micro}}
+        memory = client.post("/api/estimate", json={"state": state}).json()["memory"]
+        expected = estimate_memory(api.plan([f"model=tiny", f"training.micro_batch_size={micro}"], hardware=CPU).config,
+                                   hardware=CPU)
+        assert memory["total_bytes"] == expected.total_bytes and memory["fits"] is True
+        totals[micro] = memory["total_bytes"]
+    assert totals[8] > totals[2]
+    big = client.post("/api/estimate", json={"state": {"groups": {"model": "llama3_8b"},
+                                                       "values": {"training.micro_batch_size": 64}}}).json()["memory"]
+    assert big["fits"] is False and big["device_bytes"] == CPU.ram_bytes
+    presets = {o["name"]: o for o in client.get("/api/presets").json()["model"]}
+    assert presets["llama3_8b"]["memory"]["total_parameters"] > 8e9 > presets["gemma3_1b"]["memory"]["total_parameters"]
+
+
+def test_the_job_yaml_composes_to_the_same_config_as_the_overrides(client, tmp_path):
+    from peftstudio import api
+    from peftstudio.studio.wizard import config_yaml
+
+    state = {"groups": {"model": "tiny", "peft": "dora"},
+             "values": {"peft.r": 8, "optim.lr_scheduler": "linear", "peft.target_modules": "q_proj, v_proj"}}
+    checked = client.post("/api/validate", json=state).json()
+    assert checked["ok"], checked["problems"]
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(config_yaml(checked["overrides"]))
+    from_file = api.plan([], config_file, hardware=CPU).config
+    assert from_file.model_dump() == api.plan(checked["overrides"], hardware=CPU).config.model_dump()
+    assert from_file.peft.target_modules == ["q_proj", "v_proj"]
+
+
+@pytest.mark.parametrize("values, where, words", [
+    ({"model.name_or_path": "${oc.env:HOME}"}, "model.name_or_path", "interpolations"),
+    ({"training.output_dir": "/etc"}, "training.output_dir", "set by the studio"),
+    ({"data.path": "/etc/passwd"}, "data.path", "set by the studio"),
+    ({"model.name_or_path": "../../secret"}, "model.name_or_path", "neither a hub id"),
+    ({"model.name_or_path": "https://example.com/model"}, "model.name_or_path", "neither a hub id"),
+    ({"training.nope": 1}, "training.nope", "not a config key"),
+    ({"peft.r": "8,16"}, "peft.r", "sweep"),
+])
+def test_unsafe_or_unknown_values_are_refused(client, values, where, words):
+    checked = client.post("/api/validate", json={"values": values}).json()
+    assert not checked["ok"]
+    assert any(p["where"] == where and words in p["message"] for p in checked["problems"]), checked["problems"]
+
+
+def test_yaml_is_loaded_safely(client, tmp_path):
+    marker = tmp_path / "pwned"
+    payload = f"training: !!python/object/apply:os.system ['touch {marker}']\n"
+    checked = client.post("/api/validate", json={"yaml_text": payload}).json()
+    assert not checked["ok"] and "invalid YAML" in checked["problems"][0]["message"]
+    assert not marker.exists()
+    good = client.post("/api/validate", json={"yaml_text": "defaults:\n- model: tiny\npeft:\n  r: 4\n"}).json()
+    assert good["ok"] and good["plan"]["config"]["peft"]["r"] == 4
+
+
+def test_trust_remote_code_is_off_unless_ticked_and_warned(client):
+    plain = client.post("/api/validate", json=TINY).json()
+    assert plain["plan"]["config"]["model"]["trust_remote_code"] is False
+    assert not any("trust_remote_code" in w for w in plain["warnings"])
+    ticked = client.post("/api/validate", json={**TINY, "values": {"model.trust_remote_code": True}}).json()
+    assert ticked["plan"]["config"]["model"]["trust_remote_code"] is True
+    assert any("trust_remote_code" in w for w in ticked["warnings"])
+
+
+# ---------------------------------------------------------------- uploads
+
+GOOD_ROWS = "".join(json.dumps({"instruction": f"Say {i}", "output": f"{i}"}) + "\n" for i in range(30))
+
+
+@pytest.mark.parametrize("name", ["../../x", "/etc/passwd", "a\x00b.jsonl", "..\\..\\evil.jsonl", "x/../../../y.json"])
+def test_upload_names_are_never_paths(client, tmp_path, name):
+    response = client.post("/api/datasets", params={"name": name}, content=GOOD_ROWS.encode())
+    assert response.status_code == 201, response.text
+    info = response.json()
+    data_dir = client.app.state.studio.settings.data_dir
+    stored = list((data_dir / "datasets").glob(f"{info['id']}.*"))
+    assert {p.name for p in stored} == {f"{info['id']}.jsonl", f"{info['id']}.meta.json"}
+    assert "/" not in info["name"] and "\x00" not in info["name"] and ".." not in info["name"].replace("...", "")[:2]
+    assert not (tmp_path / "x").exists() and not (data_dir.parent / "x").exists()
+
+
+def test_upload_size_limit_is_enforced_while_streaming(tmp_path):
+    with make_client(tmp_path / "s", max_upload_bytes=1000) as client:
+        def chunks():  # no content-length: the limit must stop the stream itself
+            for _ in range(50):
+                yield b"x" * 100
+        response = client.post("/api/datasets", params={"name": "big.jsonl"}, content=chunks())
+        assert response.status_code == 413
+        declared = client.post("/api/datasets", params={"name": "big.jsonl"}, content=b"y" * 5000)
+        assert declared.status_code == 413
+        assert list((tmp_path / "s" / "datasets").iterdir()) == []
+
+
+def test_content_type_is_not_trusted(client):
+    parquet_magic = client.post("/api/datasets", params={"name": "rows.jsonl"}, content=b"PAR1" + b"\0" * 20,
+                                headers={"content-type": "application/json"})
+    assert parquet_magic.json()["kind"] == "parquet"
+    array = client.post("/api/datasets", params={"name": "rows.csv"}, content=b'[{"text": "a"}]',
+                        headers={"content-type": "text/csv"})
+    assert array.json()["kind"] == "json"
+
+
+def test_preview_shows_format_masking_and_file_line_errors(client, model_cache):
+    good = client.post("/api/datasets", params={"name": "mine.jsonl"}, content=GOOD_ROWS.encode()).json()
+    shown = client.post("/api/preview", json={**TINY, "dataset": good["id"]}).json()
+    assert shown["ok"] and shown["format"] == "instruction" and shown["rows"] == 30
+    pieces = shown["samples"][0]
+    assert [p["trained"] for p in pieces] == [False, True] and "Say" in pieces[0]["text"]
+    bad = client.post("/api/datasets", params={"name": "bad.jsonl"},
+                      content=(GOOD_ROWS + '{"instruction": "x"\n').encode()).json()
+    shown = client.post("/api/preview", json={**TINY, "dataset": bad["id"]}).json()
+    assert not shown["ok"]
+    assert any(p["where"] == "bad.jsonl:31" for p in shown["problems"]), shown["problems"]
+    assert client.post("/api/preview", json={**TINY, "dataset": "0" * 32}).json()["problems"][0]["where"] == "dataset"
+
+
+# ---------------------------------------------------------------- jobs
+
+def create_job(client, name):
+    response = client.post("/api/jobs", json={"state": TINY, "name": name})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def release(client, job_id, code=0):
+    job_dir = client.app.state.studio.jobs.job_dir(job_id)
+    (job_dir / "release").write_text(str(code))
+
+
+def status(client, job_id):
+    client.app.state.studio.runner.tick()
+    return client.get(f"/api/jobs/{job_id}").json()["status"]
+
+
+def test_jobs_run_one_at_a_time_in_queue_order(client):
+    first, second, third = (create_job(client, name) for name in ("a", "b", "c"))
+    assert [status(client, j) for j in (first, second, third)] == ["running", "queued", "queued"]
+    release(client, first)
+    wait_for(lambda: status(client, first) == "succeeded")
+    assert [status(client, j) for j in (second, third)] == ["running", "queued"]
+    release(client, second, code=1)
+    wait_for(lambda: status(client, second) == "failed")
+    assert status(client, third) == "running"
+    job = client.get(f"/api/jobs/{second}").json()
+    assert job["resumable"] and job["exit_code"] == 1
+    config = yaml.safe_load(job["config_yaml"])
+    assert config["training"]["output_dir"].endswith(f"jobs/{second}/outputs")
+
+
+def test_bad_state_is_not_queued(client):
+    response = client.post("/api/jobs", json={"state": {"values": {"peft.r": 0}}})
+    assert response.status_code == 400
+    assert response.json()["detail"]["problems"][0]["where"] == "peft.r"
+    assert client.get("/api/jobs").json() == []
+
+
+def test_cancel_and_resume(client):
+    running, queued = create_job(client, "a"), create_job(client, "b")
+    assert status(client, running) == "running"
+    assert client.post(f"/api/jobs/{queued}/cancel").json()["status"] == "cancelled"
+    client.post(f"/api/jobs/{running}/cancel")
+    wait_for(lambda: status(client, running) == "cancelled")
+    assert client.post(f"/api/jobs/{running}/cancel").status_code == 400  # already finished
+    resumed = client.post(f"/api/jobs/{queued}/resume").json()
+    assert resumed["status"] in ("queued", "running")
+    wait_for(lambda: status(client, queued) == "running")
+    assert client.post(f"/api/jobs/{queued}/resume").status_code == 400  # running: nothing to resume
+    assert client.get("/api/jobs/999").status_code == 404
+
+
+def test_restart_keeps_queued_jobs_and_marks_dead_ones_interrupted(tmp_path):
+    data_dir = tmp_path / "studio"
+    with make_client(data_dir) as client:
+        running, queued = create_job(client, "a"), create_job(client, "b")
+        pid = client.get(f"/api/jobs/{running}").json()["pid"]
+        client.app.state.studio.runner.stop()
+    os.killpg(pid, signal.SIGKILL)  # the machine "crashed" while the studio was down
+    wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3])
+    with make_client(data_dir) as client:
+        client.app.state.studio.runner.recover()
+        job = client.get(f"/api/jobs/{running}").json()
+        assert job["status"] == "interrupted" and job["resumable"] and "resume" in job["message"]
+        assert client.get(f"/api/jobs/{queued}").json()["status"] == "queued"
+        assert status(client, queued) == "running"
+        client.app.state.studio.runner.kill_all()
+
+
+def test_restart_reattaches_a_job_that_is_still_running(tmp_path):
+    data_dir = tmp_path / "studio"
+    with make_client(data_dir) as client:
+        job_id = create_job(client, "a")
+        client.app.state.studio.runner.stop()
+        old_runner = client.app.state.studio.runner
+    with make_client(data_dir) as client:
+        client.app.state.studio.runner.recover()
+        assert status(client, job_id) == "running"
+        release(client, job_id)
+        wait_for(lambda: status(client, job_id) == "succeeded")
+    old_runner.kill_all()
+
+
+def test_metrics_offsets_and_run_files(client):
+    job_id = create_job(client, "a")
+    outputs = client.app.state.studio.jobs.job_dir(job_id) / "outputs"
+    outputs.mkdir()
+    (outputs / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in (1, 2, 3)))
+    page = client.get(f"/api/jobs/{job_id}/metrics", params={"offset": 1}).json()
+    assert [r["step"] for r in page["records"]] == [2, 3] and page["next_offset"] == 3
+    assert client.get(f"/api/jobs/{job_id}/metrics", params={"offset": 9}).json()["reset"] is True
+    assert client.get(f"/api/jobs/{job_id}/files/metrics.jsonl").status_code == 200
+    assert client.get(f"/api/jobs/{job_id}/files/..%2Fconfig.yaml").status_code == 404
+    assert client.get(f"/api/jobs/{job_id}/adapter/..%2F..%2Fconfig.yaml").status_code == 404
+    assert client.post(f"/api/jobs/{job_id}/generate", json={"prompt": "hi"}).status_code == 409
+    release(client, job_id)
+    wait_for(lambda: status(client, job_id) == "succeeded")
+    events = client.get(f"/api/jobs/{job_id}/events").text
+    assert events.count("event: metrics") == 3 and '"status": "succeeded"' in events
+
+
+def test_secrets_go_to_the_job_environment_only(client):
+    response = client.post("/api/jobs", json={"state": TINY, "secrets": {"WANDB_API_KEY": "wk-123", "PATH": "/x"}})
+    job_id = response.json()["id"]
+    pid = client.get(f"/api/jobs/{job_id}").json()["pid"]
+    assert b"WANDB_API_KEY=wk-123" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert b"PATH=/x" not in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    job_dir = client.app.state.studio.jobs.job_dir(job_id)
+    assert not any("wk-123" in p.read_text(errors="ignore") for p in job_dir.rglob("*") if p.is_file())
+    assert "wk-123" not in (client.app.state.studio.jobs.path).read_bytes().decode(errors="ignore")
+
+
+def test_only_the_cli_knows_the_studio():
+    """Deleting studio/ must not touch training: nothing but cli.py refers to it."""
+    package = Path(__file__).parents[2] / "src" / "peftstudio"
+    users = [p.relative_to(package).as_posix() for p in package.rglob("*.py")
+             if "studio" not in p.relative_to(package).parts[:1] and "peftstudio.studio" in p.read_text(encoding="utf-8")]
+    assert users == ["cli.py"]
