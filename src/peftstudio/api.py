@@ -15,8 +15,9 @@ from peftstudio.errors import Problem, UserError
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.runplan import RunPlan, make_plan, plan_with_data
 
-__all__ = ["explain", "Explanation", "plan", "train", "validate_files", "generate", "make_plan", "detect",
-           "estimate", "write_accelerate_config", "diagnose", "doctor", "sweep", "cost", "launch"]
+__all__ = ["explain", "Explanation", "plan", "train", "validate_files", "generate", "merge", "import_config",
+           "make_plan", "detect", "estimate", "write_accelerate_config",
+           "diagnose", "doctor", "sweep", "cost", "launch"]
 
 
 def plan(overrides: list[str] | None = None, config_file: Path | None = None,
@@ -184,6 +185,8 @@ def quiet_libraries(interactive: bool) -> None:
 
     for module in ("transformers", "trl", "peft", "accelerate"):
         warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+    # bitsandbytes asks for the optional `kernels` package on CPU; its built-in kernels work without it.
+    warnings.filterwarnings("ignore", message="Failed to load CPU gemm_4bit_forward")
     if not interactive:
         import datasets
         import transformers
@@ -200,12 +203,17 @@ class Generation:
     adapter: str
 
 
-def generate(run_dir: Path, prompts: list[str] | None = None, count: int = 5,
-             max_new_tokens: int = 48) -> list[Generation]:
-    """Greedy generations from a trained run's adapter next to the base model's, with the
-    chat template applied. Without prompts, uses the first validation samples of the run."""
-    from peftstudio.infer import load_run_model, run_prompts
+def generate(run_dir: Path, prompts: list[str] | None = None, count: int = 5, max_new_tokens: int = 48,
+             temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> list[Generation]:
+    """Generations from a trained run's adapter next to the base model's, with the chat
+    template applied: greedy by default, seeded sampling when temperature > 0. Without
+    prompts, uses the first validation samples of the run."""
+    from peftstudio.infer import Sampling, load_run_model, run_prompts
 
+    if temperature < 0 or not 0 < top_p <= 1 or max_new_tokens < 1:
+        raise UserError(Problem("generate", f"temperature={temperature}, top_p={top_p}, max_new_tokens={max_new_tokens}",
+                                "use temperature >= 0 (0 = greedy), 0 < top_p <= 1 and max_new_tokens >= 1"))
+    sampling = Sampling(max_new_tokens, temperature, top_p, seed)
     quiet_libraries(interactive=False)
     model, tokenizer, config = load_run_model(Path(run_dir))
     expected: list[str | None]
@@ -214,7 +222,7 @@ def generate(run_dir: Path, prompts: list[str] | None = None, count: int = 5,
     else:
         prompts, expected = _validation_prompts(config, count)
     return [Generation(p, e, base, tuned) for p, e, (base, tuned) in
-            zip(prompts, expected, run_prompts(model, tokenizer, prompts, max_new_tokens))]
+            zip(prompts, expected, run_prompts(model, tokenizer, prompts, sampling))]
 
 
 def _validation_prompts(config, count: int) -> tuple[list[str], list[str | None]]:
@@ -223,6 +231,22 @@ def _validation_prompts(config, count: int) -> tuple[list[str], list[str | None]
     data = prepare_data(config.data)
     rows = [r for r in data.validation_rows or data.train_rows if "prompt" in r][:count]
     return [r["prompt"][-1]["content"] for r in rows], [r["completion"][-1]["content"] for r in rows]
+
+
+def merge(run_dir: Path, out: Path, dtype: str = "fp32", overwrite: bool = False):
+    """Merge a finished run's adapter into its full-precision base; a transformers model dir."""
+    from peftstudio.merge import merge_run
+
+    quiet_libraries(interactive=False)
+    return merge_run(Path(run_dir), Path(out), dtype, overwrite)
+
+
+def import_config(path: Path):
+    """Convert a foreign config file (HF TrainingArguments / SFTConfig JSON, Axolotl YAML, a
+    wizard JSON) into a peftstudio config, validated; unmapped keys are listed, never dropped."""
+    from peftstudio.config.importers import import_file
+
+    return import_file(Path(path))
 
 
 def diagnose(run_dir: Path):

@@ -15,7 +15,7 @@ from rich.console import Console
 from peftstudio.errors import EXIT_ENVIRONMENT, EXIT_OK, EXIT_RUN_FAILED, EXIT_USER_ERROR, PeftStudioError
 
 app = typer.Typer(
-    help="Configure, check and run LoRA / DoRA / rsLoRA / PiSSA fine-tuning. "
+    help="Configure, check and run LoRA / QLoRA / DoRA / QDoRA / rsLoRA / PiSSA / OLoRA fine-tuning. "
          "OVERRIDES use Hydra's grammar: key.sub=value, group=option, +experiment=NAME, ~key.",
     no_args_is_help=True,
     add_completion=False,
@@ -109,11 +109,14 @@ def explain(key: str = typer.Argument(..., help="a dotted key (training.micro_ba
 def generate(run_dir: Path = typer.Argument(..., help="a finished run's output dir, e.g. ./outputs"),
              prompt: Optional[list[str]] = typer.Option(None, "--prompt", "-p", help="a prompt (repeatable)"),
              count: int = typer.Option(5, help="validation samples to try when no --prompt is given"),
-             max_new_tokens: int = typer.Option(48, help="tokens to generate per prompt")) -> None:
+             max_new_tokens: int = typer.Option(48, help="tokens to generate per prompt"),
+             temperature: float = typer.Option(0.0, help="0 = greedy (default); above 0 samples"),
+             top_p: float = typer.Option(1.0, help="nucleus sampling mass (with --temperature > 0)"),
+             seed: int = typer.Option(0, help="sampling seed: the same seed gives the same text")) -> None:
     """Try the trained adapter (chat template applied), next to the base model without it."""
     from peftstudio import api
 
-    for item in api.generate(run_dir, prompt, count, max_new_tokens):
+    for item in api.generate(run_dir, prompt, count, max_new_tokens, temperature, top_p, seed):
         console.print(f"[bold]prompt[/]   {item.prompt!r}")
         if item.expected is not None:
             console.print(f"expected  {item.expected!r}")
@@ -142,6 +145,44 @@ def accelerate_config(
                                           main_process_port, mixed_precision, gradient_accumulation_steps)
     console.print(f"wrote {written.path}\nuse it: accelerate launch --config_file {written.path} -m peftstudio train "
                   f"{' '.join(written.train_overrides)} OVERRIDES", soft_wrap=True)
+
+
+@app.command()
+def merge(run_dir: Path = typer.Argument(..., help="a finished run's output dir, e.g. ./outputs"),
+          out: Path = typer.Option(..., "--out", "-o", help="directory for the merged model"),
+          dtype: str = typer.Option("fp32", help="weights dtype of the merged model: fp32, bf16 or fp16"),
+          overwrite: bool = typer.Option(False, help="replace --out if it holds files")) -> None:
+    """Merge the adapter into the full-precision base (QLoRA: base loaded unquantized) and save
+    safetensors + tokenizer that AutoModelForCausalLM.from_pretrained loads."""
+    from peftstudio import api
+
+    result = api.merge(run_dir, out, dtype, overwrite)
+    console.print(f"[bold green]merged[/] {result.method} adapter into {result.base} ({result.dtype})")
+    console.print(f"model      {result.out}  ({', '.join(result.files)})")
+
+
+@app.command(name="import")
+def import_(file: Path = typer.Argument(..., help="HF TrainingArguments/SFTConfig JSON, Axolotl YAML or wizard JSON"),
+            out: Optional[Path] = typer.Option(None, "--out", "-o", help="write the YAML here instead of stdout")) -> None:
+    """Convert a foreign config into a peftstudio YAML that validates; keys it cannot map are
+    listed (and kept as comments in the YAML)."""
+    from peftstudio import api
+
+    result = api.import_config(file)
+    if out is None:
+        print(result.yaml_text, end="")
+    else:
+        from peftstudio.track.runs import write_atomically
+
+        write_atomically(out, result.yaml_text)
+        console.print(f"[green]wrote[/] {out}  (train with: peftstudio train --config {out})")
+    errors.print(f"imported {result.kind}: {len(result.mapped)} key(s) mapped, "
+                 f"{len(result.unmapped) + len(result.unset)} not mapped", markup=False)
+    for line in result.unmapped_lines():
+        errors.print(f"  not mapped: {line}", markup=False, highlight=False)
+    if result.unset:
+        errors.print(f"  not mapped, null/false/empty in the source: {', '.join(result.unset)}",
+                     markup=False, highlight=False)
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -11,39 +12,66 @@ from peftstudio.errors import Problem, UserError
 from peftstudio.track.runs import RunDir
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How tokens are chosen: greedy when temperature is 0, else seeded sampling."""
+
+    max_new_tokens: int = 48
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+
+def finished_run(path: Path) -> tuple[RunDir, RunConfig]:
+    """The run dir and its resolved config; a user error naming what is missing otherwise."""
+    run_dir = RunDir.at(path)
+    if not run_dir.root.is_dir():
+        raise UserError(Problem(str(path), "no such directory",
+                                "pass the training.output_dir of a finished run, e.g. ./outputs"))
+    if not run_dir.config.is_file():
+        raise UserError(Problem(str(path), "not a peftstudio run dir (no config.resolved.yaml)",
+                                "pass the training.output_dir of a finished run, e.g. ./outputs"))
+    if not (run_dir.adapter / "adapter_config.json").is_file():
+        raise UserError(Problem(str(path), "the run has no adapter/ yet (training did not finish)",
+                                "finish it with `peftstudio train` and the same config (it resumes), "
+                                "then pass this directory again"))
+    config = RunConfig.model_validate(yaml.safe_load(run_dir.config.read_text(encoding="utf-8")))
+    return run_dir, config
+
+
 def load_run_model(path: Path):
-    """(PeftModel in eval mode, tokenizer, the run's RunConfig) for a run directory."""
+    """(PeftModel in eval mode, tokenizer, the run's RunConfig) for a run directory; the base
+    is loaded the way it was trained (quantized for QLoRA runs)."""
     import torch
     from peft import PeftModel
 
-    from peftstudio.build.model import load_base_model, load_tokenizer, model_location
+    from peftstudio.build.model import load_base_model, load_tokenizer, model_location, quantization_config
 
-    run_dir = RunDir.at(path)
-    if not (run_dir.adapter / "adapter_config.json").is_file() or not run_dir.config.is_file():
-        raise UserError(Problem(str(path), "not a finished peftstudio run (no adapter/ or config.resolved.yaml)",
-                                "pass the training.output_dir of a run that completed, e.g. ./outputs"))
-    config = RunConfig.model_validate(yaml.safe_load(run_dir.config.read_text(encoding="utf-8")))
+    run_dir, config = finished_run(path)
     location = model_location(config.model)
     tokenizer = load_tokenizer(str(run_dir.adapter), config.model)
-    precision = "fp32" if config.device == "cpu" or not torch.cuda.is_available() else config.training.precision
-    base = load_base_model(location, config.model, precision, "sdpa")
+    on_gpu = config.device == "cuda" and torch.cuda.is_available()
+    precision = config.training.precision if on_gpu else "fp32"
+    base = load_base_model(location, config.model, precision, "sdpa", quantization_config(config.peft),
+                           "cuda" if on_gpu else "cpu")
     model = PeftModel.from_pretrained(base, str(run_dir.adapter))
     model.eval()
     return model, tokenizer, config
 
 
-def run_prompts(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[tuple[str, str]]:
-    """(base model answer, adapter answer) per prompt, greedy, chat template applied."""
+def run_prompts(model, tokenizer, prompts: list[str], sampling: Sampling) -> list[tuple[str, str]]:
+    """(base model answer, adapter answer) per prompt, chat template applied."""
     answers = []
     for prompt in prompts:
-        ids = _prompt_ids(tokenizer, prompt).to(model.device)
+        ids = prompt_ids(tokenizer, prompt).to(model.device)
         with model.disable_adapter():
-            base = _greedy(model, tokenizer, ids, max_new_tokens)
-        answers.append((base, _greedy(model, tokenizer, ids, max_new_tokens)))
+            base = _generate(model, tokenizer, ids, sampling)
+        answers.append((base, _generate(model, tokenizer, ids, sampling)))
     return answers
 
 
-def _prompt_ids(tokenizer, prompt: str):
+def prompt_ids(tokenizer, prompt: str):
+    """Token ids of `prompt` as one user turn in the chat template (plain text without one)."""
     import torch
 
     if tokenizer.chat_template:
@@ -54,11 +82,16 @@ def _prompt_ids(tokenizer, prompt: str):
     return torch.tensor([ids])
 
 
-def _greedy(model, tokenizer, ids, max_new_tokens: int) -> str:
+def _generate(model, tokenizer, ids, sampling: Sampling) -> str:
     import torch
 
+    sample = sampling.temperature > 0
+    options = {"do_sample": sample}
+    if sample:
+        torch.manual_seed(sampling.seed)  # the same seed gives the same sample, base and adapter alike
+        options.update(temperature=sampling.temperature, top_p=sampling.top_p)
     with torch.no_grad():
-        output = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                do_sample=False, eos_token_id=tokenizer.eos_token_id,
-                                pad_token_id=tokenizer.pad_token_id)
+        output = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                max_new_tokens=sampling.max_new_tokens, eos_token_id=tokenizer.eos_token_id,
+                                pad_token_id=tokenizer.pad_token_id, **options)
     return tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True).strip()

@@ -1,4 +1,5 @@
-"""Early stopping with the best checkpoint kept, and secrets that never reach the run dir."""
+"""Early stopping with the best checkpoint kept, trackers, and secrets that never reach the run
+dir, the checkpoints, the logs or the tracker files."""
 
 import json
 
@@ -10,27 +11,44 @@ pytestmark = pytest.mark.slow
 
 
 def test_early_stopping_keeps_the_best_checkpoint(model_cache, tmp_path):
-    # A threshold no eval can beat: the first eval is the best, two more without improvement stop the run.
-    result = run_cli("train", "training.num_batches=30", "training.eval_interval_steps=2", "training.save_interval_steps=2",
+    # A threshold no eval can beat: the first eval (step 2) is the best, two more without
+    # improvement stop the run at step 6. Step 2 is not a save step: the improving eval forces one.
+    result = run_cli("train", "training.num_batches=30", "training.eval_interval_steps=2", "training.save_interval_steps=4",
                      "training.log_interval_steps=2", "training.early_stopping_patience=2",
                      "training.early_stopping_threshold=100", "training.metric_for_best_model=eval_loss",
-                     "training.save_total_limit=1", "data.max_samples=80", cwd=tmp_path)
+                     "training.save_total_limit=1", "data.max_samples=60", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "stopped early" in result.stdout
     records = [json.loads(line) for line in (tmp_path / "outputs/metrics.jsonl").read_text().splitlines()]
     assert max(r["step"] for r in records) == 6
+    evals = [r for r in records if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [2, 4, 6] and all(r["eval_perplexity"] > 1 for r in evals)
     kept = sorted(p.name for p in (tmp_path / "checkpoints/ckpts").glob("checkpoint-*"))
-    assert kept == ["checkpoint-2", "checkpoint-6"], "newest plus the best (step 2)"
+    assert kept == ["checkpoint-2", "checkpoint-6"], "newest plus the best (step 2), beyond save_total_limit=1"
     state = json.loads((tmp_path / "checkpoints/ckpts/checkpoint-6/peftstudio_state.json").read_text())
     assert state["best_step"] == 2 and state["evaluations_without_improvement"] == 2
+    summary = json.loads((tmp_path / "outputs/summary.json").read_text())
+    assert summary["stopped_early"] and summary["final_step"] == 6 and summary["best_step"] == 2
+    assert summary["best_checkpoint"].endswith("checkpoint-2") and summary["best_metric"] == evals[0]["eval_loss"]
 
 
-def test_secrets_never_reach_the_run_dir_or_logs(model_cache, tmp_path):
-    secrets = {"HF_TOKEN": "hf_FAKEsecret123456789", "WANDB_API_KEY": "wandbFAKEsecret987654321"}
-    result = run_cli("train", "training.num_batches=2", "training.save_interval_steps=2", "logging=tensorboard",
-                     "data.max_samples=40", cwd=tmp_path, env=secrets)
+def test_trackers_log_and_secrets_never_leak(model_cache, tmp_path):
+    secrets = {"HF_TOKEN": "hf_FAKEsecret123456789", "WANDB_API_KEY": "wandbFAKEsecret987654321",
+               "HUGGING_FACE_HUB_TOKEN": "hf_FAKEsecretHUB424242"}
+    # With a key W&B would go online; WANDB_MODE=offline keeps the test off the network.
+    result = run_cli("train", "training.num_batches=2", "training.save_interval_steps=2", "training.log_interval_steps=1",
+                     "logging=[tensorboard,wandb,mlflow]", "data.max_samples=40", cwd=tmp_path,
+                     env={**secrets, "WANDB_MODE": "offline"})
     assert result.returncode == 0, result.stderr
-    for path in [p for p in tmp_path.rglob("*") if p.is_file()]:
+    out = tmp_path / "outputs"
+    assert list((out / "wandb").glob("offline-run-*/run-*.wandb")), "W&B wrote its offline run inside the run dir"
+    mlflow_run = next((out / "mlruns").glob("*/*/metrics"))
+    assert (mlflow_run / "train_loss").read_text().count("\n") == 2, "one MLflow point per logged step"
+    params = {p.name for p in (mlflow_run.parent / "params").iterdir()}
+    assert {"peft.method", "optim.learning_rate", "training.micro_batch_size"} <= params
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any("checkpoint-2" in str(p) for p in files) and any("mlruns" in str(p) for p in files)
+    for path in files:
         content = path.read_bytes()
         for value in secrets.values():
             assert value.encode() not in content, f"{value} leaked into {path}"

@@ -90,7 +90,7 @@ def test_generate_shows_base_and_adapter(trained):
 
 def test_generate_on_a_dir_without_a_run(tmp_path):
     result = run_cli("generate", str(tmp_path), cwd=tmp_path)
-    assert result.returncode == 2 and "not a finished peftstudio run" in result.stderr
+    assert result.returncode == 2 and "not a peftstudio run dir (no config.resolved.yaml)" in result.stderr
 
 
 def test_plan_json(tmp_path):

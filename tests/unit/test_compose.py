@@ -111,4 +111,4 @@ def test_groups_offer_what_the_spec_names():
 
 def test_composition_keeps_problems_for_validation():
     composition = compose(["peft=nope"])
-    assert composition.problems and "options: dora, lora, pissa, rslora" in composition.problems[0].message
+    assert composition.problems and "options: dora, lora, pissa, qdora, qlora, rslora" in composition.problems[0].message

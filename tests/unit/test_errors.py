@@ -41,7 +41,7 @@ def test_bad_choice_lists_the_choices():
 
 def test_unknown_group_option_lists_the_options():
     text = problems_of(["peft=lorra"])
-    assert "unknown peft option 'lorra' (did you mean lora?)" in text and "options: dora, lora, pissa, rslora" in text
+    assert "unknown peft option 'lorra' (did you mean lora?)" in text and "options: dora, lora, pissa, qdora, qlora, rslora" in text
 
 
 def test_all_problems_in_one_message():

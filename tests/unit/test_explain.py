@@ -17,7 +17,7 @@ def test_explain_a_key_lists_the_groups_that_set_it():
 
 def test_explain_a_group_lists_its_options():
     names = [o.name for o in explain("peft").options]
-    assert names == ["dora", "lora", "pissa", "rslora"]
+    assert names == ["dora", "lora", "pissa", "qdora", "qlora", "rslora"]
     assert explain("training").children, "a section also lists its keys"
 
 

@@ -50,12 +50,13 @@ def test_eager_attention_is_quadratic_in_sequence_length():
 
 def test_four_bit_weights_cost_about_4_127_bits_plus_unquantized_embeddings():
     full = estimate("model=llama3_8b", hardware=H100)
-    quantized = estimate("model=llama3_8b", "+peft.quantization=nf4", hardware=H100) \
+    quantized = estimate("model=llama3_8b", "peft=qlora", hardware=H100) \
         if _has_quantization_key() else None
     if quantized is None:
         pytest.skip("peft.quantization is not in this schema yet")
     embeddings = 2 * 2 * 128256 * 4096  # input embedding and head, bf16
-    assert quantized.components["base weights"] < full.components["base weights"] / 3
+    # 4.127-bit linear weights plus the bf16 embedding and head (2.1 GB of the 5.7 GB on Llama 3 8B)
+    assert quantized.components["base weights"] < full.components["base weights"] / 2.5
     assert quantized.components["base weights"] > embeddings
     assert BITS_4BIT_DOUBLE_QUANT == pytest.approx(4.127, abs=0.001)
 

@@ -1,17 +1,22 @@
 """Load the tokenizer and base model, and attach the adapter the plan asks for.
 
-LoRA, DoRA, rsLoRA and PiSSA are one peft `LoraConfig` with different flags (and later a
-quantization config), not a family of classes.
+LoRA, DoRA, rsLoRA, PiSSA, OLoRA, QLoRA and QDoRA are one peft `LoraConfig` with different
+flags, plus a bitsandbytes quantization config for the quantized methods — not a family of
+classes.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from peftstudio.config.schema import EMBEDDED_MODEL_ID, ModelSettings, PeftSettings
 from peftstudio.errors import EnvironmentProblem, Problem
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+# Inits that move the principal part of each base weight into the adapter: the base the
+# adapter trains against is no longer the original one, so saving must convert the adapter.
+CONVERTED_INITS = ("pissa", "olora")
 
 
 def model_location(settings: ModelSettings) -> str:
@@ -38,10 +43,37 @@ def load_tokenizer(location: str, settings: ModelSettings):
     return tokenizer
 
 
-def load_base_model(location: str, settings: ModelSettings, precision: str, attention: str):
+def quantization_config(peft: PeftSettings):
+    """The bitsandbytes config for the frozen base weights, or None for a full-precision base."""
+    if peft.quantization == "none":
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if peft.quantization == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=peft.quantization,
+        bnb_4bit_use_double_quant=peft.double_quant,
+        bnb_4bit_compute_dtype=getattr(torch, DTYPES[peft.compute_dtype]),
+        # Keep the packed 4-bit storage in bytes: what bitsandbytes' CPU and CUDA kernels expect.
+        bnb_4bit_quant_storage=torch.uint8,
+    )
+
+
+def load_base_model(location: str, settings: ModelSettings, precision: str, attention: str,
+                    quantization=None, device: str = "cpu"):
+    """The base model in `precision`; quantized by bitsandbytes when `quantization` is given."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    placement = {}
+    if quantization is not None and device == "cuda":
+        # bitsandbytes quantizes while the weights move to the GPU: place them on this process's
+        # GPU at load time (LOCAL_RANK under torchrun / accelerate launch).
+        gpu = int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))
+        placement = {"device_map": {"": gpu}}
     try:
         return AutoModelForCausalLM.from_pretrained(
             location,
@@ -49,6 +81,8 @@ def load_base_model(location: str, settings: ModelSettings, precision: str, atte
             trust_remote_code=settings.trust_remote_code,
             dtype=getattr(torch, DTYPES[precision]),
             attn_implementation=attention,
+            quantization_config=quantization,
+            **placement,
         )
     except OSError as error:
         raise _unreachable(settings, error) from None
@@ -66,6 +100,9 @@ def lora_config(peft: PeftSettings):
     """The one peft `LoraConfig` every supported method maps to."""
     from peft import LoraConfig, TaskType
 
+    # LoftQ is applied after the adapter exists (see `apply_loftq`): peft's own LoftQ init
+    # runs on CUDA only, so the adapter starts as plain LoRA here.
+    init = True if peft.init in ("default", "loftq") else peft.init
     return LoraConfig(
         task_type=TaskType.CAUSAL_LM,
         r=peft.r,
@@ -75,14 +112,30 @@ def lora_config(peft: PeftSettings):
         bias=peft.bias,
         use_rslora=peft.use_rslora,
         use_dora=peft.use_dora,
-        init_lora_weights=True if peft.init == "default" else peft.init,
+        init_lora_weights=init,
     )
 
 
-def attach_adapter(model, peft: PeftSettings, seed: int):
+def attach_adapter(model, peft: PeftSettings, seed: int, gradient_checkpointing: bool = False,
+                   location: str | None = None):
     """Wrap the frozen base model with a freshly initialised adapter (seeded)."""
     from peft import get_peft_model
     from transformers import set_seed
 
     set_seed(seed)
-    return get_peft_model(model, lora_config(peft))
+    if peft.quantization != "none":
+        from peft import prepare_model_for_kbit_training
+
+        # Casts norms and embeddings to fp32 and lets gradients flow into the adapter inputs.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    wrapped = get_peft_model(model, lora_config(peft))
+    if peft.init == "loftq":
+        from peftstudio.build.loftq import apply_loftq
+
+        apply_loftq(wrapped, location)
+    return wrapped
+
+
+def needs_conversion(peft: PeftSettings) -> bool:
+    """True when the saved adapter must be converted to apply to the original base weights."""
+    return peft.init.startswith(CONVERTED_INITS)

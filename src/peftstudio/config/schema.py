@@ -68,14 +68,17 @@ class ModelSettings(Section):
     """Architecture numbers used for planning before any download (presets carry them)."""
 
 
-PeftMethod = Literal["lora", "dora", "rslora", "pissa"]
-_INIT_PATTERN = re.compile(r"^(default|gaussian|olora|pissa|pissa_niter_\d+)$")
+PeftMethod = Literal["lora", "dora", "rslora", "pissa", "qlora", "qdora"]
+_INIT_PATTERN = re.compile(r"^(default|gaussian|olora|loftq|pissa|pissa_niter_\d+)$")
+# Methods whose base model is loaded quantized by bitsandbytes.
+QUANTIZED_METHODS = ("qlora", "qdora")
 
 
 class PeftSettings(Section):
     method: PeftMethod = "lora"
-    """Adapter method: lora, dora (weight-decomposed), rslora (rank-stabilised scaling) or
-    pissa (adapter initialised from the principal singular vectors)."""
+    """Adapter method: lora, dora (weight-decomposed), rslora (rank-stabilised scaling), pissa
+    (adapter initialised from the principal singular vectors), qlora (LoRA on a 4-bit NF4 base)
+    or qdora (DoRA on a 4-bit NF4 base)."""
     r: int = Field(default=16, ge=1, le=256, json_schema_extra=memory("LoRA weights, their gradients and optimizer states grow linearly with r; small next to the base model"))
     """LoRA rank. 8-16 for style and format, 32-64 for new knowledge or skills."""
     alpha: float = Field(default=32.0, gt=0, le=4096)
@@ -91,13 +94,22 @@ class PeftSettings(Section):
     use_dora: bool = False
     """Weight-decomposed LoRA: learns magnitude and direction separately. Slower per step."""
     init: str = "default"
-    """Adapter initialisation: default, gaussian, olora, pissa or pissa_niter_N (fast SVD with N iterations)."""
+    """Adapter initialisation: default, gaussian, olora (orthonormal, from a QR of the weight),
+    loftq (with peft=qlora: starts as the low-rank part of the 4-bit quantization error), pissa or pissa_niter_N (fast SVD
+    with N iterations). olora and pissa adapters are converted on save to apply to the original base."""
+    quantization: Literal["none", "nf4", "fp4", "int8"] = "none"
+    """How bitsandbytes stores the frozen base weights: none (full precision), nf4 or fp4
+    (4-bit, QLoRA) or int8 (8-bit). qlora and qdora use nf4."""
+    double_quant: bool = False
+    """Quantize the 4-bit quantization constants too (saves ~0.4 bit per parameter)."""
+    compute_dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    """Dtype the 4-bit weights are dequantized to for each matmul. auto follows training.precision."""
 
     @field_validator("init")
     @classmethod
     def _known_init(cls, value: str) -> str:
         if not _INIT_PATTERN.match(value):
-            raise ValueError("must be default, gaussian, olora, pissa or pissa_niter_N (N an integer)")
+            raise ValueError("must be default, gaussian, olora, loftq, pissa or pissa_niter_N (N an integer)")
         return value
 
 
@@ -230,6 +242,18 @@ class DataSettings(Section):
 class LoggingSettings(Section):
     tensorboard: bool = False
     """Also write TensorBoard event files to RUN_DIR/tensorboard (metrics.jsonl is always written)."""
+    wandb: bool = False
+    """Also log to Weights & Biases: offline into RUN_DIR/wandb unless WANDB_API_KEY is set
+    (then online, unless WANDB_MODE=offline)."""
+    wandb_project: str = "peftstudio"
+    """W&B project the run is logged under."""
+    mlflow: bool = False
+    """Also log to MLflow: a local file store in RUN_DIR/mlruns unless mlflow_tracking_uri or
+    MLFLOW_TRACKING_URI names a server."""
+    mlflow_tracking_uri: str | None = None
+    """MLflow tracking server or store URI; null means RUN_DIR/mlruns (or MLFLOW_TRACKING_URI when set)."""
+    mlflow_experiment: str = "peftstudio"
+    """MLflow experiment name."""
 
 
 class RunConfig(Section):

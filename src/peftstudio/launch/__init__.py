@@ -1,1 +1,1 @@
-"""Run a peftstudio config on rented GPUs through a generated SkyPilot task."""
+"""Running elsewhere: worker processes (accelerate / torchrun) and SkyPilot tasks on rented GPUs."""

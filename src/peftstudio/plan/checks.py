@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from peftstudio.config.schema import RunConfig
+from peftstudio.config.schema import QUANTIZED_METHODS, RunConfig
 from peftstudio.errors import Problem
 from peftstudio.plan.hardware import HardwareProfile
 
@@ -25,10 +25,13 @@ class Findings:
 def check(config: RunConfig, hardware: HardwareProfile, optimizer_steps: int, validation_rows: int) -> Findings:
     findings = Findings()
     _check_method(config, findings)
+    _check_quantization(config, findings)
     _check_device(config, hardware, findings)
+    _check_quantization_device(config, hardware, findings)
     _check_distributed(config, hardware, findings)
     _check_schedule(config, optimizer_steps, validation_rows, findings)
     _check_paths(config, findings)
+    _check_trackers(config, findings)
     _warn_hyperparameters(config, findings)
     return findings
 
@@ -36,16 +39,47 @@ def check(config: RunConfig, hardware: HardwareProfile, optimizer_steps: int, va
 def _check_method(config: RunConfig, findings: Findings) -> None:
     """peft.method names the method; the flags carry it out. They must agree."""
     peft = config.peft
-    needs = {"dora": ("peft.use_dora", peft.use_dora), "rslora": ("peft.use_rslora", peft.use_rslora),
-             "pissa": ("peft.init", peft.init.startswith("pissa"))}
+    needs = {"dora": ("peft.use_dora", peft.use_dora), "qdora": ("peft.use_dora", peft.use_dora),
+             "rslora": ("peft.use_rslora", peft.use_rslora), "pissa": ("peft.init", peft.init.startswith("pissa"))}
     if peft.method in needs and not needs[peft.method][1]:
         key = needs[peft.method][0]
         findings.errors.append(Problem(key, f"peft.method={peft.method} but {key}={getattr(peft, key[5:])!r}",
                                        f"use peft={peft.method} (the group sets both) or change peft.method"))
-    if peft.use_dora and peft.method != "dora":
-        findings.errors.append(Problem("peft.use_dora", f"true while peft.method={peft.method}", "use peft=dora"))
+    if peft.use_dora and peft.method not in ("dora", "qdora"):
+        findings.errors.append(Problem("peft.use_dora", f"true while peft.method={peft.method}",
+                                       "use peft=dora (or peft=qdora on a 4-bit base)"))
     if peft.init.startswith("pissa") and peft.method != "pissa":
         findings.errors.append(Problem("peft.init", f"{peft.init} while peft.method={peft.method}", "use peft=pissa"))
+    if peft.init == "olora" and peft.method not in ("lora", "rslora"):
+        findings.errors.append(Problem("peft.init", f"olora while peft.method={peft.method}: OLoRA rewrites the base "
+                                       "weights, which only plain LoRA / rsLoRA can convert back on save",
+                                       "use peft=lora peft.init=olora"))
+    if peft.init == "loftq" and peft.method != "qlora":
+        findings.errors.append(Problem("peft.init", f"loftq while peft.method={peft.method}: LoftQ initialises the "
+                                       "adapter from the 4-bit quantization error", "use peft=qlora peft.init=loftq"))
+
+
+def _check_quantization(config: RunConfig, findings: Findings) -> None:
+    """Quantized methods need a quantized base, and only they may have one."""
+    peft = config.peft
+    quantized = peft.method in QUANTIZED_METHODS
+    if quantized and peft.quantization == "none":
+        findings.errors.append(Problem("peft.quantization", f"none while peft.method={peft.method}",
+                                       f"use peft={peft.method} (sets nf4), or peft.quantization=nf4|fp4|int8"))
+    if not quantized and peft.quantization != "none":
+        method = "qdora" if peft.use_dora else "qlora"
+        findings.errors.append(Problem("peft.quantization", f"{peft.quantization} while peft.method={peft.method}",
+                                       f"use peft={method} for a quantized base, or peft.quantization=none"))
+    if peft.double_quant and peft.quantization not in ("nf4", "fp4"):
+        findings.errors.append(Problem("peft.double_quant", f"true with peft.quantization={peft.quantization}: "
+                                       "double quantization applies to 4-bit weights only",
+                                       "use peft.double_quant=false, or peft.quantization=nf4"))
+    if peft.init == "loftq" and peft.quantization not in ("nf4", "fp4"):
+        findings.errors.append(Problem("peft.init", f"loftq with peft.quantization={peft.quantization}",
+                                       "use peft.quantization=nf4 (LoftQ compensates 4-bit quantization)"))
+    if peft.quantization == "int8" and peft.use_dora:
+        findings.errors.append(Problem("peft.quantization", "int8 with DoRA: peft's DoRA supports 4-bit bases only",
+                                       "use peft.quantization=nf4"))
 
 
 def _check_device(config: RunConfig, hardware: HardwareProfile, findings: Findings) -> None:
@@ -70,6 +104,30 @@ def _check_device(config: RunConfig, hardware: HardwareProfile, findings: Findin
                                        "use training.packing=off, or attention=flash_attention_2 on a CUDA GPU"))
 
 
+def _check_quantization_device(config: RunConfig, hardware: HardwareProfile, findings: Findings) -> None:
+    """bitsandbytes must be installed and have kernels for the device the run resolved to."""
+    peft, device = config.peft, config.device
+    if peft.quantization == "none":
+        return
+    unquantized = "peft=dora" if peft.use_dora else "peft=lora"
+    if not hardware.bitsandbytes_available:
+        findings.environment.append(Problem("peft.quantization", f"{peft.quantization} needs the bitsandbytes package, "
+                                            "which is not installed", f"pip install bitsandbytes, or use {unquantized}"))
+    if device == "mps":
+        findings.environment.append(Problem("peft.quantization", f"{peft.quantization}: bitsandbytes has no Apple GPU (MPS) "
+                                            "kernels for training", f"use {unquantized} on MPS, or device=cpu"))
+    if device == "cpu" and peft.compute_dtype == "fp16":
+        findings.errors.append(Problem("peft.compute_dtype", "fp16 on CPU: bitsandbytes' CPU kernels compute in fp32 or bf16",
+                                       "use peft.compute_dtype=auto"))
+    architecture = config.model.architecture
+    if device == "cpu" and architecture is not None and peft.quantization in ("nf4", "fp4"):
+        widths = {architecture.hidden_size, architecture.intermediate_size,
+                  architecture.num_kv_heads * (architecture.head_dim or architecture.hidden_size // architecture.num_heads)}
+        odd = sorted(w for w in widths if w % 64)
+        if odd:
+            findings.errors.append(Problem("peft.quantization", f"{peft.quantization} on CPU: layer widths {odd} are not "
+                                           "multiples of 64, which bitsandbytes' CPU 4-bit kernels need",
+                                           f"use {unquantized} on this model, or train on a CUDA GPU"))
 def _check_distributed(config: RunConfig, hardware: HardwareProfile, findings: Findings) -> None:
     from peftstudio.plan.distributed_checks import distributed_findings
 
@@ -113,6 +171,15 @@ def _check_paths(config: RunConfig, findings: Findings) -> None:
     if resume not in ("auto", "never") and not Path(resume).expanduser().is_dir():
         findings.errors.append(Problem("training.resume", f"checkpoint {resume} not found",
                                        "use auto, never, or the path of a checkpoint-N directory"))
+
+
+def _check_trackers(config: RunConfig, findings: Findings) -> None:
+    import importlib.util
+
+    for key, package, pip_name in (("wandb", "wandb", "wandb"), ("mlflow", "mlflow", "mlflow-skinny")):
+        if getattr(config.logging, key) and importlib.util.find_spec(package) is None:
+            findings.environment.append(Problem(f"logging.{key}", f"on, but the {package} package is not installed",
+                                                f"pip install {pip_name}, or drop {key} from logging=[...]"))
 
 
 def _warn_hyperparameters(config: RunConfig, findings: Findings) -> None:

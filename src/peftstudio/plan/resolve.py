@@ -142,11 +142,20 @@ def _packing(values: dict[str, Any], hardware: HardwareProfile, waste: float | N
     return "off", f"{measured} (at most {PACKING_WASTE_THRESHOLD:.0%}: not worth packing)"
 
 
+def _compute_dtype(values: dict[str, Any], hardware: HardwareProfile, _waste: float | None) -> tuple[str, str]:
+    precision = values["training"]["precision"]
+    if values["peft"]["quantization"] == "none":
+        return precision, f"follows training.precision={precision} (unused: the base model is not quantized)"
+    return precision, (f"follows training.precision={precision}: quantized weights are dequantized to the dtype "
+                       "the rest of the model computes in")
+
+
 # Order matters: each rule may read the values the rules before it resolved.
 RULES = (
     ("platform", _platform),
     ("device", _device),
     ("training.precision", _precision),
+    ("peft.compute_dtype", _compute_dtype),
     ("training.attention", _attention),
     ("training.gradient_checkpointing", _gradient_checkpointing),
     ("training.micro_batch_size", _micro_batch_size),

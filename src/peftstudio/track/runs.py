@@ -7,6 +7,8 @@
     RUN_DIR/loss.png               the loss curve
     RUN_DIR/tensorboard/           event files when logging.tensorboard is on
     RUN_DIR/train.log              the run's log
+    RUN_DIR/summary.json           how the run ended: final step, early stop, best checkpoint
+    RUN_DIR/wandb/, RUN_DIR/mlruns/ tracker files when logging.wandb / logging.mlflow is on
 
 Files are written to a temporary name and renamed, so a killed run never leaves a
 half-written output that looks complete.
@@ -78,6 +80,10 @@ class RunDir:
     @property
     def log(self) -> Path:
         return self.root / "train.log"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
 
     def write_plan(self, plan_json: str, config: dict) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -58,6 +58,10 @@ class MetricsCallback(TrainerCallback):
         if state.global_step % self.save_interval == 0 or final:
             control.should_log = True
             control.should_save = True
+        if self._watched_metric() and args.eval_strategy != "no" and state.global_step % args.eval_steps == 0:
+            # An improving eval forces a checkpoint (see `_track_best`); its log line keeps the
+            # loss windows aligned with checkpoints, as at every regular save.
+            control.should_log = True
         if final and kwargs.get("eval_dataloader") is not None:
             control.should_evaluate = True
         return control
@@ -89,8 +93,11 @@ class MetricsCallback(TrainerCallback):
         self._emit({"step": state.global_step, "eval_loss": loss, "eval_perplexity": perplexity})
         self._track_best(state.global_step, {"eval_loss": loss, "eval_perplexity": perplexity}, control)
 
+    def _watched_metric(self) -> str | None:
+        return self.metric_for_best or ("eval_loss" if self.patience else None)
+
     def _track_best(self, step: int, metrics: dict[str, float], control) -> None:
-        name = self.metric_for_best or ("eval_loss" if self.patience else None)
+        name = self._watched_metric()
         if name is None:
             return
         value = metrics["eval_" + name.removeprefix("eval_")]
@@ -98,6 +105,8 @@ class MetricsCallback(TrainerCallback):
         if best is None or value < best - self.threshold:
             self.progress.best_metric, self.progress.best_step = value, step
             self.progress.evaluations_without_improvement = 0
+            # The best step must have a checkpoint to keep, even between save intervals.
+            control.should_save = True
         else:
             self.progress.evaluations_without_improvement += 1
         if self.patience and self.progress.evaluations_without_improvement >= self.patience:

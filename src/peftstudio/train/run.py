@@ -12,7 +12,7 @@ from peftstudio.build.data import PreparedData
 from peftstudio.errors import PeftStudioError, Problem
 from peftstudio.plan.runplan import RunPlan
 from peftstudio.track.metrics import JsonlSink, MetricsSink, TensorBoardSink, read_metrics, truncate_metrics
-from peftstudio.track.runs import RunDir, replace_dir
+from peftstudio.track.runs import RunDir, replace_dir, write_atomically
 from peftstudio.config.introspect import flatten
 from peftstudio.train.checkpoints import (CheckpointDir, TrainingProgress, changed_settings, choose_resume,
                                           resume_target)
@@ -22,7 +22,9 @@ from peftstudio.plan.distributed_checks import SHARDED
 from rich.console import Console
 
 log = logging.getLogger("peftstudio")
-PISSA_INITIAL = "pissa-initial-adapter"
+# The adapter as initialised, kept beside the checkpoints: saving converts a PiSSA / OLoRA
+# adapter against it (see `_save_adapter`).
+INITIAL_ADAPTER = "initial-adapter"
 
 
 @dataclass(frozen=True)
@@ -132,11 +134,14 @@ def _warn_changed_settings(console, progress: TrainingProgress, settings: dict) 
 
 def _prepare_run_dir(plan: RunPlan, run_dir: RunDir, resume_from: Path | None, step: int) -> None:
     run_dir.write_plan(plan.to_json(), plan.config.model_dump(mode="json"))
+    run_dir.summary.unlink(missing_ok=True)  # rewritten when this run ends
     if resume_from:
         truncate_metrics(run_dir.metrics, step)
         return
     run_dir.metrics.unlink(missing_ok=True)
     shutil.rmtree(run_dir.tensorboard, ignore_errors=True)
+    for tracker_id in ("wandb_run_id", "mlflow_run_id"):  # a fresh start is a new tracker run
+        (run_dir.root / tracker_id).unlink(missing_ok=True)
 
 
 def _log_to_file(path: Path) -> logging.Handler:
@@ -149,10 +154,23 @@ def _log_to_file(path: Path) -> logging.Handler:
 
 
 def _open_sinks(plan: RunPlan, run_dir: RunDir, resumed_step: int | None) -> list[MetricsSink]:
+    """metrics.jsonl always, then each tracker `logging` switches on (hyperparameters once)."""
+    logging_settings, resumed = plan.config.logging, resumed_step is not None
     sinks: list[MetricsSink] = [JsonlSink(run_dir.metrics)]
-    if plan.config.logging.tensorboard:
-        purge = resumed_step + 1 if resumed_step is not None else None
+    if logging_settings.tensorboard:
+        purge = resumed_step + 1 if resumed else None
         sinks.append(TensorBoardSink(run_dir.tensorboard, purge_step=purge))
+    name = f"{plan.config.peft.method}-{plan.fingerprint[:8]}"
+    settings = flatten(plan.config.model_dump(mode="json"))
+    if logging_settings.wandb:
+        from peftstudio.track.trackers import WandbSink
+
+        sinks.append(WandbSink(run_dir.root, logging_settings.wandb_project, name, settings, resumed))
+    if logging_settings.mlflow:
+        from peftstudio.track.trackers import MlflowSink
+
+        sinks.append(MlflowSink(run_dir.root, logging_settings.mlflow_tracking_uri, logging_settings.mlflow_experiment,
+                                name, settings, resumed))
     return sinks
 
 
@@ -160,7 +178,8 @@ def _build_trainer(plan: RunPlan, data: PreparedData, checkpoints: CheckpointDir
                    sinks: list[MetricsSink], console, extra_callbacks: list):
     from datasets import Dataset
 
-    from peftstudio.build.model import attach_adapter, load_base_model, load_tokenizer, model_location
+    from peftstudio.build.model import (attach_adapter, load_base_model, load_tokenizer, model_location,
+                                        needs_conversion, quantization_config)
     from transformers import PrinterCallback
 
     from peftstudio.train.callbacks import ConsoleProgress, InfWeightsAtStep, KillAtStep, MetricsCallback, injected_fault
@@ -170,10 +189,11 @@ def _build_trainer(plan: RunPlan, data: PreparedData, checkpoints: CheckpointDir
     config, training = plan.config, plan.config.training
     location = model_location(config.model)
     tokenizer = load_tokenizer(location, config.model)
-    model = attach_adapter(load_base_model(location, config.model, training.precision, training.attention),
-                           config.peft, config.seed)
-    if config.peft.method == "pissa" and is_main_process():
-        _keep_pissa_initial(model, checkpoints.root / PISSA_INITIAL)
+    base = load_base_model(location, config.model, training.precision, training.attention,
+                           quantization_config(config.peft), config.device)
+    model = attach_adapter(base, config.peft, config.seed, training.gradient_checkpointing == "on", location)
+    if needs_conversion(config.peft) and is_main_process():
+        _keep_initial_adapter(model, checkpoints.root / INITIAL_ADAPTER, fresh_start=progress.step == 0)
     metrics = MetricsCallback(sinks, progress, training.save_interval_steps, training.metric_for_best_model,
                               training.early_stopping_patience, training.early_stopping_threshold)
     validation = Dataset.from_list(data.validation_rows) if data.validation_rows else None
@@ -199,18 +219,18 @@ def _build_trainer(plan: RunPlan, data: PreparedData, checkpoints: CheckpointDir
     return trainer
 
 
-def _keep_pissa_initial(model, path: Path) -> None:
-    """Save PiSSA's initial adapter once: the final save converts against it so the adapter
-    applies to the original base weights, not PiSSA's residual ones."""
-    if path.is_dir():
-        return
+def _keep_initial_adapter(model, path: Path, fresh_start: bool) -> None:
+    """Save a PiSSA / OLoRA adapter as initialised, once: the final save converts against it so
+    the adapter applies to the original base weights, not the residual ones it trained on."""
+    if path.is_dir() and not fresh_start:
+        return  # a resumed run converts against the initial adapter of its first start
     staged = path.with_name(path.name + ".tmp")
     shutil.rmtree(staged, ignore_errors=True)
     init = model.peft_config["default"].init_lora_weights
-    model.peft_config["default"].init_lora_weights = True  # loading the initial adapter must not re-run the SVD
+    model.peft_config["default"].init_lora_weights = True  # loading the initial adapter must not re-run the SVD / QR
     model.save_pretrained(staged)
     model.peft_config["default"].init_lora_weights = init
-    staged.rename(path)
+    replace_dir(staged, path)
 
 
 def _save_adapter(trainer, plan: RunPlan, run_dir: RunDir, checkpoints: CheckpointDir) -> None:
@@ -228,9 +248,11 @@ def _save_adapter(trainer, plan: RunPlan, run_dir: RunDir, checkpoints: Checkpoi
 
 
 def _save_full_adapter(model, plan: RunPlan, staged: Path, checkpoints: CheckpointDir) -> None:
-    if plan.config.peft.method == "pissa":
+    from peftstudio.build.model import needs_conversion
+
+    if needs_conversion(plan.config.peft):
         model.peft_config["default"].init_lora_weights = True
-        model.save_pretrained(staged, path_initial_model_for_weight_conversion=str(checkpoints.root / PISSA_INITIAL))
+        model.save_pretrained(staged, path_initial_model_for_weight_conversion=str(checkpoints.root / INITIAL_ADAPTER))
     else:
         model.save_pretrained(staged)
 
@@ -260,6 +282,27 @@ def _check_replicas_agree(trainer) -> None:
         raise RuntimeError(f"the processes' adapter replicas differ after training: {digests}")
 
 
+def _write_summary(run_dir: RunDir, trainer, stopped_early: bool, losses: list[float]) -> None:
+    """How the run ended, for people and scripts: the best checkpoint is named here too."""
+    import json
+
+    progress = trainer.metrics.progress
+    best = trainer.checkpoints.root / f"checkpoint-{progress.best_step}" if progress.best_step is not None else None
+    summary = {
+        "final_step": trainer.state.global_step,
+        "max_steps": trainer.state.max_steps,
+        "stopped_early": stopped_early,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "metric_for_best_model": trainer.metrics.metric_for_best,
+        "best_metric": progress.best_metric,
+        "best_step": progress.best_step,
+        "best_checkpoint": str(best) if best is not None and best.is_dir() else None,
+        "tokens_seen": progress.tokens_seen,
+    }
+    write_atomically(run_dir.summary, json.dumps(summary, indent=2))
+
+
 def _result(plan: RunPlan, run_dir: RunDir, resume_from: Path | None, trainer) -> TrainResult:
     from peftstudio.track.plots import plot_loss
 
@@ -269,6 +312,7 @@ def _result(plan: RunPlan, run_dir: RunDir, resume_from: Path | None, trainer) -
     records = read_metrics(run_dir.metrics)
     plot_loss(records, run_dir.loss_plot, f"{plan.config.model.name_or_path} · {plan.config.peft.method}")
     losses = [r["loss"] for r in records if "loss" in r]
+    _write_summary(run_dir, trainer, stopped, losses)
     return TrainResult(run_dir, resume_from, trainer.state.global_step, losses[0] if losses else None,
                        losses[-1] if losses else None, stopped, report=world_size() == 1 or not launched_by_peftstudio())
 

@@ -1,0 +1,62 @@
+"""Merge a run's adapter into its full-precision base model and save it as a plain
+transformers model (safetensors + tokenizer).
+
+QLoRA / QDoRA adapters are merged onto the base loaded unquantized: merging into 4-bit
+weights would round the adapter's update away. PiSSA / OLoRA adapters were converted on save,
+so they too apply to the original base.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from peftstudio.build.model import DTYPES
+from peftstudio.errors import Problem, UserError
+from peftstudio.infer import finished_run
+from peftstudio.track.runs import replace_dir
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    out: Path
+    dtype: str
+    base: str
+    method: str
+    files: list[str]
+
+
+def check_destination(out: Path, overwrite: bool) -> None:
+    """A user error before any weight is loaded when `out` would clobber something."""
+    if out.exists() and not out.is_dir():
+        raise UserError(Problem(str(out), "exists and is a file", "pass --out a directory path"))
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UserError(Problem(str(out), "exists and is not empty", "choose another --out, or pass --overwrite"))
+
+
+def merge_run(run_path: Path, out: Path, dtype: str = "fp32", overwrite: bool = False) -> MergeResult:
+    """Load base (unquantized, `dtype`) + adapter, merge, and write `out` atomically."""
+    if dtype not in DTYPES:
+        raise UserError(Problem("--dtype", f"{dtype!r} is not one of {', '.join(DTYPES)}", "use --dtype fp32"))
+    run_dir, config = finished_run(run_path)
+    out = out.expanduser()
+    check_destination(out, overwrite)
+    import torch
+    from peft import PeftModel
+
+    from peftstudio.build.model import load_base_model, load_tokenizer, model_location
+
+    location = model_location(config.model)
+    base = load_base_model(location, config.model, dtype, "sdpa")  # no quantization config: full precision
+    merged = PeftModel.from_pretrained(base, str(run_dir.adapter)).merge_and_unload()
+    tokenizer = load_tokenizer(str(run_dir.adapter), config.model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staged = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(staged, ignore_errors=True)
+    with torch.no_grad():
+        merged.save_pretrained(staged, safe_serialization=True)
+    tokenizer.save_pretrained(staged)
+    replace_dir(staged, out)
+    return MergeResult(out, dtype, config.model.name_or_path, config.peft.method,
+                       sorted(p.name for p in out.iterdir()))

@@ -1,0 +1,117 @@
+"""`peftstudio import`: three foreign shapes → a peftstudio YAML that validates with the
+expected values; every key that cannot be mapped is listed, never dropped."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from peftstudio.config.importers import import_file
+from peftstudio.config.validate import load_config
+from peftstudio.errors import UserError
+from tests.conftest import run_cli
+
+WIZARD = {"algorithm": "qlora", "rank": 8, "alpha": 16, "quantization": "nf4", "double_quantization": True,
+          "learning_rate": 2e-4, "batch_size": 1, "gradient_accumulation_steps": 16, "num_epochs": 2,
+          "gradient_checkpointing": True}
+AXOLOTL = """\
+base_model: meta-llama/Llama-3.1-8B
+adapter: qlora
+load_in_4bit: true
+lora_r: 32
+lora_alpha: 64
+lora_dropout: 0.05
+lora_target_linear: true
+sequence_len: 2048
+sample_packing: false
+micro_batch_size: 2
+gradient_accumulation_steps: 4
+num_epochs: 3
+learning_rate: 0.0002
+optimizer: paged_adamw_8bit
+lr_scheduler: cosine
+warmup_steps: 10
+bf16: auto
+gradient_checkpointing: true
+val_set_size: 0.05
+datasets:
+  - path: data/train.jsonl
+    type: alpaca
+output_dir: ./out
+wandb_project: my-project
+wandb_entity: my-team
+special_tokens:
+  pad_token: "<|pad|>"
+"""
+
+
+def roundtrip(tmp_path, name: str, text: str):
+    source = tmp_path / name
+    source.write_text(text)
+    result = import_file(source)
+    target = tmp_path / "imported.yaml"
+    target.write_text(result.yaml_text)
+    config, composition = load_config([], target)  # what `peftstudio validate` runs
+    return result, config, composition
+
+
+def test_wizard_json(tmp_path):
+    result, config, composition = roundtrip(tmp_path, "wizard.json", json.dumps(WIZARD))
+    assert result.kind == "wizard JSON" and not result.unmapped
+    assert composition.groups["peft"] == ["qlora"]
+    peft, training = config.peft, config.training
+    assert (peft.method, peft.r, peft.alpha, peft.quantization, peft.double_quant) == ("qlora", 8, 16.0, "nf4", True)
+    assert config.optim.learning_rate == 2e-4
+    assert (training.micro_batch_size, training.gradient_accumulation_steps, training.num_epochs,
+            training.gradient_checkpointing) == (1, 16, 2, "on")
+    assert "# Every key was mapped." in result.yaml_text
+
+
+def test_hf_sft_config_json(tmp_path):
+    # Written by trl 1.16's SFTConfig(...).to_json_string() (bf16 on, as on a bf16 GPU).
+    text = (Path(__file__).parent / "data/sft_config.json").read_text()
+    result, config, _ = roundtrip(tmp_path, "args.json", text)
+    assert result.kind.startswith("HF TrainingArguments")
+    training = config.training
+    assert (training.micro_batch_size, training.gradient_accumulation_steps, training.num_epochs) == (2, 8, 3)
+    assert (training.log_interval_steps, training.save_interval_steps, training.eval_interval_steps) == (5, 50, 25)
+    assert (training.precision, training.max_seq_length, training.output_dir) == ("bf16", 512, "out")
+    assert config.optim.learning_rate == 1e-4 and config.optim.name == "adamw_torch" and config.logging.tensorboard
+    assert "per_device_eval_batch_size" in result.unmapped and "#   per_device_eval_batch_size = 8" in result.yaml_text
+    assert set(result.mapped) | set(result.unmapped) | set(result.unset) == set(json.loads(text))
+    assert "hub_token = <redacted>" in result.yaml_text
+
+
+def test_axolotl_yaml(tmp_path):
+    result, config, composition = roundtrip(tmp_path, "axolotl.yml", AXOLOTL)
+    assert result.kind == "Axolotl YAML" and composition.groups["peft"] == ["qlora"]
+    assert (config.model.name_or_path, config.peft.r, config.peft.alpha, config.peft.target_modules) == \
+        ("meta-llama/Llama-3.1-8B", 32, 64.0, "all-linear")
+    assert (config.training.max_seq_length, config.training.packing, config.training.num_epochs) == (2048, "off", 3)
+    assert (config.data.path, config.data.format, config.data.validation_split) == ("data/train.jsonl", "instruction", 0.05)
+    assert config.logging.wandb and config.logging.wandb_project == "my-project"
+    assert "paged_adamw_8bit" in result.unmapped["optimizer"]
+    assert {"wandb_entity", "special_tokens", "optimizer"} <= set(result.unmapped)
+    assert set(result.mapped) | set(result.unmapped) | set(result.unset) == set(yaml.safe_load(AXOLOTL))
+
+
+def test_a_value_the_schema_rejects_is_listed_not_written(tmp_path):
+    result, config, _ = roundtrip(tmp_path, "w.json", json.dumps({**WIZARD, "rank": 1000}))
+    assert "rank" in result.unmapped and "rejected by the schema" in result.unmapped["rank"]
+    assert config.peft.r == 16, "the qlora group's rank stays"
+
+
+def test_unknown_shape_is_a_user_error(tmp_path):
+    source = tmp_path / "x.json"
+    source.write_text(json.dumps({"foo": 1}))
+    with pytest.raises(UserError, match="not a recognised config"):
+        import_file(source)
+
+
+def test_cli_writes_a_yaml_that_plans(tmp_path, model_cache):
+    (tmp_path / "wizard.json").write_text(json.dumps(WIZARD))
+    result = run_cli("import", "wizard.json", "--out", "run.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "imported wizard JSON: 10 key(s) mapped, 0 not mapped" in result.stderr
+    assert run_cli("validate", "run.yaml", cwd=tmp_path).returncode == 0
