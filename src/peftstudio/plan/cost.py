@@ -16,7 +16,7 @@ from peftstudio.config.schema import RunConfig
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.prices import PriceFile, load_prices
 from peftstudio.plan.runplan import RunPlan
-from peftstudio.plan.throughput import FlopsPerToken, flops_per_token, measured_throughput, tokens_per_second
+from peftstudio.plan.throughput import flops_per_token, measured_throughput, tokens_per_second
 
 GIB = 1024**3
 # English text in a byte-level BPE vocabulary of 32k-128k entries: about 4 characters a token.
