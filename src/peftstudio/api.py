@@ -35,7 +35,7 @@ def train(overrides: list[str] | None = None, config_file: Path | None = None, c
     from peftstudio.launch.processes import is_main_process, launched_by_peftstudio
 
     console = console or Console()
-    run_plan, data = plan_with_data(overrides, config_file)
+    run_plan, data = plan_with_data(overrides, config_file, require_tokenizer=True)
     measured: list[str] = []
     if run_plan.provenance.get("training.micro_batch_size", "").startswith("auto") and not launched_by_peftstudio():
         run_plan = _measure_micro_batch(run_plan, data, console)
@@ -143,9 +143,9 @@ def find_batch_size(overrides: list[str] | None = None, config_file: Path | None
     writes the result (every probe included) to `output` as JSON when given."""
     from peftstudio.plan.batch_size import find_batch_size as search_device
 
-    run_plan, data = plan_with_data(overrides, config_file, hardware)
+    run_plan, data = plan_with_data(overrides, config_file, hardware, require_tokenizer=True)
     quiet_libraries(interactive=False)
-    result = search_device(run_plan.config, data.train_rows, run_plan.hardware, max_size=max_size,
+    result = search_device(run_plan.config, data.prepared.train_rows, run_plan.hardware, max_size=max_size,
                            budget_bytes=budget_bytes, on_probe=on_probe)
     if output is not None:
         result.write(output)
@@ -160,7 +160,7 @@ def _measure_micro_batch(run_plan: RunPlan, data, console) -> RunPlan:
 
     quiet_libraries(interactive=console.is_terminal)
     console.print("[bold]probing[/]   micro_batch_size=auto: measuring the largest micro-batch that fits")
-    result = search_device(run_plan.config, data.train_rows, run_plan.hardware,
+    result = search_device(run_plan.config, data.prepared.train_rows, run_plan.hardware,
                            on_probe=lambda p: console.print(f"  probe micro-batch {p.micro_batch_size}: "
                                                             f"{'ok' if p.fits else 'out of memory'} ({p.seconds:.1f} s)"))
     return with_measured_micro_batch(run_plan, result)

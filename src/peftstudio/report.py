@@ -26,9 +26,7 @@ def print_plan_summary(console: Console, plan: RunPlan) -> None:
     console.print(f"[bold]model[/]     {config.model.name_or_path}")
     console.print(f"[bold]method[/]    {config.peft.method}  r={config.peft.r} alpha={config.peft.alpha:g} "
                   f"dropout={config.peft.dropout:g} targets={_value(config.peft.target_modules)}")
-    console.print(f"[bold]data[/]      {data.source}: {data.format} ({data.format_reason}); "
-                  f"{data.train_rows} train / {data.validation_rows} validation rows; "
-                  f"padding waste {data.padding_waste:.0%} at micro-batch {training.micro_batch_size}")
+    print_data_summary(console, plan)
     epochs = schedule.optimizer_steps / schedule.steps_per_epoch
     console.print(f"[bold]schedule[/]  {schedule.optimizer_steps} optimizer steps (~{epochs:.1f} epochs), "
                   f"{schedule.mode}-based: {schedule.reason}")
@@ -46,6 +44,24 @@ def print_plan_summary(console: Console, plan: RunPlan) -> None:
     _print_memory(console, plan)
     for warning in plan.warnings:
         console.print(f"[yellow]warning[/]   {warning}")
+
+
+def print_data_summary(console: Console, plan: RunPlan) -> None:
+    """Rows, token lengths, padding, over-limit samples, chat template and pad token."""
+    data, training = plan.data, plan.config.training
+    console.print(f"[bold]data[/]      {data.source}: format {data.format} ({data.format_reason}); "
+                  f"{data.train_rows} train / {data.validation_rows} validation rows ({data.split_reason})")
+    lengths = data.token_lengths
+    kind = "tokens" if data.tokens_measured else "tokens, estimated"
+    console.print(f"[bold]tokens[/]    length p50 {lengths.get('p50')} / p90 {lengths.get('p90')} / p99 {lengths.get('p99')} "
+                  f"/ max {lengths.get('max')} ({kind}); padding waste {data.padding_waste:.1%} at micro-batch "
+                  f"{training.micro_batch_size}; {data.over_limit} over max_seq_length={training.max_seq_length} "
+                  f"(data.overlong={data.overlong})"
+                  + (f"; {data.masked_dropped} left out with no label" if data.masked_dropped else ""))
+    if data.chat_template:
+        console.print(f"[bold]template[/]  {data.chat_template}; loss on {training.loss_on} tokens")
+    if data.pad_token:
+        console.print(f"[bold]pad[/]       {data.pad_token}")
 
 
 def _print_memory(console: Console, plan: RunPlan) -> None:

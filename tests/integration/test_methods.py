@@ -145,3 +145,29 @@ def test_loftq_starts_closer_to_the_full_precision_model(model_cache):
         quantized_error = (_logits(model) - original).abs().mean()
     loftq_error = (_logits(model) - original).abs().mean()
     assert loftq_error < 0.8 * quantized_error, (loftq_error, quantized_error)
+
+
+def test_merge_and_generate_from_the_cli(trained, tmp_path):
+    """What a user types after training: merge to a directory (refusing to clobber one), and
+    generate — greedy by default, the same text for the same seed when sampling."""
+    from peftstudio import api
+    from peftstudio.errors import UserError
+    from tests.conftest import run_cli
+
+    method, _, root = trained
+    if method != "lora":
+        pytest.skip("the CLI path is the same for every method")
+    merged = run_cli("merge", str(root / "outputs"), "--out", str(tmp_path / "merged"), cwd=tmp_path)
+    assert merged.returncode == 0 and "merged lora adapter" in merged.stdout, merged.stderr
+    again = run_cli("merge", str(root / "outputs"), "--out", str(tmp_path / "merged"), cwd=tmp_path)
+    assert again.returncode == 2 and "exists and is not empty" in again.stderr and "--overwrite" in again.stderr
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "config.resolved.yaml").write_text((root / "outputs/config.resolved.yaml").read_text())
+    with pytest.raises(UserError, match="has no adapter/ yet"):
+        api.merge(unfinished, tmp_path / "never")
+    prompts = ["Reverse the word: stone"]
+    greedy = [api.generate(root / "outputs", prompts, max_new_tokens=8)[0].adapter for _ in range(2)]
+    sampled = [api.generate(root / "outputs", prompts, max_new_tokens=8, temperature=1.5, seed=7)[0].adapter
+               for _ in range(2)]
+    assert greedy[0] == greedy[1] and sampled[0] == sampled[1]

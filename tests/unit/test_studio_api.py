@@ -104,6 +104,15 @@ def test_without_token_only_loopback_hosts_and_same_origin_writes(client):
 
 # ---------------------------------------------------------------- configure
 
+def test_pages_are_served_and_bounded(client):
+    assert client.get("/", follow_redirects=False).headers["location"] == "/wizard/1"
+    for path in ("/wizard/1", "/wizard/7", "/jobs", "/jobs/3", "/login"):
+        response = client.get(path)
+        assert response.status_code == 200 and "<html" in response.text, path
+    assert client.get("/wizard/8").status_code == 404
+    assert client.get("/docs").status_code == 404, "no page that loads assets from a CDN"
+
+
 def test_presets_steps_explain_and_openapi(client):
     presets = client.get("/api/presets").json()
     assert {"tiny", "llama3_8b"} <= {o["name"] for o in presets["model"]}
@@ -376,3 +385,40 @@ def test_only_the_cli_knows_the_studio():
     users = [p.relative_to(package).as_posix() for p in package.rglob("*.py")
              if "studio" not in p.relative_to(package).parts[:1] and "peftstudio.studio" in p.read_text(encoding="utf-8")]
     assert users == ["cli.py"]
+
+
+def test_one_studio_per_data_dir(tmp_path):
+    from peftstudio.errors import UserError
+    from peftstudio.studio.server import hold_data_dir
+
+    held = hold_data_dir(tmp_path)
+    with pytest.raises(UserError, match="another studio"):
+        hold_data_dir(tmp_path)
+    held.close()
+    hold_data_dir(tmp_path).close()
+
+
+def test_no_asset_comes_from_the_internet():
+    import re
+
+    static = Path(__file__).parents[2] / "src" / "peftstudio" / "studio" / "static"
+    for path in static.iterdir():
+        text = path.read_text(encoding="utf-8").replace("http://www.w3.org/2000/svg", "")  # a namespace, not a fetch
+        assert not re.search(r"https?://|//cdn|@import", text), path.name
+
+
+def test_a_reused_pid_is_not_mistaken_for_a_job(tmp_path):
+    import subprocess
+
+    from peftstudio.studio.jobs import process_alive
+
+    (tmp_path / "10").mkdir()
+    child = subprocess.Popen(stand_in(tmp_path / "10"))
+    try:
+        wait_for(lambda: (tmp_path / "10" / "started").exists())
+        assert process_alive(child.pid, tmp_path / "10")
+        assert not process_alive(child.pid, tmp_path / "1"), "jobs/1 is a prefix of jobs/10, not the same job"
+    finally:
+        child.kill()
+        child.wait()
+    assert not process_alive(child.pid, tmp_path / "10")

@@ -1,9 +1,9 @@
 """Time and cost of a run: the work in tokens, the throughput model (or the run's own measured
 speed) and the price file give the local device's time and a table of rented GPUs that fit.
 
-Workload: optimizer steps × effective batch × tokens per sequence, where a sequence holds
-mean-sample-characters / CHARS_PER_TOKEN tokens, padded to its batch (the plan measured the
-padding waste) unless packing is on, and at most max_seq_length.
+Workload: optimizer steps × effective batch × tokens per sequence: the mean tokenized row
+(after truncation; estimated at CHARS_PER_TOKEN when plan could not load the tokenizer),
+padded to its batch (the plan measured the padding waste) unless packing is on.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from peftstudio.plan.runplan import RunPlan
 from peftstudio.plan.throughput import flops_per_token, measured_throughput, tokens_per_second
 
 GIB = 1024**3
-# English text in a byte-level BPE vocabulary of 32k-128k entries: about 4 characters a token.
+# English text in a byte-level BPE vocabulary of 32k-128k entries: about 4 characters a token
+# (plan/runplan.py estimates with it when the tokenizer cannot be loaded offline).
 CHARS_PER_TOKEN = 4.0
 
 
@@ -72,7 +73,7 @@ class CostReport:
 def workload(plan: RunPlan) -> Workload:
     training = plan.config.training
     sequences = plan.schedule.optimizer_steps * plan.schedule.effective_batch
-    mean_tokens = max(plan.data.mean_sample_chars / CHARS_PER_TOKEN, 1.0)
+    mean_tokens = max(plan.data.mean_tokens, 1.0)
     padded = mean_tokens if training.packing == "on" else mean_tokens / max(1.0 - plan.data.padding_waste, 0.05)
     per_sequence = min(padded, float(training.max_seq_length))
     return Workload(sequences, per_sequence, sequences * per_sequence)
@@ -120,7 +121,7 @@ def cost_report(plan: RunPlan, price_file: Path | None = None) -> CostReport:
                                       hours, hours * low, hours * high, config.training.precision))
     options.sort(key=lambda o: (o.cost_low, o.hours))
     return CostReport(work, local_estimate(plan, prices, work), options, too_small, prices.source,
-                      prices.updated.isoformat(), _assumptions(prices))
+                      prices.updated.isoformat(), _assumptions(prices, plan))
 
 
 def _efficiency(prices: PriceFile, config: RunConfig, quantization: str) -> float:
@@ -161,12 +162,14 @@ def _local_peak(hardware: HardwareProfile, prices: PriceFile) -> tuple[float | N
     return None, "no peak known for this accelerator; train once and plan again to use the measured speed"
 
 
-def _assumptions(prices: PriceFile) -> list[str]:
+def _assumptions(prices: PriceFile, plan: RunPlan) -> list[str]:
+    lengths = "the tokenizer" if plan.data.tokens_measured else f"~{CHARS_PER_TOKEN:g} characters per token (no tokenizer here)"
     return [
+        f"sequence lengths from {lengths}",
         "FLOPs/token: 4N frozen base (forward + input gradients) + 6N adapter + causal attention; "
         "+2N recompute with gradient checkpointing",
         f"efficiency {prices.efficiency.default:g} of dense peak ({prices.efficiency.quantized_4bit:g} with 4-bit weights)",
-        f"{CHARS_PER_TOKEN:g} characters per token; one GPU; prices per GPU-hour as of {prices.updated.isoformat()} ({prices.source})",
+        f"one GPU; prices per GPU-hour as of {prices.updated.isoformat()} ({prices.source})",
     ]
 
 

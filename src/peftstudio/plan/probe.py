@@ -182,15 +182,19 @@ def _optimizer(config: RunConfig, model):
 def build_prober(config: RunConfig, rows: list[dict[str, Any]], budget_bytes: int | None) -> tuple[Prober, int]:
     """Load the run's model with its adapter exactly as training does, and the worst-case sample.
     Returns the prober and the probe sequence length."""
-    from peftstudio.build.model import attach_adapter, load_base_model, load_tokenizer, model_location
+    from peftstudio.build.model import (attach_adapter, load_base_model, load_tokenizer, model_location,
+                                        quantization_config)
 
     location = model_location(config.model)
     tokenizer = load_tokenizer(location, config.model)
     training = config.training
-    model = load_base_model(location, config.model, training.precision, training.attention)
-    # The adapter's initialisation (PiSSA's SVD) does not change its memory: skip it.
+    quantization = quantization_config(config.peft)  # QLoRA probes the 4-bit model it trains
+    model = load_base_model(location, config.model, training.precision, training.attention, quantization, config.device)
+    # The adapter's initialisation (PiSSA's SVD, LoftQ) does not change its memory: skip it.
     peft = config.peft.model_copy(update={"init": "default"})
-    model = attach_adapter(model, peft, config.seed).to(config.device)
+    model = attach_adapter(model, peft, config.seed)
+    if quantization is None:  # a quantized model was placed on its device while loading
+        model = model.to(config.device)
     if training.gradient_checkpointing == "on":
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

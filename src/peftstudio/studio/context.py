@@ -81,11 +81,12 @@ class Studio:
         try:
             plan = api.plan(translation.overrides, hardware=hardware or self.hardware())
         except PeftStudioError as error:
-            problems = [self._shown(problem, state) for problem in error.problems]
+            problems = [self.shown_problem(problem, state) for problem in error.problems]
             return Checked(translation, problems=problems, environment=error.exit_code == 3)
         return Checked(translation, plan=plan)
 
-    def _shown(self, problem: Problem, state: WizardState) -> Problem:
+    def shown_problem(self, problem: Problem, state: WizardState) -> Problem:
+        """The problem with an upload's stored path replaced by the file name the user chose."""
         if not state.dataset:
             return problem
         return Problem(self.datasets.shown(problem.where, state.dataset),

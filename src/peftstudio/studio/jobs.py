@@ -149,10 +149,10 @@ def process_alive(pid: int, job_dir: Path) -> bool:
     if proc.is_dir():
         try:
             state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            arguments = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             return False
-        return state != "Z" and str(job_dir) in cmdline
+        return state != "Z" and str(job_dir) in arguments
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError):

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from peftstudio.build.data import prepare_data
-from peftstudio.config.schema import EMBEDDED_MODEL_ID, DataSettings, ModelSettings
+from peftstudio.config.schema import EMBEDDED_MODEL_ID, ModelSettings, RunConfig
 
 SAMPLES = 3
 # transformers' lazy imports are not thread-safe, and a tokenizer is worth loading once.
@@ -16,20 +16,22 @@ _TOKENIZER_LOCK = threading.Lock()
 _TOKENIZERS: dict[tuple, Any] = {}
 
 
-def preview(path: Path, data_format: str, columns: dict[str, str], model: ModelSettings, loss_on: str) -> dict[str, Any]:
-    """Format detected, row counts and rendered samples; raises the CLI's UserError (file:line)."""
-    data = prepare_data(DataSettings(path=str(path), format=data_format, columns=columns, validation_split=0.0))
+def preview(path: Path | str, config: RunConfig) -> dict[str, Any]:
+    """Format detected, row count and rendered samples of the file at `path`, read with the
+    run's data settings; raises the CLI's UserError (file:line)."""
+    settings = config.data.model_copy(update={"path": str(path), "validation_split": 0.0})
+    data = prepare_data(settings)
     rows = data.train_rows[:SAMPLES]
-    template = _template(model)
-    samples = [_segments(template, row, loss_on) for row in rows]
+    template = _template(config.model)
+    samples = [_segments(template, row, config.training.loss_on) for row in rows]
     return {
         "format": data.format,
         "format_reason": data.format_reason,
         "rows": len(data.train_rows),
         "samples": samples,
         "template": template.name if template else None,
-        "template_note": "" if template else f"{model.name_or_path}: its chat template is not available without a "
-                                             "download, so samples are shown as role: text",
+        "template_note": "" if template else f"{config.model.name_or_path}: its chat template is not available "
+                                             "without a download, so samples are shown as role: text",
     }
 
 

@@ -1,7 +1,8 @@
-"""Cloud GPU targets and their time/cost, read from the ops price model when this build has it.
+"""Compute targets (this machine, or a provider's GPU type) and the time/cost of a plan on
+them, read from the CLI's price file and cost model (plan/prices.py, plan/cost.py).
 
-The studio holds no prices of its own: without the ops module the compute step offers this
-machine only and the cost panel says the price model is missing.
+The studio holds no prices of its own: in a build without the cost model the compute step
+offers this machine only and the panel says the model is missing.
 """
 
 from __future__ import annotations
@@ -12,35 +13,58 @@ from typing import Any
 from peftstudio.errors import Problem, UserError
 from peftstudio.plan.hardware import HardwareProfile
 
+GIB = 1024**3
+CHEAPEST_SHOWN = 3
 
-def _ops():
+
+def _cost_model():
     try:
-        return importlib.import_module("peftstudio.launch.costs")
+        return importlib.import_module("peftstudio.plan.cost"), importlib.import_module("peftstudio.plan.prices")
     except ImportError:
         return None
 
 
 def provider_targets() -> list[dict[str, Any]]:
-    """[{provider, gpu, memory_bytes, price_per_hour}] from the shipped price file."""
-    ops = _ops()
-    if ops is None:
+    """Every provider × GPU type of the price file, with memory and US$ per GPU-hour."""
+    modules = _cost_model()
+    if modules is None:
         return []
-    return [dict(target) for target in ops.studio_targets()]
+    prices = modules[1].load_prices()
+    return [{"provider": provider, "gpu": gpu, "memory_bytes": int(prices.gpus[gpu].memory_gib * GIB),
+             "price_low": low, "price_high": high, "prices_updated": prices.updated.isoformat()}
+            for provider, offers in prices.providers.items() for gpu, (low, high) in offers.items()]
 
 
 def target_hardware(provider: str, gpu: str | None, local: HardwareProfile) -> HardwareProfile:
-    """The hardware a plan is checked against: this machine, or the chosen cloud GPU."""
+    """The hardware a plan is checked against: this machine, or one GPU of the chosen type."""
     if provider == "local":
         return local
-    for target in provider_targets():
-        if target["provider"] == provider and target["gpu"] == gpu:
-            return target["hardware"]
+    modules = _cost_model()
+    if modules is not None:
+        prices = modules[1].load_prices()
+        if gpu in prices.providers.get(provider, {}):
+            spec = prices.gpus[gpu]
+            return modules[0].gpu_profile(gpu, spec.memory_gib, spec.bf16)
     raise UserError(Problem("compute", f"unknown provider/GPU {provider}/{gpu}",
-                            "pick local, or a provider and GPU type from the list"))
+                            "pick this machine, or a provider and GPU type from the list"))
 
 
 def cost_estimate(plan, provider: str, gpu: str | None) -> dict[str, Any]:
-    ops = _ops()
-    if ops is None:
-        return {"available": False, "reason": "the time and cost model (ops: launch/costs) is not in this build"}
-    return {"available": True, **ops.estimate_cost(plan, provider, gpu)}
+    """Hours (and US$ on a rented GPU) of `plan`, with the cheapest GPUs that fit it."""
+    modules = _cost_model()
+    if modules is None:
+        return {"available": False, "reason": "the time and cost model (plan/cost.py) is not in this build"}
+    report = modules[0].cost_report(plan)
+    cheapest = [{"provider": o.provider, "gpu": o.gpu, "hours": o.hours, "cost_low": o.cost_low,
+                 "cost_high": o.cost_high} for o in report.options[:CHEAPEST_SHOWN]]
+    common = {"available": True, "cheapest": cheapest, "prices_updated": report.prices_updated,
+              "assumptions": list(report.assumptions)}
+    if provider == "local":
+        local = report.local
+        return {**common, "hours": local.hours, "tokens_per_second": local.tokens_per_second, "basis": local.basis,
+                "cost_low": 0.0, "cost_high": 0.0, "fits": True}
+    chosen = next((o for o in report.options if o.provider == provider and o.gpu == gpu), None)
+    if chosen is None:
+        return {**common, "hours": None, "fits": False, "basis": f"{provider}/{gpu} is too small for this run"}
+    return {**common, "hours": chosen.hours, "tokens_per_second": chosen.tokens_per_second, "fits": True,
+            "cost_low": chosen.cost_low, "cost_high": chosen.cost_high, "basis": "throughput model"}

@@ -60,16 +60,11 @@ async def post_preview(state: WizardState, request: Request) -> dict[str, Any]:
     if checked.plan is None:
         return {"ok": False, "problems": [vars(p) for p in checked.problems]}
     config = checked.plan.config
-    path = studio.dataset_path(state)
-    if path is None:
-        from peftstudio.build.data import data_file
-
-        path = data_file(config.data)
+    path = studio.dataset_path(state) or config.data.path  # an upload, or the bundled sample
     try:
-        shown = await run_in_threadpool(preview, path, config.data.format, config.data.columns, config.model,
-                                        config.training.loss_on)
+        shown = await run_in_threadpool(preview, path, config)
     except PeftStudioError as error:
-        return {"ok": False, "problems": [vars(studio._shown(p, state)) for p in error.problems]}
-    # The plan read the same file with the user's data.format, so its reason is the true one
-    # (the resolved config already names the detected format).
+        return {"ok": False, "problems": [vars(studio.shown_problem(p, state)) for p in error.problems]}
+    # The plan read the same file with the user's own data.format, so its reason is the one to
+    # show (the resolved config passed to the preview already names the detected format).
     return {"ok": True, "problems": [], **shown, "format_reason": checked.plan.data.format_reason}

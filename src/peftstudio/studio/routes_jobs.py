@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Path as PathParam, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, Field
@@ -24,6 +24,8 @@ router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 RUN_FILES = {"loss.png": "image/png", "config.resolved.yaml": "text/plain", "plan.json": "application/json",
              "metrics.jsonl": "text/plain", "train.log": "text/plain"}
 LOG_TAIL_LINES = 40
+# SQLite integers are 64-bit; larger ids are answered 422 instead of overflowing.
+JobId = Annotated[int, PathParam(ge=1, le=2**62)]
 
 
 class JobRequest(BaseModel):
@@ -114,18 +116,18 @@ def _diagnosis(outputs: Path) -> dict[str, Any] | None:
 
 
 @router.get("/{job_id}", summary="One job with log tail, latest metrics and files")
-def get_job(job_id: int, request: Request) -> dict[str, Any]:
+def get_job(job_id: JobId, request: Request) -> dict[str, Any]:
     return job_dict(request, _job(request, job_id))
 
 
 @router.post("/{job_id}/cancel", summary="Cancel: a queued job leaves the queue; a running one gets SIGTERM")
-def cancel_job(job_id: int, request: Request) -> dict[str, Any]:
+def cancel_job(job_id: JobId, request: Request) -> dict[str, Any]:
     _job(request, job_id)
     return studio_of(request).runner.cancel(job_id).to_dict()
 
 
 @router.post("/{job_id}/resume", summary="Queue a cancelled, failed or interrupted job again from its last checkpoint")
-def resume_job(job_id: int, request: Request) -> dict[str, Any]:
+def resume_job(job_id: JobId, request: Request) -> dict[str, Any]:
     _job(request, job_id)
     job = studio_of(request).runner.resume(job_id)
     studio_of(request).runner.tick()
@@ -133,7 +135,7 @@ def resume_job(job_id: int, request: Request) -> dict[str, Any]:
 
 
 @router.get("/{job_id}/metrics", summary="metrics.jsonl records from an offset (a record count)")
-def get_metrics(job_id: int, request: Request, offset: int = Query(0, ge=0)) -> dict[str, Any]:
+def get_metrics(job_id: JobId, request: Request, offset: int = Query(0, ge=0, le=2**62)) -> dict[str, Any]:
     """A resumed run rewrites the records after its checkpoint; when the file got shorter than
     `offset`, every record comes back with `reset: true`."""
     records = read_metrics(_outputs(request, _job(request, job_id)) / "metrics.jsonl")
@@ -141,8 +143,8 @@ def get_metrics(job_id: int, request: Request, offset: int = Query(0, ge=0)) -> 
     return {"records": records if reset else records[offset:], "next_offset": len(records), "reset": reset}
 
 
-@router.get("/{job_id}/events", summary="Server-sent events: each new metrics record, then the final status")
-async def stream_events(job_id: int, request: Request) -> StreamingResponse:
+@router.get("/{job_id}/events", summary="Server-sent events: `metrics` per new record (`reset` when a resume rewrote them), `status` each second until the job ends")
+async def stream_events(job_id: JobId, request: Request) -> StreamingResponse:
     _job(request, job_id)
     return StreamingResponse(_events(request, job_id), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store"})
@@ -154,9 +156,12 @@ async def _events(request: Request, job_id: int):
     sent = 0
     while True:
         records = read_metrics(path)
+        if len(records) < sent:  # a resumed run rewrote the records after its checkpoint
+            yield "event: reset\ndata: {}\n\n"
+            sent = 0
         for record in records[sent:]:
             yield f"event: metrics\ndata: {json.dumps(record)}\n\n"
-        sent = max(sent, len(records))
+        sent = len(records)
         job = studio.jobs.get(job_id)
         yield f"event: status\ndata: {json.dumps({'status': job.status})}\n\n"
         if job.status in FINISHED or await request.is_disconnected():
@@ -165,7 +170,7 @@ async def _events(request: Request, job_id: int):
 
 
 @router.get("/{job_id}/files/{name}", summary="A run file: loss.png, config.resolved.yaml, plan.json, metrics.jsonl, train.log")
-def get_file(job_id: int, name: str, request: Request) -> FileResponse:
+def get_file(job_id: JobId, name: str, request: Request) -> FileResponse:
     if name not in RUN_FILES:
         raise HTTPException(404, f"no run file {name!r}; files: {', '.join(RUN_FILES)}")
     path = _outputs(request, _job(request, job_id)) / name
@@ -175,7 +180,7 @@ def get_file(job_id: int, name: str, request: Request) -> FileResponse:
 
 
 @router.get("/{job_id}/adapter/{name}", summary="A file of the trained adapter (PEFT format)")
-def get_adapter_file(job_id: int, name: str, request: Request) -> FileResponse:
+def get_adapter_file(job_id: JobId, name: str, request: Request) -> FileResponse:
     adapter = _outputs(request, _job(request, job_id)) / "adapter"
     present = {p.name: p for p in adapter.glob("*") if p.is_file()}
     if name not in present:  # only names listed from the directory itself: no path is built from input
@@ -184,7 +189,7 @@ def get_adapter_file(job_id: int, name: str, request: Request) -> FileResponse:
 
 
 @router.post("/{job_id}/generate", summary="Try it: greedy generation with the adapter, next to the base model")
-async def generate(job_id: int, body: GenerateRequest, request: Request) -> dict[str, Any]:
+async def generate(job_id: JobId, body: GenerateRequest, request: Request) -> dict[str, Any]:
     from peftstudio import api
 
     studio = studio_of(request)

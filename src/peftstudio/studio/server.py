@@ -98,11 +98,29 @@ def _add_pages(app: FastAPI, settings: StudioSettings) -> None:
         return response
 
 
+def hold_data_dir(data_dir: Path):
+    """One studio per data dir: two would both start the queued jobs."""
+    import fcntl
+
+    from peftstudio.errors import Problem, UserError
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    handle = (data_dir / "studio.lock").open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise UserError(Problem(f"--data-dir {data_dir}", "another studio is already serving this data dir",
+                                "stop it, or pass another --data-dir")) from None
+    return handle
+
+
 def serve(settings: StudioSettings) -> None:
     """Check the bind address, then serve until Ctrl-C; running jobs keep running."""
     import uvicorn
 
     check_bind(settings.host, settings.token)
+    lock = hold_data_dir(Path(settings.data_dir))  # noqa: F841 - held until the process exits
     app = create_app(settings)
     print(f"peftstudio studio on http://{settings.host}:{settings.port}/  (data: {app.state.studio.settings.data_dir})",
           flush=True)

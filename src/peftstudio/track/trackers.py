@@ -9,6 +9,7 @@ dropped anyway; W&B's console and environment capture are off.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 import re
@@ -49,7 +50,8 @@ class WandbSink:
 
         id_file = run_dir / "wandb_run_id"
         run_id = id_file.read_text().strip() if resumed and id_file.is_file() else uuid.uuid4().hex[:12]
-        mode, _ = wandb_mode()
+        mode, reason = wandb_mode()
+        logging.getLogger("peftstudio").info("W&B %s (%s), files in %s", mode, reason, run_dir / "wandb")
         self._run = wandb.init(
             project=project, name=name, id=run_id, resume="allow", dir=str(run_dir), mode=mode,
             config=None if resumed else loggable_settings(settings),

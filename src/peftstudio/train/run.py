@@ -8,7 +8,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from peftstudio.build.data import PreparedData
+from peftstudio.build.tokenization import TokenizedData
 from peftstudio.errors import PeftStudioError, Problem
 from peftstudio.plan.runplan import RunPlan
 from peftstudio.track.metrics import JsonlSink, MetricsSink, TensorBoardSink, read_metrics, truncate_metrics
@@ -38,7 +38,7 @@ class TrainResult:
     report: bool = True  # False in the workers of a multi-process run: their launcher reports
 
 
-def run_training(plan: RunPlan, data: PreparedData, console, arguments: list[str] | None = None,
+def run_training(plan: RunPlan, data: TokenizedData, console, arguments: list[str] | None = None,
                  callbacks: list | None = None) -> TrainResult:
     """Train `plan` on `data`; resumes from the newest complete checkpoint of the same run.
     A multi-process run started from here launches its workers with `arguments` (the CLI
@@ -174,11 +174,11 @@ def _open_sinks(plan: RunPlan, run_dir: RunDir, resumed_step: int | None) -> lis
     return sinks
 
 
-def _build_trainer(plan: RunPlan, data: PreparedData, checkpoints: CheckpointDir, progress: TrainingProgress,
+def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDir, progress: TrainingProgress,
                    sinks: list[MetricsSink], console, extra_callbacks: list):
     from datasets import Dataset
 
-    from peftstudio.build.model import (attach_adapter, load_base_model, load_tokenizer, model_location,
+    from peftstudio.build.model import (attach_adapter, load_base_model, match_vocabulary, model_location,
                                         needs_conversion, quantization_config)
     from transformers import PrinterCallback
 
@@ -188,15 +188,16 @@ def _build_trainer(plan: RunPlan, data: PreparedData, checkpoints: CheckpointDir
 
     config, training = plan.config, plan.config.training
     location = model_location(config.model)
-    tokenizer = load_tokenizer(location, config.model)
+    tokenizer = data.setup.tokenizer  # the one plan measured with: template set, pad token fixed
     base = load_base_model(location, config.model, training.precision, training.attention,
                            quantization_config(config.peft), config.device)
+    match_vocabulary(base, tokenizer)
     model = attach_adapter(base, config.peft, config.seed, training.gradient_checkpointing == "on", location)
     if needs_conversion(config.peft) and is_main_process():
         _keep_initial_adapter(model, checkpoints.root / INITIAL_ADAPTER, fresh_start=progress.step == 0)
     metrics = MetricsCallback(sinks, progress, training.save_interval_steps, training.metric_for_best_model,
                               training.early_stopping_patience, training.early_stopping_threshold)
-    validation = Dataset.from_list(data.validation_rows) if data.validation_rows else None
+    validation = Dataset.from_dict(data.as_columns(data.validation)) if data.validation else None
     callbacks = [metrics, ConsoleProgress(console, plan.schedule.optimizer_steps), *extra_callbacks]
     if training.nan_patience is not None:
         callbacks.append(NanWatchdog(training.nan_patience))
@@ -207,7 +208,7 @@ def _build_trainer(plan: RunPlan, data: PreparedData, checkpoints: CheckpointDir
     trainer = StudioTrainer(
         model=model,
         args=sft_config(plan, checkpoints.root, validation is not None),
-        train_dataset=Dataset.from_list(data.train_rows),
+        train_dataset=Dataset.from_dict(data.as_columns(data.train)),
         eval_dataset=validation,
         processing_class=tokenizer,
         callbacks=callbacks,

@@ -155,7 +155,7 @@ function stepModel() {
 
 function stepMethod() {
   return [
-    choiceCards("peft", wizard.catalog.peft || [], (o) => h("div", { class: "meta" }, "Best for: " + (o.summary || ""))),
+    choiceCards("peft", wizard.catalog.peft || [], (o) => h("div", { class: "meta" }, o.summary || "")),
     h("h3", {}, "Parameters"), fieldsOf(2).map(fieldRow)];
 }
 
@@ -179,8 +179,8 @@ function stepCompute() {
         h("div", { class: "name" }, "This machine"), h("div", { class: "meta" }, localText)),
       providers.map((p) => h("div", { class: "choice" + (isPicked(p.provider, p.gpu) ? " selected" : ""), "data-option": p.provider + ":" + p.gpu,
                                       onclick: () => pick(p.provider, p.gpu) },
-        h("div", { class: "name" }, `${p.provider_name || p.provider} · ${p.gpu}`),
-        h("div", { class: "meta" }, `${formatBytes(p.memory_bytes)} · $${Number(p.price_per_hour).toFixed(2)}/h`)))),
+        h("div", { class: "name" }, `${p.provider} · ${p.gpu}`),
+        h("div", { class: "meta" }, `${formatBytes(p.memory_bytes)} · ${money(p.price_low, p.price_high)} per hour`)))),
     providers.length ? null : h("p", { class: "muted" }, "No cloud price file in this build: only this machine can be estimated."),
     h("div", { id: "estimate-detail" })];
 }
@@ -193,8 +193,17 @@ function stepDataset() {
     h("input", { type: "file", id: "dataset-file", accept: ".jsonl,.json,.csv,.parquet", onchange: (e) => upload(e.target.files[0]) }),
     " ", h("button", { class: "secondary", onclick: () => { wizard.state.dataset = null; wizard.dataset = null; render(); changed(); } }, "Use the bundled sample"),
     h("p", { id: "dataset-status" }, "Data: ", h("b", {}, status)),
+    (wizard.uploads || []).length ? h("p", { class: "muted" }, "Earlier uploads: ", wizard.uploads.map((d) =>
+      [h("a", { href: "#", onclick: (e) => { e.preventDefault(); useDataset(d); } }, d.name), " "])) : null,
     fieldsOf(5).map(fieldRow),
     h("div", { id: "preview" }, renderPreview())];
+}
+
+function useDataset(info) {
+  wizard.dataset = info;
+  wizard.state.dataset = info.id;
+  render();
+  changed();
 }
 
 async function upload(file) {
@@ -204,10 +213,8 @@ async function upload(file) {
   try {
     const info = await api("/datasets?name=" + encodeURIComponent(file.name), { method: "POST", body: file,
       headers: { "Content-Type": "application/octet-stream" } });
-    wizard.dataset = info;
-    wizard.state.dataset = info.id;
-    render();
-    changed();
+    wizard.uploads = (wizard.uploads || []).concat([info]);
+    useDataset(info);
   } catch (error) {
     status.replaceChildren(h("span", { class: "error" }, "Upload refused: " + error.message));
   }
@@ -232,6 +239,7 @@ function stepTracking() {
   return [
     h("p", {}, "metrics.jsonl is always written; pick a tracker to also send the metrics to."),
     choiceCards("logging", wizard.catalog.logging || [], (o) => h("div", { class: "meta" }, o.summary || "")),
+    fieldsOf(6).filter((f) => f.key.startsWith(`logging.${chosen}_`)).map(fieldRow),
     option && option.secrets.length ? h("div", {}, h("h3", {}, "Keys"),
       h("p", { class: "hint" }, "Kept in this page's memory and, after launch, in the server process's environment for the job only. " +
         "Never written to the job's files, the URL or the config."),
@@ -326,12 +334,22 @@ function scheduleView(schedule, checked) {
     data ? h("tr", {}, h("td", {}, "training rows"), h("td", {}, data.train_rows)) : null);
 }
 
+function money(low, high) {
+  return low === high ? "$" + low.toFixed(2) : `$${low.toFixed(2)}–${high.toFixed(2)}`;
+}
+
 function costView(cost) {
   if (!cost.available) return h("p", { class: "muted", id: "estimate-cost" }, "Time and cost: " + cost.reason);
-  return h("table", { class: "kv", id: "estimate-cost" },
-    h("tr", {}, h("td", {}, "time"), h("td", {}, formatDuration(cost.seconds))),
-    cost.dollars !== undefined && cost.dollars !== null ? h("tr", {}, h("td", {}, "cost"), h("td", {}, "$" + Number(cost.dollars).toFixed(2))) : null,
-    cost.note ? h("tr", {}, h("td", { colspan: 2, class: "muted" }, cost.note)) : null);
+  return h("div", { id: "estimate-cost" },
+    h("table", { class: "kv" },
+      h("tr", {}, h("td", {}, "time"), h("td", { id: "estimate-hours" }, cost.hours === null ? "–" : formatDuration(cost.hours * 3600))),
+      cost.hours !== null ? h("tr", {}, h("td", {}, "cost"), h("td", { id: "estimate-dollars" }, money(cost.cost_low, cost.cost_high))) : null,
+      cost.tokens_per_second ? h("tr", {}, h("td", {}, "tokens/s"), h("td", {}, Math.round(cost.tokens_per_second))) : null),
+    h("p", { class: "muted" }, cost.basis),
+    cost.cheapest.length ? h("div", {}, h("p", {}, "Cheapest rented GPUs that fit:"), h("table", { class: "kv" },
+      cost.cheapest.map((o) => h("tr", {}, h("td", {}, `${o.provider} ${o.gpu}`),
+        h("td", {}, `${formatDuration(o.hours * 3600)} · ${money(o.cost_low, o.cost_high)}`))))) : null,
+    h("p", { class: "muted" }, `prices as of ${cost.prices_updated}`));
 }
 
 // Validate, estimate and (on step 5) preview, after a pause in typing; stale answers are dropped.
@@ -358,8 +376,8 @@ function refresh(delay) {
 
 async function init() {
   document.getElementById("top").replaceWith(topBar());
-  const [catalog, steps, hardware] = await Promise.all([api("/presets"), api("/steps"), api("/hardware")]);
-  Object.assign(wizard, { catalog, steps, hardware });
+  const [catalog, steps, hardware, uploads] = await Promise.all([api("/presets"), api("/steps"), api("/hardware"), api("/datasets")]);
+  Object.assign(wizard, { catalog, steps, hardware, uploads });
   readUrl();
   if (wizard.state.dataset) wizard.dataset = await api("/datasets/" + wizard.state.dataset).catch(() => null);
   render();
