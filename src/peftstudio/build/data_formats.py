@@ -32,6 +32,22 @@ SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistan
 CHAT_ROLES = ("system", "user", "assistant")
 
 
+FORMAT_COLUMNS = sorted({c for names in REQUIRED_COLUMNS.values() for c in names} | {"input"})
+
+
+def check_column_mapping(columns: dict[str, str]) -> None:
+    """`data.columns` maps a format's column name to the user's: {prompt: question}. A key
+    that is no format column is usually the mapping written the wrong way round."""
+    problems = []
+    for target, source in columns.items():
+        if target not in FORMAT_COLUMNS:
+            hint = f"{{{source}: {target}}}" if source in FORMAT_COLUMNS else f"{{one of {', '.join(FORMAT_COLUMNS)}: {target}}}"
+            problems.append(Problem(f"data.columns.{target}", f"{target!r} is not a column peftstudio reads (the keys are "
+                                    "the format's names, the values your columns)", f"write data.columns={hint}"))
+    if problems:
+        raise UserError(problems)
+
+
 def rename_columns(record: Record, columns: dict[str, str]) -> Record:
     """Apply `data.columns` ({format_name: your_column}) to one record."""
     if not columns:
