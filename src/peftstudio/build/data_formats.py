@@ -99,13 +99,20 @@ def _closest(column: str, found: list[str]) -> str | None:
 
 def check_records(source: str, records: list[Record], data_format: str, columns: dict[str, str]) -> None:
     """Every record must fit `data_format`; all problems (up to MAX_PROBLEMS) reported at once."""
-    problems = []
+    found: dict[tuple[str, str], list[str]] = {}
     for record in records:
         problem = record_problem(record.values, data_format, columns)
         if problem:
-            problems.append(Problem(record.where, *problem))
-    if problems:
-        raise UserError(problems[:MAX_PROBLEMS], headline=f"{source}: {len(problems)} bad record(s) for format {data_format}")
+            found.setdefault(problem, []).append(record.where)
+    if not found:
+        return
+    # One problem repeated in every record (a misnamed column) is reported once, with a count.
+    problems = [Problem(places[0], message + (f" (and {len(places) - 1} more record(s) like it, e.g. {places[1]})"
+                                              if len(places) > 1 else ""), fix)
+                for (message, fix), places in found.items()]
+    count = sum(len(places) for places in found.values())
+    raise UserError(problems[:MAX_PROBLEMS],
+                    headline=f"{source}: {count} bad record(s) for format {data_format}" if len(problems) > 1 else None)
 
 
 def record_problem(values: dict[str, Any], data_format: str, columns: dict[str, str]) -> tuple[str, str] | None:
