@@ -59,7 +59,9 @@ def print_data_summary(console: Console, plan: RunPlan) -> None:
                   f"(data.overlong={data.overlong})"
                   + (f"; {data.masked_dropped} left out with no label" if data.masked_dropped else ""))
     if data.chat_template:
-        console.print(f"[bold]template[/]  {data.chat_template}; loss on {training.loss_on} tokens")
+        loss = "every token (text data has no prompt)" if data.format == "text" else (
+            "the answers only (training.loss_on=completion)" if training.loss_on == "completion" else "every token")
+        console.print(f"[bold]template[/]  {data.chat_template}; loss on {loss}")
     if data.pad_token:
         console.print(f"[bold]pad[/]       {data.pad_token}")
 
