@@ -45,7 +45,8 @@ def load_run_model(path: Path):
     import torch
     from peft import PeftModel
 
-    from peftstudio.build.model import load_base_model, load_tokenizer, model_location, quantization_config
+    from peftstudio.build.model import (load_base_model, load_tokenizer, match_vocabulary, model_location,
+                                        quantization_config)
 
     run_dir, config = finished_run(path)
     location = model_location(config.model)
@@ -54,6 +55,7 @@ def load_run_model(path: Path):
     precision = config.training.precision if on_gpu else "fp32"
     base = load_base_model(location, config.model, precision, "sdpa", quantization_config(config.peft),
                            "cuda" if on_gpu else "cpu")
+    match_vocabulary(base, tokenizer)  # a pad token added at train time
     model = PeftModel.from_pretrained(base, str(run_dir.adapter))
     model.eval()
     return model, tokenizer, config

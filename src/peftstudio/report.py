@@ -26,9 +26,7 @@ def print_plan_summary(console: Console, plan: RunPlan) -> None:
     console.print(f"[bold]model[/]     {config.model.name_or_path}")
     console.print(f"[bold]method[/]    {config.peft.method}  r={config.peft.r} alpha={config.peft.alpha:g} "
                   f"dropout={config.peft.dropout:g} targets={_value(config.peft.target_modules)}")
-    console.print(f"[bold]data[/]      {data.source}: {data.format} ({data.format_reason}); "
-                  f"{data.train_rows} train / {data.validation_rows} validation rows; "
-                  f"padding waste {data.padding_waste:.0%} at micro-batch {training.micro_batch_size}")
+    print_data_summary(console, plan)
     epochs = schedule.optimizer_steps / schedule.steps_per_epoch
     console.print(f"[bold]schedule[/]  {schedule.optimizer_steps} optimizer steps (~{epochs:.1f} epochs), "
                   f"{schedule.mode}-based: {schedule.reason}")
@@ -46,6 +44,26 @@ def print_plan_summary(console: Console, plan: RunPlan) -> None:
     _print_memory(console, plan)
     for warning in plan.warnings:
         console.print(f"[yellow]warning[/]   {warning}")
+
+
+def print_data_summary(console: Console, plan: RunPlan) -> None:
+    """Rows, token lengths, padding, over-limit samples, chat template and pad token."""
+    data, training = plan.data, plan.config.training
+    console.print(f"[bold]data[/]      {data.source}: format {data.format} ({data.format_reason}); "
+                  f"{data.train_rows} train / {data.validation_rows} validation rows ({data.split_reason})")
+    lengths = data.token_lengths
+    kind = "tokens" if data.tokens_measured else "tokens, estimated"
+    console.print(f"[bold]tokens[/]    length p50 {lengths.get('p50')} / p90 {lengths.get('p90')} / p99 {lengths.get('p99')} "
+                  f"/ max {lengths.get('max')} ({kind}); padding waste {data.padding_waste:.1%} at micro-batch "
+                  f"{training.micro_batch_size}; {data.over_limit} over max_seq_length={training.max_seq_length} "
+                  f"(data.overlong={data.overlong})"
+                  + (f"; {data.masked_dropped} left out with no label" if data.masked_dropped else ""))
+    if data.chat_template:
+        loss = "every token (text data has no prompt)" if data.format == "text" else (
+            "the answers only (training.loss_on=completion)" if training.loss_on == "completion" else "every token")
+        console.print(f"[bold]template[/]  {data.chat_template}; loss on {loss}")
+    if data.pad_token:
+        console.print(f"[bold]pad[/]       {data.pad_token}")
 
 
 def _print_memory(console: Console, plan: RunPlan) -> None:
@@ -148,3 +166,29 @@ def print_estimates(console: Console, result) -> None:
     console.print(table)
     for note in first.notes:
         console.print(f"[dim]note: {note}[/]")
+
+
+def print_cost(console: Console, report) -> None:
+    """Time on this machine, then the rented GPUs that fit in memory, cheapest first."""
+    from peftstudio.plan.cost import fmt_hours
+
+    work, local = report.workload, report.local
+    console.print(f"[bold]work[/]      {work.sequences} sequences × ~{work.tokens_per_sequence:.0f} tokens = "
+                  f"{work.trained_tokens / 1e6:.2f} M tokens")
+    speed = f"{local.tokens_per_second:,.0f} tokens/s" if local.tokens_per_second else "speed unknown"
+    console.print(f"[bold]time[/]      here ({local.device}): {fmt_hours(local.hours)} at {speed} ({local.basis})")
+    if not report.options:
+        console.print("[yellow]cost[/]      no GPU in the price file fits this run in memory")
+        return
+    table = Table(title=f"time and cost on rented GPUs that fit (prices {report.prices_updated})", header_style="bold")
+    for column in ("provider", "GPU", "memory GiB", "peak GiB", "tokens/s", "time", "cost US$"):
+        table.add_column(column, overflow="fold")
+    for option in report.options:
+        cost = f"{option.cost_low:.2f}" if option.cost_low == option.cost_high else f"{option.cost_low:.2f}–{option.cost_high:.2f}"
+        table.add_row(option.provider, option.gpu, f"{option.memory_gib:g}", f"{option.peak_memory_gib:.1f}",
+                      f"{option.tokens_per_second:,.0f}", fmt_hours(option.hours), cost)
+    console.print(table)
+    if report.too_small:
+        console.print(f"[dim]too small for this run: {', '.join(report.too_small)}[/]")
+    for line in report.assumptions:
+        console.print(f"[dim]assumes   {line}[/]")

@@ -14,9 +14,9 @@ def test_method_flags_must_agree():
 
 def test_several_cross_field_errors_at_once():
     with pytest.raises(UserError) as caught:
-        make_plan(["training.precision=fp16", "training.packing=on", "training.resume=/nope"], hardware=CPU)
+        make_plan(["training.precision=fp16", "peft.use_dora=true", "training.resume=/nope"], hardware=CPU)
     text = caught.value.render()
-    assert "fp16 is not supported" in text and "packed samples would attend" in text and "/nope not found" in text
+    assert "fp16 is not supported" in text and "use peft=dora" in text and "/nope not found" in text
 
 
 def test_cuda_requested_without_a_gpu_is_an_environment_problem():

@@ -7,7 +7,7 @@ import pytest
 
 from peftstudio.config.validate import load_config
 from peftstudio.errors import UserError
-from peftstudio.plan.memory import BITS_4BIT_DOUBLE_QUANT, estimate_memory
+from peftstudio.plan.memory import BITS_4BIT_DOUBLE_QUANT, BITS_4BIT_SINGLE_QUANT, estimate_memory
 from tests.conftest import GIB, H100, T4
 
 LABELS = ["base weights", "LoRA weights", "gradients", "optimizer states", "activations", "logits and loss",
@@ -49,15 +49,17 @@ def test_eager_attention_is_quadratic_in_sequence_length():
 
 
 def test_four_bit_weights_cost_about_4_127_bits_plus_unquantized_embeddings():
-    full = estimate("model=llama3_8b", hardware=H100)
-    quantized = estimate("model=llama3_8b", "peft=qlora", hardware=H100) \
-        if _has_quantization_key() else None
-    if quantized is None:
+    if not _has_quantization_key():
         pytest.skip("peft.quantization is not in this schema yet")
-    embeddings = 2 * 2 * 128256 * 4096  # input embedding and head, bf16
-    # 4.127-bit linear weights plus the bf16 embedding and head (2.1 GB of the 5.7 GB on Llama 3 8B)
-    assert quantized.components["base weights"] < full.components["base weights"] / 2.5
-    assert quantized.components["base weights"] > embeddings
+    full = estimate("model=llama3_8b", hardware=H100)
+    embeddings = 2 * 2 * 128256 * 4096  # input embedding and output head, bf16
+    quantized_weights = 8_030_261_248 - embeddings // 2 - 4096 * 65  # all but embeddings, head and norms
+    for overrides, bits in ((["peft=qlora"], BITS_4BIT_DOUBLE_QUANT), (["peft.quantization=nf4"], BITS_4BIT_SINGLE_QUANT)):
+        quantized = estimate("model=llama3_8b", *overrides, hardware=H100)
+        # 4.127-bit (4.5 without double quantization) linear weights plus the bf16 embedding, head and norms
+        assert quantized.components["base weights"] == pytest.approx(
+            embeddings + 4096 * 65 * 2 + quantized_weights * bits / 8, rel=1e-6)
+        assert quantized.components["base weights"] < full.components["base weights"] / 2.5
     assert BITS_4BIT_DOUBLE_QUANT == pytest.approx(4.127, abs=0.001)
 
 

@@ -3,7 +3,8 @@
 import pytest
 
 from peftstudio.config.validate import load_config
-from peftstudio.plan.resolve import padding_waste, resolve
+from peftstudio.build.tokenization import padding_waste
+from peftstudio.plan.resolve import resolve
 from peftstudio.plan.runplan import make_plan
 from tests.conftest import CPU, H100, M4, T4
 

@@ -37,10 +37,14 @@ def load_tokenizer(location: str, settings: ModelSettings):
                                                   trust_remote_code=settings.trust_remote_code)
     except OSError as error:
         raise _unreachable(settings, error) from None
-    if tokenizer.pad_token is None:
-        # Padding with EOS would mask the EOS labels too and the model would never learn to stop.
-        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
-    return tokenizer
+    return tokenizer  # its pad token is made safe by build.tokenizer.fix_pad_token
+
+
+def match_vocabulary(model, tokenizer) -> None:
+    """Grow the embedding matrix when the tokenizer has more tokens than it has rows (a pad
+    token added by fix_pad_token). Rows beyond the tokenizer, common in hub models, stay."""
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
 
 
 def quantization_config(peft: PeftSettings):

@@ -178,6 +178,9 @@ class TrainingSettings(Section):
     """Smallest improvement of the watched metric that counts as one."""
     metric_for_best_model: str | None = None
     """Metric that decides the best checkpoint (kept beyond save_total_limit), e.g. eval_loss."""
+    nan_patience: int | None = Field(default=3, ge=1)
+    """Stop the run when the logged loss is NaN or infinite this many logs in a row, and write
+    RUN_DIR/diagnosis.json with the overrides to try; null turns the watchdog off."""
     distributed: Literal["none", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"] = "none"
     """Multi-process strategy. none: one process. ddp: a full replica per process, gradients
     averaged (CPU over gloo, or one process per GPU). fsdp / deepspeed_zero2 / deepspeed_zero3:
@@ -217,23 +220,41 @@ class OptimSettings(Section):
     """Warmup length in optimizer steps; overrides warmup_ratio."""
 
 
-DataFormat = Literal["auto", "instruction", "chat", "prompt_completion", "text"]
+DataFormat = Literal["auto", "instruction", "chat", "sharegpt", "prompt_completion", "text"]
 
 
 class DataSettings(Section):
     path: str = EMBEDDED_SAMPLE_DATA
-    """A local .jsonl / .json file, or `embedded:sample` for the bundled instruction data."""
+    """A local .jsonl / .json (array) / .csv / .tsv / .parquet file, a directory written by
+    datasets' save_to_disk, a hub dataset id (org/name), or `embedded:sample` for the bundled
+    instruction data."""
     format: DataFormat = "auto"
-    """Record shape: instruction (instruction/input/output), chat (messages with role/content),
-    prompt_completion, text, or auto (detected from the first records)."""
+    """Record shape: instruction (alpaca: instruction/input/output), chat (messages with
+    role/content), sharegpt (conversations with from/value), prompt_completion, text, or auto
+    (detected from the first record's columns; `plan` says which)."""
     columns: dict[str, str] = Field(default_factory=dict)
     """Rename your columns to the format's names, e.g. {prompt: question, completion: answer}."""
     validation_split: float = Field(default=0.1, ge=0.0, lt=1.0)
-    """Share of rows held out for evaluation; 0 turns evaluation off."""
+    """Share of rows held out for evaluation; 0 turns evaluation off. Ignored when
+    validation_path is set."""
+    validation_path: str | None = None
+    """A separate file (same format) to evaluate on, instead of splitting data.path."""
     max_samples: int | None = Field(default=None, ge=1)
     """Use only the first N rows (after shuffling)."""
     shuffle_seed: int = 42
     """Seed of the shuffle before the split."""
+    overlong: Literal["truncate", "drop", "error"] = "truncate"
+    """Samples longer than training.max_seq_length: truncate (keep the start), drop them, or
+    stop with an error listing them. `plan` counts them either way."""
+    chat_template: str | None = None
+    """Chat template for conversational data: null uses the tokenizer's own; or a known name
+    (chatml, llama3, qwen2_5, gemma, phi3, ...), a Jinja string, or a .jinja file path."""
+    split: str = "train"
+    """Split to read from a hub dataset or a save_to_disk DatasetDict."""
+    subset: str | None = None
+    """Hub dataset configuration (subset) name, when the dataset has several."""
+    revision: str | None = None
+    """Hub dataset revision (branch, tag or commit); null means the default branch."""
 
 
 class LoggingSettings(Section):

@@ -99,9 +99,6 @@ def _check_device(config: RunConfig, hardware: HardwareProfile, findings: Findin
     if training.attention == "flash_attention_2" and not (device == "cuda" and hardware.flash_attention_available):
         findings.environment.append(Problem("training.attention", "flash_attention_2 needs a CUDA GPU and the flash-attn package",
                                             "use training.attention=sdpa, or install flash-attn on a CUDA machine"))
-    if training.packing == "on" and training.attention != "flash_attention_2":
-        findings.errors.append(Problem("training.packing", f"on with attention={training.attention}: packed samples would attend to each other",
-                                       "use training.packing=off, or attention=flash_attention_2 on a CUDA GPU"))
 
 
 def _check_quantization_device(config: RunConfig, hardware: HardwareProfile, findings: Findings) -> None:

@@ -106,7 +106,7 @@ def estimate_memory(config: RunConfig, *, micro_batch_size: int | None = None, s
         "LoRA weights": 4 * adapter_parameters(arch, peft),  # peft keeps adapters in fp32
         "gradients": 4 * trainable,
         "optimizer states": _optimizer_bytes(settings, config),
-        "activations": batch * _activation_bytes_per_sequence(settings, config, seq),
+        "activations": batch * _activation_bytes_per_sequence(settings, config, seq, batch),
         "logits and loss": batch * seq * _logit_bytes_per_token(settings),
         "framework overhead": FRAMEWORK_OVERHEAD_BYTES.get(settings.device, FRAMEWORK_OVERHEAD_BYTES["cuda"]),
     }
@@ -230,15 +230,17 @@ def _lora_bytes_per_token(layers: list[Linear], settings: _Settings, config: Run
     return total
 
 
-def _block_bytes_per_token(settings: _Settings, config: RunConfig) -> int:
+def _block_bytes_per_token(settings: _Settings, config: RunConfig, padded: bool) -> int:
     """Bytes one decoder block saves for backward, per token (attention probabilities and
     the mask are per sequence, see below). Frozen projections save nothing themselves; RoPE
     saves only cos/sin."""
     arch, c = settings.arch, settings.compute_bytes
     h, i = arch.hidden_size, arch.intermediate_size
     q_dim, kv_dim = arch.num_heads * head_dim(arch), arch.num_kv_heads * head_dim(arch)
-    # sdpa with a padding mask and eager repeat the kv heads; flash-attention reads them grouped.
-    kv_seen = kv_dim if settings.attention == "flash_attention_2" else q_dim
+    # Eager attention, and sdpa once a padding mask exists, repeat the kv heads to all query
+    # heads; flash-attention and unmasked sdpa read them grouped.
+    repeats = settings.attention == "eager" or (settings.attention == "sdpa" and padded)
+    kv_seen = q_dim if repeats else kv_dim
     norms = (4 if is_gemma3(arch) else 2) * _norm_bytes_per_token(h)
     if is_gemma3(arch):  # q_norm and k_norm run per head
         norms += 4 * (q_dim + kv_dim) + 4 * (arch.num_heads + arch.num_kv_heads)
@@ -260,16 +262,20 @@ def _per_sequence_block_bytes(settings: _Settings, seq_len: int) -> int:
     return settings.arch.num_heads * seq_len * seq_len * (4 + (c if c != 4 else 0))
 
 
-def _activation_bytes_per_sequence(settings: _Settings, config: RunConfig, seq_len: int) -> int:
-    """All blocks' saved activations for one sequence, or with gradient checkpointing each
-    block's input plus one block recomputed during backward. Shared by all blocks: the
-    additive attention mask and RoPE's cos/sin tables."""
+def _activation_bytes_per_sequence(settings: _Settings, config: RunConfig, seq_len: int, micro_batch: int) -> int:
+    """All blocks' saved activations for one sequence. With gradient checkpointing only each
+    block's input is kept; one block is recomputed at a time during backward, after the
+    logits and their gradients are gone, so it adds only what it needs beyond them. Shared by
+    all blocks: RoPE's cos/sin tables and, when a batch of several sequences is padded, the
+    additive attention mask (a batch of one is never padded, and sdpa then needs no mask)."""
     arch, c = settings.arch, settings.compute_bytes
-    block = seq_len * _block_bytes_per_token(settings, config) + _per_sequence_block_bytes(settings, seq_len)
-    mask = c * seq_len * seq_len if settings.attention != "flash_attention_2" else 0
+    padded = micro_batch > 1
+    block = seq_len * _block_bytes_per_token(settings, config, padded) + _per_sequence_block_bytes(settings, seq_len)
+    mask = c * seq_len * seq_len if settings.attention != "flash_attention_2" and padded else 0
     shared = mask + 2 * c * seq_len * head_dim(arch)
     if settings.checkpointing:
-        return arch.num_layers * c * arch.hidden_size * seq_len + block + shared
+        recompute_beyond_logits = max(0, block - seq_len * _logit_bytes_per_token(settings))
+        return arch.num_layers * c * arch.hidden_size * seq_len + recompute_beyond_logits + shared
     return arch.num_layers * block + shared
 
 

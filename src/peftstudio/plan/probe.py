@@ -39,7 +39,9 @@ def _token_ids(tokenizer, row: dict[str, Any]) -> list[int]:
 class StorageTracker:
     """Peak bytes of tensor storages created while active (a TorchDispatchMode), above a baseline."""
 
-    def __init__(self, baseline: int):
+    def __init__(self, resident: dict[int, int]):
+        """`resident`: data pointer → bytes of the storages alive before (weights, optimizer
+        states); views of them (a weight's transpose in every matmul) are not new memory."""
         from torch.utils._python_dispatch import TorchDispatchMode
 
         tracker = self
@@ -51,10 +53,10 @@ class StorageTracker:
                 return output
 
         self.mode = _Mode()
-        self.baseline = baseline
+        self.baseline = sum(resident.values())
         self.current = 0
         self.peak = 0
-        self._seen: set[int] = set()
+        self._seen: set[int] = set(resident)
 
     def _count(self, output) -> None:
         import torch
@@ -64,7 +66,7 @@ class StorageTracker:
             if not isinstance(leaf, torch.Tensor):
                 continue
             storage = leaf.untyped_storage()
-            key = id(storage)
+            key = storage.data_ptr()
             if key in self._seen or storage.nbytes() == 0:
                 continue
             self._seen.add(key)
@@ -130,38 +132,41 @@ class Prober:
         import torch
 
         batch = self.sample.unsqueeze(0).repeat(micro_batch_size, 1).to(self.device)
+        # Real batches of several sequences are padded to the longest, which makes attention
+        # build a mask (and sdpa repeat the kv heads): pad one position of every row but the first.
+        mask = torch.ones_like(batch)
+        mask[1:, -1] = 0
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
             try:
-                self._train_step(batch)
+                self._train_step(batch, mask)
             except torch.cuda.OutOfMemoryError as error:
                 raise ProbeOutOfMemory(f"CUDA out of memory: {str(error).splitlines()[0]}") from None
             return torch.cuda.max_memory_allocated(self.device)
-        with StorageTracker(self._resident_bytes()) as tracker:
-            self._train_step(batch)
+        with StorageTracker(self._resident_storages()) as tracker:
+            self._train_step(batch, mask)
         return tracker.peak_bytes
 
-    def _train_step(self, batch) -> None:
+    def _train_step(self, batch, mask) -> None:
         import torch
 
         precision = self.config.training.precision
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = self.model(input_ids=batch, attention_mask=torch.ones_like(batch), labels=batch).loss
+            loss = self.model(input_ids=batch, attention_mask=mask, labels=batch.masked_fill(mask == 0, -100)).loss
         loss.backward()
         if self.config.optim.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.trainable, self.config.optim.max_grad_norm)
         self.optimizer.step()
 
-    def _resident_bytes(self) -> int:
-        """Weights, buffers, gradients and optimizer states alive before the step."""
+    def _resident_storages(self) -> dict[int, int]:
+        """Weights, buffers, gradients and optimizer states alive before the step (pointer → bytes)."""
         import torch
 
         tensors = [*self.model.parameters(), *self.model.buffers()]
         tensors += [p.grad for p in self.model.parameters() if p.grad is not None]
         tensors += [v for state in self.optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
-        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
-        return sum(storages.values())
+        return {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
 
 
 def _optimizer(config: RunConfig, model):

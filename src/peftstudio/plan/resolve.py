@@ -6,7 +6,6 @@ measured about the data), so a test can ask "what would an H100 get?" with a fak
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,11 +133,16 @@ def _attention(values: dict[str, Any], hardware: HardwareProfile, _waste: float 
 
 
 def _packing(values: dict[str, Any], hardware: HardwareProfile, waste: float | None) -> tuple[str, str]:
-    measured = f"{waste:.0%} of tokens would be padding" if waste is not None else "padding waste not measured"
-    if values["training"]["attention"] != "flash_attention_2":
-        return "off", f"{measured}; packed samples would attend to each other without flash_attention_2"
+    # Packing here is padding-free batching: a micro-batch's samples are concatenated into one
+    # row with position_ids restarting at 0 per sample. transformers builds a block-diagonal
+    # causal mask from those position_ids for sdpa and eager (masking_utils.
+    # find_packed_sequence_indices) and flash_attention_2 runs them as separate varlen
+    # sequences, so packed samples never attend to each other with any of the three.
+    measured = f"{waste:.0%} of tokens would be padding at micro-batch {values['training']['micro_batch_size']}" \
+        if waste is not None else "padding waste not measured"
     if waste is not None and waste > PACKING_WASTE_THRESHOLD:
-        return "on", f"{measured} (above {PACKING_WASTE_THRESHOLD:.0%})"
+        return "on", (f"{measured} (above {PACKING_WASTE_THRESHOLD:.0%}): samples are packed padding-free, kept apart "
+                      f"by position_ids with {values['training']['attention']}")
     return "off", f"{measured} (at most {PACKING_WASTE_THRESHOLD:.0%}: not worth packing)"
 
 
@@ -161,14 +165,3 @@ RULES = (
     ("training.micro_batch_size", _micro_batch_size),
     ("training.packing", _packing),
 )
-
-
-def padding_waste(lengths: list[int], micro_batch_size: int, seed: int = 0) -> float:
-    """Share of padding when random batches are padded to their longest sample."""
-    if not lengths:
-        return 0.0
-    order = list(lengths)
-    random.Random(seed).shuffle(order)
-    padded = sum(max(order[i:i + micro_batch_size]) * len(order[i:i + micro_batch_size])
-                 for i in range(0, len(order), micro_batch_size))
-    return 1.0 - sum(order) / padded

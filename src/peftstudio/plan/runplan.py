@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from peftstudio.build.data import PreparedData, prepare_data
+from peftstudio.build.tokenization import TokenizedData, padding_waste, percentiles
 from peftstudio.config.compose import RANK_DEFAULT, Composition
 from peftstudio.config.introspect import flatten
 from peftstudio.config.schema import RunConfig
@@ -22,7 +23,7 @@ from peftstudio.errors import EnvironmentProblem, UserError
 from peftstudio.plan.checks import check
 from peftstudio.plan.fit import check_fit
 from peftstudio.plan.hardware import HardwareProfile
-from peftstudio.plan.resolve import padding_waste, resolve
+from peftstudio.plan.resolve import resolve
 
 PLAN_VERSION = 1
 
@@ -36,6 +37,15 @@ class DataSummary:
     validation_rows: int
     sha256: str
     padding_waste: float
+    split_reason: str = ""
+    token_lengths: dict[str, int] = field(default_factory=dict)  # p50/p90/p99/max, before truncation
+    tokens_measured: bool = True  # False: estimated from characters (tokenizer not available to plan)
+    over_limit: int = 0
+    overlong: str = "truncate"
+    masked_dropped: int = 0
+    chat_template: str = ""
+    pad_token: str = ""
+    mean_tokens: float = 0.0  # tokens per training row after truncation, for the time estimate
 
 
 @dataclass(frozen=True)
@@ -88,8 +98,11 @@ def make_plan(overrides: list[str] | None = None, config_file: Path | None = Non
 
 
 def plan_with_data(overrides: list[str] | None = None, config_file: Path | None = None,
-                   hardware: HardwareProfile | None = None) -> tuple[RunPlan, PreparedData]:
-    """`make_plan`, also returning the checked data so training does not read it twice."""
+                   hardware: HardwareProfile | None = None,
+                   require_tokenizer: bool = False) -> tuple[RunPlan, TokenizedData | None]:
+    """`make_plan`, also returning the tokenized data so training does not read it twice.
+    Without `require_tokenizer`, a tokenizer that cannot be had offline makes the token
+    figures estimates (with a warning) instead of an error."""
 
     config, composition = load_config(overrides, config_file)
     data = prepare_data(config.data)
@@ -97,26 +110,62 @@ def plan_with_data(overrides: list[str] | None = None, config_file: Path | None 
         from peftstudio.plan.hardware import detect
 
         hardware = detect(config.training.output_dir)
-    lengths = [len(json.dumps(row, ensure_ascii=False)) for row in data.train_rows]
     micro_batch = config.training.micro_batch_size
     if micro_batch == "auto":  # padding waste depends on the micro-batch: resolve it first
         micro_batch = resolve(config, hardware, None).config.training.micro_batch_size
-    waste = padding_waste(lengths, micro_batch, config.seed)
-    resolution = resolve(config, hardware, waste)
+    tokens, token_warnings = _tokenize(config, data, require_tokenizer, micro_batch)
+    summary = _data_summary(config, data, tokens, micro_batch)
+    resolution = resolve(config, hardware, summary.padding_waste)
     config = resolution.config
-    schedule = _schedule(config, composition, len(data.train_rows))
-    findings = check(config, hardware, schedule.optimizer_steps, len(data.validation_rows))
+    schedule = _schedule(config, composition, summary.train_rows)
+    findings = check(config, hardware, schedule.optimizer_steps, summary.validation_rows)
     if findings.errors:
         raise UserError(findings.errors + findings.environment, headline="the run cannot start")
     if findings.environment:
         raise EnvironmentProblem(findings.environment, headline="this environment cannot run it")
     fit = check_fit(config, hardware)
-    summary = DataSummary(data.source, data.format, data.format_reason, len(data.train_rows),
-                          len(data.validation_rows), data.sha256, round(waste, 4))
     provenance = _provenance(config, composition, resolution.reasons)
-    plan = RunPlan(config, provenance, hardware, summary, schedule, findings.warnings + fit.warnings,
+    plan = RunPlan(config, provenance, hardware, summary, schedule, token_warnings + findings.warnings + fit.warnings,
                    fingerprint(run_identity(config, summary)), fit.to_dict())
-    return plan, data
+    return plan, tokens
+
+
+def _tokenize(config: RunConfig, data: PreparedData, required: bool,
+              micro_batch: int) -> tuple[TokenizedData | None, list[str]]:
+    from peftstudio.build.tokenization import tokenize_data
+    from peftstudio.build.tokenizer import prepare_tokenizer
+
+    try:
+        setup = prepare_tokenizer(config, data.format)
+    except EnvironmentProblem as problem:
+        if required:
+            raise
+        return None, [f"token figures are estimates (4 characters per token): {problem.problems[0].message}; "
+                      "train loads the tokenizer and checks lengths, template, pad token and labels before training"]
+    training = config.training
+    tokens = tokenize_data(data, setup, training.max_seq_length, config.data.overlong, training.loss_on, micro_batch)
+    return tokens, tokens.warnings
+
+
+def _data_summary(config: RunConfig, data: PreparedData, tokens: TokenizedData | None, micro_batch: int) -> DataSummary:
+    common = dict(source=data.source, format=data.format, format_reason=data.format_reason, sha256=data.sha256,
+                  split_reason=data.split_reason, overlong=config.data.overlong)
+    if tokens is None:
+        lengths = [sum(len(str(value)) for value in row.values()) // 4 + 1 for row in data.train_rows]
+        return DataSummary(**common, train_rows=len(data.train_rows), validation_rows=len(data.validation_rows),
+                           padding_waste=round(padding_waste(lengths, micro_batch), 4),
+                           token_lengths=percentiles(lengths), tokens_measured=False,
+                           over_limit=sum(n > config.training.max_seq_length for n in lengths),
+                           mean_tokens=_mean([min(n, config.training.max_seq_length) for n in lengths]))
+    stats = tokens.stats
+    return DataSummary(**common, train_rows=len(tokens.train), validation_rows=len(tokens.validation),
+                       padding_waste=stats.padding_waste, token_lengths=stats.percentiles, over_limit=stats.over_limit,
+                       masked_dropped=stats.masked_dropped, chat_template=tokens.setup.template_reason,
+                       pad_token=tokens.setup.pad_reason, mean_tokens=round(stats.total_tokens / len(tokens.train), 1))
+
+
+def _mean(values: list[int]) -> float:
+    return round(sum(values) / len(values), 1) if values else 0.0
 
 
 def with_measured_micro_batch(plan: RunPlan, result) -> RunPlan:

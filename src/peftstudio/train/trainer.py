@@ -45,14 +45,24 @@ def sft_config(plan: RunPlan, checkpoint_dir: Path, has_validation: bool) -> SFT
         ddp_backend="gloo" if config.device == "cpu" and training.num_processes > 1 else None,
         ddp_find_unused_parameters=False,  # every adapter weight takes part in every step
         gradient_checkpointing=training.gradient_checkpointing == "on",
-        max_length=training.max_seq_length,
-        packing=training.packing == "on",
+        # The rows arrive tokenized, already limited to max_seq_length (data.overlong) and with
+        # their labels masked per training.loss_on (build.tokenization, TRL's masking rules),
+        # so TRL's own truncation and mask flags have nothing left to do. TRL refuses a
+        # max_length with padding-free batching and no bin packing: there it must be None.
+        max_length=None if training.packing == "on" else training.max_seq_length,
+        packing=False,
         padding_free=training.packing == "on",
-        completion_only_loss=training.loss_on == "completion",
-        assistant_only_loss=training.loss_on == "completion" and plan.data.format == "chat",
+        completion_only_loss=False,
+        assistant_only_loss=False,
+        # With a KV cache, transformers skips the position_ids-based mask that keeps packed
+        # samples apart (masking_utils: packed sequences are detected only without one).
+        use_cache=False,
         logging_strategy="steps",
         logging_steps=training.log_interval_steps,
         logging_first_step=False,
+        # The default filter replaces a NaN/inf step loss by the window average: the log would
+        # hide the very failure the watchdog and `diagnose` look for.
+        logging_nan_inf_filter=False,
         eval_strategy="steps" if has_validation else "no",
         eval_steps=training.eval_interval_steps,
         prediction_loss_only=True,

@@ -1,0 +1,192 @@
+"""Tokenize the prepared rows once, with the labels the loss will use, and measure them.
+
+The rows reach SFTTrainer already tokenized (`input_ids` + `labels`), so the lengths,
+over-limit counts and label masks `plan` reports are the ones training sees. The masks follow
+TRL's rules for its `completion_only_loss` / `assistant_only_loss`:
+- prompt/completion rows (instruction data): the completion starts where the tokenized
+  prompt (with the generation prompt) and prompt + completion stop agreeing;
+- chat rows: the tokens inside the template's `{% generation %}` blocks;
+- text rows: every token (an EOS is appended, as TRL does).
+With `training.loss_on=all` every token is a label.
+
+Samples over `training.max_seq_length` are truncated (keep the start), dropped, or refused
+(`data.overlong`). Rows left without a single label are dropped; if a whole sample batch
+would have none, the run is refused with the cause and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from peftstudio.build.data import PreparedData
+from peftstudio.build.tokenizer import TokenizerSetup
+from peftstudio.errors import Problem, UserError
+
+IGNORE = -100  # the label value the loss skips
+MAX_LISTED = 10
+
+
+@dataclass(frozen=True)
+class TokenizedRow:
+    input_ids: list[int]
+    labels: list[int]
+
+
+@dataclass
+class TokenStats:
+    """What `plan` reports about the tokenized training rows."""
+
+    percentiles: dict[str, int]  # p50, p90, p99, max (before truncation)
+    over_limit: int
+    overlong_action: str
+    masked_dropped: int
+    padding_waste: float
+    label_tokens: int
+    total_tokens: int
+
+
+@dataclass
+class TokenizedData:
+    prepared: PreparedData
+    setup: TokenizerSetup
+    train: list[TokenizedRow]
+    validation: list[TokenizedRow]
+    stats: TokenStats
+    warnings: list[str] = field(default_factory=list)
+
+    def as_columns(self, rows: list[TokenizedRow]) -> dict[str, list[list[int]]]:
+        return {"input_ids": [r.input_ids for r in rows], "labels": [r.labels for r in rows]}
+
+
+def tokenize_row(tokenizer, row: dict[str, Any], loss_on: str, markers: bool) -> TokenizedRow:
+    """One prepared row (TRL shape) → input_ids and labels."""
+    if "messages" in row:
+        encoded = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True,
+                                                return_assistant_tokens_mask=markers)
+        ids = list(encoded["input_ids"])
+        mask = list(encoded["assistant_masks"]) if markers else [0] * len(ids)
+        return TokenizedRow(ids, ids if loss_on == "all" else _masked(ids, mask))
+    if "prompt" in row:
+        prompt_ids, ids = _prompt_completion_ids(tokenizer, row)
+        start = _common_prefix_length(prompt_ids, ids)
+        return TokenizedRow(ids, ids if loss_on == "all" else [IGNORE] * start + ids[start:])
+    text = row["text"] if row["text"].endswith(tokenizer.eos_token) else row["text"] + tokenizer.eos_token
+    ids = list(tokenizer(text)["input_ids"])
+    return TokenizedRow(ids, ids)
+
+
+def _prompt_completion_ids(tokenizer, row: dict[str, Any]) -> tuple[list[int], list[int]]:
+    if tokenizer.chat_template:
+        prompt = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True)
+        full = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=True, return_dict=True)
+        return list(prompt["input_ids"]), list(full["input_ids"])
+    # No template (plain prompt_completion data on a base model): text joined, EOS appended, as TRL does.
+    prompt_text, completion_text = row["prompt"][-1]["content"], row["completion"][-1]["content"]
+    prompt = tokenizer(prompt_text)["input_ids"]
+    full = tokenizer(prompt_text + completion_text + tokenizer.eos_token)["input_ids"]
+    return list(prompt), list(full)
+
+
+def _masked(ids: list[int], mask: list[int]) -> list[int]:
+    return [token if keep else IGNORE for token, keep in zip(ids, mask)]
+
+
+def _common_prefix_length(first: list[int], second: list[int]) -> int:
+    length = 0
+    for a, b in zip(first, second):
+        if a != b:
+            break
+        length += 1
+    return length
+
+
+def percentiles(lengths: list[int]) -> dict[str, int]:
+    """Nearest-rank p50/p90/p99/max of the token lengths."""
+    if not lengths:
+        return {"p50": 0, "p90": 0, "p99": 0, "max": 0}
+    ordered = sorted(lengths)
+    rank = {name: ordered[max(math.ceil(share * len(ordered)) - 1, 0)]
+            for name, share in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))}
+    return {**rank, "max": ordered[-1]}
+
+
+def padding_waste(lengths: list[int], micro_batch_size: int) -> float:
+    """Share of padding tokens when consecutive micro-batches are padded to their longest row."""
+    if not lengths:
+        return 0.0
+    padded = sum(max(lengths[i:i + micro_batch_size]) * len(lengths[i:i + micro_batch_size])
+                 for i in range(0, len(lengths), micro_batch_size))
+    return 1.0 - sum(lengths) / padded
+
+
+def limit_lengths(rows: list[TokenizedRow], where: list[str], max_length: int, action: str) -> tuple[list, list, int]:
+    """Apply `data.overlong` to the rows; returns (rows, where, how many were over)."""
+    over = [i for i, row in enumerate(rows) if len(row.input_ids) > max_length]
+    if not over:
+        return rows, where, 0
+    if action == "error":
+        problems = [Problem(where[i], f"{len(rows[i].input_ids)} tokens, over training.max_seq_length={max_length}")
+                    for i in over[:MAX_LISTED]]
+        problems.append(Problem("fix", f"raise training.max_seq_length (longest sample: "
+                                f"{max(len(rows[i].input_ids) for i in over)} tokens), or set data.overlong=truncate "
+                                "(keep the start) or data.overlong=drop"))
+        raise UserError(problems, headline=f"{len(over)} of {len(rows)} samples are longer than "
+                        f"training.max_seq_length={max_length} (data.overlong=error)")
+    if action == "drop":
+        dropped = set(over)
+        kept = [i for i in range(len(rows)) if i not in dropped]
+        return [rows[i] for i in kept], [where[i] for i in kept], len(over)
+    cut = [TokenizedRow(r.input_ids[:max_length], r.labels[:max_length]) for r in rows]
+    return cut, where, len(over)
+
+
+def tokenize_data(prepared: PreparedData, setup: TokenizerSetup, max_length: int, overlong: str, loss_on: str,
+                  micro_batch_size: int) -> TokenizedData:
+    """Tokenize, limit lengths, check labels and measure: everything `plan` reports about tokens."""
+    tokenizer, markers = setup.tokenizer, setup.has_generation_markers
+    train = [tokenize_row(tokenizer, row, loss_on, markers) for row in prepared.train_rows]
+    validation = [tokenize_row(tokenizer, row, loss_on, markers) for row in prepared.validation_rows]
+    spread = percentiles([len(row.input_ids) for row in train])
+    train, train_where, over = limit_lengths(train, prepared.train_where, max_length, overlong)
+    validation, validation_where, _ = limit_lengths(validation, prepared.validation_where, max_length, overlong)
+    if not train:
+        raise UserError(Problem(prepared.source, f"every sample is longer than training.max_seq_length={max_length} and "
+                                "data.overlong=drop drops them all", "raise training.max_seq_length or use data.overlong=truncate"))
+    refuse_unlabelled_batch(train[:micro_batch_size], train_where[:micro_batch_size], setup, prepared, loss_on, max_length)
+    kept_train = [row for row in train if _has_label(row)]
+    kept_validation = [row for row in validation if _has_label(row)]
+    dropped = len(train) - len(kept_train) + len(validation) - len(kept_validation)
+    lengths = [len(row.input_ids) for row in kept_train]
+    stats = TokenStats(spread, over, overlong, dropped, round(padding_waste(lengths, micro_batch_size), 4),
+                       sum(sum(label != IGNORE for label in row.labels) for row in kept_train), sum(lengths))
+    warnings = []
+    if dropped:
+        warnings.append(f"{dropped} sample(s) have no token to learn from after masking and truncation "
+                        f"(training.loss_on={loss_on}, max_seq_length={max_length}); they are left out")
+    return TokenizedData(prepared, setup, kept_train, kept_validation, stats, warnings)
+
+
+def _has_label(row: TokenizedRow) -> bool:
+    return any(label != IGNORE for label in row.labels)
+
+
+def refuse_unlabelled_batch(batch: list[TokenizedRow], where: list[str], setup: TokenizerSetup, prepared: PreparedData,
+                            loss_on: str, max_length: int) -> None:
+    """A micro-batch with every label masked trains nothing (loss 0 or NaN): name why and the fix."""
+    if any(_has_label(row) for row in batch):
+        return
+    if prepared.format in ("chat", "sharegpt") and not setup.has_generation_markers:
+        cause = ("the chat template has no {% generation %} markers, so assistant-only loss finds no assistant "
+                 "token to train on")
+        fix = "set data.chat_template to a template with generation markers (e.g. chatml), or training.loss_on=all"
+    elif any(len(row.input_ids) >= max_length for row in batch):
+        cause = f"training.max_seq_length={max_length} cuts every answer off (the prompts alone fill it)"
+        fix = "raise training.max_seq_length, shorten the prompts, or set data.overlong=drop"
+    else:
+        cause = f"no token of these samples is a completion token (training.loss_on={loss_on})"
+        fix = "check that the answers are not empty, or set training.loss_on=all"
+    raise UserError(Problem(where[0] if where else prepared.source,
+                            f"every label of the first micro-batch ({len(batch)} samples) is masked: {cause}", fix),
+                    headline="nothing to learn from")

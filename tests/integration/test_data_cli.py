@@ -1,0 +1,79 @@
+"""Data problems through the real CLI: exit 2, one message with file:line, the value and the
+fix, no traceback; and a model whose pad token is EOS trains and generates with the fix."""
+
+import json
+import re
+import shutil
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+def write(path, text: str | bytes):
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name,content,expected", [
+    ("bad.jsonl", '{"text": "ok"}\n{"text": "no end}\n',
+     ":2: invalid JSON: Unterminated string starting at (column 10): {\"text\": \"no end}\n"
+     "    fix: each line must be one complete JSON object"),
+    ("qa.csv", "instruction,outputs\nSay hi,hi\n",
+     ":2: missing column 'output' (found ['instruction', 'outputs']; closest: 'outputs')\n"
+     "    fix: rename it with data.columns={output: outputs}"),
+    ("latin1.jsonl", b'{"text": "ok"}\n{"text": "caf\xe9"}\n',
+     ":2: not UTF-8 (byte 0xe9 at column 14)\n    fix: re-save the file as UTF-8"),
+])
+def test_data_problems_exit_2_with_location_and_fix(tmp_path, name, content, expected):
+    path = write(tmp_path / name, content)
+    extra = ["data.format=instruction"] if name.endswith(".csv") else []
+    result = run_cli("plan", f"data.path={path}", *extra, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert f"{path}{expected}" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def padless_model(model_cache, target, template: bool):
+    """The embedded model with a tokenizer that has no pad token of its own (pad = EOS)."""
+    from peftstudio.build.embedded import embedded_model_dir
+
+    source = embedded_model_dir(model_cache)
+    target.mkdir()
+    for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer_config.json"):
+        shutil.copy(source / name, target / name)
+    if template:
+        shutil.copy(source / "chat_template.jinja", target / "chat_template.jinja")
+    text = (source / "tokenizer.json").read_text().replace("<|pad|>", "<|reserved|>")
+    (target / "tokenizer.json").write_text(text)
+    config = json.loads((target / "tokenizer_config.json").read_text())
+    config["pad_token"] = config["eos_token"]
+    (target / "tokenizer_config.json").write_text(json.dumps(config))
+    return target
+
+
+def test_instruction_data_on_a_tokenizer_without_template_is_refused(tmp_path, model_cache):
+    model = padless_model(model_cache, tmp_path / "base", template=False)
+    result = run_cli("plan", f"model.name_or_path={model}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "data.chat_template: instruction data needs a chat template, and this tokenizer has none" in result.stderr
+    assert "chatml is a safe choice" in result.stderr
+
+
+def test_pad_equal_to_eos_is_fixed_and_the_run_trains_and_generates(tmp_path, model_cache):
+    model = padless_model(model_cache, tmp_path / "base", template=True)
+    args = [f"model.name_or_path={model}", "training.num_batches=3", "training.packing=on", "data.max_samples=40",
+            "training.save_interval_steps=3", "training.log_interval_steps=1"]
+    trained = run_cli("train", *args, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    # train prints the plan summary first: the fix is announced before any weight is loaded
+    assert re.search(r"^pad       pad token = EOS '<\|end_of_turn\|>': added a dedicated pad token '<\|pad\|>' "
+                     r"\(id \d+\)", trained.stdout, re.MULTILINE), trained.stdout
+    saved = json.loads((tmp_path / "outputs/adapter/tokenizer_config.json").read_text())
+    assert saved["pad_token"] == "<|pad|>"
+    generated = run_cli("generate", "outputs", "--count", "1", "--max-new-tokens", "4", cwd=tmp_path)
+    assert generated.returncode == 0, generated.stderr
+    assert "adapter" in generated.stdout
