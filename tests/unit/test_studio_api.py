@@ -18,6 +18,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from peftstudio.config.introspect import find_field
 from peftstudio.studio.context import StudioSettings
 from peftstudio.studio.server import create_app
 from tests.conftest import CPU, run_cli
@@ -164,6 +165,26 @@ def test_estimate_is_the_cli_estimator_on_the_plan(client):
     assert presets["llama3_8b"]["memory"]["total_parameters"] > 8e9 > presets["gemma3_1b"]["memory"]["total_parameters"]
 
 
+def test_cloud_targets_and_their_cost_come_from_the_price_file(client):
+    pytest.importorskip("peftstudio.plan.cost", reason="the time and cost model (plan/cost.py) is not in this build")
+    gib = 1024**3
+    targets = client.get("/api/hardware").json()["providers"]
+    assert {"runpod", "lambda", "vast"} <= {t["provider"] for t in targets}
+    h100 = next(t for t in targets if t["provider"] == "runpod" and t["gpu"] == "H100")
+    assert h100["memory_bytes"] == 80 * gib
+    state = {"groups": {"model": "llama3_8b"}}
+    on_h100 = client.post("/api/estimate", json={"state": state, "target": {"provider": "runpod", "gpu": "H100"}}).json()
+    assert on_h100["memory"]["fits"] is True and on_h100["memory"]["device_bytes"] == 80 * gib
+    cost = on_h100["cost"]
+    assert cost["hours"] > 0 and cost["cost_low"] == pytest.approx(cost["hours"] * h100["price_low"])
+    on_t4 = client.post("/api/estimate", json={"state": state, "target": {"provider": "vast", "gpu": "T4"}}).json()
+    assert on_t4["memory"]["fits"] is False and on_t4["cost"]["fits"] is False
+    local = client.post("/api/estimate", json={"state": TINY}).json()["cost"]
+    assert local["hours"] > 0 and local["cost_low"] == 0.0
+    unknown = client.post("/api/estimate", json={"state": state, "target": {"provider": "nope", "gpu": "T4"}})
+    assert unknown.status_code == 400 and unknown.json()["problems"][0]["where"] == "compute"
+
+
 def test_the_job_yaml_composes_to_the_same_config_as_the_overrides(client, tmp_path):
     from peftstudio import api
     from peftstudio.studio.wizard import config_yaml
@@ -183,6 +204,8 @@ def test_the_job_yaml_composes_to_the_same_config_as_the_overrides(client, tmp_p
     ({"model.name_or_path": "${oc.env:HOME}"}, "model.name_or_path", "interpolations"),
     ({"training.output_dir": "/etc"}, "training.output_dir", "set by the studio"),
     ({"data.path": "/etc/passwd"}, "data.path", "set by the studio"),
+    pytest.param({"data.chat_template": "/etc/passwd"}, "data.chat_template", "template files",
+                 marks=pytest.mark.skipif(find_field("data.chat_template") is None, reason="no data.chat_template key")),
     ({"model.name_or_path": "../../secret"}, "model.name_or_path", "neither a hub id"),
     ({"model.name_or_path": "https://example.com/model"}, "model.name_or_path", "neither a hub id"),
     ({"training.nope": 1}, "training.nope", "not a config key"),
@@ -263,6 +286,23 @@ def test_preview_shows_format_masking_and_file_line_errors(client, model_cache):
     assert not shown["ok"]
     assert any(p["where"] == "bad.jsonl:31" for p in shown["problems"]), shown["problems"]
     assert client.post("/api/preview", json={**TINY, "dataset": "0" * 32}).json()["problems"][0]["where"] == "dataset"
+
+
+def test_csv_and_parquet_uploads_preview_like_jsonl(client, model_cache, tmp_path):
+    pytest.importorskip("peftstudio.build.data_sources", reason="CSV/Parquet readers are not in this build")
+    import pandas
+
+    frame = pandas.DataFrame({"instruction": [f"Say {i}" for i in range(20)], "output": [str(i) for i in range(20)]})
+    frame.to_parquet(tmp_path / "rows.parquet")
+    uploads = {"rows.csv": frame.to_csv(index=False).encode(), "rows.parquet": (tmp_path / "rows.parquet").read_bytes()}
+    for name, content in uploads.items():
+        info = client.post("/api/datasets", params={"name": name}, content=content).json()
+        assert info["kind"] == name.rsplit(".", 1)[1]
+        shown = client.post("/api/preview", json={**TINY, "dataset": info["id"]}).json()
+        assert shown["ok"] and shown["format"] == "instruction" and shown["rows"] == 20, shown
+    broken = client.post("/api/datasets", params={"name": "broken.csv"}, content=b"instruction,output\nSay,1\nSay 2,\n").json()
+    shown = client.post("/api/preview", json={**TINY, "dataset": broken["id"]}).json()
+    assert not shown["ok"] and any(p["where"].startswith("broken.csv:") for p in shown["problems"]), shown
 
 
 # ---------------------------------------------------------------- jobs
@@ -354,9 +394,11 @@ def test_metrics_offsets_and_run_files(client):
     job_id = create_job(client, "a")
     outputs = client.app.state.studio.jobs.job_dir(job_id) / "outputs"
     outputs.mkdir()
-    (outputs / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in (1, 2, 3)))
+    (outputs / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in (1, 2))
+                                           + json.dumps({"step": 3, "loss": float("inf")}) + "\n")
     page = client.get(f"/api/jobs/{job_id}/metrics", params={"offset": 1}).json()
     assert [r["step"] for r in page["records"]] == [2, 3] and page["next_offset"] == 3
+    assert page["records"][1]["loss"] is None
     assert client.get(f"/api/jobs/{job_id}/metrics", params={"offset": 9}).json()["reset"] is True
     assert client.get(f"/api/jobs/{job_id}/files/metrics.jsonl").status_code == 200
     assert client.get(f"/api/jobs/{job_id}/files/..%2Fconfig.yaml").status_code == 404
@@ -366,6 +408,27 @@ def test_metrics_offsets_and_run_files(client):
     wait_for(lambda: status(client, job_id) == "succeeded")
     events = client.get(f"/api/jobs/{job_id}/events").text
     assert events.count("event: metrics") == 3 and '"status": "succeeded"' in events
+
+
+def test_a_failed_job_shows_diagnose_findings(client):
+    pytest.importorskip("peftstudio.diagnose.report", reason="`diagnose` is not in this build")
+    from peftstudio import api
+
+    job_id = create_job(client, "diverges")
+    outputs = client.app.state.studio.jobs.job_dir(job_id) / "outputs"
+    outputs.mkdir()
+    config = api.plan(["model=tiny"], hardware=CPU).config.model_dump(mode="json")
+    (outputs / "config.resolved.yaml").write_text(yaml.safe_dump(config))
+    losses = [2.0, 1.8, float("nan"), float("nan")]
+    (outputs / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": loss, "grad_norm": 3.0}) + "\n"
+                                                   for s, loss in enumerate(losses, 1)))
+    release(client, job_id, code=1)
+    wait_for(lambda: status(client, job_id) == "failed")
+    job = client.get(f"/api/jobs/{job_id}").json()
+    assert job["latest"]["loss"] is None, "NaN travels as null, JSON has no NaN"
+    assert job["diagnosis"]["available"]
+    nan, = [f for f in job["diagnosis"]["findings"] if f["problem"] == "nan_loss"]
+    assert any(o.startswith("optim.learning_rate=") for o in nan["overrides"])
 
 
 def test_secrets_go_to_the_job_environment_only(client):

@@ -22,6 +22,10 @@ def preview(path: Path | str, config: RunConfig) -> dict[str, Any]:
     settings = config.data.model_copy(update={"path": str(path), "validation_split": 0.0})
     data = prepare_data(settings)
     rows = data.train_rows[:SAMPLES]
+    labelled = _labelled_samples(config, data.format, rows)
+    if labelled is not None:
+        return {"format": data.format, "format_reason": data.format_reason, "rows": len(data.train_rows),
+                **labelled}
     template = _template(config.model)
     samples = [_segments(template, row, config.training.loss_on) for row in rows]
     return {
@@ -33,6 +37,44 @@ def preview(path: Path | str, config: RunConfig) -> dict[str, Any]:
         "template_note": "" if template else f"{config.model.name_or_path}: its chat template is not available "
                                              "without a download, so samples are shown as role: text",
     }
+
+
+def _labelled_samples(config: RunConfig, data_format: str, rows: list[dict]) -> dict[str, Any] | None:
+    """Samples cut where training's own labels switch between masked and trained (and where
+    max_seq_length truncates), when this build tokenizes rows itself (build/tokenization.py)."""
+    try:
+        from peftstudio.build.tokenization import IGNORE, tokenize_row
+        from peftstudio.build.tokenizer import prepare_tokenizer
+    except ImportError:
+        return None
+    from peftstudio.errors import EnvironmentProblem
+
+    key = ("setup", config.model.name_or_path, config.model.revision, config.data.chat_template, data_format)
+    with _TOKENIZER_LOCK:
+        try:
+            if key not in _TOKENIZERS:
+                _TOKENIZERS[key] = prepare_tokenizer(config, data_format)
+        except EnvironmentProblem:
+            return None  # not on this machine: the role: text rendering below needs no download
+        setup = _TOKENIZERS[key]
+    samples = []
+    for row in rows:
+        tokenized = tokenize_row(setup.tokenizer, row, config.training.loss_on, setup.has_generation_markers)
+        samples.append(_label_runs(setup.tokenizer, tokenized.input_ids, tokenized.labels, IGNORE,
+                                   config.training.max_seq_length))
+    return {"samples": samples, "template": setup.template_reason, "template_note": ""}
+
+
+def _label_runs(tokenizer, ids: list[int], labels: list[int], ignore: int, max_length: int) -> list[dict[str, Any]]:
+    """Consecutive tokens with the same (trained, truncated) state, decoded together."""
+    pieces: list[dict[str, Any]] = []
+    for index, (token, label) in enumerate(zip(ids, labels)):
+        state = {"trained": label != ignore and index < max_length, "truncated": index >= max_length}
+        if pieces and all(pieces[-1][k] == v for k, v in state.items()):
+            pieces[-1]["ids"].append(token)
+        else:
+            pieces.append({**state, "ids": [token]})
+    return [{"text": tokenizer.decode(p.pop("ids")), **p} for p in pieces]
 
 
 class _Template:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,6 +38,15 @@ class JobRequest(BaseModel):
 class GenerateRequest(BaseModel):
     prompt: str = Field(min_length=1, max_length=4000)
     max_new_tokens: int = Field(default=48, ge=1, le=256)
+
+
+def finite(record: dict[str, Any]) -> dict[str, Any]:
+    """A metrics record that JSON can carry: NaN/inf losses (a diverged run) become null."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
+
+
+def run_records(outputs: Path) -> list[dict[str, Any]]:
+    return [finite(record) for record in read_metrics(outputs / "metrics.jsonl")]
 
 
 def _job(request: Request, job_id: int) -> Job:
@@ -75,7 +85,7 @@ def job_dict(request: Request, job: Job) -> dict[str, Any]:
     """A job with what its page shows: log tail, latest metrics, files, config and command."""
     job_dir = studio_of(request).jobs.job_dir(job.id)
     outputs = job_dir / "outputs"
-    records = read_metrics(outputs / "metrics.jsonl")
+    records = run_records(outputs)
     latest = next((r for r in reversed(records) if "loss" in r), None)
     config_text = (job_dir / CONFIG_FILE).read_text(encoding="utf-8")
     return {
@@ -138,7 +148,7 @@ def resume_job(job_id: JobId, request: Request) -> dict[str, Any]:
 def get_metrics(job_id: JobId, request: Request, offset: int = Query(0, ge=0, le=2**62)) -> dict[str, Any]:
     """A resumed run rewrites the records after its checkpoint; when the file got shorter than
     `offset`, every record comes back with `reset: true`."""
-    records = read_metrics(_outputs(request, _job(request, job_id)) / "metrics.jsonl")
+    records = run_records(_outputs(request, _job(request, job_id)))
     reset = offset > len(records)
     return {"records": records if reset else records[offset:], "next_offset": len(records), "reset": reset}
 
@@ -152,10 +162,10 @@ async def stream_events(job_id: JobId, request: Request) -> StreamingResponse:
 
 async def _events(request: Request, job_id: int):
     studio = studio_of(request)
-    path = studio.jobs.job_dir(job_id) / "outputs" / "metrics.jsonl"
+    outputs = studio.jobs.job_dir(job_id) / "outputs"
     sent = 0
     while True:
-        records = read_metrics(path)
+        records = run_records(outputs)
         if len(records) < sent:  # a resumed run rewrote the records after its checkpoint
             yield "event: reset\ndata: {}\n\n"
             sent = 0

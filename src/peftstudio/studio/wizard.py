@@ -28,7 +28,8 @@ from peftstudio.config.schema import EMBEDDED_MODEL_ID
 from peftstudio.errors import Problem
 
 # Keys the studio sets itself for every job; the user cannot point them elsewhere.
-STUDIO_OWNED = ("training.output_dir", "training.checkpoint_dir", "training.resume", "data.path")
+STUDIO_OWNED = ("training.output_dir", "training.checkpoint_dir", "training.resume", "data.path",
+                "data.validation_path")
 KEY_PATTERN = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$")
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 Scalar = str | int | float | bool | None
@@ -127,6 +128,8 @@ def _unsafe_value(key: str, text: str) -> Problem | None:
         return Problem(key, "line breaks and NUL characters are not allowed in a value", "type one line")
     if key == "model.name_or_path":
         return check_model_path(text.strip("'").replace("\\'", "'"))
+    if key == "data.chat_template" and (text.strip("'").endswith(".jinja") or Path(text.strip("'")).is_file()):
+        return Problem(key, "template files are not read in the studio", "pick a template name or paste the Jinja text")
     return _grammar_problem(key, text)
 
 

@@ -8,7 +8,8 @@ function statsView(job) {
   const stat = (label, value, id) => h("div", {}, h("b", { id }, value), h("span", { class: "muted" }, label));
   return h("div", { class: "stats" },
     stat("step", latest.step !== undefined ? `${latest.step}${job.total_steps ? " / " + job.total_steps : ""}` : "–", "stat-step"),
-    stat("loss", latest.loss !== undefined ? latest.loss.toFixed(4) : "–", "stat-loss"),
+    // null is how a NaN/inf loss arrives (JSON has no NaN).
+    stat("loss", latest.loss === undefined ? "–" : latest.loss === null ? "NaN" : latest.loss.toFixed(4), "stat-loss"),
     stat("tokens/s", latest.tokens_per_second ?? "–", "stat-tps"),
     stat("peak memory", formatBytes(latest.memory_peak), "stat-memory"),
     stat("attempts", job.attempts, "stat-attempts"));

@@ -226,11 +226,12 @@ function renderPreview() {
   if (!shown.ok) return h("div", {}, h("h3", {}, "The data has problems"), problemList(shown.problems));
   return h("div", {},
     h("p", {}, h("b", { id: "preview-format" }, shown.format), ` — ${shown.format_reason}; `, h("b", {}, shown.rows), " rows."),
-    h("p", { class: "muted" }, shown.template ? `Rendered with ${shown.template}'s chat template. ` : shown.template_note + ". ",
+    h("p", { class: "muted" }, shown.template ? `Chat template: ${shown.template}. ` : shown.template_note + ". ",
       h("span", { class: "sample" }, h("span", { class: "masked" }, "grey: masked, no loss")), " ",
-      h("span", { class: "sample" }, h("span", { class: "trained" }, "green: trained on"))),
+      h("span", { class: "sample" }, h("span", { class: "trained" }, "green: trained on")), " ",
+      h("span", { class: "sample" }, h("span", { class: "truncated" }, "struck: past max_seq_length"))),
     shown.samples.map((pieces) => h("div", { class: "sample" },
-      pieces.map((p) => h("span", { class: p.trained ? "trained" : "masked" }, p.text)))));
+      pieces.map((p) => h("span", { class: p.truncated ? "truncated" : p.trained ? "trained" : "masked" }, p.text)))));
 }
 
 function stepTracking() {
