@@ -16,7 +16,8 @@ from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.runplan import RunPlan, make_plan, plan_with_data
 
 __all__ = ["explain", "Explanation", "plan", "train", "validate_files", "generate", "merge", "import_config",
-           "make_plan", "detect", "estimate", "write_accelerate_config"]
+           "make_plan", "detect", "estimate", "write_accelerate_config",
+           "diagnose", "doctor", "sweep", "cost", "launch"]
 
 
 def plan(overrides: list[str] | None = None, config_file: Path | None = None,
@@ -26,8 +27,9 @@ def plan(overrides: list[str] | None = None, config_file: Path | None = None,
 
 
 def train(overrides: list[str] | None = None, config_file: Path | None = None, console=None,
-          on_plan=None):
-    """Plan, then train; `on_plan(plan)` is called once the plan is known (to print it)."""
+          on_plan=None, callbacks: list | None = None):
+    """Plan, then train; `on_plan(plan)` is called once the plan is known (to print it);
+    `callbacks` are extra trainer callbacks (a sweep's pruning hook)."""
     from rich.console import Console
 
     from peftstudio.launch.processes import is_main_process, launched_by_peftstudio
@@ -48,7 +50,7 @@ def train(overrides: list[str] | None = None, config_file: Path | None = None, c
     # A multi-process run starts its workers with the same arguments (the config file by an
     # absolute path, as a worker's working directory is the same but nothing else is assumed).
     arguments = (["--config", str(Path(config_file).resolve())] if config_file else []) + list(overrides or []) + measured
-    return run_training(run_plan, data, console, arguments)
+    return run_training(run_plan, data, console, arguments, callbacks)
 
 
 def write_accelerate_config(name: str, out: Path, num_processes: int | None = None, num_machines: int = 1,
@@ -247,3 +249,48 @@ def import_config(path: Path):
     from peftstudio.config.importers import import_file
 
     return import_file(Path(path))
+
+
+def diagnose(run_dir: Path):
+    """Name the problems of a run from its metrics, resolved config, plan and log."""
+    from peftstudio.diagnose.report import diagnose_run
+
+    return diagnose_run(Path(run_dir))
+
+
+def sweep(sweep_file: Path, trials: int | None = None, study_dir: Path | None = None, console=None, on_trial=None):
+    """Run (or continue) the Optuna study a sweep file describes; each trial is a `train` run."""
+    from peftstudio.sweep.study import run_sweep
+
+    quiet_libraries(interactive=False)
+    return run_sweep(Path(sweep_file), trials, study_dir, console, on_trial)
+
+
+def doctor(overrides: list[str] | None = None, config_file: Path | None = None,
+           hardware: HardwareProfile | None = None, environ: dict[str, str] | None = None):
+    """Check packages, accelerator, tokens, data, directories, disk and hyperparameters."""
+    from peftstudio.doctor.report import run_doctor
+
+    return run_doctor(overrides, config_file, hardware, environ)
+
+
+def cost(run_plan: RunPlan, price_file: Path | None = None):
+    """Time here and cost on rented GPUs that fit; None when the model has no architecture
+    numbers to estimate from (a hub id that is not a preset)."""
+    from peftstudio.plan.architecture import architecture_of
+    from peftstudio.plan.cost import cost_report
+
+    try:
+        architecture_of(run_plan.config)
+    except UserError:
+        return None
+    return cost_report(run_plan, price_file)
+
+
+def launch(overrides: list[str] | None, config_file: Path | None, provider: str, gpu: str | None = None,
+           spot: bool = False, bucket: str | None = None, out: Path = Path("sky-task.yaml"),
+           price_file: Path | None = None):
+    """Write a SkyPilot task (and the config it runs) for `provider`; returns the command to start it."""
+    from peftstudio.launch.prepare import prepare_launch
+
+    return prepare_launch(list(overrides or []), config_file, provider, gpu, spot, bucket, Path(out), price_file)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
 
-from peftstudio.errors import EXIT_OK, EXIT_RUN_FAILED, EXIT_USER_ERROR, PeftStudioError
+from peftstudio.errors import EXIT_ENVIRONMENT, EXIT_OK, EXIT_RUN_FAILED, EXIT_USER_ERROR, PeftStudioError
 
 app = typer.Typer(
     help="Configure, check and run LoRA / QLoRA / DoRA / QDoRA / rsLoRA / PiSSA / OLoRA fine-tuning. "
@@ -36,18 +37,23 @@ def _main(debug: bool = typer.Option(False, "--debug", help="show tracebacks for
 
 @app.command()
 def plan(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG,
-         as_json: bool = typer.Option(False, "--json", help="print the plan as one JSON object")) -> None:
-    """Dry run: the resolved config with each value's origin, hardware, data, schedule, warnings.
-    Loads no weights and downloads nothing."""
+         as_json: bool = typer.Option(False, "--json", help="print the plan as one JSON object"),
+         price_file: Optional[Path] = typer.Option(None, "--price-file",
+                                                   help="GPU prices to use instead of the shipped providers.yaml")) -> None:
+    """Dry run: the resolved config with each value's origin, hardware, data, schedule, memory,
+    time and cost (here and on rented GPUs that fit), warnings. Loads no weights, downloads nothing."""
     from peftstudio import api
 
     run_plan = api.plan(overrides or [], config)
+    cost = api.cost(run_plan, price_file)
     if as_json:
-        print(run_plan.to_json())
+        print(json.dumps({**run_plan.to_dict(), "cost": cost.to_dict() if cost else None}, indent=2))
         return
-    from peftstudio.report import print_plan
+    from peftstudio.report import print_cost, print_plan
 
     print_plan(console, run_plan)
+    if cost is not None:
+        print_cost(console, cost)
 
 
 @app.command()
@@ -254,6 +260,95 @@ def _batch_sizes(text: str) -> list[int]:
     if not sizes or any(size < 1 for size in sizes):
         raise UserError(Problem("--batch-sizes", f"{text!r} is not a list of positive integers", "write e.g. --batch-sizes 1,2,4,8"))
     return sizes
+
+
+@app.command()
+def doctor(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG,
+           as_json: bool = typer.Option(False, "--json", help="print the checks as one JSON object")) -> None:
+    """Check the environment for this run: Python and package versions (and whether they work
+    together), accelerator and driver, HF_TOKEN / WANDB_API_KEY present (never printed), the
+    dataset, writable output and checkpoint dirs, free disk vs. checkpoints, hyperparameters.
+    Exit 3 if any check fails."""
+    from peftstudio import api
+
+    report = api.doctor(overrides or [], config)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        from peftstudio.doctor.report import print_doctor
+
+        print_doctor(console, report)
+    if report.failed:
+        raise typer.Exit(EXIT_ENVIRONMENT)
+
+
+@app.command()
+def diagnose(run_dir: Path = typer.Argument(..., help="a run's output dir, e.g. ./outputs"),
+             as_json: bool = typer.Option(False, "--json", help="print the diagnosis as one JSON object")) -> None:
+    """Name what went wrong in a run (out of memory, NaN loss, divergence, no progress, overfitting,
+    slow steps) from its metrics, resolved config and log, with the overrides to try."""
+    from peftstudio import api
+
+    diagnosis = api.diagnose(run_dir)
+    if as_json:
+        print(json.dumps(diagnosis.to_dict(), indent=2))
+        return
+    from peftstudio.diagnose.report import print_diagnosis
+
+    print_diagnosis(console, diagnosis)
+
+
+@app.command()
+def sweep(sweep_file: Path = typer.Argument(..., help="a sweep YAML: method, metric, parameters, base, pruner"),
+          trials: Optional[int] = typer.Option(None, "--trials", "-n", min=1,
+                                               help="finished trials the study should hold (grid: all by default)"),
+          study_dir: Optional[Path] = typer.Option(None, "--study-dir",
+                                                   help="where study.db, trials/, best.yaml go (default sweeps/NAME)")) -> None:
+    """Hyperparameter search with Optuna (bayes = TPE, random, grid); each trial is a normal train
+    run in its own dir, pruned on eval loss; rerun the same command to continue the study.
+
+    Sweep file: `method: bayes|random|grid`, `metric: {name: eval/loss, goal: minimize}`,
+    `parameters: {KEY: {values: [...]} or {distribution: uniform|log_uniform_values|int_uniform,
+    min: A, max: B}}`, `base: {KEY: VALUE}` for every trial, optional `pruner: {type: median|none,
+    n_startup_trials: 2, n_warmup_steps: 0}` and `seed`."""
+    from peftstudio import api
+    from peftstudio.sweep.results import print_results
+
+    def show(trial) -> None:
+        params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+        result = f"{trial.value:.4f}" if trial.value is not None else trial.state.lower()
+        console.print(f"trial {trial.number}  {params}  → {result}  ({trial.seconds:.1f} s) {trial.note}", markup=False)
+
+    print_results(console, api.sweep(sweep_file, trials, study_dir, console, on_trial=show))
+
+
+class Provider(str, Enum):
+    runpod = "runpod"
+    lambda_ = "lambda"
+    vast = "vast"
+    local = "local"
+
+
+@app.command()
+def launch(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG,
+           provider: Provider = typer.Option(..., "--provider", help="runpod, lambda, vast, or local (sky local up)"),
+           gpu: Optional[str] = typer.Option(None, "--gpu", help="NAME:1, e.g. H100:1; default: the cheapest that fits"),
+           spot: bool = typer.Option(False, "--spot", help="spot/interruptible instances (needs --bucket)"),
+           bucket: Optional[str] = typer.Option(None, "--bucket", help="s3://, gs:// or r2:// URL for checkpoints"),
+           out: Path = typer.Option(Path("sky-task.yaml"), "--out", help="where to write the SkyPilot task"),
+           price_file: Optional[Path] = typer.Option(None, "--price-file", help="GPU prices instead of the shipped file")) -> None:
+    """Write a SkyPilot task for this run (resources, setup installing peftstudio, run with
+    resume=auto, file mounts for config, data and checkpoints) and print the `sky` command."""
+    from peftstudio import api
+    from peftstudio.launch.skypilot import describe_option
+
+    result = api.launch(overrides or [], config, provider.value, gpu, spot, bucket, out, price_file)
+    console.print(f"[bold]task[/]      {result.task_path}  (runs {result.config_path})")
+    console.print(f"[bold]gpu[/]       {result.accelerator or 'none (CPU)'}" +
+                  (f": {describe_option(result.option)}" if result.option else ""), markup=True)
+    for note in result.notes:
+        console.print(f"[dim]note      {note}[/]")
+    console.print(f"[bold]start[/]     {result.command}", markup=True)
 
 
 @app.command()

@@ -59,7 +59,9 @@ def print_data_summary(console: Console, plan: RunPlan) -> None:
                   f"(data.overlong={data.overlong})"
                   + (f"; {data.masked_dropped} left out with no label" if data.masked_dropped else ""))
     if data.chat_template:
-        console.print(f"[bold]template[/]  {data.chat_template}; loss on {training.loss_on} tokens")
+        loss = "every token (text data has no prompt)" if data.format == "text" else (
+            "the answers only (training.loss_on=completion)" if training.loss_on == "completion" else "every token")
+        console.print(f"[bold]template[/]  {data.chat_template}; loss on {loss}")
     if data.pad_token:
         console.print(f"[bold]pad[/]       {data.pad_token}")
 
@@ -164,3 +166,29 @@ def print_estimates(console: Console, result) -> None:
     console.print(table)
     for note in first.notes:
         console.print(f"[dim]note: {note}[/]")
+
+
+def print_cost(console: Console, report) -> None:
+    """Time on this machine, then the rented GPUs that fit in memory, cheapest first."""
+    from peftstudio.plan.cost import fmt_hours
+
+    work, local = report.workload, report.local
+    console.print(f"[bold]work[/]      {work.sequences} sequences × ~{work.tokens_per_sequence:.0f} tokens = "
+                  f"{work.trained_tokens / 1e6:.2f} M tokens")
+    speed = f"{local.tokens_per_second:,.0f} tokens/s" if local.tokens_per_second else "speed unknown"
+    console.print(f"[bold]time[/]      here ({local.device}): {fmt_hours(local.hours)} at {speed} ({local.basis})")
+    if not report.options:
+        console.print("[yellow]cost[/]      no GPU in the price file fits this run in memory")
+        return
+    table = Table(title=f"time and cost on rented GPUs that fit (prices {report.prices_updated})", header_style="bold")
+    for column in ("provider", "GPU", "memory GiB", "peak GiB", "tokens/s", "time", "cost US$"):
+        table.add_column(column, overflow="fold")
+    for option in report.options:
+        cost = f"{option.cost_low:.2f}" if option.cost_low == option.cost_high else f"{option.cost_low:.2f}–{option.cost_high:.2f}"
+        table.add_row(option.provider, option.gpu, f"{option.memory_gib:g}", f"{option.peak_memory_gib:.1f}",
+                      f"{option.tokens_per_second:,.0f}", fmt_hours(option.hours), cost)
+    console.print(table)
+    if report.too_small:
+        console.print(f"[dim]too small for this run: {', '.join(report.too_small)}[/]")
+    for line in report.assumptions:
+        console.print(f"[dim]assumes   {line}[/]")

@@ -127,6 +127,13 @@ def test_column_mapping_to_a_column_that_is_not_there(tmp_path):
     assert "closest: 'answer'" in text and "fix: set data.columns.completion=answer" in text
 
 
+def test_column_mapping_written_the_wrong_way_round():
+    with pytest.raises(UserError) as caught:
+        prepared("unused.jsonl", columns={"question": "prompt"})
+    assert caught.value.render() == ("data.columns.question: 'question' is not a column peftstudio reads (the keys are "
+                                     "the format's names, the values your columns)\n    fix: write data.columns={prompt: question}")
+
+
 def test_validation_path(tmp_path):
     train = write_lines(tmp_path / "t.jsonl", numbered(TEXT, 10))
     held_out = write_lines(tmp_path / "v.jsonl", numbered(TEXT, 3))
@@ -230,3 +237,18 @@ def test_hub_id_goes_through_datasets_load_dataset(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     text = error_text("some-org/some-dataset")
     assert "data.path: cannot load hub dataset 'some-org/some-dataset'" in text
+
+
+def test_hub_dataset_rows_keep_split_subset_and_revision(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(path, name=None, split=None, revision=None):
+        calls.append((path, name, split, revision))
+        return datasets.Dataset.from_list(numbered(PROMPT_COMPLETION))
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    data = prepared("org/qa", split="test", subset="small", revision="v1")
+    assert calls == [("org/qa", "small", "test", "v1")]
+    assert data.format == "prompt_completion" and data.train_where[0].startswith("org/qa: row ")

@@ -44,7 +44,7 @@ def test_reasons_name_what_was_found():
     eight = {r.key: r.reason for r in detect(hardware=FAKE_PROFILES["8xh100"]).recommendations}
     assert "8 GPUs" in eight["accelerate_config"]
     amx = {r.key: r.reason for r in detect(hardware=CPU_AMX).recommendations}
-    assert "bf16 units" in amx["training.precision"]
+    assert "bf16" in amx["training.precision"]  # the embedded model is too narrow to gain from it: the reason says so
 
 
 def test_detect_json_on_this_machine(tmp_path):

@@ -80,6 +80,15 @@ def test_conversational_data_without_a_template_is_refused(tokenizer):
     assert "none needed" in apply_chat_template_choice(tokenizer, None, "text")
 
 
+def test_prompt_completion_without_a_template_is_plain_text(tokenizer):
+    tokenizer.chat_template = None
+    reason = apply_chat_template_choice(tokenizer, None, "prompt_completion")
+    assert reason == "the tokenizer has none: prompt and completion are joined as plain text"
+    row = tokenize_row(tokenizer, PAIR, "completion", False)
+    assert tokenizer.decode(row.input_ids) == "<|begin_of_text|>What is 2 + 3?5<|end_of_turn|>"
+    assert learned_text(tokenizer, row) == "5<|end_of_turn|>"
+
+
 def test_chat_template_by_name_inline_or_file(tokenizer, tmp_path):
     tokenizer.chat_template = None
     assert "chatml" in known_templates() and "llama3" in known_templates()

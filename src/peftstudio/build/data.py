@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from peftstudio.build.data_formats import check_records, detect_format, rename_columns, to_trl
+from peftstudio.build.data_formats import check_column_mapping, check_records, detect_format, rename_columns, to_trl
 from peftstudio.build.data_sources import SourceRecords, read_source
 from peftstudio.config.schema import DataSettings
 from peftstudio.errors import Problem, UserError
@@ -38,6 +38,7 @@ class PreparedData:
 
 def prepare_data(settings: DataSettings) -> PreparedData:
     """Read, check, convert and split the data named by `settings`."""
+    check_column_mapping(settings.columns)
     source = read_source(settings.path, settings)
     data_format, reason = detect_format(_renamed(source, settings).records, settings.format)
     rows = _checked_rows(source, settings, data_format)

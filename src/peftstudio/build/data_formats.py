@@ -32,6 +32,22 @@ SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistan
 CHAT_ROLES = ("system", "user", "assistant")
 
 
+FORMAT_COLUMNS = sorted({c for names in REQUIRED_COLUMNS.values() for c in names} | {"input"})
+
+
+def check_column_mapping(columns: dict[str, str]) -> None:
+    """`data.columns` maps a format's column name to the user's: {prompt: question}. A key
+    that is no format column is usually the mapping written the wrong way round."""
+    problems = []
+    for target, source in columns.items():
+        if target not in FORMAT_COLUMNS:
+            hint = f"{{{source}: {target}}}" if source in FORMAT_COLUMNS else f"{{one of {', '.join(FORMAT_COLUMNS)}: {target}}}"
+            problems.append(Problem(f"data.columns.{target}", f"{target!r} is not a column peftstudio reads (the keys are "
+                                    "the format's names, the values your columns)", f"write data.columns={hint}"))
+    if problems:
+        raise UserError(problems)
+
+
 def rename_columns(record: Record, columns: dict[str, str]) -> Record:
     """Apply `data.columns` ({format_name: your_column}) to one record."""
     if not columns:
@@ -83,13 +99,20 @@ def _closest(column: str, found: list[str]) -> str | None:
 
 def check_records(source: str, records: list[Record], data_format: str, columns: dict[str, str]) -> None:
     """Every record must fit `data_format`; all problems (up to MAX_PROBLEMS) reported at once."""
-    problems = []
+    found: dict[tuple[str, str], list[str]] = {}
     for record in records:
         problem = record_problem(record.values, data_format, columns)
         if problem:
-            problems.append(Problem(record.where, *problem))
-    if problems:
-        raise UserError(problems[:MAX_PROBLEMS], headline=f"{source}: {len(problems)} bad record(s) for format {data_format}")
+            found.setdefault(problem, []).append(record.where)
+    if not found:
+        return
+    # One problem repeated in every record (a misnamed column) is reported once, with a count.
+    problems = [Problem(places[0], message + (f" (and {len(places) - 1} more record(s) like it, e.g. {places[1]})"
+                                              if len(places) > 1 else ""), fix)
+                for (message, fix), places in found.items()]
+    count = sum(len(places) for places in found.values())
+    raise UserError(problems[:MAX_PROBLEMS],
+                    headline=f"{source}: {count} bad record(s) for format {data_format}" if len(problems) > 1 else None)
 
 
 def record_problem(values: dict[str, Any], data_format: str, columns: dict[str, str]) -> tuple[str, str] | None:

@@ -101,7 +101,8 @@ def decode_utf8(path: Path, raw: bytes) -> str:
                                     f"not UTF-8 (byte {line[error.start]:#04x} at column {error.start + 1})",
                                     "re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"))
     if problems:
-        raise UserError(problems[:MAX_PROBLEMS], headline=f"{path}: {len(problems)} non-UTF-8 line(s)")
+        raise UserError(problems[:MAX_PROBLEMS],
+                        headline=f"{path}: {len(problems)} non-UTF-8 lines" if len(problems) > 1 else None)
     return raw.decode("utf-8").removeprefix("\ufeff")
 
 
@@ -122,7 +123,8 @@ def _read_jsonl(path: Path, text: str) -> list[Record]:
             continue
         records.append(Record(f"{path}:{number}", value))
     if problems:
-        raise UserError(problems[:MAX_PROBLEMS], headline=f"{path}: {len(problems)} bad line(s)")
+        raise UserError(problems[:MAX_PROBLEMS],
+                        headline=f"{path}: {len(problems)} bad lines" if len(problems) > 1 else None)
     return records
 
 

@@ -178,6 +178,9 @@ class TrainingSettings(Section):
     """Smallest improvement of the watched metric that counts as one."""
     metric_for_best_model: str | None = None
     """Metric that decides the best checkpoint (kept beyond save_total_limit), e.g. eval_loss."""
+    nan_patience: int | None = Field(default=3, ge=1)
+    """Stop the run when the logged loss is NaN or infinite this many logs in a row, and write
+    RUN_DIR/diagnosis.json with the overrides to try; null turns the watchdog off."""
     distributed: Literal["none", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"] = "none"
     """Multi-process strategy. none: one process. ddp: a full replica per process, gradients
     averaged (CPU over gloo, or one process per GPU). fsdp / deepspeed_zero2 / deepspeed_zero3:

@@ -1,0 +1,1 @@
+"""Running elsewhere: worker processes (accelerate / torchrun) and SkyPilot tasks on rented GPUs."""

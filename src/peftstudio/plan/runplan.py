@@ -45,6 +45,7 @@ class DataSummary:
     masked_dropped: int = 0
     chat_template: str = ""
     pad_token: str = ""
+    mean_tokens: float = 0.0  # tokens per training row after truncation, for the time estimate
 
 
 @dataclass(frozen=True)
@@ -154,12 +155,17 @@ def _data_summary(config: RunConfig, data: PreparedData, tokens: TokenizedData |
         return DataSummary(**common, train_rows=len(data.train_rows), validation_rows=len(data.validation_rows),
                            padding_waste=round(padding_waste(lengths, micro_batch), 4),
                            token_lengths=percentiles(lengths), tokens_measured=False,
-                           over_limit=sum(n > config.training.max_seq_length for n in lengths))
+                           over_limit=sum(n > config.training.max_seq_length for n in lengths),
+                           mean_tokens=_mean([min(n, config.training.max_seq_length) for n in lengths]))
     stats = tokens.stats
     return DataSummary(**common, train_rows=len(tokens.train), validation_rows=len(tokens.validation),
                        padding_waste=stats.padding_waste, token_lengths=stats.percentiles, over_limit=stats.over_limit,
                        masked_dropped=stats.masked_dropped, chat_template=tokens.setup.template_reason,
-                       pad_token=tokens.setup.pad_reason)
+                       pad_token=tokens.setup.pad_reason, mean_tokens=round(stats.total_tokens / len(tokens.train), 1))
+
+
+def _mean(values: list[int]) -> float:
+    return round(sum(values) / len(values), 1) if values else 0.0
 
 
 def with_measured_micro_batch(plan: RunPlan, result) -> RunPlan:

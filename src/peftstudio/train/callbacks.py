@@ -119,9 +119,9 @@ class MetricsCallback(TrainerCallback):
 
 
 def injected_fault(kind: str) -> int | None:
-    """The step at which a test asked this process to SIGKILL itself, via
-    PEFTSTUDIO_FAULT_INJECT=kind:step (kinds: kill_at_step, kill_in_checkpoint). Resume tests
-    use it to die at an exact point, mid-epoch or mid-checkpoint-write."""
+    """The step at which a test asked for a fault, via PEFTSTUDIO_FAULT_INJECT=kind:step.
+    Kinds: kill_at_step, kill_in_checkpoint (SIGKILL at an exact point, for resume tests) and
+    inf_weights (an adapter weight set to infinity, so the loss really turns NaN)."""
     spec = os.environ.get("PEFTSTUDIO_FAULT_INJECT", "")
     name, _, step = spec.partition(":")
     return int(step) if name == kind and step.isdigit() else None
@@ -140,6 +140,25 @@ class KillAtStep(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.step:
             kill_self()
+
+
+class InfWeightsAtStep(TrainerCallback):
+    """Sets one adapter weight matrix to infinity before optimizer step `step` (fault injection
+    for tests): the forward pass, the loss and every later update turn NaN, as in a real
+    fp16 overflow."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if state.global_step + 1 != self.step or model is None:
+            return
+        import torch
+
+        name, weight = next((n, p) for n, p in model.named_parameters() if "lora_B" in n)
+        with torch.no_grad():
+            weight.fill_(math.inf)
+        log.warning("fault injection: %s set to inf before step %d", name, self.step)
 
 
 class ConsoleProgress(TrainerCallback):

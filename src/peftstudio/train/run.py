@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from peftstudio.build.tokenization import TokenizedData
+from peftstudio.errors import PeftStudioError, Problem
 from peftstudio.plan.runplan import RunPlan
 from peftstudio.track.metrics import JsonlSink, MetricsSink, TensorBoardSink, read_metrics, truncate_metrics
 from peftstudio.track.runs import RunDir, replace_dir, write_atomically
@@ -37,20 +38,17 @@ class TrainResult:
     report: bool = True  # False in the workers of a multi-process run: their launcher reports
 
 
-def run_training(plan: RunPlan, data: TokenizedData, console, arguments: list[str] | None = None) -> TrainResult:
+def run_training(plan: RunPlan, data: TokenizedData, console, arguments: list[str] | None = None,
+                 callbacks: list | None = None) -> TrainResult:
     """Train `plan` on `data`; resumes from the newest complete checkpoint of the same run.
     A multi-process run started from here launches its workers with `arguments` (the CLI
-    arguments of `train`) and reports what rank 0 wrote."""
-    training = plan.config.training
+    arguments of `train`) and reports what rank 0 wrote. `callbacks` are extra trainer
+    callbacks (a sweep's pruning hook)."""
     if needs_launch(plan.config):
-        checkpoints = CheckpointDir.at(training.checkpoint_dir)
-        resume_target(checkpoints, training.resume, plan.fingerprint, plan.identity)  # wrong run: exit 2 now
-        run_dir = RunDir.at(training.output_dir)
-        run_dir.root.mkdir(parents=True, exist_ok=True)
-        launch_workers(plan.config, arguments or [], run_dir.root, console)
-        return _launcher_result(plan, run_dir)
+        return _launch(plan, arguments or [], console)
     if not is_main_process():
-        console = Console(quiet=True)
+        console = Console(quiet=True)  # one voice: rank 0's
+    training = plan.config.training
     run_dir, checkpoints = RunDir.at(training.output_dir), CheckpointDir.at(training.checkpoint_dir)
     with main_process_first(plan.config.device):
         resume_from = _start(plan, console, run_dir, checkpoints)
@@ -58,12 +56,18 @@ def run_training(plan: RunPlan, data: TokenizedData, console, arguments: list[st
     progress = TrainingProgress.read(resume_from) if resume_from else TrainingProgress(
         fingerprint=plan.fingerprint, identity=plan.identity, settings=settings)
     if resume_from:
-        _warn_changed_settings(console if is_main_process() else Console(quiet=True), progress, settings)
+        _warn_changed_settings(console, progress, settings)
     handler = _log_to_file(run_dir.log) if is_main_process() else None
     sinks = _open_sinks(plan, run_dir, progress.step if resume_from else None) if is_main_process() else []
     try:
-        trainer = _build_trainer(plan, data, checkpoints, progress, sinks, console)
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        trainer = _build_trainer(plan, data, checkpoints, progress, sinks, console, callbacks or [])
+        try:
+            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        except Exception as error:
+            # In the run's log, so `peftstudio diagnose` can name it (out of memory, ...) later.
+            log.error("run failed: %s: %s", type(error).__name__, error)
+            raise
+        _stop_if_watchdog_tripped(trainer, run_dir)
         _check_replicas_agree(trainer)
         _save_adapter(trainer, plan, run_dir, checkpoints)
     finally:
@@ -73,6 +77,37 @@ def run_training(plan: RunPlan, data: TokenizedData, console, arguments: list[st
             logging.getLogger().removeHandler(handler)
             handler.close()
     return _result(plan, run_dir, resume_from, trainer)
+
+
+def _launch(plan: RunPlan, arguments: list[str], console) -> TrainResult:
+    """Start the workers of a multi-process run and report what rank 0 wrote."""
+    training = plan.config.training
+    # A checkpoint dir of another run is a user error: say so now, not from inside a worker.
+    resume_target(CheckpointDir.at(training.checkpoint_dir), training.resume, plan.fingerprint, plan.identity)
+    run_dir = RunDir.at(training.output_dir)
+    run_dir.root.mkdir(parents=True, exist_ok=True)
+    launch_workers(plan.config, arguments, run_dir.root, console)
+    return _launcher_result(plan, run_dir)
+
+
+def _stop_if_watchdog_tripped(trainer, run_dir: RunDir) -> None:
+    from peftstudio.train.watchdog import NanWatchdog
+
+    watchdog = next((c for c in trainer.callback_handler.callbacks if isinstance(c, NanWatchdog)), None)
+    if watchdog is None or not watchdog.tripped:
+        return
+    from peftstudio.diagnose.report import DIAGNOSIS_FILE, write_diagnosis
+
+    steps = watchdog.bad_steps
+    overrides: list[str] = []
+    if is_main_process():
+        log.error("watchdog: loss NaN/inf for %d consecutive logs (steps %d-%d); run stopped", len(steps), steps[0], steps[-1])
+        overrides = [o for finding in write_diagnosis(run_dir.root).findings for o in finding.overrides]
+    raise PeftStudioError(Problem(
+        "training", f"stopped by the watchdog: loss was NaN/inf for {len(steps)} consecutive logs "
+                    f"(steps {steps[0]}-{steps[-1]}); no adapter was saved",
+        f"try {' '.join(dict.fromkeys(overrides))} training.resume=never "
+        f"(diagnosis in {run_dir.root / DIAGNOSIS_FILE})"))
 
 
 def _start(plan: RunPlan, console, run_dir: RunDir, checkpoints: CheckpointDir) -> Path | None:
@@ -146,15 +181,16 @@ def _open_sinks(plan: RunPlan, run_dir: RunDir, resumed_step: int | None) -> lis
 
 
 def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDir, progress: TrainingProgress,
-                   sinks: list[MetricsSink], console):
+                   sinks: list[MetricsSink], console, extra_callbacks: list):
     from datasets import Dataset
 
     from peftstudio.build.model import (attach_adapter, load_base_model, match_vocabulary, model_location,
                                         needs_conversion, quantization_config)
     from transformers import PrinterCallback
 
-    from peftstudio.train.callbacks import ConsoleProgress, KillAtStep, MetricsCallback, injected_fault
+    from peftstudio.train.callbacks import ConsoleProgress, InfWeightsAtStep, KillAtStep, MetricsCallback, injected_fault
     from peftstudio.train.trainer import StudioTrainer, sft_config
+    from peftstudio.train.watchdog import NanWatchdog
 
     config, training = plan.config, plan.config.training
     location = model_location(config.model)
@@ -168,9 +204,13 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
     metrics = MetricsCallback(sinks, progress, training.save_interval_steps, training.metric_for_best_model,
                               training.early_stopping_patience, training.early_stopping_threshold)
     validation = Dataset.from_dict(data.as_columns(data.validation)) if data.validation else None
-    callbacks = [metrics, ConsoleProgress(console, plan.schedule.optimizer_steps)]
+    callbacks = [metrics, ConsoleProgress(console, plan.schedule.optimizer_steps), *extra_callbacks]
+    if training.nan_patience is not None:
+        callbacks.append(NanWatchdog(training.nan_patience))
     if injected_fault("kill_at_step") is not None:
         callbacks.append(KillAtStep(injected_fault("kill_at_step")))
+    if injected_fault("inf_weights") is not None:
+        callbacks.append(InfWeightsAtStep(injected_fault("inf_weights")))
     trainer = StudioTrainer(
         model=model,
         args=sft_config(plan, checkpoints.root, validation is not None),

@@ -60,6 +60,9 @@ def sft_config(plan: RunPlan, checkpoint_dir: Path, has_validation: bool) -> SFT
         logging_strategy="steps",
         logging_steps=training.log_interval_steps,
         logging_first_step=False,
+        # The default filter replaces a NaN/inf step loss by the window average: the log would
+        # hide the very failure the watchdog and `diagnose` look for.
+        logging_nan_inf_filter=False,
         eval_strategy="steps" if has_validation else "no",
         eval_steps=training.eval_interval_steps,
         prediction_loss_only=True,

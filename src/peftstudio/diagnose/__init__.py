@@ -1,0 +1,1 @@
+"""Name what went wrong in a run (or is going wrong) and the overrides to try."""

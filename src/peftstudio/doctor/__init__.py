@@ -1,0 +1,1 @@
+"""`peftstudio doctor`: is this environment, with this config, able to run?"""

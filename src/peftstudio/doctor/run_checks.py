@@ -1,0 +1,99 @@
+"""Checks of the run the config describes: data, directories, disk, hyperparameters."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from peftstudio.config.schema import RunConfig
+from peftstudio.doctor.result import Check
+from peftstudio.errors import UserError
+from peftstudio.plan.hardware import HardwareProfile
+
+MIB = 1024**2
+GIB = 1024**3
+# Tokenizer files, trainer/RNG/scheduler state and the peftstudio state in each checkpoint.
+CHECKPOINT_OVERHEAD_BYTES = 20 * MIB
+# Adapter weights in fp32, plus AdamW's two fp32 states per trainable parameter.
+CHECKPOINT_BYTES_PER_TRAINABLE = 4 + 8
+
+
+def check_dataset(config: RunConfig):
+    """The data read and checked exactly as `train` would; the prepared data on success."""
+    from peftstudio.build.data import prepare_data
+
+    try:
+        data = prepare_data(config.data)
+    except UserError as error:
+        first = error.problems[0]
+        more = f" (+{len(error.problems) - 1} more)" if len(error.problems) > 1 else ""
+        return Check("dataset", "fail", f"{first.where}: {first.message}{more}", first.fix), None
+    return Check("dataset", "pass", f"{data.source}: {data.format}, {len(data.train_rows)} train / "
+                                    f"{len(data.validation_rows)} validation rows"), data
+
+
+def check_writable(key: str, value: str) -> Check:
+    """Try to create a file where the directory (or its nearest existing parent) is."""
+    path = Path(value).expanduser()
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    name = f"training.{key} writable"
+    if not existing.is_dir():
+        return Check(name, "fail", f"{path}: {existing} is a file, not a directory", f"set training.{key} to a directory")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".peftstudio-doctor-"):
+            pass
+    except OSError as error:
+        return Check(name, "fail", f"{path}: cannot write in {existing} ({error.strerror or error})",
+                     f"set training.{key} to a writable location, or fix the permissions of {existing}")
+    return Check(name, "pass", f"{path} ({'exists' if path.exists() else f'will be created under {existing}'})")
+
+
+def trainable_parameters(config: RunConfig) -> int | None:
+    """Adapter (and trainable bias) parameters, from the architecture numbers; None without them."""
+    from peftstudio.plan.architecture import adapter_parameters, architecture_of, trainable_bias_parameters
+
+    try:
+        arch = architecture_of(config)
+    except UserError:
+        return None
+    return adapter_parameters(arch, config.peft) + trainable_bias_parameters(arch, config.peft)
+
+
+def checkpoint_disk_bytes(config: RunConfig) -> tuple[int, int] | None:
+    """(one checkpoint, the most the run holds at once): the kept checkpoints (+ the best), one
+    more being written before the oldest is deleted, and the final adapter."""
+    trainable = trainable_parameters(config)
+    if trainable is None:
+        return None
+    one = trainable * CHECKPOINT_BYTES_PER_TRAINABLE + CHECKPOINT_OVERHEAD_BYTES
+    kept = config.training.save_total_limit + (1 if config.training.metric_for_best_model else 0)
+    return one, one * (kept + 1) + trainable * 4 + CHECKPOINT_OVERHEAD_BYTES
+
+
+def check_disk(config: RunConfig, hardware: HardwareProfile) -> Check:
+    sizes = checkpoint_disk_bytes(config)
+    free = hardware.disk_free_bytes
+    if sizes is None:
+        return Check("free disk", "warn", f"{free / GIB:.1f} GiB free; checkpoint size unknown (no model.architecture)",
+                     "add model.architecture numbers to estimate it")
+    one, need = sizes
+    detail = (f"{free / GIB:.2f} GiB free; checkpoints need up to {need / GIB:.2f} GiB "
+              f"(keep {config.training.save_total_limit} of {one / MIB:.0f} MiB each, +1 being written, + adapter)")
+    if need > free:
+        return Check("free disk", "fail", detail, "free disk space, lower training.save_total_limit, or move "
+                                                  "training.checkpoint_dir to a larger disk")
+    if need > 0.8 * free:
+        return Check("free disk", "warn", detail, "the disk will be nearly full; lower training.save_total_limit")
+    return Check("free disk", "pass", detail)
+
+
+def check_hyperparameters(config: RunConfig, hardware: HardwareProfile, data) -> list[Check]:
+    """The plan's own cross-field checks: errors fail, warnings warn."""
+    from peftstudio.plan.checks import check
+
+    steps = config.training.num_batches
+    findings = check(config, hardware, steps, len(data.validation_rows) if data is not None else 0)
+    checks = [Check(f"config {p.where}", "fail", p.message, p.fix) for p in findings.errors + findings.environment]
+    checks += [Check("config warning", "warn", text) for text in findings.warnings]
+    return checks or [Check("hyperparameters", "pass", "every key valid and in range; no conflicting settings")]
+

@@ -1,0 +1,183 @@
+"""Time and cost of a run: the work in tokens, the throughput model (or the run's own measured
+speed) and the price file give the local device's time and a table of rented GPUs that fit.
+
+Workload: optimizer steps × effective batch × tokens per sequence: the mean tokenized row
+(after truncation; estimated at CHARS_PER_TOKEN when plan could not load the tokenizer),
+padded to its batch (the plan measured the padding waste) unless packing is on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from peftstudio.config.schema import RunConfig
+from peftstudio.plan.hardware import HardwareProfile
+from peftstudio.plan.prices import PriceFile, load_prices
+from peftstudio.plan.runplan import RunPlan
+from peftstudio.plan.throughput import flops_per_token, measured_throughput, tokens_per_second
+
+GIB = 1024**3
+# English text in a byte-level BPE vocabulary of 32k-128k entries: about 4 characters a token
+# (plan/runplan.py estimates with it when the tokenizer cannot be loaded offline).
+CHARS_PER_TOKEN = 4.0
+
+
+@dataclass(frozen=True)
+class Workload:
+    sequences: int
+    tokens_per_sequence: float
+    trained_tokens: float  # tokens the GPU computes on, padding included
+
+    @property
+    def seq_len(self) -> int:
+        return max(int(round(self.tokens_per_sequence)), 1)
+
+
+@dataclass(frozen=True)
+class DeviceEstimate:
+    device: str
+    tokens_per_second: float | None
+    hours: float | None
+    basis: str  # how tokens_per_second was obtained
+
+
+@dataclass(frozen=True)
+class CostOption:
+    provider: str
+    gpu: str
+    memory_gib: float
+    peak_memory_gib: float
+    tokens_per_second: float
+    hours: float
+    cost_low: float
+    cost_high: float
+    precision: str
+
+
+@dataclass(frozen=True)
+class CostReport:
+    workload: Workload
+    local: DeviceEstimate
+    options: list[CostOption]
+    too_small: list[str]
+    price_file: str
+    prices_updated: str
+    assumptions: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def workload(plan: RunPlan) -> Workload:
+    training = plan.config.training
+    sequences = plan.schedule.optimizer_steps * plan.schedule.effective_batch
+    mean_tokens = max(plan.data.mean_tokens, 1.0)
+    padded = mean_tokens if training.packing == "on" else mean_tokens / max(1.0 - plan.data.padding_waste, 0.05)
+    per_sequence = min(padded, float(training.max_seq_length))
+    return Workload(sequences, per_sequence, sequences * per_sequence)
+
+
+def unresolved(plan: RunPlan) -> RunConfig:
+    """The plan's config with its `auto` values put back, to resolve again for another machine."""
+    values = plan.config.model_dump()
+    for key, origin in plan.provenance.items():
+        if origin.startswith("auto: "):
+            holder = values
+            *sections, name = key.split(".")
+            for section in sections:
+                holder = holder[section]
+            holder[name] = "auto"
+    return RunConfig.model_validate(values)
+
+
+def gpu_profile(name: str, memory_gib: float, bf16: bool) -> HardwareProfile:
+    return HardwareProfile("cuda", 1, [name], [int(memory_gib * GIB)], "8.0" if bf16 else "7.5", gpu_bf16=bf16)
+
+
+def cost_report(plan: RunPlan, price_file: Path | None = None) -> CostReport:
+    """Local time (measured speed when a previous run exists) and the rented GPUs that fit."""
+    from peftstudio.plan.memory import estimate_memory, quantization_of
+    from peftstudio.plan.resolve import resolve
+
+    prices = load_prices(price_file)
+    work = workload(plan)
+    base = unresolved(plan)
+    options, too_small = [], []
+    for provider, offers in prices.providers.items():
+        for gpu_name, (low, high) in offers.items():
+            gpu = prices.gpus[gpu_name]
+            profile = gpu_profile(gpu_name, gpu.memory_gib, gpu.bf16)
+            config = resolve(base, profile, plan.data.padding_waste).config
+            estimate = estimate_memory(config, seq_len=config.training.max_seq_length, hardware=profile)
+            if not estimate.fits(int(gpu.memory_gib * GIB)):
+                too_small.append(f"{provider}/{gpu_name}")
+                continue
+            speed = tokens_per_second(flops_per_token(config, work.seq_len), gpu.peak_tflops,
+                                      _efficiency(prices, config, quantization_of(config)))
+            hours = work.trained_tokens / speed / 3600
+            options.append(CostOption(provider, gpu_name, gpu.memory_gib, round(estimate.total_bytes / GIB, 2), speed,
+                                      hours, hours * low, hours * high, config.training.precision))
+    options.sort(key=lambda o: (o.cost_low, o.hours))
+    return CostReport(work, local_estimate(plan, prices, work), options, too_small, prices.source,
+                      prices.updated.isoformat(), _assumptions(prices, plan))
+
+
+def _efficiency(prices: PriceFile, config: RunConfig, quantization: str) -> float:
+    if config.device == "cpu":
+        return prices.efficiency.cpu
+    return prices.efficiency.quantized_4bit if quantization in ("nf4", "fp4") else prices.efficiency.default
+
+
+def local_estimate(plan: RunPlan, prices: PriceFile, work: Workload) -> DeviceEstimate:
+    """This machine: the measured speed of a previous run of the same model and method when one
+    exists in the output dir, else the throughput model with this device's peak."""
+    from peftstudio.plan.memory import quantization_of
+
+    hardware, config = plan.hardware, plan.config
+    device = ", ".join(hardware.device_names) or f"CPU ({hardware.cpu_cores} cores)"
+    measured = measured_throughput(config)
+    if measured is not None:
+        # The measured rate counts non-padding tokens; so does this share of the workload.
+        useful = work.trained_tokens * (1.0 - (0.0 if config.training.packing == "on" else plan.data.padding_waste))
+        return DeviceEstimate(device, measured.tokens_per_second, useful / measured.tokens_per_second / 3600,
+                              f"measured: median of {measured.logs} logs in {measured.source}")
+    peak, basis = _local_peak(hardware, prices)
+    if peak is None:
+        return DeviceEstimate(device, None, None, basis)
+    speed = tokens_per_second(flops_per_token(config, work.seq_len), peak, _efficiency(prices, config, quantization_of(config)))
+    return DeviceEstimate(device, speed, work.trained_tokens / speed / 3600, basis)
+
+
+def _local_peak(hardware: HardwareProfile, prices: PriceFile) -> tuple[float | None, str]:
+    if hardware.accelerator == "cpu":
+        peak = hardware.cpu_cores * prices.cpu_gflops_per_core / 1000
+        return peak, f"model: {hardware.cpu_cores} cores × {prices.cpu_gflops_per_core:g} GFLOPS × {prices.efficiency.cpu:g} efficiency"
+    if hardware.accelerator == "cuda" and hardware.device_names:
+        name = prices.gpu_for_device(hardware.device_names[0])
+        if name is not None:
+            return prices.gpus[name].peak_tflops, f"model: {name} peak {prices.gpus[name].peak_tflops:g} TFLOPS"
+        return None, f"{hardware.device_names[0]} is not in the price file; add it under gpus: to estimate"
+    return None, "no peak known for this accelerator; train once and plan again to use the measured speed"
+
+
+def _assumptions(prices: PriceFile, plan: RunPlan) -> list[str]:
+    lengths = "the tokenizer" if plan.data.tokens_measured else f"~{CHARS_PER_TOKEN:g} characters per token (no tokenizer here)"
+    return [
+        f"sequence lengths from {lengths}",
+        "FLOPs/token: 4N frozen base (forward + input gradients) + 6N adapter + causal attention; "
+        "+2N recompute with gradient checkpointing",
+        f"efficiency {prices.efficiency.default:g} of dense peak ({prices.efficiency.quantized_4bit:g} with 4-bit weights)",
+        f"one GPU; prices per GPU-hour as of {prices.updated.isoformat()} ({prices.source})",
+    ]
+
+
+def fmt_hours(hours: float | None) -> str:
+    if hours is None or math.isnan(hours):
+        return "unknown"
+    if hours < 1 / 60:
+        return f"{hours * 3600:.0f} s"
+    if hours < 1:
+        return f"{hours * 60:.0f} min"
+    return f"{hours:.1f} h"

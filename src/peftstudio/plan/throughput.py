@@ -1,0 +1,79 @@
+"""How fast a run trains: FLOPs per token from the architecture and the adapter method, and
+tokens per second on a device with a given dense peak and efficiency.
+
+Per trained token (counting a multiply-add as 2 FLOPs, N = weights of the linear layers a token
+passes through, head included):
+
+    frozen base, LoRA:   forward 2N + backward through the frozen weights to their inputs 2N = 4N
+                         (no weight gradients: the base is frozen)
+    adapters:            6 × N_adapter (forward, input gradient, weight gradient)
+    attention scores:    12 × layers × seq × (heads × head_dim) × 1/2 (causal: half the scores)
+    gradient checkpointing recomputes the forward once more: + 2N + 2 N_adapter + 1/3 of attention
+
+Full fine-tuning would be the familiar 6N; LoRA saves the weight-gradient third.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from peftstudio.config.schema import RunConfig
+from peftstudio.plan.architecture import adapter_parameters, architecture_of, head_dim, linear_layers
+
+
+@dataclass(frozen=True)
+class FlopsPerToken:
+    base: float
+    adapter: float
+    attention: float
+    recompute: float
+
+    @property
+    def total(self) -> float:
+        return self.base + self.adapter + self.attention + self.recompute
+
+
+def flops_per_token(config: RunConfig, seq_len: int) -> FlopsPerToken:
+    """Training FLOPs per token of `config` (resolved) at sequence length `seq_len`."""
+    arch = architecture_of(config)
+    linear = sum(layer.per_model * layer.weight_count for layer in linear_layers(arch))
+    adapter = adapter_parameters(arch, config.peft)
+    attention = 12 * arch.num_layers * seq_len * arch.num_heads * head_dim(arch) * 0.5
+    recompute = 0.0
+    if config.training.gradient_checkpointing == "on":
+        recompute = 2 * linear + 2 * adapter + attention / 3
+    return FlopsPerToken(4.0 * linear, 6.0 * adapter, attention, recompute)
+
+
+def tokens_per_second(flops: FlopsPerToken, peak_tflops: float, efficiency: float) -> float:
+    return peak_tflops * 1e12 * efficiency / flops.total
+
+
+@dataclass(frozen=True)
+class MeasuredThroughput:
+    tokens_per_second: float
+    logs: int
+    source: Path
+
+
+def measured_throughput(config: RunConfig) -> MeasuredThroughput | None:
+    """Non-padding tokens/s of a previous run of the same model and method in this run's
+    output dir (its metrics.jsonl), median over its logs after the first (warm-up)."""
+    import yaml
+
+    from peftstudio.track.metrics import read_metrics
+    from peftstudio.track.runs import RunDir
+
+    run_dir = RunDir.at(config.training.output_dir)
+    if not run_dir.metrics.is_file() or not run_dir.config.is_file():
+        return None
+    previous = yaml.safe_load(run_dir.config.read_text(encoding="utf-8")) or {}
+    same = (previous.get("model", {}).get("name_or_path") == config.model.name_or_path
+            and previous.get("peft", {}).get("method") == config.peft.method
+            and previous.get("training", {}).get("micro_batch_size") == config.training.micro_batch_size)
+    rates = [r["tokens_per_second"] for r in read_metrics(run_dir.metrics) if r.get("tokens_per_second")][1:]
+    if not same or not rates:
+        return None
+    return MeasuredThroughput(statistics.median(rates), len(rates), run_dir.metrics)

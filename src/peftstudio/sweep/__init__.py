@@ -1,0 +1,1 @@
+"""Hyperparameter sweeps over peftstudio runs, with Optuna."""

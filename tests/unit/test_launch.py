@@ -1,0 +1,104 @@
+"""launch: the SkyPilot task for each provider, loaded by SkyPilot's own parser when it is
+installed (make test puts it in .venv-sky; pip would downgrade this venv's click), plus the
+checks that stop a task that could not work."""
+
+import json
+import os
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from peftstudio import api
+from peftstudio.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[2]
+SKY_PYTHON = os.environ.get("PEFTSTUDIO_SKY_PYTHON") or str(ROOT / ".venv-sky/bin/python")
+
+
+@pytest.fixture(scope="module")
+def tasks(tmp_path_factory):
+    """Three tasks: RunPod on the cheapest GPU that fits, Vast spot with a bucket and local
+    data, and a local (sky local up) cluster."""
+    root = tmp_path_factory.mktemp("launch")
+    data = root / "train.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"say {i}", "output": str(i)}) + "\n" for i in range(20)))
+    made = {
+        "runpod": api.launch(["model=llama3_8b"], None, "runpod", out=root / "runpod.yaml"),
+        "vast": api.launch([f"data.path={data}"], None, "vast", gpu="RTX4090:1", spot=True,
+                           bucket="s3://peftstudio-test/run1", out=root / "vast.yaml"),
+        "local": api.launch([], None, "local", out=root / "local.yaml"),
+    }
+    return made, data
+
+
+def load(path):
+    return yaml.safe_load(Path(path).read_text())
+
+
+def test_runpod_task_picks_the_cheapest_gpu_that_fits_and_resumes(tasks):
+    result = tasks[0]["runpod"]
+    task = load(result.task_path)
+    assert task["resources"]["infra"] == "runpod" and task["resources"]["accelerators"] == result.accelerator
+    assert result.option.provider == "runpod" and result.option.peak_memory_gib < result.option.memory_gib
+    assert "use_spot" not in task["resources"] and task["resources"]["disk_size"] >= 64
+    assert "pip install" in task["setup"] and "training.resume=auto" in task["run"]
+    assert task["file_mounts"]["/peftstudio/run.yaml"] == str(result.config_path.resolve())
+    assert result.command.startswith(f"sky launch -c {task['name']} ") and "--secret HF_TOKEN" in result.command
+    assert api.validate_files([result.config_path]) == {result.config_path: []}, "the remote config is valid"
+
+
+def test_spot_task_keeps_checkpoints_in_the_bucket(tasks):
+    result, data = tasks[0]["vast"], tasks[1]
+    task = load(result.task_path)
+    assert task["resources"] == {"infra": "vast", "disk_size": 64, "accelerators": "RTX4090:1", "use_spot": True}
+    assert task["file_mounts"]["/peftstudio/state"] == {"source": "s3://peftstudio-test/run1", "mode": "MOUNT_CACHED"}
+    assert task["file_mounts"]["/peftstudio/data/train.jsonl"] == str(data)
+    remote = load(result.config_path)
+    assert remote["data"]["path"] == "/peftstudio/data/train.jsonl"
+    assert remote["training"]["checkpoint_dir"] == "/peftstudio/state/checkpoints"
+    assert remote["training"]["resume"] == "auto" and remote["training"]["precision"] == "auto"
+    assert result.command.startswith("sky jobs launch")
+
+
+@pytest.mark.skipif(not Path(SKY_PYTHON).is_file(),
+                    reason=f"SkyPilot's parser not installed at {SKY_PYTHON} (make test creates .venv-sky)")
+def test_skypilot_parses_every_task(tasks, tmp_path):
+    paths = [str(r.task_path) for r in tasks[0].values()]
+    script = textwrap.dedent("""
+        import json, sys
+        import sky
+        out = {}
+        for path in sys.argv[1:]:
+            task = sky.Task.from_yaml(path)
+            (resources,) = task.resources
+            out[path] = {"cloud": str(resources.cloud), "accelerators": resources.accelerators,
+                         "spot": resources.use_spot, "mounts": sorted(task.file_mounts or {}),
+                         "storage": sorted(task.storage_mounts or {})}
+        print(json.dumps(out))
+    """)
+    result = subprocess.run([SKY_PYTHON, "-c", script, *paths], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    parsed = json.loads(result.stdout.strip().splitlines()[-1])
+    runpod, vast, local = (parsed[p] for p in paths)
+    assert runpod["cloud"] == "RunPod" and not runpod["spot"]
+    assert vast["cloud"] == "Vast" and vast["spot"] and vast["accelerators"] == {"RTX4090": 1}
+    assert vast["storage"] == ["/peftstudio/state"]
+    assert local["cloud"] == "Kubernetes"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"provider": "lambda", "spot": True, "bucket": "s3://b/x"}, "lambda has no spot"),
+    ({"provider": "runpod", "spot": True}, "must live in a bucket"),
+    ({"provider": "runpod", "bucket": "/tmp/bucket"}, "not a bucket URL"),
+    ({"provider": "vast", "gpu": "T4:1"}, "T4 (16 GiB) is too small"),
+    ({"provider": "runpod", "gpu": "H100:2"}, "one GPU"),
+    ({"provider": "lambda", "gpu": "RTX4090"}, "not offered by lambda"),
+])
+def test_tasks_that_could_not_work_are_user_errors(tmp_path, kwargs, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        api.launch(["model=llama3_8b"], None, out=tmp_path / "t.yaml", **kwargs)
+    assert not (tmp_path / "t.yaml").exists()
