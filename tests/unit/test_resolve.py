@@ -75,3 +75,15 @@ def test_num_batches_given_as_explicitly_keeps_it_step_based():
 def test_effective_batch():
     plan = make_plan(["training.micro_batch_size=2", "training.gradient_accumulation_steps=3"], hardware=CPU)
     assert plan.schedule.effective_batch == 6
+
+
+def test_cpu_bf16_autocast_only_for_models_wide_enough_to_gain():
+    from dataclasses import replace
+
+    bf16_cpu = replace(CPU, cpu_bf16=True)
+    wide = resolved(bf16_cpu, ["model=llama3_8b"])
+    assert wide.config.training.precision == "bf16" and "adapter weights kept in fp32" in wide.reasons["training.precision"]
+    tiny = resolved(bf16_cpu)  # the embedded model: hidden size 128
+    assert tiny.config.training.precision == "fp32" and "narrow model (hidden size 128" in tiny.reasons["training.precision"]
+    no_units = resolved(CPU, ["model=llama3_8b"])
+    assert no_units.config.training.precision == "fp32" and "without bf16" in no_units.reasons["training.precision"]

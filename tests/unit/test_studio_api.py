@@ -288,6 +288,26 @@ def test_preview_shows_format_masking_and_file_line_errors(client, model_cache):
     assert client.post("/api/preview", json={**TINY, "dataset": "0" * 32}).json()["problems"][0]["where"] == "dataset"
 
 
+def test_preview_marks_what_max_seq_length_cuts(client, model_cache):
+    rows = "".join(json.dumps({"instruction": "Count", "output": " ".join(["one two three"] * 20)}) + "\n" for _ in range(20))
+    info = client.post("/api/datasets", params={"name": "long.jsonl"}, content=rows.encode()).json()
+    state = {**TINY, "values": {"training.max_seq_length": 24}, "dataset": info["id"]}
+    shown = client.post("/api/preview", json=state).json()
+    assert shown["ok"], shown["problems"]
+    states = [(p["trained"], p["truncated"]) for p in shown["samples"][0]]
+    assert states == [(False, False), (True, False), (False, True)]
+
+
+def test_columns_are_mapped_as_on_the_command_line(client, model_cache):
+    rows = "".join(json.dumps({"question": f"Say {i}", "answer": str(i)}) + "\n" for i in range(20))
+    info = client.post("/api/datasets", params={"name": "qa.jsonl"}, content=rows.encode()).json()
+    unmapped = client.post("/api/preview", json={**TINY, "dataset": info["id"]}).json()
+    assert not unmapped["ok"] and unmapped["problems"][0]["where"].startswith("qa.jsonl")
+    mapped = {**TINY, "dataset": info["id"], "values": {"data.columns": "{prompt: question, completion: answer}"}}
+    shown = client.post("/api/preview", json=mapped).json()
+    assert shown["ok"] and shown["format"] == "prompt_completion", shown
+
+
 def test_csv_and_parquet_uploads_preview_like_jsonl(client, model_cache, tmp_path):
     pytest.importorskip("peftstudio.build.data_sources", reason="CSV/Parquet readers are not in this build")
     import pandas

@@ -177,7 +177,13 @@ def _base_weight_bytes(settings: _Settings) -> float:
     else:
         bits = BITS_4BIT_DOUBLE_QUANT if settings.double_quant else BITS_4BIT_SINGLE_QUANT
         quantized_bytes = quantized * bits / 8
-    return quantized_bytes + (total - quantized) * compute
+    return quantized_bytes + (total - quantized) * compute + dequantized_weight_bytes(arch, compute)
+
+
+def dequantized_weight_bytes(arch: ModelArchitecture, compute: int) -> int:
+    """bitsandbytes dequantizes a layer's weight to compute precision for each matmul over many
+    tokens (forward and backward): one at a time, the largest sets the transient."""
+    return compute * max(layer.weight_count for layer in linear_layers(arch) if layer.name != "lm_head")
 
 
 def _optimizer_bytes(settings: _Settings, config: RunConfig) -> float:

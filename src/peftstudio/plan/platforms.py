@@ -25,7 +25,7 @@ class Recommendation:
 def recommend_platform(hardware: HardwareProfile) -> tuple[str, str]:
     """The platform preset for `hardware` and why ("none" when no preset suits it)."""
     if hardware.accelerator == "cpu":
-        return "cpu", "no CUDA or MPS accelerator found: fp32 on the CPU"
+        return "cpu", "no CUDA or MPS accelerator found"
     memory_gib = hardware.device_memory / GIB
     if hardware.accelerator == "mps":
         return "m4", f"Apple GPU (MPS) with {memory_gib:.0f} GiB of unified memory"

@@ -63,9 +63,37 @@ def _precision(values: dict[str, Any], hardware: HardwareProfile, _waste: float 
         return "bf16", "Apple GPU with bfloat16 (macOS 14+): half the activation memory of fp32, no loss scaling"
     if device == "mps":
         return "fp32", "Apple GPU without bfloat16 support (macOS before 14): fp32"
-    bf16_note = " (this CPU has bf16 units: training.precision=bf16 runs autocast, not validated for quality)" \
-        if hardware.cpu_bf16 else ""
-    return "fp32", f"CPU run: fp32 keeps results exact and reproducible{bf16_note}"
+    return _cpu_precision(values, hardware)
+
+
+# Narrowest model for which bf16 autocast pays on a CPU with bf16 matrix units. Measured on this
+# project's 2-core AVX512-BF16 machines (LoRA r=16 on all linear layers): hidden 512 (a 26M
+# Llama) trains ~1.5x faster per step than fp32 with the same loss; hidden 128 (the embedded
+# model) runs 2x slower, as casting to and from bf16 costs more than its tiny matmuls save.
+CPU_BF16_MIN_HIDDEN_SIZE = 512
+
+
+def _cpu_precision(values: dict[str, Any], hardware: HardwareProfile) -> tuple[str, str]:
+    if not hardware.cpu_bf16:
+        return "fp32", "CPU run without bf16 matrix units (AVX512-BF16 / AMX): fp32"
+    width = _hidden_size(values)
+    if width is None or width < CPU_BF16_MIN_HIDDEN_SIZE:
+        known = f"hidden size {width}" if width else "hidden size unknown"
+        return "fp32", (f"CPU run, narrow model ({known}, bf16 pays from {CPU_BF16_MIN_HIDDEN_SIZE}): casting to bf16 "
+                        "would cost more than its matmuls save; fp32 keeps results exact and reproducible")
+    return "bf16", (f"CPU with bf16 matrix units and a model wide enough (hidden size {width}): bf16 autocast with "
+                    "the adapter weights kept in fp32, ~1.5x faster per step than fp32 at matching loss (measured)")
+
+
+def _hidden_size(values: dict[str, Any]) -> int | None:
+    """The model's width from the config's architecture numbers or a local model's config.json."""
+    from peftstudio.errors import UserError
+    from peftstudio.plan.architecture import architecture_of
+
+    try:
+        return architecture_of(RunConfig.model_validate(values)).hidden_size
+    except (UserError, ValueError):
+        return None
 
 
 def _gradient_checkpointing(values: dict[str, Any], hardware: HardwareProfile, _waste: float | None) -> tuple[str, str]:

@@ -21,7 +21,8 @@ STEP_FIELDS = {
         "training.num_epochs", "training.max_seq_length", "training.precision", "training.gradient_checkpointing",
         "training.early_stopping_patience", "training.eval_interval_steps", "training.save_interval_steps",
         "training.log_interval_steps"],
-    5: ["data.format", "data.validation_split", "data.max_samples", "training.loss_on"],
+    5: ["data.format", "data.columns", "data.chat_template", "data.validation_split", "data.max_samples",
+        "data.overlong", "training.loss_on"],
     6: ["logging.wandb_project", "logging.mlflow_tracking_uri", "logging.mlflow_experiment"],
 }
 STEP_TITLES = {1: "Base model", 2: "PEFT method", 3: "Hyperparameters", 4: "Compute", 5: "Dataset",

@@ -53,7 +53,9 @@ class Studio:
         self.datasets = DatasetStore(settings.data_dir, settings.max_upload_bytes)
         self._hardware: HardwareProfile | None = None
         self._hardware_lock = threading.Lock()
-        self.generate_lock = threading.Lock()
+        # Planning tokenizes (transformers), and transformers' lazy imports are not thread-safe:
+        # requests that plan, preview or generate take turns.
+        self.library_lock = threading.RLock()
 
     def hardware(self) -> HardwareProfile:
         """This machine, detected once (detection imports torch)."""
@@ -79,7 +81,8 @@ class Studio:
         if translation.problems:
             return Checked(translation, problems=translation.problems)
         try:
-            plan = api.plan(translation.overrides, hardware=hardware or self.hardware())
+            with self.library_lock:
+                plan = api.plan(translation.overrides, hardware=hardware or self.hardware())
         except PeftStudioError as error:
             problems = [self.shown_problem(problem, state) for problem in error.problems]
             return Checked(translation, problems=problems, environment=error.exit_code == 3)

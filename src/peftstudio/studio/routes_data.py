@@ -48,6 +48,11 @@ def get_dataset(dataset_id: str, request: Request) -> dict[str, Any]:
         raise HTTPException(404, f"no dataset {dataset_id!r}") from None
 
 
+def _locked(studio, function, *args):
+    with studio.library_lock:
+        return function(*args)
+
+
 @router.post("/preview", summary="Format detection, row count and rendered samples of the state's dataset")
 async def post_preview(state: WizardState, request: Request) -> dict[str, Any]:
     """Uses the state's data.format, data.columns, model and training.loss_on, so the preview
@@ -62,7 +67,7 @@ async def post_preview(state: WizardState, request: Request) -> dict[str, Any]:
     config = checked.plan.config
     path = studio.dataset_path(state) or config.data.path  # an upload, or the bundled sample
     try:
-        shown = await run_in_threadpool(preview, path, config)
+        shown = await run_in_threadpool(_locked, studio, preview, path, config)
     except PeftStudioError as error:
         return {"ok": False, "problems": [vars(studio.shown_problem(p, state)) for p in error.problems]}
     # The plan read the same file with the user's own data.format, so its reason is the one to

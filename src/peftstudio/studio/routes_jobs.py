@@ -208,7 +208,7 @@ async def generate(job_id: JobId, body: GenerateRequest, request: Request) -> di
         raise HTTPException(409, "the job has no trained adapter yet")
 
     def run() -> dict[str, Any]:
-        with studio.generate_lock:
+        with studio.library_lock:
             item, = api.generate(outputs, [body.prompt], max_new_tokens=body.max_new_tokens)
         return {"prompt": item.prompt, "base": item.base, "adapter": item.adapter}
 

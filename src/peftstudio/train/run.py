@@ -44,16 +44,11 @@ def run_training(plan: RunPlan, data: TokenizedData, console, arguments: list[st
     A multi-process run started from here launches its workers with `arguments` (the CLI
     arguments of `train`) and reports what rank 0 wrote. `callbacks` are extra trainer
     callbacks (a sweep's pruning hook)."""
-    training = plan.config.training
     if needs_launch(plan.config):
-        checkpoints = CheckpointDir.at(training.checkpoint_dir)
-        resume_target(checkpoints, training.resume, plan.fingerprint, plan.identity)  # wrong run: exit 2 now
-        run_dir = RunDir.at(training.output_dir)
-        run_dir.root.mkdir(parents=True, exist_ok=True)
-        launch_workers(plan.config, arguments or [], run_dir.root, console)
-        return _launcher_result(plan, run_dir)
+        return _launch(plan, arguments or [], console)
     if not is_main_process():
-        console = Console(quiet=True)
+        console = Console(quiet=True)  # one voice: rank 0's
+    training = plan.config.training
     run_dir, checkpoints = RunDir.at(training.output_dir), CheckpointDir.at(training.checkpoint_dir)
     with main_process_first(plan.config.device):
         resume_from = _start(plan, console, run_dir, checkpoints)
@@ -61,7 +56,7 @@ def run_training(plan: RunPlan, data: TokenizedData, console, arguments: list[st
     progress = TrainingProgress.read(resume_from) if resume_from else TrainingProgress(
         fingerprint=plan.fingerprint, identity=plan.identity, settings=settings)
     if resume_from:
-        _warn_changed_settings(console if is_main_process() else Console(quiet=True), progress, settings)
+        _warn_changed_settings(console, progress, settings)
     handler = _log_to_file(run_dir.log) if is_main_process() else None
     sinks = _open_sinks(plan, run_dir, progress.step if resume_from else None) if is_main_process() else []
     try:
@@ -82,6 +77,17 @@ def run_training(plan: RunPlan, data: TokenizedData, console, arguments: list[st
             logging.getLogger().removeHandler(handler)
             handler.close()
     return _result(plan, run_dir, resume_from, trainer)
+
+
+def _launch(plan: RunPlan, arguments: list[str], console) -> TrainResult:
+    """Start the workers of a multi-process run and report what rank 0 wrote."""
+    training = plan.config.training
+    # A checkpoint dir of another run is a user error: say so now, not from inside a worker.
+    resume_target(CheckpointDir.at(training.checkpoint_dir), training.resume, plan.fingerprint, plan.identity)
+    run_dir = RunDir.at(training.output_dir)
+    run_dir.root.mkdir(parents=True, exist_ok=True)
+    launch_workers(plan.config, arguments, run_dir.root, console)
+    return _launcher_result(plan, run_dir)
 
 
 def _stop_if_watchdog_tripped(trainer, run_dir: RunDir) -> None:
