@@ -336,6 +336,7 @@ function scheduleView(schedule, checked) {
 }
 
 function money(low, high) {
+  if (high < 0.005) return "< $0.01";
   return low === high ? "$" + low.toFixed(2) : `$${low.toFixed(2)}–${high.toFixed(2)}`;
 }
 
@@ -345,7 +346,7 @@ function costView(cost) {
     h("table", { class: "kv" },
       h("tr", {}, h("td", {}, "time"), h("td", { id: "estimate-hours" }, cost.hours === null ? "–" : formatDuration(cost.hours * 3600))),
       cost.hours !== null ? h("tr", {}, h("td", {}, "cost"), h("td", { id: "estimate-dollars" }, money(cost.cost_low, cost.cost_high))) : null,
-      cost.tokens_per_second ? h("tr", {}, h("td", {}, "tokens/s"), h("td", {}, Math.round(cost.tokens_per_second))) : null),
+      cost.tokens_per_second ? h("tr", {}, h("td", {}, "tokens/s"), h("td", {}, formatCount(Math.round(cost.tokens_per_second)))) : null),
     h("p", { class: "muted" }, cost.basis),
     cost.cheapest.length ? h("div", {}, h("p", {}, "Cheapest rented GPUs that fit:"), h("table", { class: "kv" },
       cost.cheapest.map((o) => h("tr", {}, h("td", {}, `${o.provider} ${o.gpu}`),
