@@ -280,7 +280,10 @@ def _activation_bytes_per_sequence(settings: _Settings, config: RunConfig, seq_l
     mask = c * seq_len * seq_len if settings.attention != "flash_attention_2" and padded else 0
     shared = mask + 2 * c * seq_len * head_dim(arch)
     if settings.checkpointing:
-        recompute_beyond_logits = max(0, block - seq_len * _logit_bytes_per_token(settings))
+        # the recomputed block's backward also holds gradients of its widest (MLP) tensors;
+        # DoRA's magnitude path doubles them (calibrated on CPU, benchmarks/estimator_cpu.py)
+        gradients = 2 * c * arch.intermediate_size * seq_len * (2 if uses_dora(config.peft) else 1)
+        recompute_beyond_logits = max(0, block + gradients - seq_len * _logit_bytes_per_token(settings))
         return arch.num_layers * c * arch.hidden_size * seq_len + recompute_beyond_logits + shared
     return arch.num_layers * block + shared
 
