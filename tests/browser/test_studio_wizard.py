@@ -139,6 +139,7 @@ def test_walk_the_wizard_launch_and_watch_the_job(studio_url, page, tmp_path):
 
     expect(page.locator("#step-7")).to_be_visible()
     expect(page.locator("#review-ok")).to_be_visible()
+    expect(page.locator("#review-yaml")).to_contain_text("logging: jsonl")
     expect(page.locator("#review-command")).to_contain_text("training.micro_batch_size=2")
     expect(page.locator("#review-yaml")).to_contain_text("r: 8")
     _shot(page, "7-review")

@@ -251,7 +251,8 @@ function stepTracking() {
 
 function stepReview() {
   const checked = wizard.checked;
-  if (!checked) return h("p", {}, "Checking…");
+  // Show only a check of exactly this state: the YAML and command must be what Launch runs.
+  if (!checked || wizard.checkedState !== JSON.stringify(wizard.state)) return h("p", { id: "review-checking" }, "Checking…");
   return [
     checked.ok ? h("p", { class: "ok", id: "review-ok" }, "✓ The run is valid.") : h("div", {}, h("p", { class: "bad" }, "The run cannot start yet:"), problemList(checked.problems)),
     checked.warnings.length ? h("ul", { class: "warnings" }, checked.warnings.map((w) => h("li", {}, w))) : null,
@@ -365,7 +366,7 @@ function refresh(delay) {
       api("/estimate", { json: { state, target: wizard.target } }).catch(() => null)]);
     const preview = currentStep() === 5 ? await api("/preview", { json: state }).catch((e) => ({ ok: false, problems: [{ where: "preview", message: e.message }] })) : wizard.preview;
     if (sequence !== wizard.sequence) return;
-    Object.assign(wizard, { checked, estimate, preview });
+    Object.assign(wizard, { checked, estimate, preview, checkedState: JSON.stringify(state) });
     if (currentStep() === 7) render();
     else {
       const previewBox = document.getElementById("preview");
