@@ -84,6 +84,7 @@ def cells(quick: bool):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", default="", help="run only the cells whose label contains this text")
     args = parser.parse_args()
     import torch
 
@@ -91,6 +92,8 @@ def main() -> None:
     ratios = []
     print(f"{'cell':78s} {'predicted MiB':>14s} {'measured MiB':>13s} {'ratio':>6s}")
     for label, overrides, seq_len, micro_batch in cells(args.quick):
+        if args.only not in label:
+            continue
         predicted, measured = measure(overrides, seq_len, micro_batch)
         ratios.append(predicted / measured)
         print(f"{label:78s} {predicted / 2**20:14.1f} {measured / 2**20:13.1f} {predicted / measured:6.3f}")

@@ -110,16 +110,18 @@ class Estimates:
     config: object  # RunConfig
     hardware: HardwareProfile
     estimates: list  # plan.memory.MemoryEstimate, one per micro-batch size
+    device_bytes: int  # what "fits" compares with: one device of `hardware`, or the size asked for
 
     def to_dict(self) -> dict:
-        return {"model": self.config.model.name_or_path, "device": self.hardware.accelerator,
-                "device_memory_bytes": self.hardware.device_memory,
-                "estimates": [{**e.to_dict(), "fits": e.fits(self.hardware.device_memory)} for e in self.estimates]}
+        return {"model": self.config.model.name_or_path, "device": self.config.device,
+                "device_memory_bytes": self.device_bytes,
+                "estimates": [{**e.to_dict(), "fits": e.fits(self.device_bytes)} for e in self.estimates]}
 
 
 def estimate(overrides: list[str] | None = None, config_file: Path | None = None, batch_sizes: list[int] | None = None,
-             hardware: HardwareProfile | None = None) -> Estimates:
-    """Predicted peak memory per micro-batch size, by component; no weights, no data read."""
+             hardware: HardwareProfile | None = None, device_bytes: int | None = None) -> Estimates:
+    """Predicted peak memory per micro-batch size, by component; no weights, no data read.
+    `device_bytes` compares with a device other than this machine's (e.g. a GPU to rent)."""
     from peftstudio.plan.hardware import detect as detect_hardware
     from peftstudio.plan.memory import estimate_memory
     from peftstudio.plan.resolve import resolve
@@ -133,7 +135,7 @@ def estimate(overrides: list[str] | None = None, config_file: Path | None = None
         if micro_batch == "auto" else config
     resolved = resolve(fixed, hardware, None).config
     return Estimates(resolved, hardware, [estimate_memory(resolved, micro_batch_size=size, hardware=hardware)
-                                          for size in sizes])
+                                          for size in sizes], device_bytes or hardware.device_memory)
 
 
 def find_batch_size(overrides: list[str] | None = None, config_file: Path | None = None, max_size: int | None = None,

@@ -204,12 +204,16 @@ def detect(as_json: bool = typer.Option(False, "--json", help="print the profile
 @app.command()
 def estimate(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG,
              batch_sizes: str = typer.Option("1,2,4,8", "--batch-sizes", help="micro-batch sizes, comma-separated"),
-             as_json: bool = typer.Option(False, "--json", help="print the estimates as one JSON object")) -> None:
+             as_json: bool = typer.Option(False, "--json", help="print the estimates as one JSON object"),
+             device_memory: Optional[str] = typer.Option(None, "--device-memory", help="compare with a device of this "
+                                                         "size (e.g. 24GiB) instead of this machine's")) -> None:
     """Predicted peak training memory per micro-batch size, by component, from the model's
     architecture numbers alone (no download, no weights)."""
     from peftstudio import api
+    from peftstudio.plan.batch_size import parse_bytes
 
-    result = api.estimate(overrides or [], config, _batch_sizes(batch_sizes))
+    device_bytes = parse_bytes(device_memory, "--device-memory") if device_memory is not None else None
+    result = api.estimate(overrides or [], config, _batch_sizes(batch_sizes), device_bytes=device_bytes)
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
         return

@@ -45,12 +45,13 @@ def merge_run(run_path: Path, out: Path, dtype: str = "fp32", overwrite: bool = 
     import torch
     from peft import PeftModel
 
-    from peftstudio.build.model import load_base_model, load_tokenizer, model_location
+    from peftstudio.build.model import load_base_model, load_tokenizer, match_vocabulary, model_location
 
     location = model_location(config.model)
     base = load_base_model(location, config.model, dtype, "sdpa")  # no quantization config: full precision
-    merged = PeftModel.from_pretrained(base, str(run_dir.adapter)).merge_and_unload()
     tokenizer = load_tokenizer(str(run_dir.adapter), config.model)
+    match_vocabulary(base, tokenizer)  # a pad token added at train time
+    merged = PeftModel.from_pretrained(base, str(run_dir.adapter)).merge_and_unload()
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(staged, ignore_errors=True)

@@ -149,13 +149,13 @@ def print_detection(console: Console, detection) -> None:
 def print_estimates(console: Console, result) -> None:
     """One column per micro-batch size, one row per memory component, then total and fit."""
     first = result.estimates[0]
-    device = result.hardware.device_memory
+    device = result.device_bytes
     console.print(f"[bold]model[/] {result.config.model.name_or_path}: {first.total_parameters:,} parameters, "
                   f"{first.trainable_parameters:,} trainable ({first.trainable_parameters / first.total_parameters:.2%}); "
                   f"sequence {first.seq_len}, {result.config.training.precision}, attention {result.config.training.attention}, "
                   f"gradient checkpointing {result.config.training.gradient_checkpointing}")
-    table = Table(header_style="bold", title=f"predicted peak memory (GiB) on {result.hardware.accelerator}, "
-                                             f"{device / GIB:.1f} GiB per device")
+    table = Table(header_style="bold", title=f"predicted peak memory (GiB) on {result.config.device}, "
+                                             f"compared with {device / GIB:.1f} GiB per device")
     table.add_column("component", no_wrap=True)
     for item in result.estimates:
         table.add_column(f"micro-batch {item.micro_batch_size}", justify="right")

@@ -117,7 +117,12 @@ def test_walk_the_wizard_launch_and_watch_the_job(studio_url, page, tmp_path):
 
     expect(page.locator("#step-4")).to_be_visible()
     expect(page.locator(".choice.selected[data-option=local]")).to_be_visible()
+    page.click(".choice[data-option='runpod:H100']")  # a rented GPU: memory against 80 GiB, time and dollars
+    expect(page.locator("#estimate-memory")).to_contain_text("of 80.0 GiB")
+    expect(page.locator("#estimate-dollars")).to_contain_text("$")
     _shot(page, "4-compute")
+    page.click(".choice[data-option=local]")
+    expect(page.locator("#estimate-memory")).not_to_contain_text("of 80.0 GiB")
     page.click("#next")
 
     expect(page.locator("#step-5")).to_be_visible()
@@ -134,6 +139,7 @@ def test_walk_the_wizard_launch_and_watch_the_job(studio_url, page, tmp_path):
 
     expect(page.locator("#step-7")).to_be_visible()
     expect(page.locator("#review-ok")).to_be_visible()
+    expect(page.locator("#review-yaml")).to_contain_text("logging: jsonl")
     expect(page.locator("#review-command")).to_contain_text("training.micro_batch_size=2")
     expect(page.locator("#review-yaml")).to_contain_text("r: 8")
     _shot(page, "7-review")

@@ -2,7 +2,6 @@
 fix, no traceback; and a model whose pad token is EOS trains and generates with the fix."""
 
 import json
-import re
 import shutil
 
 import pytest
@@ -38,13 +37,16 @@ def test_data_problems_exit_2_with_location_and_fix(tmp_path, name, content, exp
 
 
 def padless_model(model_cache, target, template: bool):
-    """The embedded model with a tokenizer that has no pad token of its own (pad = EOS)."""
+    """A small model whose tokenizer has no pad token of its own (pad = EOS) and whose
+    embedding matrix has exactly one row per token: the pad token added for it must grow the
+    embeddings, at train, generate and merge time alike."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
     from peftstudio.build.embedded import embedded_model_dir
 
     source = embedded_model_dir(model_cache)
     target.mkdir()
-    for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer_config.json"):
-        shutil.copy(source / name, target / name)
+    shutil.copy(source / "tokenizer_config.json", target / "tokenizer_config.json")
     if template:
         shutil.copy(source / "chat_template.jinja", target / "chat_template.jinja")
     text = (source / "tokenizer.json").read_text().replace("<|pad|>", "<|reserved|>")
@@ -52,28 +54,35 @@ def padless_model(model_cache, target, template: bool):
     config = json.loads((target / "tokenizer_config.json").read_text())
     config["pad_token"] = config["eos_token"]
     (target / "tokenizer_config.json").write_text(json.dumps(config))
-    return target
+    vocabulary = len(AutoTokenizer.from_pretrained(target))
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=vocabulary, hidden_size=64, intermediate_size=128,
+                                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                                         eos_token_id=2, bos_token_id=1, pad_token_id=2))
+    model.save_pretrained(target)
+    return target, vocabulary
 
 
 def test_instruction_data_on_a_tokenizer_without_template_is_refused(tmp_path, model_cache):
-    model = padless_model(model_cache, tmp_path / "base", template=False)
+    model, _ = padless_model(model_cache, tmp_path / "base", template=False)
     result = run_cli("plan", f"model.name_or_path={model}", cwd=tmp_path)
     assert result.returncode == 2
     assert "data.chat_template: instruction data needs a chat template, and this tokenizer has none" in result.stderr
     assert "chatml is a safe choice" in result.stderr
 
 
-def test_pad_equal_to_eos_is_fixed_and_the_run_trains_and_generates(tmp_path, model_cache):
-    model = padless_model(model_cache, tmp_path / "base", template=True)
+def test_pad_equal_to_eos_is_fixed_and_the_run_trains_generates_and_merges(tmp_path, model_cache):
+    model, vocabulary = padless_model(model_cache, tmp_path / "base", template=True)
     args = [f"model.name_or_path={model}", "training.num_batches=3", "training.packing=on", "data.max_samples=40",
             "training.save_interval_steps=3", "training.log_interval_steps=1"]
     trained = run_cli("train", *args, cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr
     # train prints the plan summary first: the fix is announced before any weight is loaded
-    assert re.search(r"^pad       pad token = EOS '<\|end_of_turn\|>': added a dedicated pad token '<\|pad\|>' "
-                     r"\(id \d+\)", trained.stdout, re.MULTILINE), trained.stdout
+    assert f"pad       pad token = EOS '<|end_of_turn|>': added a dedicated pad token '<|pad|>' (id {vocabulary}); " \
+           f"the embedding matrix grows to {vocabulary + 1} rows" in trained.stdout, trained.stdout
     saved = json.loads((tmp_path / "outputs/adapter/tokenizer_config.json").read_text())
     assert saved["pad_token"] == "<|pad|>"
     generated = run_cli("generate", "outputs", "--count", "1", "--max-new-tokens", "4", cwd=tmp_path)
     assert generated.returncode == 0, generated.stderr
-    assert "adapter" in generated.stdout
+    merged = run_cli("merge", "outputs", "--out", "merged", cwd=tmp_path)
+    assert merged.returncode == 0, merged.stderr
+    assert json.loads((tmp_path / "merged/config.json").read_text())["vocab_size"] == vocabulary + 1

@@ -63,9 +63,13 @@ def test_restart_cancel_and_resume_with_real_training(model_cache, tmp_path):
         done = wait_for(lambda: (j := second.get(f"/api/jobs/{long_job}").json())["status"] in ("succeeded", "failed")
                         and j, what="resumed job done")
         records = second.get(f"/api/jobs/{long_job}/metrics").json()["records"]
+        tried = second.post(f"/api/jobs/{long_job}/generate", json={"prompt": "Reverse the order of these words.\nisland pencil"})
     assert done["status"] == "succeeded", done["log_tail"]
     assert done["attempts"] == 2 and "resuming from" in done["log_tail"]
     assert done["latest"]["step"] == STEPS
     steps = [r["step"] for r in records if "loss" in r]
     assert steps == list(range(1, STEPS + 1)), "one continuous loss curve across the cancel"
     assert {"loss.png", "metrics.jsonl"} <= set(done["files"]) and "adapter_model.safetensors" in done["adapter_files"]
+    assert tried.status_code == 200, tried.text
+    answer = tried.json()
+    assert answer["prompt"].startswith("Reverse") and isinstance(answer["adapter"], str) and isinstance(answer["base"], str)

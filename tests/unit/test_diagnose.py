@@ -124,3 +124,14 @@ def test_cli_json(tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert not report["healthy"] and report["findings"][0]["problem"] == "nan_loss"
+
+
+def test_tokens_per_second_far_below_the_throughput_model_is_slow_steps(tmp_path):
+    gpu = HardwareProfile("cuda", 1, ["NVIDIA H100 80GB HBM3"], [80 * GIB], "9.0", gpu_bf16=True)
+    config, _ = load_config(["model=llama3_8b", "training.max_seq_length=1024"])
+    resolved = resolve(config, gpu, 0.1).config.model_dump(mode="json")
+    run = write_run(tmp_path / "run", FALLING, config=resolved, hardware=dataclasses.asdict(gpu))
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    (run / "metrics.jsonl").write_text("".join(json.dumps({**r, "tokens_per_second": 150.0}) + "\n" for r in lines))
+    finding = problems(run)["slow_steps"]
+    assert "150 tokens/s" in finding.evidence and "throughput model predicts on H100" in finding.evidence

@@ -102,3 +102,18 @@ def test_packed_and_padded_batches_have_the_same_mean_loss(model_cache, rows_and
         with torch.no_grad():
             losses.append(float(model(**batch, use_cache=False).loss))
     assert losses[0] == pytest.approx(losses[1], abs=1e-5, rel=0)
+
+
+def test_auto_packing_follows_the_measured_padding_waste_with_sdpa():
+    from peftstudio.config.validate import load_config
+    from peftstudio.plan.resolve import PACKING_WASTE_THRESHOLD, resolve
+    from tests.conftest import CPU
+
+    config, _ = load_config([])
+    wasteful = resolve(config, CPU, PACKING_WASTE_THRESHOLD + 0.1)
+    assert wasteful.config.training.attention == "sdpa" and wasteful.config.training.packing == "on"
+    assert wasteful.reasons["training.packing"] == (
+        "35.0% of tokens would be padding at micro-batch 8 (above 25%): samples are packed padding-free, kept apart "
+        "by position_ids with sdpa")
+    tight = resolve(config, CPU, 0.1)
+    assert tight.config.training.packing == "off" and "(at most 25%: not worth packing)" in tight.reasons["training.packing"]

@@ -132,6 +132,8 @@ def test_plan_on_a_roomy_gpu_recommends_a_micro_batch_and_has_no_memory_warning(
 def test_estimate_api_and_cli(tmp_path):
     result = estimate(["model=llama3_8b"], batch_sizes=[1, 2, 4, 8], hardware=M4)
     totals = [item.total_bytes for item in result.estimates]
+    rented = estimate(["model=llama3_8b", "peft=qlora"], batch_sizes=[1], hardware=CPU, device_bytes=24 * 1024**3)
+    assert rented.to_dict()["device_memory_bytes"] == 24 * 1024**3
     assert totals == sorted(totals) and [item.micro_batch_size for item in result.estimates] == [1, 2, 4, 8]
     cli = run_cli("estimate", "model=gemma3_270m", "--batch-sizes", "1,4", "--json", cwd=tmp_path)
     assert cli.returncode == 0, cli.stderr

@@ -28,7 +28,7 @@ def test_h100_gets_bf16_flash_attention_and_packing():
     assert result.config.device == "cuda"
     assert (training.precision, training.attention) == ("bf16", "flash_attention_2")
     assert training.gradient_checkpointing == "off" and "fits" in result.reasons["training.gradient_checkpointing"]
-    assert training.packing == "on" and "40% of tokens would be padding" in result.reasons["training.packing"]
+    assert training.packing == "on" and "40.0% of tokens would be padding" in result.reasons["training.packing"]
 
 
 def test_t4_without_bf16_gets_fp16_and_the_nan_risk_is_named():

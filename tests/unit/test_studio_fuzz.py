@@ -16,7 +16,7 @@ from peftstudio.studio.context import StudioSettings  # noqa: E402
 from peftstudio.studio.server import create_app  # noqa: E402
 from tests.conftest import CPU  # noqa: E402
 
-EXAMPLES_PER_OPERATION = 10
+EXAMPLES_PER_OPERATION = 5
 STATUSES: dict[str, dict[int, int]] = {}
 _DATA_DIR = Path(tempfile.mkdtemp(prefix="peftstudio-fuzz-"))
 # Jobs the fuzzer creates start a no-op instead of training (they end as interrupted).

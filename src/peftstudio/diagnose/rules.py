@@ -20,6 +20,9 @@ MIN_IMPROVEMENT = 0.02
 OVERFIT_MARGIN = 0.02
 PADDING_WASTE_LIMIT = 0.30
 STALL_FACTOR = 3.0
+# Measured speed below this share of the throughput model's prediction (which already assumes
+# ~35% of the GPU's peak) is slow enough to name.
+SLOW_SHARE = 0.3
 _OOM_PATTERN = re.compile(r"OutOfMemoryError|CUDA out of memory|MPS backend out of memory|out of memory", re.I)
 
 
@@ -165,11 +168,15 @@ def overfitting(evidence: RunEvidence) -> Finding | None:
 
 
 def slow_steps(evidence: RunEvidence) -> Finding | None:
+    from peftstudio.diagnose.speed import measured_tokens_per_second, predicted_tokens_per_second
+
     waste = float(evidence.plan.get("data", {}).get("padding_waste", 0.0) or 0.0)
     times = [float(r["step_time"]) for r in evidence.train[1:] if r.get("step_time")]
     stalls = len(times) >= 4 and max(times) > STALL_FACTOR * statistics.median(times)
     padded = waste > PADDING_WASTE_LIMIT and evidence.setting("training.packing") != "on"
-    if not stalls and not padded:
+    measured, predicted = measured_tokens_per_second(evidence), predicted_tokens_per_second(evidence)
+    slow = measured is not None and predicted is not None and measured < SLOW_SHARE * predicted[0]
+    if not (stalls or padded or slow):
         return None
     parts, overrides, advice = [], [], []
     if padded:
@@ -182,6 +189,13 @@ def slow_steps(evidence: RunEvidence) -> Finding | None:
         parts.append(f"slowest step {max(times):.3g}s vs median {statistics.median(times):.3g}s")
         advice.append("steps that stall while others are fast point at data loading or I/O: keep data.path on "
                       "local disk and the machine otherwise idle")
+    if slow:
+        parts.append(f"{measured:,.0f} tokens/s, {measured / predicted[0]:.0%} of the {predicted[0]:,.0f} the "
+                     f"throughput model predicts on {predicted[1]}")
+        if evidence.setting("training.gradient_checkpointing") == "on":
+            overrides.append("training.gradient_checkpointing=off")
+        advice.append("far below the GPU's speed: check that nothing else runs on the GPU (nvidia-smi), that the "
+                      "attention is sdpa or flash_attention_2, and whether memory allows gradient checkpointing off")
     return Finding("slow_steps", "slow steps", "; ".join(parts), overrides, advice)
 
 

@@ -41,7 +41,8 @@ def run_doctor(overrides: list[str] | None = None, config_file: Path | None = No
     if hardware is None:
         from peftstudio.plan.hardware import detect
 
-        hardware = detect(config.training.output_dir if config is not None else ".")
+        # Free disk is measured where the checkpoints go: they are what fills it.
+        hardware = detect(config.training.checkpoint_dir if config is not None else ".")
     checks = [check_python(), *check_packages(cuda=hardware.accelerator == "cuda"), *config_checks,
               check_accelerator(hardware, config)]
     checks += check_tokens(config, environ)

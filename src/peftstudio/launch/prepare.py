@@ -47,6 +47,9 @@ def prepare_launch(overrides: list[str], config_file: Path | None, provider: str
         notes.append("checkpoints stay on the machine's disk: relaunching on the same cluster resumes; "
                      "add --bucket to survive losing the machine")
     spec = TaskSpec(provider, accelerator, spot, bucket, _disk_gb(config), _source_checkout(), _version(), _extras(config))
+    if spec.source_dir is None:
+        notes.append(f"setup installs peftstudio=={spec.version} with pip on the remote: that version must be on "
+                     "its package index (from a source checkout, launch syncs and installs the checkout instead)")
     config_path = out.with_name(out.stem + ".run.yaml")
     task, values = build_task(config, spec, config_path)
     write_task(task, values, out, config_path)

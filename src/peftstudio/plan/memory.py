@@ -177,7 +177,13 @@ def _base_weight_bytes(settings: _Settings) -> float:
     else:
         bits = BITS_4BIT_DOUBLE_QUANT if settings.double_quant else BITS_4BIT_SINGLE_QUANT
         quantized_bytes = quantized * bits / 8
-    return quantized_bytes + (total - quantized) * compute
+    return quantized_bytes + (total - quantized) * compute + dequantized_weight_bytes(arch, compute)
+
+
+def dequantized_weight_bytes(arch: ModelArchitecture, compute: int) -> int:
+    """bitsandbytes dequantizes a layer's weight to compute precision for each matmul over many
+    tokens (forward and backward): one at a time, the largest sets the transient."""
+    return compute * max(layer.weight_count for layer in linear_layers(arch) if layer.name != "lm_head")
 
 
 def _optimizer_bytes(settings: _Settings, config: RunConfig) -> float:
@@ -274,7 +280,10 @@ def _activation_bytes_per_sequence(settings: _Settings, config: RunConfig, seq_l
     mask = c * seq_len * seq_len if settings.attention != "flash_attention_2" and padded else 0
     shared = mask + 2 * c * seq_len * head_dim(arch)
     if settings.checkpointing:
-        recompute_beyond_logits = max(0, block - seq_len * _logit_bytes_per_token(settings))
+        # the recomputed block's backward also holds gradients of its widest (MLP) tensors;
+        # DoRA's magnitude path doubles them (calibrated on CPU, benchmarks/estimator_cpu.py)
+        gradients = 2 * c * arch.intermediate_size * seq_len * (2 if uses_dora(config.peft) else 1)
+        recompute_beyond_logits = max(0, block + gradients - seq_len * _logit_bytes_per_token(settings))
         return arch.num_layers * c * arch.hidden_size * seq_len + recompute_beyond_logits + shared
     return arch.num_layers * block + shared
 

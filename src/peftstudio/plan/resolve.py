@@ -167,7 +167,7 @@ def _packing(values: dict[str, Any], hardware: HardwareProfile, waste: float | N
     # causal mask from those position_ids for sdpa and eager (masking_utils.
     # find_packed_sequence_indices) and flash_attention_2 runs them as separate varlen
     # sequences, so packed samples never attend to each other with any of the three.
-    measured = f"{waste:.0%} of tokens would be padding at micro-batch {values['training']['micro_batch_size']}" \
+    measured = f"{waste:.1%} of tokens would be padding at micro-batch {values['training']['micro_batch_size']}" \
         if waste is not None else "padding waste not measured"
     if waste is not None and waste > PACKING_WASTE_THRESHOLD:
         return "on", (f"{measured} (above {PACKING_WASTE_THRESHOLD:.0%}): samples are packed padding-free, kept apart "

@@ -56,6 +56,7 @@ function formatCount(count) {
 
 function formatDuration(seconds) {
   if (seconds === null || seconds === undefined) return "–";
+  if (seconds < 1) return "< 1 s";
   if (seconds < 90) return Math.round(seconds) + " s";
   if (seconds < 5400) return Math.round(seconds / 60) + " min";
   return (seconds / 3600).toFixed(1) + " h";

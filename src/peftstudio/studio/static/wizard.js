@@ -251,7 +251,8 @@ function stepTracking() {
 
 function stepReview() {
   const checked = wizard.checked;
-  if (!checked) return h("p", {}, "Checking…");
+  // Show only a check of exactly this state: the YAML and command must be what Launch runs.
+  if (!checked || wizard.checkedState !== JSON.stringify(wizard.state)) return h("p", { id: "review-checking" }, "Checking…");
   return [
     checked.ok ? h("p", { class: "ok", id: "review-ok" }, "✓ The run is valid.") : h("div", {}, h("p", { class: "bad" }, "The run cannot start yet:"), problemList(checked.problems)),
     checked.warnings.length ? h("ul", { class: "warnings" }, checked.warnings.map((w) => h("li", {}, w))) : null,
@@ -336,6 +337,7 @@ function scheduleView(schedule, checked) {
 }
 
 function money(low, high) {
+  if (high < 0.005) return "< $0.01";
   return low === high ? "$" + low.toFixed(2) : `$${low.toFixed(2)}–${high.toFixed(2)}`;
 }
 
@@ -345,7 +347,7 @@ function costView(cost) {
     h("table", { class: "kv" },
       h("tr", {}, h("td", {}, "time"), h("td", { id: "estimate-hours" }, cost.hours === null ? "–" : formatDuration(cost.hours * 3600))),
       cost.hours !== null ? h("tr", {}, h("td", {}, "cost"), h("td", { id: "estimate-dollars" }, money(cost.cost_low, cost.cost_high))) : null,
-      cost.tokens_per_second ? h("tr", {}, h("td", {}, "tokens/s"), h("td", {}, Math.round(cost.tokens_per_second))) : null),
+      cost.tokens_per_second ? h("tr", {}, h("td", {}, "tokens/s"), h("td", {}, formatCount(Math.round(cost.tokens_per_second)))) : null),
     h("p", { class: "muted" }, cost.basis),
     cost.cheapest.length ? h("div", {}, h("p", {}, "Cheapest rented GPUs that fit:"), h("table", { class: "kv" },
       cost.cheapest.map((o) => h("tr", {}, h("td", {}, `${o.provider} ${o.gpu}`),
@@ -364,7 +366,7 @@ function refresh(delay) {
       api("/estimate", { json: { state, target: wizard.target } }).catch(() => null)]);
     const preview = currentStep() === 5 ? await api("/preview", { json: state }).catch((e) => ({ ok: false, problems: [{ where: "preview", message: e.message }] })) : wizard.preview;
     if (sequence !== wizard.sequence) return;
-    Object.assign(wizard, { checked, estimate, preview });
+    Object.assign(wizard, { checked, estimate, preview, checkedState: JSON.stringify(state) });
     if (currentStep() === 7) render();
     else {
       const previewBox = document.getElementById("preview");

@@ -1,0 +1,47 @@
+"""A run's measured speed against what the throughput model predicts for its GPU."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import fields
+
+from peftstudio.diagnose.evidence import RunEvidence
+
+
+def predicted_tokens_per_second(evidence: RunEvidence) -> tuple[float, str] | None:
+    """Non-padding tokens/s the throughput model predicts for this run on its CUDA GPU, and the
+    GPU's name in the price file; None off CUDA or for a GPU the price file does not know."""
+    from pydantic import ValidationError
+
+    from peftstudio.config.schema import RunConfig
+    from peftstudio.errors import UserError
+    from peftstudio.plan.hardware import HardwareProfile
+    from peftstudio.plan.memory import quantization_of
+    from peftstudio.plan.prices import load_prices
+    from peftstudio.plan.throughput import flops_per_token, tokens_per_second
+
+    raw = evidence.plan.get("hardware") or {}
+    if raw.get("accelerator") != "cuda" or not raw.get("device_names") or not evidence.config:
+        return None
+    try:
+        hardware = HardwareProfile(**{k: v for k, v in raw.items() if k in {f.name for f in fields(HardwareProfile)}})
+        config = RunConfig.model_validate(evidence.config)
+        prices = load_prices()
+        gpu = prices.gpu_for_device(hardware.device_names[0])
+        if gpu is None:
+            return None
+        data = evidence.plan.get("data", {})
+        waste = float(data.get("padding_waste", 0.0) or 0.0)
+        length = float(data.get("mean_tokens") or config.training.max_seq_length) / max(1.0 - waste, 0.05)
+        seq = int(min(length, config.training.max_seq_length))
+        efficiency = prices.efficiency.quantized_4bit if quantization_of(config) in ("nf4", "fp4") else prices.efficiency.default
+        speed = tokens_per_second(flops_per_token(config, seq), prices.gpus[gpu].peak_tflops, efficiency)
+    except (ValidationError, UserError, ValueError, TypeError):
+        return None
+    return speed * (1.0 - waste), gpu
+
+
+def measured_tokens_per_second(evidence: RunEvidence) -> float | None:
+    """Median tokens/s over the run's logs after the first (warm-up)."""
+    rates = [float(r["tokens_per_second"]) for r in evidence.train[1:] if r.get("tokens_per_second")]
+    return statistics.median(rates) if rates else None
