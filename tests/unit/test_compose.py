@@ -112,3 +112,18 @@ def test_groups_offer_what_the_spec_names():
 def test_composition_keeps_problems_for_validation():
     composition = compose(["peft=nope"])
     assert composition.problems and "options: dora, lora, pissa, qdora, qlora, rslora" in composition.problems[0].message
+
+
+def test_naming_a_model_without_a_preset_drops_the_embedded_presets_numbers(tmp_path):
+    # model=tiny is only the default: its architecture, run length and learning rate describe
+    # the embedded model, so they must not leak onto a model the user names.
+    config, composition = load_config(["model.name_or_path=org/other-model"])
+    assert config.model.architecture is None
+    assert config.training.num_batches == 3738 and config.optim.learning_rate == 2e-4
+    assert "model" not in composition.groups
+    user_file = tmp_path / "run.yaml"
+    user_file.write_text("model:\n  name_or_path: org/other-model\n")
+    assert load_config(config_file=user_file)[0].model.architecture is None
+    # A preset chosen on purpose keeps its numbers for a sibling checkpoint (e.g. the instruct model).
+    config, _ = load_config(["model=llama3_8b", "model.name_or_path=meta-llama/Llama-3.1-8B-Instruct"])
+    assert config.model.architecture.num_layers == 32

@@ -200,7 +200,7 @@ def compose(overrides: list[str] | None = None, config_file: Path | None = None)
             value_overrides.append((key, override.value(), override.input_line))
 
     experiment = (cli_selections.get("experiment") or user_selections.get("experiment") or [None])[0]
-    experiment_layer = None
+    experiment_layer, experiment_selections = None, {}
     if experiment is not None:
         experiment_layer, experiment_selections = _load_group_file("experiment", experiment, RANK_EXPERIMENT)
         for group, option in experiment_selections.items():
@@ -209,6 +209,11 @@ def compose(overrides: list[str] | None = None, config_file: Path | None = None)
         if group != "experiment":
             selections[group] = _check_option(group, option, str(config_file), problems)
     selections.update({g: o for g, o in cli_selections.items() if g != "experiment"})
+    model_chosen = any("model" in chosen for chosen in (cli_selections, user_selections, experiment_selections))
+    if not model_chosen and _names_a_model(value_overrides, user_layer, experiment_layer):
+        # The default preset describes the embedded model (its architecture numbers, and a
+        # run length and learning rate sized for it); none of that fits a model the user names.
+        selections.pop("model", None)
 
     layers = [_Layer(primary, RANK_GROUP, "primary config", "config.yaml")] + _group_layers(selections)
     if experiment_layer is not None:
@@ -229,6 +234,15 @@ def compose(overrides: list[str] | None = None, config_file: Path | None = None)
         _delete(composition, key, line, problems)
     composition.values = _resolve_interpolations(composition.values)
     return composition
+
+
+def _names_a_model(value_overrides: list[tuple], *layers: _Layer | None) -> bool:
+    """Whether an override, the user file or the experiment sets model.name_or_path."""
+    for key, value, _ in value_overrides:
+        if key == "model.name_or_path" or (key == "model" and isinstance(value, dict) and "name_or_path" in value):
+            return True
+    return any(layer is not None and isinstance(layer.values.get("model"), dict)
+               and "name_or_path" in layer.values["model"] for layer in layers)
 
 
 def _group_layers(selections: dict[str, list[str]]) -> list[_Layer]:
