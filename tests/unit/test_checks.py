@@ -43,3 +43,12 @@ def test_warnings_for_alpha_and_intervals():
 def test_early_stopping_needs_validation():
     with pytest.raises(UserError, match="needs evaluation"):
         make_plan(["training.early_stopping_patience=2", "data.validation_split=0"], hardware=CPU)
+
+
+def test_eight_bit_optimizers_need_bitsandbytes():
+    import dataclasses
+
+    make_plan(["optim.name=paged_adamw_8bit"], hardware=CPU)  # installed: fine on CPU too
+    without = dataclasses.replace(CPU, bitsandbytes_available=False)
+    with pytest.raises(EnvironmentProblem, match="paged_adamw_8bit needs the bitsandbytes package"):
+        make_plan(["optim.name=paged_adamw_8bit"], hardware=without)

@@ -200,8 +200,11 @@ class TrainingSettings(Section):
 
 
 class OptimSettings(Section):
-    name: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "sgd"] = "adamw_torch"
-    """Optimizer. adamw_torch keeps two fp32 states per trainable parameter."""
+    name: Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit",
+                  "adafactor", "sgd"] = "adamw_torch"
+    """Optimizer. adamw_torch keeps two fp32 states per trainable parameter; adamw_8bit and
+    paged_adamw_8bit (bitsandbytes) keep them in 8 bits; paged_* can spill states to CPU RAM
+    under GPU memory pressure."""
     learning_rate: float = Field(default=2e-4, ge=1e-6, le=1e-2)
     """Peak learning rate. LoRA usually wants 1e-4 to 3e-4; tiny models tolerate more."""
     weight_decay: float = Field(default=0.01, ge=0.0, le=1.0)

@@ -28,6 +28,7 @@ def check(config: RunConfig, hardware: HardwareProfile, optimizer_steps: int, va
     _check_quantization(config, findings)
     _check_device(config, hardware, findings)
     _check_quantization_device(config, hardware, findings)
+    _check_optimizer_backend(config, hardware, findings)
     _check_distributed(config, hardware, findings)
     _check_schedule(config, optimizer_steps, validation_rows, findings)
     _check_paths(config, findings)
@@ -99,6 +100,14 @@ def _check_device(config: RunConfig, hardware: HardwareProfile, findings: Findin
     if training.attention == "flash_attention_2" and not (device == "cuda" and hardware.flash_attention_available):
         findings.environment.append(Problem("training.attention", "flash_attention_2 needs a CUDA GPU and the flash-attn package",
                                             "use training.attention=sdpa, or install flash-attn on a CUDA machine"))
+
+
+def _check_optimizer_backend(config: RunConfig, hardware: HardwareProfile, findings: Findings) -> None:
+    """The 8-bit and paged optimizers are bitsandbytes kernels."""
+    name = config.optim.name
+    if ("8bit" in name or name.startswith("paged_")) and not hardware.bitsandbytes_available:
+        findings.environment.append(Problem("optim.name", f"{name} needs the bitsandbytes package, which is not installed",
+                                            "pip install bitsandbytes, or use optim.name=adamw_torch"))
 
 
 def _check_quantization_device(config: RunConfig, hardware: HardwareProfile, findings: Findings) -> None:
