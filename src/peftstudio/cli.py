@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -192,13 +193,7 @@ def detect(as_json: bool = typer.Option(False, "--json", help="print the profile
     and the recommended platform preset, precision, attention and accelerate config."""
     from peftstudio import api
 
-    detection = api.detect(output_dir)
-    if as_json:
-        print(json.dumps(detection.to_dict(), indent=2))
-        return
-    from peftstudio.report import print_detection
-
-    print_detection(console, detection)
+    _show(api.detect(output_dir), as_json, "peftstudio.report:print_detection")
 
 
 @app.command()
@@ -214,12 +209,7 @@ def estimate(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] 
 
     device_bytes = parse_bytes(device_memory, "--device-memory") if device_memory is not None else None
     result = api.estimate(overrides or [], config, _batch_sizes(batch_sizes), device_bytes=device_bytes)
-    if as_json:
-        print(json.dumps(result.to_dict(), indent=2))
-        return
-    from peftstudio.report import print_estimates
-
-    print_estimates(console, result)
+    _show(result, as_json, "peftstudio.report:print_estimates")
 
 
 @app.command("find-batch-size")
@@ -250,6 +240,16 @@ def find_batch_size(overrides: Optional[list[str]] = OVERRIDES, config: Optional
         console.print(f"written to {output}")
 
 
+def _show(result, as_json: bool, printer: str) -> None:
+    """Print a result as one JSON object, or with its rich printer ("module:function", imported
+    only when used so `--json` stays light)."""
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    module, function = printer.split(":")
+    getattr(importlib.import_module(module), function)(console, result)
+
+
 def _batch_sizes(text: str) -> list[int]:
     from peftstudio.errors import Problem, UserError
 
@@ -272,12 +272,7 @@ def doctor(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = 
     from peftstudio import api
 
     report = api.doctor(overrides or [], config)
-    if as_json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        from peftstudio.doctor.report import print_doctor
-
-        print_doctor(console, report)
+    _show(report, as_json, "peftstudio.doctor.report:print_doctor")
     if report.failed:
         raise typer.Exit(EXIT_ENVIRONMENT)
 
@@ -289,13 +284,7 @@ def diagnose(run_dir: Path = typer.Argument(..., help="a run's output dir, e.g. 
     slow steps) from its metrics, resolved config and log, with the overrides to try."""
     from peftstudio import api
 
-    diagnosis = api.diagnose(run_dir)
-    if as_json:
-        print(json.dumps(diagnosis.to_dict(), indent=2))
-        return
-    from peftstudio.diagnose.report import print_diagnosis
-
-    print_diagnosis(console, diagnosis)
+    _show(api.diagnose(run_dir), as_json, "peftstudio.diagnose.report:print_diagnosis")
 
 
 @app.command()
