@@ -113,6 +113,7 @@ def _trained_model(overrides, root):
     return PeftModel.from_pretrained(base, root / "outputs/adapter").eval()
 
 
+@pytest.mark.parametrize("trained", ["pissa", "olora"], indirect=True)
 def test_converted_adapter_reproduces_the_trained_model(trained):
     """PiSSA / OLoRA train against a residual base; the saved adapter, converted on save,
     reproduces the trained model on the original base."""
@@ -123,8 +124,6 @@ def test_converted_adapter_reproduces_the_trained_model(trained):
     from peftstudio.config.validate import load_config
 
     method, overrides, root = trained
-    if method not in ("pissa", "olora"):
-        pytest.skip("only PiSSA and OLoRA rewrite the base weights")
     from peft import PeftModel
 
     config, _ = load_config(overrides)
@@ -151,6 +150,7 @@ def test_loftq_starts_closer_to_the_full_precision_model(model_cache):
     assert loftq_error < 0.8 * quantized_error, (loftq_error, quantized_error)
 
 
+@pytest.mark.parametrize("trained", ["lora"], indirect=True)  # the CLI path is the same for every method
 def test_merge_and_generate_from_the_cli(trained, tmp_path):
     """What a user types after training: merge to a directory (refusing to clobber one), and
     generate — greedy by default, the same text for the same seed when sampling."""
@@ -159,9 +159,7 @@ def test_merge_and_generate_from_the_cli(trained, tmp_path):
     from peftstudio.infer import Sampling, load_run_model, run_prompts
     from tests.conftest import run_cli
 
-    method, _, root = trained
-    if method != "lora":
-        pytest.skip("the CLI path is the same for every method")
+    _, _, root = trained
     merged = run_cli("merge", str(root / "outputs"), "--out", str(tmp_path / "merged"), cwd=tmp_path)
     assert merged.returncode == 0 and "merged lora adapter" in merged.stdout, merged.stderr
     with pytest.raises(UserError, match="exists and is not empty"):
