@@ -77,10 +77,9 @@ def build_long_rows(path: Path, rows: int = 64) -> Path:
 
 def case_overrides(model_dir: Path, data: Path, run_dir: Path, method: str, seq: int, batch: int,
                    checkpointing: str) -> list[str]:
-    # ~model.architecture: the default model preset carries the embedded model's numbers; the
-    # estimate must come from this model's config.json.
-    return [f"model.name_or_path={model_dir}", "~model.architecture", f"data.path={data}",
-            "data.validation_split=0", f"peft={method}",
+    # Naming the model sets the default preset aside, so the estimate reads this config.json.
+    return [f"model.name_or_path={model_dir}", f"data.path={data}",
+            "data.validation_split=0", "training.loss_on=all", f"peft={method}",
             f"training.max_seq_length={seq}", f"training.micro_batch_size={batch}",
             "training.gradient_accumulation_steps=1", f"training.gradient_checkpointing={checkpointing}",
             "training.packing=off", "training.num_batches=3", "training.log_interval_steps=1",

@@ -33,8 +33,7 @@ def peftstudio_run(model: Path, data: Path, workdir: Path, micro_batch: int, ste
                    log_interval: int) -> dict:
     """`peftstudio train` as a user types it; the figures come from its metrics.jsonl."""
     out = workdir / "peftstudio"
-    # ~model.architecture: the default preset carries the embedded model's numbers, not this one's.
-    command = [sys.executable, "-m", "peftstudio", "train", f"model.name_or_path={model}", "~model.architecture",
+    command = [sys.executable, "-m", "peftstudio", "train", f"model.name_or_path={model}",
                f"data.path={data}", "data.validation_split=0", f"training.micro_batch_size={micro_batch}",
                f"training.num_batches={steps}",
                f"training.max_seq_length={max_len}", f"training.log_interval_steps={log_interval}",
