@@ -52,6 +52,7 @@ def test_kill_mid_epoch_then_resume_equals_straight_run(straight, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from" in resumed.stdout and "checkpoint-5" in resumed.stdout
     assert "settings changed" not in resumed.stdout
+    assert "resuming from" in (tmp_path / "outputs/train.log").read_text(), "the log must say where the run resumed"
     assert_same_run(straight, tmp_path)
 
 

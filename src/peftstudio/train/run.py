@@ -52,14 +52,16 @@ def run_training(plan: RunPlan, data: TokenizedData, console, arguments: list[st
     run_dir, checkpoints = RunDir.at(training.output_dir), CheckpointDir.at(training.checkpoint_dir)
     with main_process_first(plan.config.device):
         resume_from = _start(plan, console, run_dir, checkpoints)
-    settings = flatten(plan.config.model_dump(mode="json"))
-    progress = TrainingProgress.read(resume_from) if resume_from else TrainingProgress(
-        fingerprint=plan.fingerprint, identity=plan.identity, settings=settings)
-    if resume_from:
-        _warn_changed_settings(console, progress, settings)
     handler = _log_to_file(run_dir.log) if is_main_process() else None
-    sinks = _open_sinks(plan, run_dir, progress.step if resume_from else None) if is_main_process() else []
+    sinks: list[MetricsSink] = []
     try:
+        settings = flatten(plan.config.model_dump(mode="json"))
+        progress = TrainingProgress.read(resume_from) if resume_from else TrainingProgress(
+            fingerprint=plan.fingerprint, identity=plan.identity, settings=settings)
+        if resume_from:
+            log.info("resuming from %s at step %d", resume_from, progress.step)
+            _warn_changed_settings(console, progress, settings)
+        sinks = _open_sinks(plan, run_dir, progress.step if resume_from else None) if is_main_process() else []
         trainer = _build_trainer(plan, data, checkpoints, progress, sinks, console, callbacks or [])
         try:
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -125,7 +127,6 @@ def _start(plan: RunPlan, console, run_dir: RunDir, checkpoints: CheckpointDir) 
                       "Pass training.resume=never to train again from scratch.")
     elif resume_from:
         console.print(f"[bold]resuming[/] from {resume_from} (step {step})")
-        log.info("resuming from %s at step %d", resume_from, step)
     return resume_from
 
 
