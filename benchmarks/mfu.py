@@ -17,11 +17,8 @@ as lost MFU.
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +27,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from throughput import peftstudio_run  # noqa: E402
-from workload import build_dataset, build_model  # noqa: E402
+from workload import prepare  # noqa: E402
 
 TARGET = 0.35
 
@@ -77,17 +74,7 @@ def flops_per_token(model_dir: Path, data: Path, max_len: int, lora_rank: int = 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--micro-batch", type=int, default=8)
-    parser.add_argument("--rows", type=int, default=192)
-    parser.add_argument("--max-seq-length", type=int, default=512)
-    parser.add_argument("--log-interval", type=int, default=4)
-    parser.add_argument("--workdir", type=Path, default=None)
-    args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="peftstudio-mfu-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    model, data = build_model(workdir / "model"), build_dataset(workdir / "data.jsonl", args.rows)
+    args, workdir, model, data = prepare(__doc__.split("\n\n")[0], "mfu")
     peaks = {name: matmul_peak(name) for name in ("float32", "bfloat16")}
     run = peftstudio_run(model, data, workdir, args.micro_batch, math.ceil(args.rows / args.micro_batch),
                          args.max_seq_length, args.log_interval)

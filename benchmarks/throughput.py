@@ -13,18 +13,15 @@ for both runs. Each run is a separate process, started one after the other.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from workload import build_dataset, build_model, parameter_count  # noqa: E402
+from workload import parameter_count, prepare  # noqa: E402
 
 TARGET = 1.8
 
@@ -63,19 +60,7 @@ def trl_run(model: Path, data: Path, workdir: Path, micro_batch: int, steps: int
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--micro-batch", type=int, default=8)
-    parser.add_argument("--rows", type=int, default=192)
-    parser.add_argument("--max-seq-length", type=int, default=512)
-    parser.add_argument("--log-interval", type=int, default=4)
-    parser.add_argument("--workdir", type=Path, default=None, help="keep the model, data and runs here")
-    args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="peftstudio-throughput-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    model = build_model(workdir / "model")
-    data = build_dataset(workdir / "data.jsonl", args.rows)
+    args, workdir, model, data = prepare(__doc__.split("\n\n")[0], "throughput")
     steps = math.ceil(args.rows / args.micro_batch)
     shape = (model, data, workdir, args.micro_batch, steps, args.max_seq_length, args.log_interval)
     print(f"workload  Llama {parameter_count(model) / 1e6:.1f}M params, {args.rows} rows of widely varying length, "

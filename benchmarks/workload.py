@@ -6,8 +6,11 @@ Not a test and not part of the package: `throughput.py` and `mfu.py` import it.
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import random
+import tempfile
 from pathlib import Path
 
 # A Llama about the size the benchmarks are specified for (20-40M parameters): 8 blocks of
@@ -64,3 +67,20 @@ def build_dataset(path: Path, rows: int = 192) -> Path:
                         "input": notes if prompt_sentences > 1 else "", "output": answer})
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return path
+
+
+def prepare(description: str, name: str) -> tuple[argparse.Namespace, Path, Path, Path]:
+    """The benchmarks' shared command line, then the workload: (arguments, workdir, model dir,
+    data file). The model and data are reused when --workdir already holds them."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--micro-batch", type=int, default=8)
+    parser.add_argument("--rows", type=int, default=192)
+    parser.add_argument("--max-seq-length", type=int, default=512)
+    parser.add_argument("--log-interval", type=int, default=4)
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the model, data and runs here")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix=f"peftstudio-{name}-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    return args, workdir, build_model(workdir / "model"), build_dataset(workdir / "data.jsonl", args.rows)
