@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SKY_VENV := .venv-sky
 SKYPILOT_VERSION := 0.14.1
 
-.PHONY: install demo test clean browser
+.PHONY: install demo test clean browser lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,13 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	fi
 
-test: $(STAMP) browser $(SKY_VENV)/.installed
+# The layer contract (pyproject.toml [tool.importlinter]) and pyflakes' rules fail the build
+# before any test runs.
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
+
+test: $(STAMP) lint browser $(SKY_VENV)/.installed
 	HF_HUB_OFFLINE=1 PEFTSTUDIO_SKY_PYTHON=$(SKY_VENV)/bin/python $(BIN)/python -m pytest -q -rs
 
 clean:

@@ -49,7 +49,7 @@ def build_model(name: str, directory: Path) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from peftstudio.build.embedded import ensure_embedded_model
+    from peftstudio.model.embedded import ensure_embedded_model
 
     if (directory / "config.json").is_file():
         return directory
@@ -66,7 +66,7 @@ def build_model(name: str, directory: Path) -> Path:
 
 def build_long_rows(path: Path, rows: int = 64) -> Path:
     """Instruction rows far longer than the longest sequence tested (every sample truncated)."""
-    from peftstudio.build.sample_data import generate_background_text
+    from peftstudio.data.sample import generate_background_text
 
     text = generate_background_text(count=rows * 400, seed=7)
     records = [{"instruction": "Continue the notes.", "input": " ".join(text[i * 400:i * 400 + 200]),

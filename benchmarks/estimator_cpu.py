@@ -36,7 +36,7 @@ def build_model(config):
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from peftstudio.build.model import attach_adapter
+    from peftstudio.model.load import attach_adapter
 
     arch = config.model.architecture
     dtype = torch.bfloat16 if config.training.precision == "bf16" else torch.float32
@@ -57,7 +57,7 @@ def measure(overrides: list[str], seq_len: int, micro_batch: int) -> tuple[int, 
     """(predicted tensor bytes, measured peak tensor bytes) of one training step."""
     from peftstudio.config.validate import load_config
     from peftstudio.plan.memory import estimate_memory
-    from peftstudio.plan.probe import Prober
+    from peftstudio.train.probe import Prober
 
     config, _ = load_config(["device=cpu", "training.attention=sdpa", *overrides])
     vocab = config.model.architecture.vocab_size

@@ -52,7 +52,7 @@ def flops_per_token(model_dir: Path, data: Path, max_len: int, lora_rank: int = 
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from peftstudio.build.data import prepare_data
+    from peftstudio.data.prepare import prepare_data
     from peftstudio.config.schema import DataSettings
 
     config = AutoConfig.from_pretrained(model_dir)

@@ -28,7 +28,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    from peftstudio.build.data import prepare_data
+    from peftstudio.data.prepare import prepare_data
     from peftstudio.config.schema import DataSettings
 
     rows = prepare_data(DataSettings(path=args.data, validation_split=0.0)).train_rows  # the same rows peftstudio trains on

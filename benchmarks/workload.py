@@ -25,7 +25,7 @@ def build_model(directory: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from peftstudio.build.embedded import ensure_embedded_model
+    from peftstudio.model.embedded import ensure_embedded_model
 
     if (directory / "config.json").is_file():
         return directory
@@ -53,7 +53,7 @@ def parameter_count(directory: Path) -> int:
 def build_dataset(path: Path, rows: int = 192) -> Path:
     """Alpaca-shaped rows whose lengths vary widely (a few words to a few hundred): short
     questions next to long notes to summarise, the mix that makes padding expensive."""
-    from peftstudio.build.sample_data import generate_background_text
+    from peftstudio.data.sample import generate_background_text
 
     sentences = generate_background_text(count=2000, seed=SEED)
     rng = random.Random(SEED)

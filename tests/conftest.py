@@ -51,7 +51,7 @@ def model_cache(tmp_path_factory) -> Path:
     PEFTSTUDIO_TEST_CACHE reuses a cache across sessions when set."""
     cache = Path(os.environ.get("PEFTSTUDIO_TEST_CACHE") or tmp_path_factory.mktemp("peftstudio-cache"))
     os.environ["PEFTSTUDIO_CACHE"] = str(cache)
-    from peftstudio.build.embedded import ensure_embedded_model
+    from peftstudio.model.embedded import ensure_embedded_model
 
     ensure_embedded_model()
     return cache

@@ -17,7 +17,7 @@ from peftstudio.plan.runplan import RunPlan, make_plan, plan_with_data
 
 __all__ = ["explain", "Explanation", "plan", "train", "validate_files", "generate", "merge", "import_config",
            "make_plan", "detect", "estimate", "write_accelerate_config",
-           "diagnose", "doctor", "sweep", "cost", "launch"]
+           "diagnose", "doctor", "cost", "launch"]
 
 
 def plan(overrides: list[str] | None = None, config_file: Path | None = None,
@@ -88,7 +88,7 @@ def _local_gpu_count() -> int:
 @dataclass(frozen=True)
 class Detection:
     hardware: HardwareProfile
-    recommendations: list  # plan.platforms.Recommendation
+    recommendations: list  # plan.recommend.Recommendation
 
     def to_dict(self) -> dict:
         return {"hardware": self.hardware.to_dict(),
@@ -99,7 +99,7 @@ def detect(output_dir: Path | str = ".", hardware: HardwareProfile | None = None
     """The machine (or `hardware`) and the platform preset, precision, attention and
     accelerate config recommended for it, each with its reason."""
     from peftstudio.plan.hardware import detect as detect_hardware
-    from peftstudio.plan.platforms import recommend
+    from peftstudio.plan.recommend import recommend
 
     hardware = hardware or detect_hardware(output_dir)
     return Detection(hardware, recommend(hardware))
@@ -143,7 +143,7 @@ def find_batch_size(overrides: list[str] | None = None, config_file: Path | None
                     hardware: HardwareProfile | None = None):
     """Probe the device for the largest micro-batch that fits, keeping the effective batch;
     writes the result (every probe included) to `output` as JSON when given."""
-    from peftstudio.plan.batch_size import find_batch_size as search_device
+    from peftstudio.train.batch_size import find_batch_size as search_device
 
     run_plan, data = plan_with_data(overrides, config_file, hardware, require_tokenizer=True)
     quiet_libraries(interactive=False)
@@ -157,7 +157,7 @@ def find_batch_size(overrides: list[str] | None = None, config_file: Path | None
 def _measure_micro_batch(run_plan: RunPlan, data, console) -> RunPlan:
     """micro_batch_size=auto: confirm the estimator's pick with real probes before training,
     and keep the effective batch by raising the accumulation if a smaller one is needed."""
-    from peftstudio.plan.batch_size import find_batch_size as search_device
+    from peftstudio.train.batch_size import find_batch_size as search_device
     from peftstudio.plan.runplan import with_measured_micro_batch
 
     quiet_libraries(interactive=console.is_terminal)
@@ -210,7 +210,7 @@ def generate(run_dir: Path, prompts: list[str] | None = None, count: int = 5, ma
     """Generations from a trained run's adapter next to the base model's, with the chat
     template applied: greedy by default, seeded sampling when temperature > 0. Without
     prompts, uses the first validation samples of the run."""
-    from peftstudio.infer import Sampling, load_run_model, run_prompts
+    from peftstudio.export.infer import Sampling, load_run_model, run_prompts
 
     if temperature < 0 or not 0 < top_p <= 1 or max_new_tokens < 1:
         raise UserError(Problem("generate", f"temperature={temperature}, top_p={top_p}, max_new_tokens={max_new_tokens}",
@@ -228,7 +228,7 @@ def generate(run_dir: Path, prompts: list[str] | None = None, count: int = 5, ma
 
 
 def _validation_prompts(config, count: int) -> tuple[list[str], list[str | None]]:
-    from peftstudio.build.data import prepare_data
+    from peftstudio.data.prepare import prepare_data
 
     data = prepare_data(config.data)
     rows = [r for r in data.validation_rows or data.train_rows if "prompt" in r][:count]
@@ -237,7 +237,7 @@ def _validation_prompts(config, count: int) -> tuple[list[str], list[str | None]
 
 def merge(run_dir: Path, out: Path, dtype: str = "fp32", overwrite: bool = False):
     """Merge a finished run's adapter into its full-precision base; a transformers model dir."""
-    from peftstudio.merge import merge_run
+    from peftstudio.export.merge import merge_run
 
     quiet_libraries(interactive=False)
     return merge_run(Path(run_dir), Path(out), dtype, overwrite)
@@ -256,14 +256,6 @@ def diagnose(run_dir: Path):
     from peftstudio.diagnose.report import diagnose_run
 
     return diagnose_run(Path(run_dir))
-
-
-def sweep(sweep_file: Path, trials: int | None = None, study_dir: Path | None = None, console=None, on_trial=None):
-    """Run (or continue) the Optuna study a sweep file describes; each trial is a `train` run."""
-    from peftstudio.sweep.study import run_sweep
-
-    quiet_libraries(interactive=False)
-    return run_sweep(Path(sweep_file), trials, study_dir, console, on_trial)
 
 
 def doctor(overrides: list[str] | None = None, config_file: Path | None = None,

@@ -205,7 +205,7 @@ def estimate(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] 
     """Predicted peak training memory per micro-batch size, by component, from the model's
     architecture numbers alone (no download, no weights)."""
     from peftstudio import api
-    from peftstudio.plan.batch_size import parse_bytes
+    from peftstudio.train.batch_size import parse_bytes
 
     device_bytes = parse_bytes(device_memory, "--device-memory") if device_memory is not None else None
     result = api.estimate(overrides or [], config, _batch_sizes(batch_sizes), device_bytes=device_bytes)
@@ -222,7 +222,7 @@ def find_batch_size(overrides: Optional[list[str]] = OVERRIDES, config: Optional
     """Probe the device with real training steps on the longest sequence the data produces:
     the largest micro-batch that fits, with gradient_accumulation_steps keeping the effective batch."""
     from peftstudio import api
-    from peftstudio.plan.batch_size import parse_bytes
+    from peftstudio.train.batch_size import parse_bytes
 
     budget = parse_bytes(memory_budget) if memory_budget is not None else None
 
@@ -300,15 +300,17 @@ def sweep(sweep_file: Path = typer.Argument(..., help="a sweep YAML: method, met
     `parameters: {KEY: {values: [...]} or {distribution: uniform|log_uniform_values|int_uniform,
     min: A, max: B}}`, `base: {KEY: VALUE}` for every trial, optional `pruner: {type: median|none,
     n_startup_trials: 2, n_warmup_steps: 0}` and `seed`."""
-    from peftstudio import api
+    from peftstudio.api import quiet_libraries
     from peftstudio.sweep.results import print_results
+    from peftstudio.sweep.study import run_sweep
 
     def show(trial) -> None:
         params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
         result = f"{trial.value:.4f}" if trial.value is not None else trial.state.lower()
         console.print(f"trial {trial.number}  {params}  → {result}  ({trial.seconds:.1f} s) {trial.note}", markup=False)
 
-    print_results(console, api.sweep(sweep_file, trials, study_dir, console, on_trial=show))
+    quiet_libraries(interactive=False)
+    print_results(console, run_sweep(sweep_file, trials, study_dir, console, on_trial=show))
 
 
 class Provider(str, Enum):

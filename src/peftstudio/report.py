@@ -21,7 +21,7 @@ def _value(value: Any) -> str:
 
 def print_plan_summary(console: Console, plan: RunPlan) -> None:
     """The decisions that matter: what runs, where, how long, and why each auto went the way it did."""
-    config, data, schedule, hardware = plan.config, plan.data, plan.schedule, plan.hardware
+    config, schedule, hardware = plan.config, plan.schedule, plan.hardware
     training = config.training
     console.print(f"[bold]model[/]     {config.model.name_or_path}")
     console.print(f"[bold]method[/]    {config.peft.method}  r={config.peft.r} alpha={config.peft.alpha:g} "

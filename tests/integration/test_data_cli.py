@@ -42,7 +42,7 @@ def padless_model(model_cache, target, template: bool):
     embeddings, at train, generate and merge time alike."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from peftstudio.build.embedded import embedded_model_dir
+    from peftstudio.data.embedded import embedded_model_dir
 
     source = embedded_model_dir(model_cache)
     target.mkdir()

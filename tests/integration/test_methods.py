@@ -45,7 +45,7 @@ def trained(request, model_cache, tmp_path_factory):
 def _original_base():
     from transformers import AutoModelForCausalLM
 
-    from peftstudio.build.embedded import ensure_embedded_model
+    from peftstudio.model.embedded import ensure_embedded_model
 
     return AutoModelForCausalLM.from_pretrained(ensure_embedded_model()).eval()
 
@@ -103,7 +103,7 @@ def _trained_model(overrides, root):
     """The model exactly as trained: the base loaded the way the run loaded it, plus the adapter."""
     from peft import PeftModel
 
-    from peftstudio.build.model import load_base_model, model_location, quantization_config
+    from peftstudio.model.load import load_base_model, model_location, quantization_config
     from peftstudio.config.validate import load_config
     from peftstudio.plan.resolve import resolve
     from tests.conftest import CPU
@@ -120,7 +120,7 @@ def test_converted_adapter_reproduces_the_trained_model(trained):
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    from peftstudio.build.model import attach_adapter
+    from peftstudio.model.load import attach_adapter
     from peftstudio.config.validate import load_config
 
     method, overrides, root = trained
@@ -136,7 +136,7 @@ def test_converted_adapter_reproduces_the_trained_model(trained):
 def test_loftq_starts_closer_to_the_full_precision_model(model_cache):
     """LoftQ's adapter starts as the low-rank part of the 4-bit quantization error, so
     4-bit base + adapter is nearer the original than the 4-bit base alone."""
-    from peftstudio.build.model import attach_adapter, load_base_model, model_location, quantization_config
+    from peftstudio.model.load import attach_adapter, load_base_model, model_location, quantization_config
     from peftstudio.config.validate import load_config
 
     config, _ = load_config(["peft=qlora", "peft.init=loftq", "peft.compute_dtype=fp32", "peft.r=32"])
@@ -156,7 +156,7 @@ def test_merge_and_generate_from_the_cli(trained, tmp_path):
     generate — greedy by default, the same text for the same seed when sampling."""
     from peftstudio import api
     from peftstudio.errors import UserError
-    from peftstudio.infer import Sampling, load_run_model, run_prompts
+    from peftstudio.export.infer import Sampling, load_run_model, run_prompts
     from tests.conftest import run_cli
 
     _, _, root = trained

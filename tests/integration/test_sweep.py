@@ -7,7 +7,7 @@ import os
 import pytest
 import yaml
 
-from peftstudio import api
+from peftstudio.sweep.study import run_sweep
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
@@ -62,7 +62,7 @@ def test_grid_sweep_runs_every_combination_and_prunes(model_cache, tmp_path, mon
     sweep = write_sweep(tmp_path / "grid.yaml", method="grid", seed=5,
                         pruner={"type": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
                         parameters={"optim.learning_rate": {"values": [0.003, 1e-6]}, "peft.r": {"values": [4, 8]}})
-    outcome = api.sweep(sweep, study_dir=tmp_path / "grid")
+    outcome = run_sweep(sweep, None, tmp_path / "grid")
     combos = sorted((t.params["optim.learning_rate"], t.params["peft.r"]) for t in outcome.trials)
     assert combos == [(1e-6, 4), (1e-6, 8), (0.003, 4), (0.003, 8)]
     hopeless = [t for t in outcome.trials if t.params["optim.learning_rate"] == 1e-6]

@@ -60,7 +60,7 @@ def test_adapter_loads_changes_outputs_and_base_stays_frozen(trained, model_cach
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from peftstudio.build.embedded import ensure_embedded_model
+    from peftstudio.model.embedded import ensure_embedded_model
 
     workdir, _ = trained
     base_dir = ensure_embedded_model()

@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 
 from peftstudio.errors import UserError
-from peftstudio.plan.batch_size import Probe, candidate_sizes, parse_bytes, search
+from peftstudio.train.batch_size import Probe, candidate_sizes, parse_bytes, search
 from tests.conftest import run_cli
 
 MIB = 1024**2

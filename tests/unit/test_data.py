@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from peftstudio.build.data import prepare_data
+from peftstudio.data.prepare import prepare_data
 from peftstudio.config.schema import DataSettings
 from peftstudio.errors import UserError
 

@@ -98,7 +98,7 @@ def test_activation_terms_match_what_autograd_saves_on_cpu():
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from peftstudio.build.model import lora_config
+    from peftstudio.model.load import lora_config
 
     for precision, method in (("fp32", "lora"), ("bf16", "lora"), ("fp32", "dora")):
         config = load_config(["device=cpu", f"training.precision={precision}", "training.attention=sdpa",

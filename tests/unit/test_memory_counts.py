@@ -40,7 +40,7 @@ def peft_counts(overrides: list[str]) -> tuple[int, int, int]:
     import torch
     from peft import get_peft_model
 
-    from peftstudio.build.model import lora_config
+    from peftstudio.model.load import lora_config
 
     config, _ = load_config(overrides)
     model = meta_model(architecture_of(config))

@@ -10,8 +10,8 @@ use_cache=False), so the tests do the same."""
 import pytest
 import torch
 
-from peftstudio.build.data import prepare_data
-from peftstudio.build.tokenization import IGNORE, tokenize_row
+from peftstudio.data.prepare import prepare_data
+from peftstudio.data.tokenization import IGNORE, tokenize_row
 from peftstudio.config.schema import DataSettings
 
 pytest.importorskip("trl")
@@ -21,7 +21,7 @@ pytest.importorskip("trl")
 def rows_and_tokenizer(model_cache):
     from transformers import AutoTokenizer
 
-    from peftstudio.build.embedded import embedded_model_dir
+    from peftstudio.data.embedded import embedded_model_dir
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir(model_cache))
     data = prepare_data(DataSettings())
@@ -33,7 +33,7 @@ def rows_and_tokenizer(model_cache):
 def load_model(model_cache, attention: str):
     from transformers import AutoModelForCausalLM
 
-    from peftstudio.build.embedded import embedded_model_dir
+    from peftstudio.data.embedded import embedded_model_dir
 
     model = AutoModelForCausalLM.from_pretrained(embedded_model_dir(model_cache), dtype=torch.float32,
                                                  attn_implementation=attention)

@@ -3,7 +3,7 @@
 import pytest
 
 from peftstudio.config.validate import load_config
-from peftstudio.build.tokenization import padding_waste
+from peftstudio.data.tokenization import padding_waste
 from peftstudio.plan.resolve import resolve
 from peftstudio.plan.runplan import make_plan
 from tests.conftest import CPU, H100, M4, T4

@@ -32,7 +32,7 @@ def test_shipped_file_composes_and_validates(relative):
 
 
 def test_tiny_preset_describes_the_model_that_is_built():
-    from peftstudio.build.embedded import TINY_ARCHITECTURE
+    from peftstudio.data.embedded import TINY_ARCHITECTURE
 
     config, _ = load_config(["model=tiny"])
     assert config.model.architecture.model_dump(exclude={"model_type"}) == dict(TINY_ARCHITECTURE)

@@ -153,7 +153,7 @@ def test_estimate_is_the_cli_estimator_on_the_plan(client):
     for micro in (2, 8):
         state = {"groups": {"model": "tiny"}, "values": {"training.micro_batch_size": micro}}
         memory = client.post("/api/estimate", json={"state": state}).json()["memory"]
-        expected = estimate_memory(api.plan([f"model=tiny", f"training.micro_batch_size={micro}"], hardware=CPU).config,
+        expected = estimate_memory(api.plan(["model=tiny", f"training.micro_batch_size={micro}"], hardware=CPU).config,
                                    hardware=CPU)
         assert memory["total_bytes"] == expected.total_bytes and memory["fits"] is True
         totals[micro] = memory["total_bytes"]
@@ -309,7 +309,7 @@ def test_columns_are_mapped_as_on_the_command_line(client, model_cache):
 
 
 def test_csv_and_parquet_uploads_preview_like_jsonl(client, model_cache, tmp_path):
-    pytest.importorskip("peftstudio.build.data_sources", reason="CSV/Parquet readers are not in this build")
+    pytest.importorskip("peftstudio.data.sources", reason="CSV/Parquet readers are not in this build")
     import pandas
 
     frame = pandas.DataFrame({"instruction": [f"Say {i}" for i in range(20)], "output": [str(i) for i in range(20)]})

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from peftstudio.build.data import prepare_data
-from peftstudio.build.tokenization import IGNORE, padding_waste, percentiles, tokenize_data, tokenize_row
-from peftstudio.build.tokenizer import (ADDED_PAD_TOKEN, GENERATION_MARKER, TokenizerSetup, apply_chat_template_choice,
+from peftstudio.data.prepare import prepare_data
+from peftstudio.data.tokenization import IGNORE, padding_waste, percentiles, tokenize_data, tokenize_row
+from peftstudio.data.tokenizer import (ADDED_PAD_TOKEN, GENERATION_MARKER, TokenizerSetup, apply_chat_template_choice,
                                         fix_pad_token, known_templates)
 from peftstudio.config.schema import DataSettings
 from peftstudio.errors import UserError
@@ -25,7 +25,7 @@ CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "c
 def base_tokenizer(model_cache):
     from transformers import AutoTokenizer
 
-    from peftstudio.build.embedded import embedded_model_dir
+    from peftstudio.data.embedded import embedded_model_dir
 
     return AutoTokenizer.from_pretrained(embedded_model_dir(model_cache))
 
@@ -163,7 +163,7 @@ def test_added_pad_token_grows_the_embeddings_only_when_needed():
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from peftstudio.build.model import match_vocabulary
+    from peftstudio.model.load import match_vocabulary
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=4, hidden_size=16, intermediate_size=32, num_hidden_layers=1,

@@ -20,7 +20,7 @@ CHECKPOINT_BYTES_PER_TRAINABLE = 4 + 8
 
 def check_dataset(config: RunConfig):
     """The data read and checked exactly as `train` would; the prepared data on success."""
-    from peftstudio.build.data import prepare_data
+    from peftstudio.data.prepare import prepare_data
 
     try:
         data = prepare_data(config.data)

@@ -130,7 +130,7 @@ def write_task(task: dict[str, Any], values: dict[str, Any], task_path: Path, co
     task_path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(config_path, "# the run config of " + task_path.name + " (auto values resolve on the remote GPU)\n"
                      + yaml.safe_dump(values, sort_keys=False))
-    header = f"# SkyPilot task written by `peftstudio launch`; start it with the command it printed\n"
+    header = "# SkyPilot task written by `peftstudio launch`; start it with the command it printed\n"
     write_atomically(task_path, header + yaml.dump(task, Dumper=_TaskDumper, sort_keys=False))
 
 

@@ -42,7 +42,7 @@ def architecture_of(config: RunConfig) -> ModelArchitecture:
         return config.model.architecture
     name = config.model.name_or_path
     if name == EMBEDDED_MODEL_ID:
-        from peftstudio.build.embedded import TINY_ARCHITECTURE
+        from peftstudio.data.embedded import TINY_ARCHITECTURE
 
         return ModelArchitecture(model_type="llama", **TINY_ARCHITECTURE)
     local = Path(name).expanduser() / "config.json"

@@ -1,9 +1,7 @@
 """Which platform preset, precision, attention and accelerate config suit a machine, with the
-reason for each. `detect` prints these; `platform=auto` resolves to the same preset name."""
+reason for each. `detect` prints these (see `plan.recommend`); `platform=auto` resolves to the same preset."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from peftstudio.plan.hardware import HardwareProfile
 
@@ -13,13 +11,6 @@ GIB = 1024**3
 PRESETS_BY_NAME = (("H100", "h100"), ("H200", "h100"), ("A100", "a100"), ("4090", "rtx4090"))
 PRESETS_BY_MEMORY = ((70, "h100"), (36, "a100"), (20, "rtx4090"))
 NO_PRESET = "none"
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    key: str
-    value: str
-    reason: str
 
 
 def recommend_platform(hardware: HardwareProfile) -> tuple[str, str]:
@@ -50,26 +41,3 @@ def recommend_accelerate_config(hardware: HardwareProfile) -> tuple[str, str]:
     if hardware.accelerator == "mps":
         return "single_gpu", "one Apple GPU: a single process (MPS has no multi-process backend)"
     return "cpu", "no accelerator: a single CPU process"
-
-
-def recommend(hardware: HardwareProfile) -> list[Recommendation]:
-    """Platform preset, device, precision, attention, gradient checkpointing and accelerate
-    config for the default run on `hardware`, each with its reason."""
-    from peftstudio.config.validate import load_config
-    from peftstudio.plan.resolve import resolve
-
-    config, _ = load_config([])
-    resolution = resolve(config, hardware, None)
-    values = resolution.config
-    picked = [Recommendation(key, str(_dotted(values, key)), resolution.reasons[key])
-              for key in ("platform", "device", "training.precision", "training.attention")
-              if key in resolution.reasons]
-    accelerate, reason = recommend_accelerate_config(hardware)
-    return [*picked, Recommendation("accelerate_config", accelerate, reason)]
-
-
-def _dotted(config, key: str):
-    value = config
-    for part in key.split("."):
-        value = getattr(value, part)
-    return value

@@ -11,6 +11,7 @@ from typing import Any
 
 from peftstudio.config.schema import RunConfig
 from peftstudio.plan.hardware import HardwareProfile
+from peftstudio.plan.platforms import recommend_platform
 
 # Above this share of padding tokens, packing pays for itself.
 PACKING_WASTE_THRESHOLD = 0.25
@@ -38,8 +39,6 @@ def resolve(config: RunConfig, hardware: HardwareProfile, padding_waste: float |
 
 
 def _platform(values: dict[str, Any], hardware: HardwareProfile, _waste: float | None) -> tuple[str, str]:
-    from peftstudio.plan.platforms import recommend_platform
-
     return recommend_platform(hardware)
 
 

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peftstudio.build.data import PreparedData, prepare_data
-from peftstudio.build.tokenization import TokenizedData, padding_waste, percentiles
+from peftstudio.data.prepare import PreparedData, prepare_data
+from peftstudio.data.tokenization import TokenizedData, padding_waste, percentiles
 from peftstudio.config.compose import RANK_DEFAULT, Composition
 from peftstudio.config.introspect import flatten
 from peftstudio.config.schema import RunConfig
@@ -132,8 +132,8 @@ def plan_with_data(overrides: list[str] | None = None, config_file: Path | None 
 
 def _tokenize(config: RunConfig, data: PreparedData, required: bool,
               micro_batch: int) -> tuple[TokenizedData | None, list[str]]:
-    from peftstudio.build.tokenization import tokenize_data
-    from peftstudio.build.tokenizer import prepare_tokenizer
+    from peftstudio.data.tokenization import tokenize_data
+    from peftstudio.data.tokenizer import prepare_tokenizer
 
     try:
         setup = prepare_tokenizer(config, data.format)

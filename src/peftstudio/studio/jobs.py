@@ -14,20 +14,16 @@ process is still alive is re-attached, one that died is marked interrupted and c
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import sqlite3
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from peftstudio.studio.worker import CONFIG_FILE, EXIT_STATUS
+from peftstudio.studio.worker import CONFIG_FILE
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED = (
     "queued", "running", "succeeded", "failed", "cancelled", "interrupted")

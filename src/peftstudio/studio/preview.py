@@ -1,5 +1,5 @@
 """Dataset preview: the CLI's data reader, then a few samples tokenized exactly as training
-tokenizes them (build/tokenization.py), cut where the labels switch between the part the loss
+tokenizes them (data/tokenization.py), cut where the labels switch between the part the loss
 ignores (masked) and the part the model learns, and where max_seq_length truncates."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from peftstudio.build.data import prepare_data
-from peftstudio.build.tokenization import IGNORE, tokenize_row
-from peftstudio.build.tokenizer import prepare_tokenizer
+from peftstudio.data.prepare import prepare_data
+from peftstudio.data.tokenization import IGNORE, tokenize_row
+from peftstudio.data.tokenizer import prepare_tokenizer
 from peftstudio.config.schema import RunConfig
 from peftstudio.errors import EnvironmentProblem
 

@@ -8,7 +8,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from peftstudio.build.tokenization import TokenizedData
+from peftstudio.data.tokenization import TokenizedData
 from peftstudio.errors import PeftStudioError, Problem
 from peftstudio.plan.runplan import RunPlan
 from peftstudio.track.metrics import JsonlSink, MetricsSink, TensorBoardSink, read_metrics, truncate_metrics
@@ -185,7 +185,7 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
                    sinks: list[MetricsSink], console, extra_callbacks: list):
     from datasets import Dataset
 
-    from peftstudio.build.model import (attach_adapter, load_base_model, match_vocabulary, model_location,
+    from peftstudio.model.load import (attach_adapter, load_base_model, match_vocabulary, model_location,
                                         needs_conversion, quantization_config)
     from transformers import PrinterCallback
 
@@ -256,7 +256,7 @@ def _save_adapter(trainer, plan: RunPlan, run_dir: RunDir, checkpoints: Checkpoi
 
 
 def _save_full_adapter(model, plan: RunPlan, staged: Path, checkpoints: CheckpointDir) -> None:
-    from peftstudio.build.model import needs_conversion
+    from peftstudio.model.load import needs_conversion
 
     if needs_conversion(plan.config.peft):
         model.peft_config["default"].init_lora_weights = True

@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from peftstudio.build.data_sources import MAX_PROBLEMS, Record
+from peftstudio.data.sources import MAX_PROBLEMS, Record
 from peftstudio.errors import Problem, UserError
 
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {

@@ -7,14 +7,14 @@ model shows visibly whether the adapter learned something. Rows have the alpaca 
 
 The background text states the same facts as plain text: sentences ("Paris is the capital
 of France.") and dictionary-style entries ("France\\nCapital: Paris"). The embedded model is
-pretrained on it (see `peftstudio.build.embedded`), so the base model knows the facts but has
+pretrained on it (see `peftstudio.model.embedded`), so the base model knows the facts but has
 never seen an instruction, a question or a chat turn; fine-tuning on the sample rows teaches
 it to answer. The many phrasings per fact matter: a fact seen in one sentence shape only is
 much harder for a small adapter to pull out in a new (question) shape. With two shapes per
 fact, LoRA runs on the sample data got about 40% of held-out prompts right, and whether a
 run got there at all depended on its seed; with the current mix, 80-95%.
 
-`python -m peftstudio.build.sample_data` rewrites `conf_data/sample.jsonl`; the file is
+`python -m peftstudio.data.sample` rewrites `data/sample.jsonl`; the file is
 committed, so the generator only runs when the task mix changes. Everything is generated
 from private `random.Random(seed)` instances, never the global random state.
 """
@@ -26,7 +26,7 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-SAMPLE_DATA_PATH = Path(__file__).resolve().parent.parent / "conf_data" / "sample.jsonl"
+SAMPLE_DATA_PATH = Path(__file__).resolve().parent / "sample.jsonl"
 
 CAPITALS: tuple[tuple[str, str], ...] = (
     ("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"),
@@ -257,7 +257,7 @@ def write_jsonl(rows: list[Row], path: Path) -> None:
 
 
 def main() -> None:
-    """Regenerate the bundled `conf_data/sample.jsonl`."""
+    """Regenerate the bundled `data/sample.jsonl`."""
     rows = generate_sample_rows()
     write_jsonl(rows, SAMPLE_DATA_PATH)
     print(f"wrote {len(rows)} rows to {SAMPLE_DATA_PATH}")

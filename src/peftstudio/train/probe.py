@@ -14,7 +14,7 @@ import weakref
 from typing import Any
 
 from peftstudio.config.schema import RunConfig
-from peftstudio.plan.batch_size import Probe, ProbeOutOfMemory, release_memory
+from peftstudio.train.batch_size import Probe, ProbeOutOfMemory, release_memory
 
 GIB = 1024**3
 
@@ -102,6 +102,10 @@ class Prober:
         self.optimizer = _optimizer(config, model)
         self._warm_optimizer_states()
 
+    def release(self) -> None:
+        """Drop the model, its optimizer states and the sample, so their memory can be freed."""
+        self.model = self.optimizer = self.sample = None
+
     def _warm_optimizer_states(self) -> None:
         """Optimizer states exist from the first step of a real run on; make them exist now."""
         for parameter in self.trainable:
@@ -187,7 +191,7 @@ def _optimizer(config: RunConfig, model):
 def build_prober(config: RunConfig, rows: list[dict[str, Any]], budget_bytes: int | None) -> tuple[Prober, int]:
     """Load the run's model with its adapter exactly as training does, and the worst-case sample.
     Returns the prober and the probe sequence length."""
-    from peftstudio.build.model import (attach_adapter, load_base_model, load_tokenizer, model_location,
+    from peftstudio.model.load import (attach_adapter, load_base_model, load_tokenizer, model_location,
                                         quantization_config)
 
     location = model_location(config.model)

@@ -12,9 +12,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from peftstudio.build.model import DTYPES
+from peftstudio.model.load import DTYPES
 from peftstudio.errors import Problem, UserError
-from peftstudio.infer import finished_run
+from peftstudio.export.infer import finished_run
 from peftstudio.track.runs import replace_dir
 
 
@@ -45,7 +45,7 @@ def merge_run(run_path: Path, out: Path, dtype: str = "fp32", overwrite: bool = 
     import torch
     from peft import PeftModel
 
-    from peftstudio.build.model import load_base_model, load_tokenizer, match_vocabulary, model_location
+    from peftstudio.model.load import load_base_model, load_tokenizer, match_vocabulary, model_location
 
     location = model_location(config.model)
     base = load_base_model(location, config.model, dtype, "sdpa")  # no quantization config: full precision

@@ -12,8 +12,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from peftstudio.build.data_formats import check_column_mapping, check_records, detect_format, rename_columns, to_trl
-from peftstudio.build.data_sources import SourceRecords, read_source
+from peftstudio.data.formats import check_column_mapping, check_records, detect_format, rename_columns, to_trl
+from peftstudio.data.sources import SourceRecords, read_source
 from peftstudio.config.schema import DataSettings
 from peftstudio.errors import Problem, UserError
 

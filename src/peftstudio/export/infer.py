@@ -45,7 +45,7 @@ def load_run_model(path: Path):
     import torch
     from peft import PeftModel
 
-    from peftstudio.build.model import (load_base_model, load_tokenizer, match_vocabulary, model_location,
+    from peftstudio.model.load import (load_base_model, load_tokenizer, match_vocabulary, model_location,
                                         quantization_config)
 
     run_dir, config = finished_run(path)

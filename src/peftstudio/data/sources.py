@@ -43,7 +43,7 @@ class SourceRecords:
 def resolve_source(path_text: str) -> str:
     """The path `data.path` names (the bundled sample resolved to its file)."""
     if path_text == EMBEDDED_SAMPLE_DATA:
-        from peftstudio.build.sample_data import SAMPLE_DATA_PATH
+        from peftstudio.data.sample import SAMPLE_DATA_PATH
 
         return str(SAMPLE_DATA_PATH)
     return path_text

@@ -10,7 +10,7 @@ Pad token: when it is missing or equal to EOS, padding would be indistinguishabl
 end of an answer (and collators that mask pad labels would mask every EOS: the model never
 learns to stop). It is replaced by `unk` when that is a distinct token, else by a dedicated
 `<|pad|>` token added to the vocabulary; the embedding matrix then grows to match
-(`build.model.match_vocabulary`, applied identically at train and load time).
+(`model.load.match_vocabulary`, applied identically at train and load time).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from peftstudio.config.schema import EMBEDDED_MODEL_ID, RunConfig
+from peftstudio.config.schema import EMBEDDED_MODEL_ID, ModelSettings, RunConfig
 from peftstudio.errors import EnvironmentProblem, Problem, UserError
 
 ADDED_PAD_TOKEN = "<|pad|>"
@@ -81,10 +81,8 @@ def prepare_tokenizer(config: RunConfig, data_format: str) -> TokenizerSetup:
 def load_plain_tokenizer(config: RunConfig):
     """The tokenizer as the model ships it. The embedded model's is rebuilt in memory when the
     model itself is not built yet (under a second; the same bytes the build writes)."""
-    from peftstudio.build.model import load_tokenizer
-
     if config.model.name_or_path == EMBEDDED_MODEL_ID:
-        from peftstudio.build.embedded import (embedded_model_dir, tokenizer_training_text, background_text,
+        from peftstudio.data.embedded import (embedded_model_dir, tokenizer_training_text, background_text,
                                                train_tokenizer)
 
         built = embedded_model_dir()
@@ -99,8 +97,6 @@ def _load_local(directory: Path, config: RunConfig):
     # A generic tokenizer.json tokenizer loads without AutoTokenizer, which also reads the
     # model config and imports its modeling code: over a second of `plan`'s 3 s budget.
     import json
-
-    from peftstudio.build.model import load_tokenizer
 
     settings = directory / "tokenizer_config.json"
     generic = settings.is_file() and (directory / "tokenizer.json").is_file() and \
@@ -168,3 +164,23 @@ def unavailable_tokenizer(config: RunConfig, error: Exception) -> EnvironmentPro
     return EnvironmentProblem(Problem("model.name_or_path", f"cannot load the tokenizer of {config.model.name_or_path!r}: "
                                       f"{str(error).splitlines()[0]}",
                                       "check the hub id and your network/HF_TOKEN, or use a local model directory"))
+
+
+def load_tokenizer(location: str, settings: ModelSettings):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, revision=settings.revision,
+                                                  trust_remote_code=settings.trust_remote_code)
+    except OSError as error:
+        raise unreachable_model(settings, error) from None
+    return tokenizer  # its pad token is made safe by fix_pad_token
+
+
+def unreachable_model(settings: ModelSettings, error: OSError) -> EnvironmentProblem:
+    """The error for a model or tokenizer that cannot be loaded from the hub or disk."""
+    return EnvironmentProblem(Problem(
+        "model.name_or_path",
+        f"cannot load {settings.name_or_path!r}: {str(error).splitlines()[0]}",
+        "check the hub id and your network/HF_TOKEN, or point model.name_or_path at a local model directory",
+    ))

@@ -20,8 +20,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from peftstudio.build.data import PreparedData
-from peftstudio.build.tokenizer import TokenizerSetup
+from peftstudio.data.prepare import PreparedData
+from peftstudio.data.tokenizer import TokenizerSetup
 from peftstudio.errors import Problem, UserError
 
 IGNORE = -100  # the label value the loss skips

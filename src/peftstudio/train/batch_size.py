@@ -17,7 +17,6 @@ from __future__ import annotations
 import gc
 import json
 import re
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -151,7 +150,7 @@ def find_batch_size(config: RunConfig, rows: list[dict[str, Any]], hardware: Har
                     on_probe: Callable[[Probe], None] | None = None) -> BatchSizeResult:
     """Probe the device for the largest micro-batch of the resolved `config` that fits, keeping
     micro_batch_size × gradient_accumulation_steps. `rows` are the training rows (TRL shape)."""
-    from peftstudio.plan.probe import build_prober
+    from peftstudio.train.probe import build_prober
 
     training = config.training
     effective = training.micro_batch_size * training.gradient_accumulation_steps
@@ -169,7 +168,7 @@ def find_batch_size(config: RunConfig, rows: list[dict[str, Any]], hardware: Har
     try:
         best, probes = search(candidates, seed, probe)
     finally:
-        del prober
+        prober.release()
         release_memory()
     if best is None:
         raise EnvironmentProblem(Problem("training.micro_batch_size", f"even micro-batch 1 does not fit ({probes[-1].detail})",

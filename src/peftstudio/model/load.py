@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from peftstudio.config.schema import EMBEDDED_MODEL_ID, ModelSettings, PeftSettings
-from peftstudio.errors import EnvironmentProblem, Problem
+from peftstudio.data.tokenizer import load_tokenizer, unreachable_model  # noqa: F401  (load_tokenizer: the loaders' entry)
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 # Inits that move the principal part of each base weight into the adapter: the base the
@@ -22,22 +22,11 @@ CONVERTED_INITS = ("pissa", "olora")
 def model_location(settings: ModelSettings) -> str:
     """A path or hub id `from_pretrained` can load; builds the embedded model on first use."""
     if settings.name_or_path == EMBEDDED_MODEL_ID:
-        from peftstudio.build.embedded import ensure_embedded_model
+        from peftstudio.model.embedded import ensure_embedded_model
 
         return str(ensure_embedded_model())
     local = Path(settings.name_or_path).expanduser()
     return str(local) if local.exists() else settings.name_or_path
-
-
-def load_tokenizer(location: str, settings: ModelSettings):
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(location, revision=settings.revision,
-                                                  trust_remote_code=settings.trust_remote_code)
-    except OSError as error:
-        raise _unreachable(settings, error) from None
-    return tokenizer  # its pad token is made safe by build.tokenizer.fix_pad_token
 
 
 def match_vocabulary(model, tokenizer) -> None:
@@ -89,15 +78,7 @@ def load_base_model(location: str, settings: ModelSettings, precision: str, atte
             **placement,
         )
     except OSError as error:
-        raise _unreachable(settings, error) from None
-
-
-def _unreachable(settings: ModelSettings, error: OSError) -> EnvironmentProblem:
-    return EnvironmentProblem(Problem(
-        "model.name_or_path",
-        f"cannot load {settings.name_or_path!r}: {str(error).splitlines()[0]}",
-        "check the hub id and your network/HF_TOKEN, or point model.name_or_path at a local model directory",
-    ))
+        raise unreachable_model(settings, error) from None
 
 
 def lora_config(peft: PeftSettings):
@@ -134,7 +115,7 @@ def attach_adapter(model, peft: PeftSettings, seed: int, gradient_checkpointing:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     wrapped = get_peft_model(model, lora_config(peft))
     if peft.init == "loftq":
-        from peftstudio.build.loftq import apply_loftq
+        from peftstudio.model.loftq import apply_loftq
 
         apply_loftq(wrapped, location)
     return wrapped
