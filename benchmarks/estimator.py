@@ -89,7 +89,7 @@ def case_overrides(model_dir: Path, data: Path, run_dir: Path, method: str, seq:
 
 def predicted_bytes(overrides: list[str], batch: int, seq: int) -> int:
     from peftstudio.plan.memory import estimate_memory
-    from peftstudio.plan.runplan import make_plan
+    from peftstudio.plan.pipeline import make_plan
 
     plan = make_plan(overrides)
     return estimate_memory(plan.config, micro_batch_size=batch, seq_len=seq, hardware=plan.hardware).tensor_bytes

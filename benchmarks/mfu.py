@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
+from peftstudio.plan.runs import read_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -81,7 +81,7 @@ def main() -> None:
     # The machine may be busier at one moment than another: take each peak's best over both measurements.
     peaks = {name: max(peak, matmul_peak(name)) for name, peak in peaks.items()}
     per_token, parts = flops_per_token(model, data, args.max_seq_length)
-    precision = yaml.safe_load((workdir / "peftstudio/outputs/config.resolved.yaml").read_text())["training"]["precision"]
+    precision = read_run(workdir / "peftstudio/outputs", require_plan=True).config.training.precision
     achieved = run["tokens"] / run["seconds"] * per_token
     used = "bfloat16" if precision == "bf16" else "float32"
     print(f"model     {parts['matmul_params'] / 1e6:.1f}M matmul weights, {parts['lora_params'] / 1e6:.2f}M LoRA; "

@@ -13,7 +13,8 @@ from peftstudio.config.explain import Explanation, explain
 from peftstudio.config.validate import load_config
 from peftstudio.errors import Problem, UserError
 from peftstudio.plan.hardware import HardwareProfile
-from peftstudio.plan.runplan import RunPlan, make_plan, plan_with_data
+from peftstudio.plan.pipeline import make_plan, plan_with_data
+from peftstudio.plan.runplan import RunPlan
 
 __all__ = ["explain", "Explanation", "plan", "train", "validate_files", "generate", "merge", "import_config",
            "make_plan", "detect", "estimate", "write_accelerate_config",
@@ -27,30 +28,84 @@ def plan(overrides: list[str] | None = None, config_file: Path | None = None,
 
 
 def train(overrides: list[str] | None = None, config_file: Path | None = None, console=None,
-          on_plan=None, callbacks: list | None = None):
-    """Plan, then train; `on_plan(plan)` is called once the plan is known (to print it);
-    `callbacks` are extra trainer callbacks (a sweep's pruning hook)."""
+          on_plan=None, callbacks: list | None = None, plan_file: Path | None = None,
+          hardware: HardwareProfile | None = None, worker_arguments: list[str] | None = None):
+    """Plan (or read the saved plan `plan_file`, checked against this machine and the data),
+    save it, then execute it: in this process, or in the workers of a multi-process run, each
+    executing the same saved plan. `on_plan(plan)` is called once the plan is final (to print
+    it); `callbacks` are extra trainer callbacks (a sweep's pruning hook); `worker_arguments`
+    are passed on to each worker's `train` (test hooks)."""
     from rich.console import Console
 
-    from peftstudio.launch.processes import is_main_process, launched_by_peftstudio
+    from peftstudio.settings import process_place
 
     console = console or Console()
-    run_plan, data = plan_with_data(overrides, config_file, require_tokenizer=True)
-    measured: list[str] = []
-    if run_plan.provenance.get("training.micro_batch_size", "").startswith("auto") and not launched_by_peftstudio():
+    place = process_place()
+    run_plan, data = _plan_to_execute(overrides, config_file, plan_file, hardware)
+    if run_plan.decisions["training.micro_batch_size"].origin == "auto" and not place.launched:
         run_plan = _measure_micro_batch(run_plan, data, console)
-        # worker processes take the measured values instead of probing again
-        measured = [f"training.micro_batch_size={run_plan.config.training.micro_batch_size}",
-                    f"training.gradient_accumulation_steps={run_plan.config.training.gradient_accumulation_steps}"]
-    if on_plan is not None and is_main_process() and not launched_by_peftstudio():
+    if on_plan is not None and not place.launched:
         on_plan(run_plan)
-    from peftstudio.train.run import run_training
-
     quiet_libraries(interactive=console.is_terminal)
-    # A multi-process run starts its workers with the same arguments (the config file by an
-    # absolute path, as a worker's working directory is the same but nothing else is assumed).
-    arguments = (["--config", str(Path(config_file).resolve())] if config_file else []) + list(overrides or []) + measured
-    return run_training(run_plan, data, console, arguments, callbacks)
+    if run_plan.config.training.num_processes > 1 and not place.launched:
+        return _launch(run_plan, console, worker_arguments)
+    return _train_here(run_plan, data, console, callbacks)
+
+
+def _plan_to_execute(overrides, config_file, plan_file, hardware):
+    """(plan, tokenized data): planned now, or read from `plan_file` and checked."""
+    if plan_file is None:
+        return plan_with_data(overrides, config_file, hardware, require_tokenizer=True)
+    from peftstudio.plan.hardware import detect
+    from peftstudio.plan.pipeline import execution_data
+
+    if overrides or config_file:
+        raise UserError(Problem("train --plan", "a saved plan is executed as it is: overrides and --config "
+                                                "cannot change it", "plan again with the overrides: peftstudio plan "
+                                                                    "OVERRIDES --out plan.json"))
+    run_plan = RunPlan.read(Path(plan_file))
+    hardware = hardware or detect(run_plan.config.training.output_dir)
+    return run_plan, execution_data(run_plan, hardware, str(plan_file))
+
+
+def _train_here(run_plan: RunPlan, data, console, callbacks):
+    """Execute the plan in this process; a run the watchdog stopped gets its diagnosis."""
+    from peftstudio.diagnose.report import DIAGNOSIS_FILE, write_diagnosis
+    from peftstudio.settings import process_place
+    from peftstudio.train.run import run_training
+    from peftstudio.train.watchdog import WatchdogStopped
+
+    try:
+        return run_training(run_plan, data, console, callbacks)
+    except WatchdogStopped as stopped:
+        if not process_place().is_main:
+            raise
+        overrides = [o for finding in write_diagnosis(stopped.run_dir).findings for o in finding.overrides]
+        raise WatchdogStopped(stopped.steps, stopped.run_dir,
+                              f"try {' '.join(dict.fromkeys(overrides))} training.resume=never "
+                              f"(diagnosis in {stopped.run_dir / DIAGNOSIS_FILE})") from None
+
+
+def _launch(run_plan: RunPlan, console, worker_arguments: list[str] | None):
+    """Save the plan in the run dir, start the workers on it, report what rank 0 wrote."""
+    from peftstudio.launch.processes import launch_workers
+    from peftstudio.plan.runs import read_run
+    from peftstudio.track.runs import RunDir, write_atomically
+    from peftstudio.train.checkpoints import CheckpointDir, resume_target
+    from peftstudio.train.run import TrainResult
+
+    training = run_plan.config.training
+    # A checkpoint dir of another run is a user error: say so now, not from inside a worker.
+    resume_target(CheckpointDir.at(training.checkpoint_dir), training.resume, run_plan.fingerprint, run_plan.identity)
+    run_dir = RunDir.at(training.output_dir)
+    run_dir.root.mkdir(parents=True, exist_ok=True)
+    write_atomically(run_dir.plan, run_plan.to_json())
+    launch_workers(run_plan.config, run_dir.plan, run_dir.root, console, worker_arguments)
+    records = read_run(run_dir.root).metrics
+    losses = [r["loss"] for r in records if "loss" in r]
+    final_step = max((r["step"] for r in records), default=0)
+    return TrainResult(run_dir, None, final_step, losses[0] if losses else None, losses[-1] if losses else None,
+                       final_step < run_plan.schedule.optimizer_steps)
 
 
 def write_accelerate_config(name: str, out: Path, num_processes: int | None = None, num_machines: int = 1,
@@ -158,7 +213,7 @@ def _measure_micro_batch(run_plan: RunPlan, data, console) -> RunPlan:
     """micro_batch_size=auto: confirm the estimator's pick with real probes before training,
     and keep the effective batch by raising the accumulation if a smaller one is needed."""
     from peftstudio.train.batch_size import find_batch_size as search_device
-    from peftstudio.plan.runplan import with_measured_micro_batch
+    from peftstudio.plan.pipeline import with_measured_micro_batch
 
     quiet_libraries(interactive=console.is_terminal)
     console.print("[bold]probing[/]   micro_batch_size=auto: measuring the largest micro-batch that fits")

@@ -40,12 +40,19 @@ def _main(debug: bool = typer.Option(False, "--debug", help="show tracebacks for
 def plan(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG,
          as_json: bool = typer.Option(False, "--json", help="print the plan as one JSON object"),
          price_file: Optional[Path] = typer.Option(None, "--price-file",
-                                                   help="GPU prices to use instead of the shipped providers.yaml")) -> None:
+                                                   help="GPU prices to use instead of the shipped providers.yaml"),
+         out: Optional[Path] = typer.Option(None, "--out", "-o", help="save the plan (versioned JSON) for "
+                                                                      "`peftstudio train --plan FILE`")) -> None:
     """Dry run: the resolved config with each value's origin, hardware, data, schedule, memory,
     time and cost (here and on rented GPUs that fit), warnings. Loads no weights, downloads nothing."""
     from peftstudio import api
 
     run_plan = api.plan(overrides or [], config)
+    if out is not None:
+        from peftstudio.track.runs import write_atomically
+
+        write_atomically(out, run_plan.to_json())
+        errors.print(f"plan saved to {out} (run it with: peftstudio train --plan {out})", markup=False)
     cost = api.cost(run_plan, price_file)
     if as_json:
         print(json.dumps({**run_plan.to_dict(), "cost": cost.to_dict() if cost else None}, indent=2))
@@ -58,14 +65,17 @@ def plan(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CO
 
 
 @app.command()
-def train(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG) -> None:
-    """Compose → validate → resolve → train. Resumes from the newest complete checkpoint of the
-    same run unless training.resume=never. With no arguments: the embedded tiny model on the
-    bundled sample data, on CPU, in about a minute."""
+def train(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG,
+          plan_file: Optional[Path] = typer.Option(None, "--plan", help="execute this saved plan (peftstudio plan "
+                                                   "--out FILE) exactly; checked against this machine and the data")) -> None:
+    """Compose → validate → resolve → train, or execute a saved plan. Resumes from the newest
+    complete checkpoint of the same run unless training.resume=never. With no arguments: the
+    embedded tiny model on the bundled sample data, on CPU, in about a minute."""
     from peftstudio import api
     from peftstudio.report import print_plan_summary
 
-    result = api.train(overrides or [], config, console, on_plan=lambda p: print_plan_summary(console, p))
+    result = api.train(overrides or [], config, console, on_plan=lambda p: print_plan_summary(console, p),
+                       plan_file=plan_file)
     if not result.report:
         return
     run_dir = result.run_dir

@@ -35,10 +35,8 @@ def print_plan_summary(console: Console, plan: RunPlan) -> None:
     names = ", ".join(hardware.device_names) or "no accelerator"
     console.print(f"[bold]hardware[/]  {hardware.accelerator} ({names}); {hardware.cpu_cores} CPU cores, "
                   f"{hardware.ram_bytes / GIB:.1f} GiB RAM, bf16 CPU units: {'yes' if hardware.cpu_bf16 else 'no'}")
-    values = flatten(config.model_dump())
-    for key, origin in plan.provenance.items():
-        if origin.startswith("auto: "):
-            console.print(f"[bold]auto[/]      {key} = [green]{_value(values[key])}[/]: {origin[6:]}")
+    for key, decision in plan.chosen().items():
+        console.print(f"[bold]{decision.origin:<9}[/] {key} = [green]{_value(decision.value)}[/]: {decision.reason}")
     console.print(f"[bold]outputs[/]   run dir {training.output_dir}, checkpoints {training.checkpoint_dir} "
                   f"(every {training.save_interval_steps} steps, keep {training.save_total_limit}), resume={training.resume}")
     _print_memory(console, plan)
@@ -88,8 +86,8 @@ def print_plan(console: Console, plan: RunPlan) -> None:
     table.add_column("key", overflow="fold")
     table.add_column("value", overflow="fold")
     table.add_column("origin", overflow="fold", style="dim")
-    for key, value in flatten(plan.config.model_dump(mode="json")).items():
-        table.add_row(key, _value(value), plan.provenance.get(key, "default"))
+    for key, decision in plan.decisions.items():
+        table.add_row(key, _value(decision.value), decision.describe())
     console.print(table)
     print_plan_summary(console, plan)
 

@@ -166,7 +166,7 @@ def test_merge_and_generate_from_the_cli(trained, tmp_path):
         api.merge(root / "outputs", tmp_path / "merged")
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
-    (unfinished / "config.resolved.yaml").write_text((root / "outputs/config.resolved.yaml").read_text())
+    (unfinished / "plan.json").write_text((root / "outputs/plan.json").read_text())
     with pytest.raises(UserError, match="has no adapter/ yet"):
         api.merge(unfinished, tmp_path / "never")
     model, tokenizer, _ = load_run_model(root / "outputs")

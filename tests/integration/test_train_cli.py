@@ -31,7 +31,7 @@ def test_outputs_are_written(trained):
     resolved = yaml.safe_load((out / "config.resolved.yaml").read_text())
     assert resolved["training"]["precision"] == "fp32" and resolved["device"] == "cpu", "no auto left"
     plan = json.loads((out / "plan.json").read_text())
-    assert {"config", "provenance", "hardware", "warnings", "fingerprint"} <= set(plan)
+    assert {"requested", "config", "decisions", "hardware", "warnings", "fingerprint"} <= set(plan)
 
 
 def test_metrics_have_the_promised_fields_and_loss_falls(trained):
@@ -90,7 +90,7 @@ def test_generate_shows_base_and_adapter(trained):
 
 def test_generate_on_a_dir_without_a_run(tmp_path):
     result = run_cli("generate", str(tmp_path), cwd=tmp_path)
-    assert result.returncode == 2 and "not a peftstudio run dir (no config.resolved.yaml)" in result.stderr
+    assert result.returncode == 2 and "not a peftstudio run directory (no plan.json)" in result.stderr
 
 
 def test_plan_json(tmp_path):
@@ -98,8 +98,9 @@ def test_plan_json(tmp_path):
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
     assert plan["config"]["peft"]["use_dora"] is True
-    assert plan["provenance"]["peft.use_dora"].startswith("peft=dora (peft/dora.yaml:")
-    assert plan["provenance"]["training.precision"].startswith("auto: ")
+    assert plan["decisions"]["peft.use_dora"]["origin"] == "group"
+    assert plan["decisions"]["peft.use_dora"]["reason"].startswith("peft=dora (peft/dora.yaml:")
+    assert plan["decisions"]["training.precision"]["origin"] == "auto"
     assert plan["hardware"]["accelerator"] == "cpu" and isinstance(plan["warnings"], list)
 
 

@@ -9,7 +9,7 @@ from accelerate.utils import DistributedType
 from peftstudio.errors import UserError
 from peftstudio.launch.accelerate_configs import (CONFIG_NAMES, ProcessLayout, config_name_for, train_overrides,
                                                   write_accelerate_config)
-from peftstudio.plan.runplan import make_plan
+from peftstudio.plan.pipeline import make_plan
 from tests.conftest import CPU, H100, run_cli
 
 EXPECTED_TYPE = {"single_gpu": DistributedType.NO, "multi_gpu": DistributedType.MULTI_GPU,

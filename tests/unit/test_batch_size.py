@@ -82,5 +82,5 @@ def test_micro_batch_auto_probes_at_the_start_of_train(tmp_path, model_cache, mo
     training = plan["config"]["training"]
     assert training["micro_batch_size"] == search_result["micro_batch_size"] < 8, "the budget forces a smaller batch"
     assert training["micro_batch_size"] * training["gradient_accumulation_steps"] == search_result["effective_batch"] == 8
-    assert plan["provenance"]["training.micro_batch_size"].startswith("auto: measured by")
+    assert plan["decisions"]["training.micro_batch_size"]["origin"] == "measured"
     assert "probe micro-batch" in console.file.getvalue()

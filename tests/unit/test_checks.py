@@ -3,7 +3,7 @@
 import pytest
 
 from peftstudio.errors import EnvironmentProblem, UserError
-from peftstudio.plan.runplan import make_plan
+from peftstudio.plan.pipeline import make_plan
 from tests.conftest import CPU, H100
 
 

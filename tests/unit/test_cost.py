@@ -67,9 +67,8 @@ def test_gradient_checkpointing_adds_a_forward_pass(price_file, tmp_path):
 def test_a_previous_runs_measured_speed_is_used_and_named(price_file, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "config.resolved.yaml").write_text(yaml.safe_dump(
-        {"model": {"name_or_path": "meta-llama/Llama-3.1-8B"}, "peft": {"method": "lora"},
-         "training": {"micro_batch_size": 2}}))
+    previous = api.plan(RUN + [f"training.output_dir={out}"], hardware=H100)
+    (out / "plan.json").write_text(previous.to_json())
     (out / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0, "tokens_per_second": t}) + "\n"
                                                for s, t in [(10, 50.0), (20, 1000.0), (30, 1200.0), (40, 1100.0)]))
     report = cost_report(api.plan(RUN + [f"training.output_dir={out}"], hardware=H100), price_file)

@@ -1,18 +1,21 @@
 """diagnose on recorded runs: one synthetic run dir per failure class, and a healthy one."""
 
 import dataclasses
+import functools
 import json
 import math
 
 import pytest
-import yaml
 
 from peftstudio import api
+from peftstudio.config.schema import RunConfig
 from peftstudio.config.validate import load_config
 from peftstudio.errors import UserError
 from peftstudio.plan.hardware import HardwareProfile
+from peftstudio.plan.pipeline import make_plan
 from peftstudio.plan.resolve import resolve
-from tests.conftest import GIB, run_cli
+from peftstudio.plan.runplan import RunPlan, decisions_of
+from tests.conftest import CPU, GIB, run_cli
 
 CONFIG = {"device": "cuda", "training": {"precision": "bf16", "micro_batch_size": 8, "gradient_accumulation_steps": 2,
                                          "max_seq_length": 2048, "gradient_checkpointing": "off", "num_batches": 100,
@@ -21,7 +24,14 @@ CONFIG = {"device": "cuda", "training": {"precision": "bf16", "micro_batch_size"
           "peft": {"dropout": 0.0}}
 
 
+@functools.cache
+def _base_plan() -> RunPlan:
+    return make_plan([], hardware=CPU)
+
+
 def write_run(path, losses, evals=(), config=None, log="", padding_waste=0.05, step_times=None, hardware=None):
+    """A run dir with these losses; its plan is the embedded default's with CONFIG and `config`
+    on top, on `hardware` (a GPU without bf16 by default); `hardware={}`: no plan at all."""
     path.mkdir(parents=True, exist_ok=True)
     lines = []
     for index, loss in enumerate(losses):
@@ -31,12 +41,18 @@ def write_run(path, losses, evals=(), config=None, log="", padding_waste=0.05, s
     lines += [{"step": step, "eval_loss": loss} for step, loss in evals]
     lines.sort(key=lambda r: r["step"])
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
-    merged = json.loads(json.dumps(CONFIG))
-    for section, values in (config or {}).items():
-        merged[section] = {**merged.get(section, {}), **values} if isinstance(values, dict) else values
-    (path / "config.resolved.yaml").write_text(yaml.safe_dump(merged))
-    (path / "plan.json").write_text(json.dumps({"hardware": hardware or {"gpu_bf16": False},
-                                                "data": {"format": "chat", "padding_waste": padding_waste}}))
+    if hardware != {}:
+        base = _base_plan()
+        merged = base.config.model_dump(mode="json")
+        for layer in (CONFIG, config or {}):
+            for section, values in json.loads(json.dumps(layer)).items():
+                merged[section] = {**merged.get(section, {}), **values} if isinstance(values, dict) else values
+        resolved = RunConfig.model_validate(merged)
+        machine = HardwareProfile(**hardware) if hardware else HardwareProfile("cuda", 1, ["GPU"], [40 * GIB])
+        plan = dataclasses.replace(base, requested=resolved, config=resolved, decisions=decisions_of(resolved, {}),
+                                   hardware=machine, data=dataclasses.replace(base.data, format="chat",
+                                                                              padding_waste=padding_waste))
+        (path / "plan.json").write_text(plan.to_json())
     (path / "train.log").write_text(log)
     return path
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 
 from peftstudio.errors import EnvironmentProblem, UserError
-from peftstudio.plan.runplan import make_plan
+from peftstudio.plan.pipeline import make_plan
 from tests.conftest import CPU, H100, M4
 
 
@@ -21,7 +21,8 @@ def test_quantized_groups_set_nf4_with_double_quant(method, quantization):
 def test_compute_dtype_auto_follows_the_precision_with_a_reason():
     cpu = make_plan(["peft=qlora"], hardware=CPU)
     assert cpu.config.peft.compute_dtype == "fp32"
-    assert cpu.provenance["peft.compute_dtype"].startswith("auto: follows training.precision=fp32")
+    assert cpu.decisions["peft.compute_dtype"].origin == "auto"
+    assert cpu.decisions["peft.compute_dtype"].reason.startswith("follows training.precision=fp32")
     gpu = make_plan(["peft=qlora"], hardware=H100)
     assert gpu.config.peft.compute_dtype == "bf16" and gpu.config.peft.quantization == "nf4"
 

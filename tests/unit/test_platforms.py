@@ -11,7 +11,7 @@ import pytest
 from peftstudio.api import detect, estimate
 from peftstudio.config.validate import load_config
 from peftstudio.plan.resolve import resolve
-from peftstudio.plan.runplan import make_plan
+from peftstudio.plan.pipeline import make_plan
 from tests.conftest import CPU, CPU_AMX, FAKE_PROFILES, H100, M4, RTX3070, T4, run_cli
 
 CONF = Path(__file__).resolve().parents[2] / "src" / "peftstudio" / "config" / "conf" / "platform"

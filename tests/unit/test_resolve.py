@@ -5,7 +5,8 @@ import pytest
 from peftstudio.config.validate import load_config
 from peftstudio.data.tokenization import padding_waste
 from peftstudio.plan.resolve import resolve
-from peftstudio.plan.runplan import make_plan
+from peftstudio.plan.pipeline import make_plan
+from peftstudio.plan.runplan import Decision
 from tests.conftest import CPU, H100, M4, T4
 
 
@@ -55,8 +56,8 @@ def test_padding_waste_measures_padding():
 
 def test_plan_provenance_marks_auto_values_with_their_reason():
     plan = make_plan([], hardware=CPU)
-    assert plan.provenance["training.precision"].startswith("auto: ")
-    assert plan.provenance["seed"] == "default"
+    assert plan.decisions["training.precision"].origin == "auto" and plan.decisions["training.precision"].reason
+    assert plan.decisions["seed"] == Decision(42, "default", "default")
     assert plan.schedule.mode == "steps" and plan.schedule.optimizer_steps == plan.config.training.num_batches
 
 

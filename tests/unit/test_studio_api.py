@@ -437,8 +437,7 @@ def test_a_failed_job_shows_diagnose_findings(client):
     job_id = create_job(client, "diverges")
     outputs = client.app.state.studio.jobs.job_dir(job_id) / "outputs"
     outputs.mkdir()
-    config = api.plan(["model=tiny"], hardware=CPU).config.model_dump(mode="json")
-    (outputs / "config.resolved.yaml").write_text(yaml.safe_dump(config))
+    (outputs / "plan.json").write_text(api.plan(["model=tiny"], hardware=CPU).to_json())
     losses = [2.0, 1.8, float("nan"), float("nan")]
     (outputs / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": loss, "grad_norm": 3.0}) + "\n"
                                                    for s, loss in enumerate(losses, 1)))

@@ -12,7 +12,7 @@ from peftstudio.data.tokenizer import (ADDED_PAD_TOKEN, GENERATION_MARKER, Token
                                         fix_pad_token, known_templates)
 from peftstudio.config.schema import DataSettings
 from peftstudio.errors import UserError
-from peftstudio.plan.runplan import make_plan
+from peftstudio.plan.pipeline import make_plan
 from tests.conftest import CPU
 
 PAIR = {"prompt": [{"role": "user", "content": "What is 2 + 3?"}],

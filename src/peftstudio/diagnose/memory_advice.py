@@ -3,7 +3,6 @@ against the device the run had."""
 
 from __future__ import annotations
 
-from dataclasses import fields
 
 from peftstudio.diagnose.evidence import RunEvidence
 
@@ -51,23 +50,17 @@ def memory_overrides(evidence: RunEvidence) -> tuple[list[str], list[str]]:
 
 
 def _predict(evidence: RunEvidence, candidates: list[list[str]]) -> tuple[int, int, list[int]] | None:
-    from pydantic import ValidationError
 
-    from peftstudio.config.schema import RunConfig
     from peftstudio.errors import UserError
-    from peftstudio.plan.hardware import HardwareProfile
     from peftstudio.plan.memory import estimate_memory
 
-    raw = evidence.plan.get("hardware")
-    if not raw or not evidence.config:
+    if evidence.plan is None:
         return None
-    known = {f.name for f in fields(HardwareProfile)}
+    hardware, config = evidence.plan.hardware, evidence.plan.config
     try:
-        hardware = HardwareProfile(**{k: v for k, v in raw.items() if k in known})
-        config = RunConfig.model_validate(evidence.config)
         peaks = [estimate_memory(_apply(config, c), hardware=hardware).total_bytes for c in candidates]
         current = estimate_memory(config, hardware=hardware).total_bytes
-    except (ValidationError, UserError, ValueError, TypeError):  # an older or partial run dir
+    except (UserError, ValueError):  # no architecture numbers, or an override that does not validate
         return None
     return hardware.device_memory, current, peaks
 

@@ -91,7 +91,7 @@ def nan_loss(evidence: RunEvidence) -> Finding | None:
     evidence_text = f"loss is NaN/inf from step {first} ({len(bad)} of {len(evidence.train)} logs){grad}"
     overrides, advice = [], []
     if evidence.setting("training.precision") == "fp16":
-        has_bf16 = evidence.plan.get("hardware", {}).get("gpu_bf16", False)
+        has_bf16 = evidence.plan is not None and evidence.plan.hardware.gpu_bf16
         overrides.append("training.precision=bf16" if has_bf16 else "training.precision=fp32")
         advice.append("fp16 overflows where bf16 would not" + ("" if has_bf16 else
                       "; this GPU has no bf16, so fp32 (slower) or a lower learning rate with longer warmup"))
@@ -137,7 +137,7 @@ def no_progress(evidence: RunEvidence) -> Finding | None:
         overrides.append("training.loss_on=all")
         advice.append("with loss on completions only, a wrong data.format or chat template can mask every answer "
                       "token; check the detected format in `peftstudio plan`")
-    data_format = evidence.plan.get("data", {}).get("format")
+    data_format = evidence.plan.data.format if evidence.plan is not None else None
     if data_format:
         advice.append(f"data was read as {data_format!r}; if that is wrong, set data.format explicitly")
     return Finding("no_progress", "loss not decreasing", text, overrides, advice)
@@ -170,7 +170,7 @@ def overfitting(evidence: RunEvidence) -> Finding | None:
 def slow_steps(evidence: RunEvidence) -> Finding | None:
     from peftstudio.diagnose.speed import measured_tokens_per_second, predicted_tokens_per_second
 
-    waste = float(evidence.plan.get("data", {}).get("padding_waste", 0.0) or 0.0)
+    waste = evidence.plan.data.padding_waste if evidence.plan is not None else 0.0
     times = [float(r["step_time"]) for r in evidence.train[1:] if r.get("step_time")]
     stalls = len(times) >= 4 and max(times) > STALL_FACTOR * statistics.median(times)
     padded = waste > PADDING_WASTE_LIMIT and evidence.setting("training.packing") != "on"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import statistics
-from dataclasses import fields
 
 from peftstudio.diagnose.evidence import RunEvidence
 
@@ -13,26 +12,22 @@ def predicted_tokens_per_second(evidence: RunEvidence) -> tuple[float, str] | No
     GPU's name in the price file; None off CUDA or for a GPU the price file does not know."""
     from pydantic import ValidationError
 
-    from peftstudio.config.schema import RunConfig
     from peftstudio.errors import UserError
-    from peftstudio.plan.hardware import HardwareProfile
     from peftstudio.plan.memory import quantization_of
     from peftstudio.plan.prices import load_prices
     from peftstudio.plan.throughput import flops_per_token, tokens_per_second
 
-    raw = evidence.plan.get("hardware") or {}
-    if raw.get("accelerator") != "cuda" or not raw.get("device_names") or not evidence.config:
+    plan = evidence.plan
+    if plan is None or plan.hardware.accelerator != "cuda" or not plan.hardware.device_names:
         return None
+    hardware, config = plan.hardware, plan.config
     try:
-        hardware = HardwareProfile(**{k: v for k, v in raw.items() if k in {f.name for f in fields(HardwareProfile)}})
-        config = RunConfig.model_validate(evidence.config)
         prices = load_prices()
         gpu = prices.gpu_for_device(hardware.device_names[0])
         if gpu is None:
             return None
-        data = evidence.plan.get("data", {})
-        waste = float(data.get("padding_waste", 0.0) or 0.0)
-        length = float(data.get("mean_tokens") or config.training.max_seq_length) / max(1.0 - waste, 0.05)
+        waste = plan.data.padding_waste
+        length = float(plan.data.mean_tokens or config.training.max_seq_length) / max(1.0 - waste, 0.05)
         seq = int(min(length, config.training.max_seq_length))
         efficiency = prices.efficiency.quantized_4bit if quantization_of(config) in ("nf4", "fp4") else prices.efficiency.default
         speed = tokens_per_second(flops_per_token(config, seq), prices.gpus[gpu].peak_tflops, efficiency)

@@ -8,9 +8,9 @@ from pathlib import Path
 from peftstudio.doctor.environment import check_accelerator, check_tokens
 from peftstudio.doctor.packages import check_packages, check_python
 from peftstudio.doctor.result import Check
-from peftstudio.doctor.run_checks import check_dataset, check_disk, check_hyperparameters, check_writable
-from peftstudio.errors import UserError
+from peftstudio.doctor.run_checks import check_disk, check_writable, dataset_check, hyperparameter_checks
 from peftstudio.plan.hardware import HardwareProfile
+from peftstudio.plan.pipeline import survey
 
 
 @dataclass(frozen=True)
@@ -28,37 +28,20 @@ class DoctorReport:
 
 def run_doctor(overrides: list[str] | None = None, config_file: Path | None = None,
                hardware: HardwareProfile | None = None, environ: dict[str, str] | None = None) -> DoctorReport:
-    """Every check, none stopping the others. `hardware` (free disk included) and `environ`
-    are injectable so tests can fake a full disk or missing tokens."""
-    from peftstudio.config.validate import load_config
-
-    config_checks = []
-    try:
-        config, _ = load_config(overrides, config_file)
-    except UserError as error:
-        config = None
-        config_checks = [Check(f"config {p.where}", "fail", p.message, p.fix) for p in error.problems]
-    if hardware is None:
-        from peftstudio.plan.hardware import detect
-
-        # Free disk is measured where the checkpoints go: they are what fills it.
-        hardware = detect(config.training.checkpoint_dir if config is not None else ".")
-    checks = [check_python(), *check_packages(cuda=hardware.accelerator == "cuda"), *config_checks,
-              check_accelerator(hardware, config)]
-    checks += check_tokens(config, environ)
-    if config is not None:
-        checks += _run_checks(config, hardware)
+    """Every check, none stopping the others: the planning pipeline runs in its collect-all
+    mode (`plan.pipeline.survey`) and each stage's problems become checks. `hardware` (free
+    disk included) and `environ` are injectable so tests can fake a full disk or missing tokens."""
+    found = survey(overrides, config_file, hardware)
+    checks = [check_python(), *check_packages(cuda=found.hardware.accelerator == "cuda"),
+              *(Check(f"config {p.where}", "fail", p.message, p.fix) for p in found.config_problems),
+              check_accelerator(found.hardware, found.requested)]
+    checks += check_tokens(found.requested, environ)
+    if found.config is not None:
+        training = found.config.training
+        checks += [dataset_check(found), check_writable("output_dir", training.output_dir),
+                   check_writable("checkpoint_dir", training.checkpoint_dir), check_disk(found.config, found.hardware),
+                   *hyperparameter_checks(found.findings)]
     return DoctorReport(checks)
-
-
-def _run_checks(config, hardware: HardwareProfile) -> list[Check]:
-    from peftstudio.plan.resolve import resolve
-
-    dataset, data = check_dataset(config)
-    resolved = resolve(config, hardware, None).config
-    return [dataset, check_writable("output_dir", config.training.output_dir),
-            check_writable("checkpoint_dir", config.training.checkpoint_dir), check_disk(resolved, hardware),
-            *check_hyperparameters(resolved, hardware, data)]
 
 
 STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red"}

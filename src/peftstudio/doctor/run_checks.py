@@ -8,7 +8,9 @@ from pathlib import Path
 from peftstudio.config.schema import RunConfig
 from peftstudio.doctor.result import Check
 from peftstudio.errors import UserError
+from peftstudio.plan.checks import Findings
 from peftstudio.plan.hardware import HardwareProfile
+from peftstudio.plan.pipeline import Survey
 
 MIB = 1024**2
 GIB = 1024**3
@@ -18,18 +20,15 @@ CHECKPOINT_OVERHEAD_BYTES = 20 * MIB
 CHECKPOINT_BYTES_PER_TRAINABLE = 4 + 8
 
 
-def check_dataset(config: RunConfig):
-    """The data read and checked exactly as `train` would; the prepared data on success."""
-    from peftstudio.data.prepare import prepare_data
-
-    try:
-        data = prepare_data(config.data)
-    except UserError as error:
-        first = error.problems[0]
-        more = f" (+{len(error.problems) - 1} more)" if len(error.problems) > 1 else ""
-        return Check("dataset", "fail", f"{first.where}: {first.message}{more}", first.fix), None
+def dataset_check(found: Survey) -> Check:
+    """The data as planning read and checked it (exactly as `train` would)."""
+    if found.data_problems:
+        first = found.data_problems[0]
+        more = f" (+{len(found.data_problems) - 1} more)" if len(found.data_problems) > 1 else ""
+        return Check("dataset", "fail", f"{first.where}: {first.message}{more}", first.fix)
+    data = found.data
     return Check("dataset", "pass", f"{data.source}: {data.format}, {len(data.train_rows)} train / "
-                                    f"{len(data.validation_rows)} validation rows"), data
+                                    f"{len(data.validation_rows)} validation rows")
 
 
 def check_writable(key: str, value: str) -> Check:
@@ -87,13 +86,9 @@ def check_disk(config: RunConfig, hardware: HardwareProfile) -> Check:
     return Check("free disk", "pass", detail)
 
 
-def check_hyperparameters(config: RunConfig, hardware: HardwareProfile, data) -> list[Check]:
-    """The plan's own cross-field checks: errors fail, warnings warn."""
-    from peftstudio.plan.checks import check
-
-    steps = config.training.num_batches
-    findings = check(config, hardware, steps, len(data.validation_rows) if data is not None else 0)
+def hyperparameter_checks(findings: Findings) -> list[Check]:
+    """The plan's own cross-field checks, on the schedule planning computed: errors fail,
+    warnings warn."""
     checks = [Check(f"config {p.where}", "fail", p.message, p.fix) for p in findings.errors + findings.environment]
     checks += [Check("config warning", "warn", text) for text in findings.warnings]
     return checks or [Check("hyperparameters", "pass", "every key valid and in range; no conflicting settings")]
-

@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from peftstudio.config.schema import RunConfig
 from peftstudio.errors import Problem, UserError
+from peftstudio.plan.runs import read_run
 from peftstudio.track.runs import RunDir
 
 
@@ -24,19 +23,13 @@ class Sampling:
 
 def finished_run(path: Path) -> tuple[RunDir, RunConfig]:
     """The run dir and its resolved config; a user error naming what is missing otherwise."""
-    run_dir = RunDir.at(path)
-    if not run_dir.root.is_dir():
-        raise UserError(Problem(str(path), "no such directory",
-                                "pass the training.output_dir of a finished run, e.g. ./outputs"))
-    if not run_dir.config.is_file():
-        raise UserError(Problem(str(path), "not a peftstudio run dir (no config.resolved.yaml)",
-                                "pass the training.output_dir of a finished run, e.g. ./outputs"))
+    record = read_run(path, require_plan=True)
+    run_dir = record.paths
     if not (run_dir.adapter / "adapter_config.json").is_file():
         raise UserError(Problem(str(path), "the run has no adapter/ yet (training did not finish)",
                                 "finish it with `peftstudio train` and the same config (it resumes), "
                                 "then pass this directory again"))
-    config = RunConfig.model_validate(yaml.safe_load(run_dir.config.read_text(encoding="utf-8")))
-    return run_dir, config
+    return run_dir, record.plan.config
 
 
 def load_run_model(path: Path):

@@ -29,7 +29,7 @@ class LaunchResult:
 def prepare_launch(overrides: list[str], config_file: Path | None, provider: str, gpu: str | None, spot: bool,
                    bucket: str | None, out: Path, price_file: Path | None = None) -> LaunchResult:
     """Check the run here (config, data, memory), choose the GPU, write the task and its config."""
-    from peftstudio.plan.runplan import make_plan
+    from peftstudio.plan.pipeline import make_plan
 
     check_spot(provider, spot, bucket)
     plan = make_plan(overrides, config_file)

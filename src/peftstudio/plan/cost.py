@@ -20,7 +20,7 @@ from peftstudio.plan.throughput import flops_per_token, measured_throughput, tok
 
 GIB = 1024**3
 # English text in a byte-level BPE vocabulary of 32k-128k entries: about 4 characters a token
-# (plan/runplan.py estimates with it when the tokenizer cannot be loaded offline).
+# (plan/pipeline.py estimates with it when the tokenizer cannot be loaded offline).
 CHARS_PER_TOKEN = 4.0
 
 
@@ -79,19 +79,6 @@ def workload(plan: RunPlan) -> Workload:
     return Workload(sequences, per_sequence, sequences * per_sequence)
 
 
-def unresolved(plan: RunPlan) -> RunConfig:
-    """The plan's config with its `auto` values put back, to resolve again for another machine."""
-    values = plan.config.model_dump()
-    for key, origin in plan.provenance.items():
-        if origin.startswith("auto: "):
-            holder = values
-            *sections, name = key.split(".")
-            for section in sections:
-                holder = holder[section]
-            holder[name] = "auto"
-    return RunConfig.model_validate(values)
-
-
 def gpu_profile(name: str, memory_gib: float, bf16: bool) -> HardwareProfile:
     return HardwareProfile("cuda", 1, [name], [int(memory_gib * GIB)], "8.0" if bf16 else "7.5", gpu_bf16=bf16)
 
@@ -103,7 +90,7 @@ def cost_report(plan: RunPlan, price_file: Path | None = None) -> CostReport:
 
     prices = load_prices(price_file)
     work = workload(plan)
-    base = unresolved(plan)
+    base = plan.requested  # `auto` intact: resolved again for each GPU
     options, too_small = [], []
     for provider, offers in prices.providers.items():
         for gpu_name, (low, high) in offers.items():

@@ -1,31 +1,51 @@
-"""The RunPlan: everything decided about a run before any weight is loaded.
+"""The RunPlan: everything decided about a run before any weight is loaded, as a versioned
+artifact that is handed on.
 
-compose → validate → read and check the data → detect hardware → resolve `auto` → cross-field
-checks → a frozen plan that `plan` prints, `train` executes and the run dir keeps as plan.json.
+`plan` writes it (`--out plan.json`, and `RUN_DIR/plan.json` for every run), `train --plan`
+executes it, the workers of a multi-process run execute it, and every later reader (diagnose,
+studio, sweep, cost, throughput) loads it with `RunPlan.from_json` — never by parsing the
+JSON or the YAML by hand. A plan of another format version is refused, never misread.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from peftstudio.data.prepare import PreparedData, prepare_data
-from peftstudio.data.tokenization import TokenizedData, padding_waste, percentiles
-from peftstudio.config.compose import RANK_DEFAULT, Composition
 from peftstudio.config.introspect import flatten
 from peftstudio.config.schema import RunConfig
-from peftstudio.config.validate import load_config
-from peftstudio.errors import EnvironmentProblem, UserError
-from peftstudio.plan.checks import check
-from peftstudio.plan.fit import check_fit
+from peftstudio.errors import Problem, UserError
 from peftstudio.plan.hardware import HardwareProfile
-from peftstudio.plan.resolve import resolve
 
-PLAN_VERSION = 1
+# Bump when the shape of plan.json changes; readers refuse every other version.
+PLAN_VERSION = 2
+
+# Where a value came from, lowest to highest precedence; "auto" was resolved against the
+# hardware and the data, "measured" by probing the device.
+OriginKind = Literal["default", "group", "experiment", "file", "override", "auto", "measured"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One key of the resolved config: its value, where it came from, and why.
+
+    `reason` is the file:line or override that set it, or for `auto`/`measured` the one-line
+    reason for the value chosen."""
+
+    value: Any
+    origin: OriginKind
+    reason: str
+
+    @property
+    def chosen(self) -> bool:
+        """True when peftstudio chose the value (auto or measured), not the user or a preset."""
+        return self.origin in ("auto", "measured")
+
+    def describe(self) -> str:
+        return f"{self.origin}: {self.reason}" if self.chosen else self.reason
 
 
 @dataclass(frozen=True)
@@ -50,7 +70,7 @@ class DataSummary:
 
 @dataclass(frozen=True)
 class Schedule:
-    mode: str  # "steps" or "epochs"
+    mode: Literal["steps", "epochs"]
     reason: str
     optimizer_steps: int
     steps_per_epoch: int
@@ -59,25 +79,35 @@ class Schedule:
 
 @dataclass(frozen=True)
 class RunPlan:
+    """`requested` is the validated config as the user composed it, `auto` intact;
+    `config` is the same with every `auto` resolved; `decisions` says, per key of `config`,
+    where its value came from."""
+
+    requested: RunConfig
     config: RunConfig
-    provenance: dict[str, str]
+    decisions: dict[str, Decision]
     hardware: HardwareProfile
     data: DataSummary
     schedule: Schedule
     warnings: list[str] = field(default_factory=list)
     fingerprint: str = ""
-    memory: dict[str, Any] | None = None  # FitReport.to_dict(): the estimate and what fits
-    batch_size_search: dict[str, Any] | None = None  # BatchSizeResult.to_dict() when micro_batch_size=auto
+    memory: dict[str, Any] | None = None  # plan.fit.FitReport.to_dict(): the estimate and what fits
+    batch_size_search: dict[str, Any] | None = None  # train.batch_size.BatchSizeResult.to_dict(), when measured
 
     @property
     def identity(self) -> dict[str, Any]:
         return run_identity(self.config, self.data)
 
+    def chosen(self) -> dict[str, Decision]:
+        """The decisions peftstudio made itself (auto and measured), in config order."""
+        return {key: decision for key, decision in self.decisions.items() if decision.chosen}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": PLAN_VERSION,
+            "requested": self.requested.model_dump(mode="json"),
             "config": self.config.model_dump(mode="json"),
-            "provenance": self.provenance,
+            "decisions": {key: asdict(decision) for key, decision in self.decisions.items()},
             "hardware": self.hardware.to_dict(),
             "data": asdict(self.data),
             "schedule": asdict(self.schedule),
@@ -90,126 +120,64 @@ class RunPlan:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
+    @classmethod
+    def from_dict(cls, raw: Any, source: str = "plan") -> "RunPlan":
+        """The plan `to_dict` wrote; another version or a damaged plan is a user error."""
+        if not isinstance(raw, dict) or "version" not in raw:
+            raise UserError(Problem(source, "not a peftstudio plan (no \"version\")",
+                                    "write one with: peftstudio plan OVERRIDES --out plan.json"))
+        if raw["version"] != PLAN_VERSION:
+            raise UserError(Problem(source, f"plan format version {raw['version']!r}; this peftstudio reads version "
+                                            f"{PLAN_VERSION} only", "plan the run again with this version: peftstudio "
+                                                                    "plan OVERRIDES --out plan.json"))
+        try:
+            return cls(
+                requested=RunConfig.model_validate(raw["requested"]),
+                config=RunConfig.model_validate(raw["config"]),
+                decisions={key: Decision(**value) for key, value in raw["decisions"].items()},
+                hardware=_dataclass(HardwareProfile, raw["hardware"]),
+                data=_dataclass(DataSummary, raw["data"]),
+                schedule=_dataclass(Schedule, raw["schedule"]),
+                warnings=list(raw["warnings"]),
+                fingerprint=raw["fingerprint"],
+                memory=raw["memory"],
+                batch_size_search=raw["batch_size_search"],
+            )
+        except (KeyError, TypeError, ValueError) as error:  # pydantic's ValidationError is a ValueError
+            raise UserError(Problem(source, f"damaged plan: {type(error).__name__}: {str(error).splitlines()[0]}",
+                                    "plan the run again: peftstudio plan OVERRIDES --out plan.json")) from None
 
-def make_plan(overrides: list[str] | None = None, config_file: Path | None = None,
-              hardware: HardwareProfile | None = None) -> RunPlan:
-    """Compose, validate, check the data, resolve against `hardware` (detected when None)."""
-    return plan_with_data(overrides, config_file, hardware)[0]
+    @classmethod
+    def from_json(cls, text: str, source: str = "plan") -> "RunPlan":
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise UserError(Problem(source, f"not JSON: {error}", "pass a file that peftstudio plan --out wrote")) from None
+        return cls.from_dict(raw, source)
 
-
-def plan_with_data(overrides: list[str] | None = None, config_file: Path | None = None,
-                   hardware: HardwareProfile | None = None,
-                   require_tokenizer: bool = False) -> tuple[RunPlan, TokenizedData | None]:
-    """`make_plan`, also returning the tokenized data so training does not read it twice.
-    Without `require_tokenizer`, a tokenizer that cannot be had offline makes the token
-    figures estimates (with a warning) instead of an error."""
-
-    config, composition = load_config(overrides, config_file)
-    data = prepare_data(config.data)
-    if hardware is None:
-        from peftstudio.plan.hardware import detect
-
-        hardware = detect(config.training.output_dir)
-    micro_batch = config.training.micro_batch_size
-    if micro_batch == "auto":  # padding waste depends on the micro-batch: resolve it first
-        micro_batch = resolve(config, hardware, None).config.training.micro_batch_size
-    tokens, token_warnings = _tokenize(config, data, require_tokenizer, micro_batch)
-    summary = _data_summary(config, data, tokens, micro_batch)
-    resolution = resolve(config, hardware, summary.padding_waste)
-    config = resolution.config
-    schedule = _schedule(config, composition, summary.train_rows)
-    findings = check(config, hardware, schedule.optimizer_steps, summary.validation_rows)
-    if findings.errors:
-        raise UserError(findings.errors + findings.environment, headline="the run cannot start")
-    if findings.environment:
-        raise EnvironmentProblem(findings.environment, headline="this environment cannot run it")
-    fit = check_fit(config, hardware)
-    provenance = _provenance(config, composition, resolution.reasons)
-    plan = RunPlan(config, provenance, hardware, summary, schedule, token_warnings + findings.warnings + fit.warnings,
-                   fingerprint(run_identity(config, summary)), fit.to_dict())
-    return plan, tokens
-
-
-def _tokenize(config: RunConfig, data: PreparedData, required: bool,
-              micro_batch: int) -> tuple[TokenizedData | None, list[str]]:
-    from peftstudio.data.tokenization import tokenize_data
-    from peftstudio.data.tokenizer import prepare_tokenizer
-
-    try:
-        setup = prepare_tokenizer(config, data.format)
-    except EnvironmentProblem as problem:
-        if required:
-            raise
-        return None, [f"token figures are estimates (4 characters per token): {problem.problems[0].message}; "
-                      "train loads the tokenizer and checks lengths, template, pad token and labels before training"]
-    training = config.training
-    tokens = tokenize_data(data, setup, training.max_seq_length, config.data.overlong, training.loss_on, micro_batch)
-    return tokens, tokens.warnings
+    @classmethod
+    def read(cls, path: Path) -> "RunPlan":
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as error:
+            raise UserError(Problem(str(path), f"cannot read the plan: {error.strerror or error}",
+                                    "pass a file that peftstudio plan --out wrote")) from None
+        return cls.from_json(text, str(path))
 
 
-def _data_summary(config: RunConfig, data: PreparedData, tokens: TokenizedData | None, micro_batch: int) -> DataSummary:
-    common = dict(source=data.source, format=data.format, format_reason=data.format_reason, sha256=data.sha256,
-                  split_reason=data.split_reason, overlong=config.data.overlong)
-    if tokens is None:
-        lengths = [sum(len(str(value)) for value in row.values()) // 4 + 1 for row in data.train_rows]
-        return DataSummary(**common, train_rows=len(data.train_rows), validation_rows=len(data.validation_rows),
-                           padding_waste=round(padding_waste(lengths, micro_batch), 4),
-                           token_lengths=percentiles(lengths), tokens_measured=False,
-                           over_limit=sum(n > config.training.max_seq_length for n in lengths),
-                           mean_tokens=_mean([min(n, config.training.max_seq_length) for n in lengths]))
-    stats = tokens.stats
-    return DataSummary(**common, train_rows=len(tokens.train), validation_rows=len(tokens.validation),
-                       padding_waste=stats.padding_waste, token_lengths=stats.percentiles, over_limit=stats.over_limit,
-                       masked_dropped=stats.masked_dropped, chat_template=tokens.setup.template_reason,
-                       pad_token=tokens.setup.pad_reason, mean_tokens=round(stats.total_tokens / len(tokens.train), 1))
+def _dataclass(kind, raw: dict):
+    """`kind(**raw)`, refusing keys the dataclass does not have instead of dropping them."""
+    names = {f.name for f in fields(kind)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ValueError(f"{kind.__name__} has no field(s) {', '.join(unknown)}")
+    return kind(**raw)
 
 
-def _mean(values: list[int]) -> float:
-    return round(sum(values) / len(values), 1) if values else 0.0
-
-
-def with_measured_micro_batch(plan: RunPlan, result) -> RunPlan:
-    """The plan with the micro-batch find-batch-size measured (a `BatchSizeResult`), the
-    accumulation that keeps the effective batch, and the schedule and memory recomputed."""
-    from dataclasses import replace
-
-    training = plan.config.training.model_copy(update={
-        "micro_batch_size": result.micro_batch_size, "gradient_accumulation_steps": result.gradient_accumulation_steps})
-    config = plan.config.model_copy(update={"training": training})
-    schedule = plan.schedule
-    steps_per_epoch = max(math.ceil(plan.data.train_rows / (result.micro_batch_size * training.num_processes))
-                          // result.gradient_accumulation_steps, 1)
-    steps = steps_per_epoch * training.num_epochs if schedule.mode == "epochs" else schedule.optimizer_steps
-    probes = ", ".join(f"{p.micro_batch_size} {'ok' if p.fits else 'oom'}" for p in result.probes)
-    provenance = {**plan.provenance,
-                  "training.micro_batch_size": f"auto: measured by {len(result.probes)} probe(s) ({probes}) at sequence "
-                                               f"{result.seq_len}, seeded by the estimate; limited by {result.limited_by}",
-                  "training.gradient_accumulation_steps": f"auto: keeps the effective batch of {result.effective_batch}"}
-    return replace(plan, config=config, provenance=provenance,
-                   schedule=replace(schedule, optimizer_steps=steps, steps_per_epoch=steps_per_epoch,
-                                    effective_batch=result.effective_batch * training.num_processes),
-                   memory=check_fit(config, plan.hardware).to_dict(), batch_size_search=result.to_dict())
-
-
-def _schedule(config: RunConfig, composition: Composition, train_rows: int) -> Schedule:
-    training = config.training
-    batches_per_epoch = math.ceil(train_rows / (training.micro_batch_size * training.num_processes))
-    steps_per_epoch = max(batches_per_epoch // training.gradient_accumulation_steps, 1)
-    effective = training.micro_batch_size * training.gradient_accumulation_steps * training.num_processes
-    epochs_origin = composition.origin("training.num_epochs")
-    batches_origin = composition.origin("training.num_batches")
-    if epochs_origin.rank > max(batches_origin.rank, RANK_DEFAULT):
-        return Schedule("epochs", f"training.num_epochs from {epochs_origin} outranks training.num_batches "
-                        f"from {batches_origin}", steps_per_epoch * training.num_epochs, steps_per_epoch, effective)
-    return Schedule("steps", f"training.num_batches from {batches_origin}", training.num_batches,
-                    steps_per_epoch, effective)
-
-
-def _provenance(config: RunConfig, composition: Composition, reasons: dict[str, str]) -> dict[str, str]:
-    provenance = {}
-    for key in flatten(config.model_dump()):
-        provenance[key] = f"auto: {reasons[key]}" if key in reasons else str(composition.origin(key))
-    return provenance
+def decisions_of(config: RunConfig, origins: dict[str, tuple[OriginKind, str]]) -> dict[str, Decision]:
+    """One Decision per leaf key of `config`; `origins` gives (kind, reason) per key."""
+    return {key: Decision(value, *origins.get(key, ("default", "default")))
+            for key, value in flatten(config.model_dump(mode="json")).items()}
 
 
 def run_identity(config: RunConfig, data: DataSummary) -> dict[str, Any]:

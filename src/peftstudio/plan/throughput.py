@@ -61,19 +61,17 @@ class MeasuredThroughput:
 def measured_throughput(config: RunConfig) -> MeasuredThroughput | None:
     """Non-padding tokens/s of a previous run of the same model and method in this run's
     output dir (its metrics.jsonl), median over its logs after the first (warm-up)."""
-    import yaml
+    from peftstudio.errors import UserError
+    from peftstudio.plan.runs import read_run
 
-    from peftstudio.track.metrics import read_metrics
-    from peftstudio.track.runs import RunDir
-
-    run_dir = RunDir.at(config.training.output_dir)
-    if not run_dir.metrics.is_file() or not run_dir.config.is_file():
+    try:
+        record = read_run(config.training.output_dir, require_plan=True)
+    except UserError:  # no previous run there, or one of another plan format: nothing measured
         return None
-    previous = yaml.safe_load(run_dir.config.read_text(encoding="utf-8")) or {}
-    same = (previous.get("model", {}).get("name_or_path") == config.model.name_or_path
-            and previous.get("peft", {}).get("method") == config.peft.method
-            and previous.get("training", {}).get("micro_batch_size") == config.training.micro_batch_size)
-    rates = [r["tokens_per_second"] for r in read_metrics(run_dir.metrics) if r.get("tokens_per_second")][1:]
+    previous = record.plan.config
+    same = (previous.model.name_or_path == config.model.name_or_path and previous.peft.method == config.peft.method
+            and previous.training.micro_batch_size == config.training.micro_batch_size)
+    rates = [r["tokens_per_second"] for r in record.metrics if r.get("tokens_per_second")][1:]
     if not same or not rates:
         return None
-    return MeasuredThroughput(statistics.median(rates), len(rates), run_dir.metrics)
+    return MeasuredThroughput(statistics.median(rates), len(rates), record.paths.metrics)

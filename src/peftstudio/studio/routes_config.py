@@ -72,7 +72,7 @@ def checked_dict(checked: Checked) -> dict[str, Any]:
         plan = checked.plan
         result["warnings"] += list(plan.warnings)
         result["yaml"] = config_yaml(checked.translation.overrides)
-        result["plan"] = {"data": vars(plan.data), "schedule": vars(plan.schedule), "provenance": plan.provenance,
+        result["plan"] = {"data": vars(plan.data), "schedule": vars(plan.schedule), "decisions": {k: d.describe() for k, d in plan.decisions.items()},
                           "config": plan.config.model_dump(mode="json")}
     return result
 

@@ -14,12 +14,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
+from peftstudio.errors import UserError
+from peftstudio.plan.runs import read_run
 from peftstudio.studio.catalog import TRACKER_SECRETS
 from peftstudio.studio.jobs import FINISHED, Job
 from peftstudio.studio.routes_config import checked_dict, studio_of
 from peftstudio.studio.wizard import WizardState, cli_command, config_yaml
 from peftstudio.studio.worker import CONFIG_FILE, CONSOLE_LOG
-from peftstudio.track.metrics import read_metrics
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 RUN_FILES = {"loss.png": "image/png", "config.resolved.yaml": "text/plain", "plan.json": "application/json",
@@ -46,7 +47,11 @@ def finite(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_records(outputs: Path) -> list[dict[str, Any]]:
-    return [finite(record) for record in read_metrics(outputs / "metrics.jsonl")]
+    try:
+        records = read_run(outputs).metrics
+    except UserError:  # the job has written nothing yet
+        return []
+    return [finite(record) for record in records]
 
 
 def _job(request: Request, job_id: int) -> Job:
@@ -94,17 +99,17 @@ def job_dict(request: Request, job: Job) -> dict[str, Any]:
         "command": cli_command(["--config", str(job_dir / CONFIG_FILE)]),
         "log_tail": _tail(job_dir / CONSOLE_LOG),
         "latest": latest,
-        "total_steps": _total_steps(outputs / "plan.json"),
+        "total_steps": _total_steps(outputs),
         "files": [name for name in RUN_FILES if (outputs / name).is_file()],
         "adapter_files": sorted(p.name for p in (outputs / "adapter").glob("*") if p.is_file()),
         "diagnosis": _diagnosis(outputs) if job.status in ("failed", "interrupted") else None,
     }
 
 
-def _total_steps(plan_path: Path) -> int | None:
+def _total_steps(outputs: Path) -> int | None:
     try:
-        return int(json.loads(plan_path.read_text(encoding="utf-8"))["schedule"]["optimizer_steps"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return read_run(outputs, require_plan=True).plan.schedule.optimizer_steps
+    except UserError:  # the job has not written its plan yet
         return None
 
 

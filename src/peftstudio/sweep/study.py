@@ -18,7 +18,7 @@ from transformers import TrainerCallback
 
 from peftstudio.errors import PeftStudioError
 from peftstudio.sweep.spec import SweepSpec, load_sweep, override_text
-from peftstudio.track.metrics import read_metrics
+from peftstudio.plan.runs import read_run
 
 DEFAULT_TRIALS = 10
 # TPE samples at random until this many trials finished (Optuna's default, 10, would make a
@@ -209,7 +209,7 @@ def _train_trial(trial, spec: SweepSpec, study_dir: Path, outcome: dict[str, Any
     if reporter.pruned_at is not None:
         outcome["pruned_at"] = reporter.pruned_at
         raise optuna.TrialPruned(f"pruned at step {reporter.pruned_at}")
-    value = final_metric(trial_dir / "run" / "metrics.jsonl", spec.metric.record_key)
+    value = final_metric(trial_dir / "run", spec.metric.record_key)
     if value is None:
         message = f"{spec.metric.name} was never logged (no validation split?)"
         trial.set_user_attr("error", message)
@@ -217,8 +217,9 @@ def _train_trial(trial, spec: SweepSpec, study_dir: Path, outcome: dict[str, Any
     return value
 
 
-def final_metric(metrics_path: Path, record_key: str) -> float | None:
-    values = [r[record_key] for r in read_metrics(metrics_path) if record_key in r]
+def final_metric(run_dir: Path, record_key: str) -> float | None:
+    """The last logged value of `record_key` in a trial's run dir."""
+    values = [r[record_key] for r in read_run(run_dir).metrics if record_key in r]
     return float(values[-1]) if values else None
 
 

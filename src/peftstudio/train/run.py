@@ -8,18 +8,18 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.console import Console
+
+from peftstudio.config.introspect import flatten
 from peftstudio.data.tokenization import TokenizedData
-from peftstudio.errors import PeftStudioError, Problem
+from peftstudio.plan.distributed_checks import SHARDED
 from peftstudio.plan.runplan import RunPlan
+from peftstudio.settings import process_place
 from peftstudio.track.metrics import JsonlSink, MetricsSink, TensorBoardSink, read_metrics, truncate_metrics
 from peftstudio.track.runs import RunDir, replace_dir, write_atomically
-from peftstudio.config.introspect import flatten
-from peftstudio.train.checkpoints import (CheckpointDir, TrainingProgress, changed_settings, choose_resume,
-                                          resume_target)
-from peftstudio.launch.processes import (all_gather, is_main_process, launch_workers, launched_by_peftstudio,
-                                         main_process_first, needs_launch, world_size)
-from peftstudio.plan.distributed_checks import SHARDED
-from rich.console import Console
+from peftstudio.train.checkpoints import CheckpointDir, TrainingProgress, changed_settings, choose_resume, resume_target
+from peftstudio.train.distributed import all_gather, is_main_process, main_process_first
+from peftstudio.train.watchdog import WatchdogStopped
 
 log = logging.getLogger("peftstudio")
 # The adapter as initialised, kept beside the checkpoints: saving converts a PiSSA / OLoRA
@@ -38,14 +38,10 @@ class TrainResult:
     report: bool = True  # False in the workers of a multi-process run: their launcher reports
 
 
-def run_training(plan: RunPlan, data: TokenizedData, console, arguments: list[str] | None = None,
-                 callbacks: list | None = None) -> TrainResult:
-    """Train `plan` on `data`; resumes from the newest complete checkpoint of the same run.
-    A multi-process run started from here launches its workers with `arguments` (the CLI
-    arguments of `train`) and reports what rank 0 wrote. `callbacks` are extra trainer
-    callbacks (a sweep's pruning hook)."""
-    if needs_launch(plan.config):
-        return _launch(plan, arguments or [], console)
+def run_training(plan: RunPlan, data: TokenizedData, console, callbacks: list | None = None) -> TrainResult:
+    """Train `plan` on `data` in this process (one worker of a multi-process run, or the only
+    process); resumes from the newest complete checkpoint of the same run. `callbacks` are
+    extra trainer callbacks (a sweep's pruning hook)."""
     if not is_main_process():
         console = Console(quiet=True)  # one voice: rank 0's
     training = plan.config.training
@@ -81,35 +77,16 @@ def run_training(plan: RunPlan, data: TokenizedData, console, arguments: list[st
     return _result(plan, run_dir, resume_from, trainer)
 
 
-def _launch(plan: RunPlan, arguments: list[str], console) -> TrainResult:
-    """Start the workers of a multi-process run and report what rank 0 wrote."""
-    training = plan.config.training
-    # A checkpoint dir of another run is a user error: say so now, not from inside a worker.
-    resume_target(CheckpointDir.at(training.checkpoint_dir), training.resume, plan.fingerprint, plan.identity)
-    run_dir = RunDir.at(training.output_dir)
-    run_dir.root.mkdir(parents=True, exist_ok=True)
-    launch_workers(plan.config, arguments, run_dir.root, console)
-    return _launcher_result(plan, run_dir)
-
-
 def _stop_if_watchdog_tripped(trainer, run_dir: RunDir) -> None:
     from peftstudio.train.watchdog import NanWatchdog
 
     watchdog = next((c for c in trainer.callback_handler.callbacks if isinstance(c, NanWatchdog)), None)
     if watchdog is None or not watchdog.tripped:
         return
-    from peftstudio.diagnose.report import DIAGNOSIS_FILE, write_diagnosis
-
     steps = watchdog.bad_steps
-    overrides: list[str] = []
     if is_main_process():
         log.error("watchdog: loss NaN/inf for %d consecutive logs (steps %d-%d); run stopped", len(steps), steps[0], steps[-1])
-        overrides = [o for finding in write_diagnosis(run_dir.root).findings for o in finding.overrides]
-    raise PeftStudioError(Problem(
-        "training", f"stopped by the watchdog: loss was NaN/inf for {len(steps)} consecutive logs "
-                    f"(steps {steps[0]}-{steps[-1]}); no adapter was saved",
-        f"try {' '.join(dict.fromkeys(overrides))} training.resume=never "
-        f"(diagnosis in {run_dir.root / DIAGNOSIS_FILE})"))
+    raise WatchdogStopped(steps, run_dir.root)
 
 
 def _start(plan: RunPlan, console, run_dir: RunDir, checkpoints: CheckpointDir) -> Path | None:
@@ -322,13 +299,4 @@ def _result(plan: RunPlan, run_dir: RunDir, resume_from: Path | None, trainer) -
     losses = [r["loss"] for r in records if "loss" in r]
     _write_summary(run_dir, trainer, stopped, losses)
     return TrainResult(run_dir, resume_from, trainer.state.global_step, losses[0] if losses else None,
-                       losses[-1] if losses else None, stopped, report=world_size() == 1 or not launched_by_peftstudio())
-
-
-def _launcher_result(plan: RunPlan, run_dir: RunDir) -> TrainResult:
-    """The result of a run whose workers finished, read back from what rank 0 wrote."""
-    records = read_metrics(run_dir.metrics)
-    losses = [r["loss"] for r in records if "loss" in r]
-    final_step = max((r["step"] for r in records), default=0)
-    return TrainResult(run_dir, None, final_step, losses[0] if losses else None, losses[-1] if losses else None,
-                       final_step < plan.schedule.optimizer_steps)
+                       losses[-1] if losses else None, stopped, report=not process_place().launched)

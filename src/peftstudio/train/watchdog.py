@@ -4,9 +4,24 @@ compute on weights that can no longer recover."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+
+from peftstudio.errors import PeftStudioError, Problem
+
+
+class WatchdogStopped(PeftStudioError):
+    """The run was stopped by `NanWatchdog`: no adapter was saved. `steps` are the logged
+    steps whose loss was NaN/inf; the caller adds the diagnosis' overrides to the fix."""
+
+    def __init__(self, steps: list[int], run_dir: Path, fix: str = ""):
+        self.steps, self.run_dir = steps, run_dir
+        super().__init__(Problem(
+            "training", f"stopped by the watchdog: loss was NaN/inf for {len(steps)} consecutive logs "
+                        f"(steps {steps[0]}-{steps[-1]}); no adapter was saved",
+            fix or "lower optim.learning_rate, then train again with training.resume=never"))
 
 
 class NanWatchdog(TrainerCallback):
