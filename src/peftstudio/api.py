@@ -189,8 +189,8 @@ def estimate(overrides: list[str] | None = None, config_file: Path | None = None
     fixed = config.model_copy(update={"training": config.training.model_copy(update={"micro_batch_size": 1})}) \
         if micro_batch == "auto" else config
     resolved = resolve(fixed, hardware, None).config
-    return Estimates(resolved, hardware, [estimate_memory(resolved, micro_batch_size=size, hardware=hardware)
-                                          for size in sizes], device_bytes or hardware.device_memory)
+    return Estimates(resolved, hardware, [estimate_memory(resolved, micro_batch_size=size) for size in sizes],
+                     device_bytes or hardware.device_memory)
 
 
 def find_batch_size(overrides: list[str] | None = None, config_file: Path | None = None, max_size: int | None = None,

@@ -108,8 +108,8 @@ def test_micro_batch_auto_picks_the_largest_that_fits():
     assert isinstance(size, int) and size >= 1 and "GiB" in result.reasons["training.micro_batch_size"]
     from peftstudio.plan.memory import estimate_memory
 
-    assert estimate_memory(result.config, micro_batch_size=size, hardware=H100).fits(H100.device_memory)
-    assert not estimate_memory(result.config, micro_batch_size=2 * size, hardware=H100).fits(H100.device_memory)
+    assert estimate_memory(result.config, micro_batch_size=size).fits(H100.device_memory)
+    assert not estimate_memory(result.config, micro_batch_size=2 * size).fits(H100.device_memory)
     assert resolve(load_config(["training.micro_batch_size=auto"])[0], CPU, None).config.training.micro_batch_size == 8
 
 

@@ -189,7 +189,7 @@ def estimator_seed(config: RunConfig, hardware: HardwareProfile, budget: int | N
     seed = candidates[0]
     for size in candidates:
         try:
-            estimate = estimate_memory(config, micro_batch_size=size, seq_len=seq_len, hardware=hardware)
+            estimate = estimate_memory(config, micro_batch_size=size, seq_len=seq_len)
         except UserError:
             return candidates[0], "no architecture numbers to estimate with: the search starts at the smallest"
         # a budget bounds the tensors a probe measures; device memory also holds the framework
