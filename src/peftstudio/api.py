@@ -179,10 +179,13 @@ def estimate(overrides: list[str] | None = None, config_file: Path | None = None
     `device_bytes` compares with a device other than this machine's (e.g. a GPU to rent)."""
     from peftstudio.plan.hardware import detect as detect_hardware
     from peftstudio.plan.memory import estimate_memory
+    from peftstudio.plan.platforms import load_config_on_recommended_platform
     from peftstudio.plan.resolve import resolve
 
     config, _ = load_config(overrides, config_file)
     hardware = hardware or detect_hardware(config.training.output_dir)
+    if config.platform == "auto":
+        config, _ = load_config_on_recommended_platform(overrides, config_file, hardware)
     sizes = batch_sizes or [1, 2, 4, 8]
     micro_batch = config.training.micro_batch_size
     # the micro-batch itself is what is varied here: resolve the rest as if it were 1
