@@ -205,7 +205,7 @@ def find_batch_size(overrides: list[str] | None = None, config_file: Path | None
 
     run_plan, data = plan_with_data(overrides, config_file, hardware, require_tokenizer=True)
     quiet_libraries(interactive=False)
-    result = search_device(run_plan.config, data.prepared.train_rows, run_plan.hardware, max_size=max_size,
+    result = search_device(run_plan.config, data, run_plan.hardware, max_size=max_size,
                            budget_bytes=budget_bytes, on_probe=on_probe)
     if output is not None:
         result.write(output)
@@ -220,7 +220,7 @@ def _measure_micro_batch(run_plan: RunPlan, data, console) -> RunPlan:
 
     quiet_libraries(interactive=console.is_terminal)
     console.print("[bold]probing[/]   micro_batch_size=auto: measuring the largest micro-batch that fits")
-    result = search_device(run_plan.config, data.prepared.train_rows, run_plan.hardware,
+    result = search_device(run_plan.config, data, run_plan.hardware,
                            on_probe=lambda p: console.print(f"  probe micro-batch {p.micro_batch_size}: "
                                                             f"{'ok' if p.fits else 'out of memory'} ({p.seconds:.1f} s)"))
     return with_measured_micro_batch(run_plan, result)
