@@ -92,7 +92,7 @@ def predicted_bytes(overrides: list[str], batch: int, seq: int) -> int:
     from peftstudio.plan.pipeline import make_plan
 
     plan = make_plan(overrides)
-    return estimate_memory(plan.config, micro_batch_size=batch, seq_len=seq, hardware=plan.hardware).tensor_bytes
+    return estimate_memory(plan.config, micro_batch_size=batch, seq_len=seq).tensor_bytes
 
 
 def measured_bytes(overrides: list[str], run_dir: Path) -> int:

@@ -179,18 +179,21 @@ def estimate(overrides: list[str] | None = None, config_file: Path | None = None
     `device_bytes` compares with a device other than this machine's (e.g. a GPU to rent)."""
     from peftstudio.plan.hardware import detect as detect_hardware
     from peftstudio.plan.memory import estimate_memory
+    from peftstudio.plan.platforms import load_config_on_recommended_platform
     from peftstudio.plan.resolve import resolve
 
     config, _ = load_config(overrides, config_file)
     hardware = hardware or detect_hardware(config.training.output_dir)
+    if config.platform == "auto":
+        config, _ = load_config_on_recommended_platform(overrides, config_file, hardware)
     sizes = batch_sizes or [1, 2, 4, 8]
     micro_batch = config.training.micro_batch_size
     # the micro-batch itself is what is varied here: resolve the rest as if it were 1
     fixed = config.model_copy(update={"training": config.training.model_copy(update={"micro_batch_size": 1})}) \
         if micro_batch == "auto" else config
     resolved = resolve(fixed, hardware, None).config
-    return Estimates(resolved, hardware, [estimate_memory(resolved, micro_batch_size=size, hardware=hardware)
-                                          for size in sizes], device_bytes or hardware.device_memory)
+    return Estimates(resolved, hardware, [estimate_memory(resolved, micro_batch_size=size) for size in sizes],
+                     device_bytes or hardware.device_memory)
 
 
 def find_batch_size(overrides: list[str] | None = None, config_file: Path | None = None, max_size: int | None = None,
@@ -202,7 +205,7 @@ def find_batch_size(overrides: list[str] | None = None, config_file: Path | None
 
     run_plan, data = plan_with_data(overrides, config_file, hardware, require_tokenizer=True)
     quiet_libraries(interactive=False)
-    result = search_device(run_plan.config, data.prepared.train_rows, run_plan.hardware, max_size=max_size,
+    result = search_device(run_plan.config, data, run_plan.hardware, max_size=max_size,
                            budget_bytes=budget_bytes, on_probe=on_probe)
     if output is not None:
         result.write(output)
@@ -217,7 +220,7 @@ def _measure_micro_batch(run_plan: RunPlan, data, console) -> RunPlan:
 
     quiet_libraries(interactive=console.is_terminal)
     console.print("[bold]probing[/]   micro_batch_size=auto: measuring the largest micro-batch that fits")
-    result = search_device(run_plan.config, data.prepared.train_rows, run_plan.hardware,
+    result = search_device(run_plan.config, data, run_plan.hardware,
                            on_probe=lambda p: console.print(f"  probe micro-batch {p.micro_batch_size}: "
                                                             f"{'ok' if p.fits else 'out of memory'} ({p.seconds:.1f} s)"))
     return with_measured_micro_batch(run_plan, result)

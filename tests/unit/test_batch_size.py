@@ -9,8 +9,10 @@ import json
 import pytest
 from rich.console import Console
 
+from peftstudio.data.tokenization import TokenizedRow
 from peftstudio.errors import UserError
-from peftstudio.train.batch_size import Probe, candidate_sizes, parse_bytes, search
+from peftstudio.train.batch_size import candidate_sizes, parse_bytes, search
+from peftstudio.train.probe import Probe, worst_case_ids
 from tests.conftest import run_cli
 
 MIB = 1024**2
@@ -44,6 +46,13 @@ def test_a_seed_off_by_a_few_sizes_still_needs_at_most_six_probes():
 def test_candidates_keep_the_effective_batch_exactly():
     assert candidate_sizes(12, None) == [1, 2, 3, 4, 6, 12]
     assert candidate_sizes(12, 5) == [1, 2, 3, 4]
+
+
+def test_the_probe_sample_is_the_longest_tokenized_row_or_a_full_packed_row():
+    rows = [TokenizedRow(ids, ids) for ids in ([1, 2, 3], [4, 5, 6, 7, 8], [9])]
+    assert worst_case_ids(rows, 16, packing=False) == [4, 5, 6, 7, 8]
+    assert worst_case_ids(rows, 3, packing=False) == [4, 5, 6]
+    assert worst_case_ids(rows, 12, packing=True) == [4, 5, 6, 7, 8, 1, 2, 3, 9, 4, 5, 6]
 
 
 def test_memory_amounts():

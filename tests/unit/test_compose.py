@@ -96,7 +96,7 @@ def test_yaml_booleans_for_switches(tmp_path):
 def test_platform_group_is_global():
     config, composition = load_config(["platform=cpu"])
     assert config.platform == "cpu" and config.device == "cpu"
-    assert config.training.precision == "fp32"
+    assert config.training.gradient_checkpointing == "off"
     assert composition.origin("device").text.startswith("platform=cpu (platform/cpu.yaml:")
 
 

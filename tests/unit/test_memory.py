@@ -8,14 +8,16 @@ import pytest
 from peftstudio.config.validate import load_config
 from peftstudio.errors import UserError
 from peftstudio.plan.memory import BITS_4BIT_DOUBLE_QUANT, BITS_4BIT_SINGLE_QUANT, estimate_memory
+from peftstudio.plan.resolve import resolve
 from tests.conftest import GIB, H100, T4
 
 LABELS = ["base weights", "LoRA weights", "gradients", "optimizer states", "activations", "logits and loss",
           "framework overhead"]
 
 
-def estimate(*overrides: str, **kwargs):
-    return estimate_memory(load_config(list(overrides))[0], **kwargs)
+def estimate(*overrides: str, hardware=H100, **kwargs):
+    """The estimate of the run `overrides` compose, resolved for `hardware`."""
+    return estimate_memory(resolve(load_config(list(overrides))[0], hardware, None).config, **kwargs)
 
 
 def test_components_are_labelled_in_order_and_sum_to_the_total():
@@ -84,6 +86,17 @@ def test_t4_resolves_to_fp16_and_cpu_to_fp32():
     cpu = estimate("model=gemma3_1b", hardware=CPU)
     assert cpu.components["base weights"] == 2 * t4.components["base weights"]
     assert cpu.device == "cpu" and t4.device == "cuda"
+
+
+@pytest.mark.parametrize("key", ["device", "training.precision", "training.attention",
+                                 "training.gradient_checkpointing", "training.micro_batch_size"])
+def test_an_unresolved_config_is_refused_naming_the_key(key):
+    resolved = resolve(load_config(["model=llama3_8b"])[0], H100, None).config
+    section, _, name = key.rpartition(".")
+    values = resolved.model_dump()
+    (values[section] if section else values)[name] = "auto"
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        estimate_memory(type(resolved).model_validate(values))
 
 
 def test_unknown_target_module_is_a_user_error():

@@ -10,11 +10,18 @@ import pytest
 from peftstudio.config.validate import load_config
 from peftstudio.plan.architecture import architecture_of, head_dim
 from peftstudio.plan.memory import estimate_memory
+from peftstudio.plan.resolve import resolve
+from tests.conftest import H100
 
 CONF = Path(__file__).resolve().parents[2] / "src" / "peftstudio" / "config" / "conf"
 MODEL_PRESETS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 PEFT_METHODS = sorted(p.stem for p in (CONF / "peft").glob("*.yaml"))
 QUANTIZED_TWIN = {"qlora": "lora", "qdora": "dora"}
+
+
+def estimate_for(overrides: list[str]):
+    """The estimate of the run `overrides` compose, resolved for an H100 (counts do not depend on the machine)."""
+    return estimate_memory(resolve(load_config(overrides)[0], H100, None).config)
 
 
 def meta_model(arch):
@@ -54,7 +61,7 @@ def peft_counts(overrides: list[str]) -> tuple[int, int, int]:
 @pytest.mark.parametrize("preset", MODEL_PRESETS)
 def test_counts_equal_peft_for_every_preset_at_full_depth(preset):
     base, trainable, total = peft_counts([f"model={preset}"])
-    estimate = estimate_memory(load_config([f"model={preset}"])[0])
+    estimate = estimate_for([f"model={preset}"])
     assert (estimate.base_parameters, estimate.trainable_parameters, estimate.total_parameters) == (base, trainable, total)
 
 
@@ -66,7 +73,7 @@ def test_counts_equal_peft_for_every_preset_and_method(preset):
         overrides = [f"model={preset}", f"peft={method}", "model.architecture.num_layers=2"]
         twin = [f"model={preset}", f"peft={QUANTIZED_TWIN.get(method, method)}", "model.architecture.num_layers=2"]
         base, trainable, total = peft_counts(twin)
-        estimate = estimate_memory(load_config(overrides)[0])
+        estimate = estimate_for(overrides)
         assert (estimate.base_parameters, estimate.trainable_parameters, estimate.total_parameters) == \
             (base, trainable, total), f"{preset} × {method}"
 
@@ -76,11 +83,11 @@ def test_counts_equal_peft_for_every_preset_and_method(preset):
 def test_counts_equal_peft_for_target_lists_and_biases(preset, targets):
     overrides = [f"model={preset}", f"peft.target_modules={targets}", "peft.bias=lora_only", "model.architecture.num_layers=3"]
     base, trainable, total = peft_counts(overrides)
-    estimate = estimate_memory(load_config(overrides)[0])
+    estimate = estimate_for(overrides)
     assert (estimate.base_parameters, estimate.trainable_parameters, estimate.total_parameters) == (base, trainable, total)
 
 
 def test_bias_all_trains_every_bias():
     overrides = ["model=qwen2_5_7b", "peft.target_modules=[o_proj]", "peft.bias=all", "model.architecture.num_layers=3"]
     _, trainable, _ = peft_counts(overrides)
-    assert estimate_memory(load_config(overrides)[0]).trainable_parameters == trainable
+    assert estimate_for(overrides).trainable_parameters == trainable

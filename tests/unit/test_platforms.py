@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from peftstudio import api
 from peftstudio.api import detect, estimate
+from peftstudio.config.introspect import flatten
 from peftstudio.config.validate import load_config
+from peftstudio.plan.platforms import NO_PRESET, recommend_platform
 from peftstudio.plan.resolve import resolve
 from peftstudio.plan.pipeline import make_plan
 from tests.conftest import CPU, CPU_AMX, FAKE_PROFILES, H100, M4, RTX3070, T4, run_cli
@@ -77,7 +80,7 @@ def test_platform_preset_values():
     m4 = load_config(["model=llama3_8b", "platform=m4"])[0]
     assert (m4.device, m4.training.max_seq_length, m4.training.micro_batch_size,
             m4.training.gradient_accumulation_steps) == ("mps", 2048, 1, 4)
-    assert load_config(["platform=cpu"])[0].training.precision == "fp32"
+    assert api.plan(["platform=cpu"], hardware=CPU).config.training.precision == "fp32"
     assert {p.stem for p in CONF.glob("*.yaml")} >= {"auto", "h100", "a100", "rtx4090", "m4", "cpu"}
 
 
@@ -91,6 +94,68 @@ def test_platform_auto_resolves_like_the_preset_it_names(name):
         left = getattr(auto.config, key, None) or getattr(auto.config.training, key)
         right = getattr(preset, key, None) or getattr(preset.training, key)
         assert left == right, key
+
+
+AUTO_RUNS = {"embedded": [], "llama3_8b, micro-batch auto": ["model=llama3_8b", "training.micro_batch_size=auto"]}
+
+
+@pytest.mark.parametrize("run", sorted(AUTO_RUNS))
+@pytest.mark.parametrize("name", sorted(FAKE_PROFILES))
+def test_platform_auto_plans_exactly_like_the_preset_it_names(name, run):
+    hardware = FAKE_PROFILES[name]
+    preset, reason = recommend_platform(hardware)
+    if preset == NO_PRESET:
+        pytest.skip(f"{name}: no preset suits it (see the test for that case)")
+    auto = api.plan(AUTO_RUNS[run], hardware=hardware)
+    chosen = api.plan([*AUTO_RUNS[run], f"platform={preset}"], hardware=hardware)
+    resolved, expected = flatten(auto.config.model_dump()), flatten(chosen.config.model_dump())
+    assert {key: resolved[key] for key in expected if resolved[key] != expected[key]} == {}
+    assert (auto.decisions["platform"].origin, auto.decisions["platform"].reason) == ("auto", reason)
+    assert chosen.decisions["platform"].describe().startswith(f"platform={preset}")
+
+
+@pytest.mark.parametrize("name", ["rtx3070", "t4"])
+def test_platform_auto_without_a_suiting_preset_resolves_each_value_for_the_machine(name):
+    hardware = FAKE_PROFILES[name]
+    assert recommend_platform(hardware)[0] == NO_PRESET
+    plan = api.plan([], hardware=hardware)
+    assert plan.config.platform == NO_PRESET
+    assert plan.decisions["platform"].describe().startswith("auto: no preset fits")
+    assert "each setting is resolved for it directly" in plan.decisions["platform"].describe()
+    composed = load_config([])[0]
+    assert plan.config.training.max_seq_length == composed.training.max_seq_length
+    assert plan.decisions["training.precision"].describe().startswith("auto: ")
+
+
+def test_the_user_file_and_overrides_outrank_the_auto_preset(tmp_path):
+    user = tmp_path / "run.yaml"
+    user.write_text("training:\n  micro_batch_size: 2\n")
+    asked = ["training.max_seq_length=128"]
+    auto = api.plan(asked, config_file=user, hardware=H100)
+    chosen = api.plan([*asked, "platform=h100"], config_file=user, hardware=H100)
+    assert auto.config == chosen.config
+    training = auto.config.training
+    assert (training.max_seq_length, training.micro_batch_size, training.precision) == (128, 2, "bf16")
+    assert auto.decisions["training.max_seq_length"].describe().startswith("override")
+    assert auto.decisions["training.micro_batch_size"].describe().startswith("user file")
+    assert auto.decisions["device"].describe().startswith("platform=h100 (platform/h100.yaml:")
+
+
+def test_platform_auto_keeps_measured_cpu_bf16_and_apple_gpus_without_bf16_get_no_preset():
+    wide = api.plan(["model=llama3_8b"], hardware=CPU_AMX)
+    assert (wide.config.platform, wide.config.training.precision) == ("cpu", "bf16")
+    from dataclasses import replace
+
+    old_macos = replace(M4, gpu_bf16=False)
+    plan = api.plan([], hardware=old_macos)
+    assert plan.config.platform == NO_PRESET and plan.config.training.precision == "fp32"
+    assert "without bfloat16" in plan.decisions["platform"].describe()
+
+
+def test_estimate_applies_the_auto_preset_and_the_plan_keeps_the_request_for_other_machines():
+    assert [item.seq_len for item in estimate([], batch_sizes=[1], hardware=H100).estimates] == [4096]
+    requested = api.plan([], hardware=CPU).requested
+    assert (requested.platform, requested.device, requested.training.precision) == ("auto", "auto", "auto")
 
 
 def test_gradient_checkpointing_auto_follows_the_memory_estimate():
@@ -108,8 +173,8 @@ def test_micro_batch_auto_picks_the_largest_that_fits():
     assert isinstance(size, int) and size >= 1 and "GiB" in result.reasons["training.micro_batch_size"]
     from peftstudio.plan.memory import estimate_memory
 
-    assert estimate_memory(result.config, micro_batch_size=size, hardware=H100).fits(H100.device_memory)
-    assert not estimate_memory(result.config, micro_batch_size=2 * size, hardware=H100).fits(H100.device_memory)
+    assert estimate_memory(result.config, micro_batch_size=size).fits(H100.device_memory)
+    assert not estimate_memory(result.config, micro_batch_size=2 * size).fits(H100.device_memory)
     assert resolve(load_config(["training.micro_batch_size=auto"])[0], CPU, None).config.training.micro_batch_size == 8
 
 

@@ -153,8 +153,7 @@ def test_estimate_is_the_cli_estimator_on_the_plan(client):
     for micro in (2, 8):
         state = {"groups": {"model": "tiny"}, "values": {"training.micro_batch_size": micro}}
         memory = client.post("/api/estimate", json={"state": state}).json()["memory"]
-        expected = estimate_memory(api.plan(["model=tiny", f"training.micro_batch_size={micro}"], hardware=CPU).config,
-                                   hardware=CPU)
+        expected = estimate_memory(api.plan(["model=tiny", f"training.micro_batch_size={micro}"], hardware=CPU).config)
         assert memory["total_bytes"] == expected.total_bytes and memory["fits"] is True
         totals[micro] = memory["total_bytes"]
     assert totals[8] > totals[2]

@@ -58,8 +58,8 @@ def _predict(evidence: RunEvidence, candidates: list[list[str]]) -> tuple[int, i
         return None
     hardware, config = evidence.plan.hardware, evidence.plan.config
     try:
-        peaks = [estimate_memory(_apply(config, c), hardware=hardware).total_bytes for c in candidates]
-        current = estimate_memory(config, hardware=hardware).total_bytes
+        peaks = [estimate_memory(_apply(config, c)).total_bytes for c in candidates]
+        current = estimate_memory(config).total_bytes
     except (UserError, ValueError):  # no architecture numbers, or an override that does not validate
         return None
     return hardware.device_memory, current, peaks

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from peftstudio.errors import Problem, UserError
 from peftstudio.launch.skypilot import TaskSpec, build_task, check_spot, launch_command, write_task
-from peftstudio.plan.cost import CostOption, CostReport, cost_report, unresolved
+from peftstudio.plan.cost import CostOption, CostReport, cost_report
 from peftstudio.plan.prices import PriceFile, load_prices
 
 GB = 1000**3
@@ -35,7 +35,7 @@ def prepare_launch(overrides: list[str], config_file: Path | None, provider: str
     plan = make_plan(overrides, config_file)
     prices = load_prices(price_file)
     report = cost_report(plan, price_file)
-    config = unresolved(plan)
+    config = plan.requested  # `auto` intact: the remote machine resolves it for itself
     notes = []
     if provider == "local":
         accelerator, option = _local_accelerator(plan.hardware, prices), None

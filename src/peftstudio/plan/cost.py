@@ -97,7 +97,7 @@ def cost_report(plan: RunPlan, price_file: Path | None = None) -> CostReport:
             gpu = prices.gpus[gpu_name]
             profile = gpu_profile(gpu_name, gpu.memory_gib, gpu.bf16)
             config = resolve(base, profile, plan.data.padding_waste).config
-            estimate = estimate_memory(config, seq_len=config.training.max_seq_length, hardware=profile)
+            estimate = estimate_memory(config, seq_len=config.training.max_seq_length)
             if not estimate.fits(int(gpu.memory_gib * GIB)):
                 too_small.append(f"{provider}/{gpu_name}")
                 continue

@@ -40,7 +40,7 @@ class FitReport:
 def check_fit(config: RunConfig, hardware: HardwareProfile) -> FitReport:
     """The estimate of the resolved run on one device of `hardware`, and what fits if it does not."""
     try:
-        estimate = estimate_memory(config, hardware=hardware)
+        estimate = estimate_memory(config)
     except UserError:
         return FitReport(None, hardware.device_memory)  # no architecture numbers: nothing to predict
     device = hardware.device_memory
@@ -72,13 +72,13 @@ def fitting_overrides(config: RunConfig, hardware: HardwareProfile, estimate: Me
                      f"(same effective batch) → {fitting.total_bytes / GIB:.1f} GiB")
     length = training.max_seq_length // 2
     while length >= SHORTEST_SUGGESTED_SEQUENCE:
-        shorter = estimate_memory(config, seq_len=length, micro_batch_size=estimate.micro_batch_size, hardware=hardware)
+        shorter = estimate_memory(config, seq_len=length, micro_batch_size=estimate.micro_batch_size)
         if shorter.fits(device):
             found.append(f"training.max_seq_length={length} → {shorter.total_bytes / GIB:.1f} GiB")
             break
         length //= 2
     for label, variant in _variants(config):
-        trial = estimate_memory(variant, micro_batch_size=estimate.micro_batch_size, hardware=hardware)
+        trial = estimate_memory(variant, micro_batch_size=estimate.micro_batch_size)
         if trial.fits(device):
             found.append(f"{label} → {trial.total_bytes / GIB:.1f} GiB")
     return found
@@ -96,7 +96,7 @@ def combined_override(config: RunConfig, hardware: HardwareProfile, estimate: Me
         levers.append(f"training.micro_batch_size=1 training.gradient_accumulation_steps={effective}")
     length = config.training.max_seq_length
     while True:
-        trial = estimate_memory(variant, micro_batch_size=1, seq_len=length, hardware=hardware)
+        trial = estimate_memory(variant, micro_batch_size=1, seq_len=length)
         if trial.fits(hardware.device_memory) or length // 2 < SHORTEST_SUGGESTED_SEQUENCE:
             break
         length //= 2

@@ -8,8 +8,12 @@ of `MemoryEstimate.components`, so a user sees which lever (micro-batch, sequenc
 gradient checkpointing, quantization) moves which number.
 
 Activation terms follow what PyTorch autograd actually saves for a Llama-style block with
-LoRA adapters (see `_block_bytes_per_token`); they were checked on CPU against the bytes
-that `torch.autograd.graph.saved_tensors_hooks` sees (tests/unit/test_memory_calibration.py).
+LoRA adapters (see `_block_bytes_per_token`); they are checked on CPU against the bytes that
+`torch.autograd.graph.saved_tensors_hooks` sees (tests/unit/test_memory.py) and against a
+measured training step (benchmarks/estimator_cpu.py).
+
+The estimate reads a resolved config: `plan.resolve` turns `auto` into values for a machine
+first, so the arithmetic here never guesses at hardware.
 """
 
 from __future__ import annotations
@@ -42,8 +46,8 @@ FRAMEWORK_OVERHEAD_BYTES = {"cuda": 640 * MIB, "mps": 512 * MIB, "cpu": 768 * MI
 INPUT_GROUP = {"q_proj": "attention input", "k_proj": "attention input", "v_proj": "attention input",
                "o_proj": "attention output", "gate_proj": "mlp input", "up_proj": "mlp input",
                "down_proj": "mlp product", "lm_head": "final norm"}
-# A generic GPU used to resolve `auto` values when no hardware profile is given.
-_GENERIC_GPU = HardwareProfile("cuda", 1, ["a bf16 GPU"], [0], "8.0", gpu_bf16=True)
+# The config values the arithmetic reads; each must be resolved (not `auto`) before estimating.
+RESOLVED_KEYS = ("device", "training.precision", "training.attention", "training.gradient_checkpointing")
 
 
 @dataclass(frozen=True)
@@ -88,14 +92,14 @@ class _Settings:
     optimizer: str
 
 
-def estimate_memory(config: RunConfig, *, micro_batch_size: int | None = None, seq_len: int | None = None,
-                    hardware: HardwareProfile | None = None) -> MemoryEstimate:
-    """Predicted peak training memory of `config` for one process.
+def estimate_memory(config: RunConfig, *, micro_batch_size: int | None = None,
+                    seq_len: int | None = None) -> MemoryEstimate:
+    """Predicted peak training memory of the resolved `config` for one process.
 
     `micro_batch_size` and `seq_len` default to the config's micro-batch and max_seq_length (the
-    worst case: every sequence full). `auto` values are resolved against `hardware` (a generic
-    bf16 GPU when None)."""
-    settings = _settings(config, hardware)
+    worst case: every sequence full). Raises ValueError when a value the estimate reads is still
+    `auto`: resolve the config against a hardware profile first (`plan.resolve.resolve`)."""
+    settings = _settings(config)
     batch = micro_batch_size or _configured_micro_batch(config)
     seq = seq_len or config.training.max_seq_length
     arch, peft = settings.arch, config.peft
@@ -123,7 +127,7 @@ def largest_fitting_micro_batch(config: RunConfig, hardware: HardwareProfile, ca
     best: tuple[int, MemoryEstimate | None] = (1, None)
     size = 1
     while size <= cap:
-        estimate = estimate_memory(config, micro_batch_size=size, hardware=hardware)
+        estimate = estimate_memory(config, micro_batch_size=size)
         if not estimate.fits(limit):
             break
         best = (size, estimate)
@@ -133,16 +137,19 @@ def largest_fitting_micro_batch(config: RunConfig, hardware: HardwareProfile, ca
 
 def _configured_micro_batch(config: RunConfig) -> int:
     value = config.training.micro_batch_size
-    return value if isinstance(value, int) else 1
+    if value == "auto":
+        raise ValueError("training.micro_batch_size is auto: pass micro_batch_size, or estimate a resolved config")
+    return value
 
 
-def _settings(config: RunConfig, hardware: HardwareProfile | None) -> _Settings:
+def _settings(config: RunConfig) -> _Settings:
+    for key in RESOLVED_KEYS:
+        value = config
+        for part in key.split("."):
+            value = getattr(value, part)
+        if value == "auto":
+            raise ValueError(f"{key} is auto: the memory estimate takes a resolved config (plan.resolve.resolve)")
     training = config.training
-    if "auto" in (config.device, training.precision, training.attention, training.gradient_checkpointing):
-        from peftstudio.plan.resolve import resolve
-
-        config = resolve(config, hardware or _GENERIC_GPU, None).config
-        training = config.training
     return _Settings(
         arch=architecture_of(config),
         device=config.device,

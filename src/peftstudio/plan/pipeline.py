@@ -24,6 +24,7 @@ from peftstudio.errors import EnvironmentProblem, Problem, UserError
 from peftstudio.plan.checks import Findings, check
 from peftstudio.plan.fit import check_fit
 from peftstudio.plan.hardware import HardwareProfile, detect
+from peftstudio.plan.platforms import load_config_on_recommended_platform
 from peftstudio.plan.resolve import resolve
 from peftstudio.plan.runplan import (DataSummary, Decision, OriginKind, RunPlan, Schedule, decisions_of, fingerprint,
                                      run_identity)
@@ -51,9 +52,12 @@ def plan_with_data(overrides: list[str] | None = None, config_file: Path | None 
     requested, composition = load_config(overrides, config_file)
     data = prepare_data(requested.data)
     hardware = hardware or detect(requested.training.output_dir)
-    tokens, token_warnings = _tokenize(requested, data, hardware, require_tokenizer)
-    summary = _data_summary(requested, data, tokens, hardware)
-    resolution = resolve(requested, hardware, summary.padding_waste)
+    composed = requested
+    if requested.platform == "auto":  # the preset recommended for the hardware applies as platform=NAME would
+        composed, composition = load_config_on_recommended_platform(overrides, config_file, hardware)
+    tokens, token_warnings = _tokenize(composed, data, hardware, require_tokenizer)
+    summary = _data_summary(composed, data, tokens, hardware)
+    resolution = resolve(composed, hardware, summary.padding_waste)
     schedule = _schedule(resolution.config, composition, summary.train_rows)
     findings = check(resolution.config, hardware, schedule.optimizer_steps, summary.validation_rows)
     _raise(findings)
@@ -192,14 +196,17 @@ def survey(overrides: list[str] | None = None, config_file: Path | None = None,
         return found
     # Free disk is measured where the checkpoints go: they are what fills it.
     found.hardware = hardware or detect(found.requested.training.checkpoint_dir)
+    composed = found.requested
+    if composed.platform == "auto":
+        composed, composition = load_config_on_recommended_platform(overrides, config_file, found.hardware)
     summary = None
     try:
-        found.data = prepare_data(found.requested.data)
-        tokens, _ = _tokenize(found.requested, found.data, found.hardware, required=False)
-        summary = _data_summary(found.requested, found.data, tokens, found.hardware)
+        found.data = prepare_data(composed.data)
+        tokens, _ = _tokenize(composed, found.data, found.hardware, required=False)
+        summary = _data_summary(composed, found.data, tokens, found.hardware)
     except UserError as error:
         found.data_problems = error.problems
-    resolution = resolve(found.requested, found.hardware, summary.padding_waste if summary else None)
+    resolution = resolve(composed, found.hardware, summary.padding_waste if summary else None)
     found.config = resolution.config
     train_rows = summary.train_rows if summary else 0
     found.schedule = _schedule(found.config, composition, train_rows) if summary else Schedule(

@@ -1,8 +1,14 @@
 """Which platform preset, precision, attention and accelerate config suit a machine, with the
-reason for each. `detect` prints these (see `plan.recommend`); `platform=auto` resolves to the same preset."""
+reason for each. `detect` prints these (see `plan.recommend`); `platform=auto` composes the run
+with the same preset, exactly as `platform=NAME` would."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from peftstudio.config.compose import RANK_AUTO, Composition, Origin
+from peftstudio.config.schema import RunConfig
+from peftstudio.config.validate import load_config
 from peftstudio.plan.hardware import HardwareProfile
 
 GIB = 1024**3
@@ -18,8 +24,11 @@ def recommend_platform(hardware: HardwareProfile) -> tuple[str, str]:
     if hardware.accelerator == "cpu":
         return "cpu", "no CUDA or MPS accelerator found"
     memory_gib = hardware.device_memory / GIB
-    if hardware.accelerator == "mps":
+    if hardware.accelerator == "mps" and hardware.gpu_bf16:
         return "m4", f"Apple GPU (MPS) with {memory_gib:.0f} GiB of unified memory"
+    if hardware.accelerator == "mps":
+        return NO_PRESET, ("Apple GPU without bfloat16 (macOS before 14), unlike the m4 preset's: "
+                           "each setting is resolved for it directly")
     name = hardware.device_names[0] if hardware.device_names else "GPU"
     for marker, preset in PRESETS_BY_NAME:
         if marker in name:
@@ -30,6 +39,21 @@ def recommend_platform(hardware: HardwareProfile) -> tuple[str, str]:
                 return preset, f"{name} has {memory_gib:.0f} GiB and bf16, like the {preset} preset's GPU"
     bf16 = "bf16" if hardware.gpu_bf16 else "no bf16"
     return NO_PRESET, f"no preset fits {name} ({memory_gib:.0f} GiB, {bf16}): each setting is resolved for it directly"
+
+
+def load_config_on_recommended_platform(overrides: list[str] | None, config_file: Path | None,
+                                        hardware: HardwareProfile) -> tuple[RunConfig, Composition]:
+    """`load_config` for a `platform=auto` run: composed again as if the user had selected the
+    preset recommended for `hardware`, so the preset's values apply and the user file and
+    overrides still outrank them. The platform key's origin is `auto`, with the recommendation's
+    reason. When no preset suits the machine, the run is composed as asked and resolution picks
+    each value (and gives the reason)."""
+    preset, reason = recommend_platform(hardware)
+    if preset == NO_PRESET:
+        return load_config(overrides, config_file)
+    config, composition = load_config([*(overrides or []), f"platform={preset}"], config_file)
+    composition.origins["platform"] = Origin(RANK_AUTO, reason)
+    return config, composition
 
 
 def recommend_accelerate_config(hardware: HardwareProfile) -> tuple[str, str]:

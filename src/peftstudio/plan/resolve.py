@@ -10,7 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from peftstudio.config.schema import RunConfig
+from peftstudio.errors import UserError
+from peftstudio.plan.architecture import architecture_of
 from peftstudio.plan.hardware import HardwareProfile
+from peftstudio.plan.memory import estimate_memory, largest_fitting_micro_batch
 from peftstudio.plan.platforms import recommend_platform
 
 # Above this share of padding tokens, packing pays for itself.
@@ -87,9 +90,6 @@ def _cpu_precision(values: dict[str, Any], hardware: HardwareProfile) -> tuple[s
 
 def _hidden_size(values: dict[str, Any]) -> int | None:
     """The model's width from the config's architecture numbers or a local model's config.json."""
-    from peftstudio.errors import UserError
-    from peftstudio.plan.architecture import architecture_of
-
     try:
         return architecture_of(RunConfig.model_validate(values)).hidden_size
     except (UserError, ValueError):
@@ -112,23 +112,16 @@ def _gradient_checkpointing(values: dict[str, Any], hardware: HardwareProfile, _
 
 def _fit_without_checkpointing(values: dict[str, Any], hardware: HardwareProfile) -> tuple[int, int] | None:
     """(predicted peak without checkpointing, device memory), or None when either is unknown."""
-    from peftstudio.errors import UserError
-    from peftstudio.plan.memory import estimate_memory
-
     if not hardware.device_memory:
         return None
     trial = _with_training(values, gradient_checkpointing="off")
     try:
-        return estimate_memory(trial, micro_batch_size=_planned_micro_batch(values), hardware=hardware).total_bytes, \
-            hardware.device_memory
+        return estimate_memory(trial, micro_batch_size=_planned_micro_batch(values)).total_bytes, hardware.device_memory
     except UserError:
         return None
 
 
 def _micro_batch_size(values: dict[str, Any], hardware: HardwareProfile, _waste: float | None) -> tuple[int, str]:
-    from peftstudio.errors import UserError
-    from peftstudio.plan.memory import largest_fitting_micro_batch
-
     cap = AUTO_MICRO_BATCH_CAP.get(values["device"], AUTO_MICRO_BATCH_CAP["cuda"])
     try:
         size, estimate = largest_fitting_micro_batch(_with_training(values), hardware, cap)

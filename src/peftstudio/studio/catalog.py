@@ -12,6 +12,7 @@ from typing import Any
 from peftstudio.config.compose import group_options
 from peftstudio.config.explain import Explanation, explain
 from peftstudio.config.introspect import FieldDoc, find_field, literal_choices
+from peftstudio.plan.hardware import HardwareProfile
 
 # The fields each step edits; keys that this build's schema lacks are skipped.
 STEP_FIELDS = {
@@ -80,17 +81,24 @@ def presets() -> dict[str, Any]:
     return groups
 
 
+# The machine model presets are compared on: a bf16 GPU whose memory is not known, so
+# resolution keeps gradient checkpointing on and the figures do not depend on this host.
+REFERENCE_GPU = HardwareProfile("cuda", 1, ["a bf16 GPU"], [0], "8.0", gpu_bf16=True)
+
+
 @lru_cache(maxsize=None)
 def preset_memory(model: str) -> dict[str, int] | None:
     """Parameters and predicted peak memory of a model preset with the default LoRA run
-    (the CLI's estimator on the composed defaults); None when the preset cannot be estimated."""
+    (the CLI's estimator on the composed defaults, resolved for `REFERENCE_GPU`); None when
+    the preset cannot be estimated."""
     from peftstudio.config.validate import load_config
     from peftstudio.errors import PeftStudioError
     from peftstudio.plan.memory import estimate_memory
+    from peftstudio.plan.resolve import resolve
 
     try:
         config, _ = load_config([f"model={model}"])
-        estimate = estimate_memory(config)
+        estimate = estimate_memory(resolve(config, REFERENCE_GPU, None).config)
     except PeftStudioError:
         return None
     return {"total_parameters": estimate.total_parameters, "total_bytes": estimate.total_bytes,

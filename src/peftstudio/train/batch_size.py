@@ -14,7 +14,6 @@ and the peak is measured by tracking every tensor storage alive during the probe
 
 from __future__ import annotations
 
-import gc
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -22,35 +21,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 from peftstudio.config.schema import RunConfig
+from peftstudio.data.tokenization import TokenizedData
 from peftstudio.errors import EnvironmentProblem, Problem, UserError
 from peftstudio.plan.hardware import HardwareProfile
+from peftstudio.plan.memory import estimate_memory
+from peftstudio.train.probe import Probe, build_prober, release_memory
 
 GIB = 1024**3
 
 BUDGET_ENV = "PEFTSTUDIO_MEMORY_BUDGET"
 RAM_SHARE_FOR_CPU_PROBES = 0.9
 _UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
-
-
-class ProbeOutOfMemory(Exception):
-    """A probe did not fit: the device ran out of memory, or the measured peak passed the budget."""
-
-    def __init__(self, message: str, peak_bytes: int | None = None):
-        super().__init__(message)
-        self.peak_bytes = peak_bytes
-
-
-@dataclass(frozen=True)
-class Probe:
-    micro_batch_size: int
-    fits: bool
-    peak_bytes: int | None
-    seconds: float
-    detail: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"micro_batch_size": self.micro_batch_size, "result": "ok" if self.fits else "oom",
-                "peak_bytes": self.peak_bytes, "seconds": round(self.seconds, 3), "detail": self.detail}
 
 
 @dataclass(frozen=True)
@@ -134,29 +115,17 @@ def memory_budget(device: str, explicit: int | None, available_ram: int) -> tupl
     return int(available_ram * RAM_SHARE_FOR_CPU_PROBES), f"{RAM_SHARE_FOR_CPU_PROBES:.0%} of the available RAM"
 
 
-def release_memory() -> None:
-    """Free what the last probe left behind before the next one (or before training)."""
-    gc.collect()
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    if torch.backends.mps.is_available():
-        torch.mps.empty_cache()
-
-
-def find_batch_size(config: RunConfig, rows: list[dict[str, Any]], hardware: HardwareProfile, *,
+def find_batch_size(config: RunConfig, tokens: TokenizedData, hardware: HardwareProfile, *,
                     max_size: int | None = None, budget_bytes: int | None = None,
                     on_probe: Callable[[Probe], None] | None = None) -> BatchSizeResult:
     """Probe the device for the largest micro-batch of the resolved `config` that fits, keeping
-    micro_batch_size × gradient_accumulation_steps. `rows` are the training rows (TRL shape)."""
-    from peftstudio.train.probe import build_prober
-
+    micro_batch_size × gradient_accumulation_steps. `tokens` is the plan's tokenized data: the
+    worst-case sample comes from its training rows, tokenized as training sees them."""
     training = config.training
     effective = training.micro_batch_size * training.gradient_accumulation_steps
     candidates = candidate_sizes(effective, max_size)
     budget, source = memory_budget(config.device, budget_bytes, hardware.ram_available_bytes or hardware.ram_bytes)
-    prober, seq_len = build_prober(config, rows, budget)
+    prober, seq_len = build_prober(config, tokens, budget)
     seed, seed_reason = estimator_seed(config, hardware, budget, candidates, seq_len)
 
     def probe(size: int) -> Probe:
@@ -183,13 +152,11 @@ def find_batch_size(config: RunConfig, rows: list[dict[str, Any]], hardware: Har
 def estimator_seed(config: RunConfig, hardware: HardwareProfile, budget: int | None, candidates: list[int],
                    seq_len: int) -> tuple[int, str]:
     """The largest candidate the memory estimate says fits: where the search starts."""
-    from peftstudio.plan.memory import estimate_memory
-
     limit = budget if budget is not None else hardware.device_memory
     seed = candidates[0]
     for size in candidates:
         try:
-            estimate = estimate_memory(config, micro_batch_size=size, seq_len=seq_len, hardware=hardware)
+            estimate = estimate_memory(config, micro_batch_size=size, seq_len=seq_len)
         except UserError:
             return candidates[0], "no architecture numbers to estimate with: the search starts at the smallest"
         # a budget bounds the tensors a probe measures; device memory also holds the framework

@@ -9,31 +9,59 @@ the weights, optimizer states and gradients alive when the probe starts.
 
 from __future__ import annotations
 
+import gc
 import time
 import weakref
+from dataclasses import dataclass
 from typing import Any
 
 from peftstudio.config.schema import RunConfig
-from peftstudio.train.batch_size import Probe, ProbeOutOfMemory, release_memory
+from peftstudio.data.tokenization import TokenizedData, TokenizedRow
+from peftstudio.model.load import attach_adapter, load_base_model, match_vocabulary, model_location, quantization_config
 
 GIB = 1024**3
 
 
-def worst_case_ids(tokenizer, rows: list[dict[str, Any]], max_seq_length: int, packing: bool) -> list[int]:
-    """Token ids of the longest sample the data produces, truncated as training truncates;
-    with packing, samples are concatenated until a row is full."""
-    encoded = [_token_ids(tokenizer, row) for row in rows]
+class ProbeOutOfMemory(Exception):
+    """A probe did not fit: the device ran out of memory, or the measured peak passed the budget."""
+
+    def __init__(self, message: str, peak_bytes: int | None = None):
+        super().__init__(message)
+        self.peak_bytes = peak_bytes
+
+
+@dataclass(frozen=True)
+class Probe:
+    micro_batch_size: int
+    fits: bool
+    peak_bytes: int | None
+    seconds: float
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"micro_batch_size": self.micro_batch_size, "result": "ok" if self.fits else "oom",
+                "peak_bytes": self.peak_bytes, "seconds": round(self.seconds, 3), "detail": self.detail}
+
+
+def release_memory() -> None:
+    """Free what the last probe left behind before the next one (or before training)."""
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if torch.backends.mps.is_available():
+        torch.mps.empty_cache()
+
+
+def worst_case_ids(rows: list[TokenizedRow], max_seq_length: int, packing: bool) -> list[int]:
+    """Token ids of the longest training sample (the rows are tokenized and limited to
+    max_seq_length as training sees them); with packing, samples are concatenated, longest
+    first, until a row of max_seq_length is full."""
     if packing:
-        joined = [token for ids in sorted(encoded, key=len, reverse=True) for token in ids]
+        joined = [token for row in sorted(rows, key=lambda r: len(r.input_ids), reverse=True) for token in row.input_ids]
         return (joined * (max_seq_length // max(len(joined), 1) + 1))[:max_seq_length]
-    return max(encoded, key=len)[:max_seq_length]
-
-
-def _token_ids(tokenizer, row: dict[str, Any]) -> list[int]:
-    if "text" in row:
-        return list(tokenizer(row["text"])["input_ids"]) + [tokenizer.eos_token_id]
-    messages = row.get("messages") or [*row["prompt"], *row["completion"]]
-    return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False))
+    return max((row.input_ids for row in rows), key=len)[:max_seq_length]
 
 
 class StorageTracker:
@@ -188,17 +216,14 @@ def _optimizer(config: RunConfig, model):
     return optimizer_class([p for p in model.parameters() if p.requires_grad], **kwargs)
 
 
-def build_prober(config: RunConfig, rows: list[dict[str, Any]], budget_bytes: int | None) -> tuple[Prober, int]:
-    """Load the run's model with its adapter exactly as training does, and the worst-case sample.
-    Returns the prober and the probe sequence length."""
-    from peftstudio.model.load import (attach_adapter, load_base_model, load_tokenizer, model_location,
-                                        quantization_config)
-
+def build_prober(config: RunConfig, tokens: TokenizedData, budget_bytes: int | None) -> tuple[Prober, int]:
+    """Load the run's model with its adapter exactly as training does, and take the worst-case
+    sample from the plan's tokenized training rows. Returns the prober and the probe sequence length."""
     location = model_location(config.model)
-    tokenizer = load_tokenizer(location, config.model)
     training = config.training
     quantization = quantization_config(config.peft)  # QLoRA probes the 4-bit model it trains
     model = load_base_model(location, config.model, training.precision, training.attention, quantization, config.device)
+    match_vocabulary(model, tokens.setup.tokenizer)  # a pad token the plan's tokenizer added
     # The adapter's initialisation (PiSSA's SVD, LoftQ) does not change its memory: skip it.
     peft = config.peft.model_copy(update={"init": "default"})
     model = attach_adapter(model, peft, config.seed)
@@ -208,5 +233,5 @@ def build_prober(config: RunConfig, rows: list[dict[str, Any]], budget_bytes: in
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model.train()
-    ids = worst_case_ids(tokenizer, rows, training.max_seq_length, training.packing == "on")
+    ids = worst_case_ids(tokens.train, training.max_seq_length, training.packing == "on")
     return Prober(config, model, ids, budget_bytes), len(ids)
