@@ -68,7 +68,7 @@ def load_base_model(location: str, settings: ModelSettings, precision: str, atte
         gpu = int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))
         placement = {"device_map": {"": gpu}}
     try:
-        return AutoModelForCausalLM.from_pretrained(
+        model = AutoModelForCausalLM.from_pretrained(
             location,
             revision=settings.revision,
             trust_remote_code=settings.trust_remote_code,
@@ -79,6 +79,24 @@ def load_base_model(location: str, settings: ModelSettings, precision: str, atte
         )
     except OSError as error:
         raise unreachable_model(settings, error) from None
+    if quantization is not None and device == "cpu":
+        keep_4bit_weights_dequantizable(model)
+    return model
+
+
+def keep_4bit_weights_dequantizable(model) -> None:
+    """Stop bitsandbytes repacking 4-bit weights for its AVX512-BF16 CPU kernel.
+
+    bitsandbytes 0.50 repacks a Linear4bit's weight into another layout on its first forward
+    in eval mode without gradients (an evaluation step, generation) on CPUs with AVX512-BF16,
+    and `dequantize_4bit(weight, quant_state)` then returns wrong values (measured: 145%
+    relative error). peft's DoRA dequantizes the base weight for its column norms on every
+    forward, so a QDoRA run trained on wrong norms after its first evaluation; merge and
+    generate read the weights the same way. Without the repack the regular 4-bit kernel runs.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def lora_config(peft: PeftSettings):
