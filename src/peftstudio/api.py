@@ -90,7 +90,8 @@ def _launch(run_plan: RunPlan, console, worker_arguments: list[str] | None):
     """Save the plan in the run dir, start the workers on it, report what rank 0 wrote."""
     from peftstudio.launch.processes import launch_workers
     from peftstudio.plan.runs import read_run
-    from peftstudio.track.runs import RunDir, write_atomically
+    from peftstudio.files import write_text
+    from peftstudio.track.runs import RunDir
     from peftstudio.train.checkpoints import CheckpointDir, resume_target
     from peftstudio.train.run import TrainResult
 
@@ -99,7 +100,7 @@ def _launch(run_plan: RunPlan, console, worker_arguments: list[str] | None):
     resume_target(CheckpointDir.at(training.checkpoint_dir), training.resume, run_plan.fingerprint, run_plan.identity)
     run_dir = RunDir.at(training.output_dir)
     run_dir.root.mkdir(parents=True, exist_ok=True)
-    write_atomically(run_dir.plan, run_plan.to_json())
+    write_text(run_dir.plan, run_plan.to_json())
     launch_workers(run_plan.config, run_dir.plan, run_dir.root, console, worker_arguments)
     records = read_run(run_dir.root).metrics
     losses = [r["loss"] for r in records if "loss" in r]

@@ -49,9 +49,9 @@ def plan(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CO
 
     run_plan = api.plan(overrides or [], config)
     if out is not None:
-        from peftstudio.track.runs import write_atomically
+        from peftstudio.files import write_text
 
-        write_atomically(out, run_plan.to_json())
+        write_text(out, run_plan.to_json())
         errors.print(f"plan saved to {out} (run it with: peftstudio train --plan {out})", markup=False)
     cost = api.cost(run_plan, price_file)
     if as_json:
@@ -183,9 +183,9 @@ def import_(file: Path = typer.Argument(..., help="HF TrainingArguments/SFTConfi
     if out is None:
         print(result.yaml_text, end="")
     else:
-        from peftstudio.track.runs import write_atomically
+        from peftstudio.files import write_text
 
-        write_atomically(out, result.yaml_text)
+        write_text(out, result.yaml_text)
         console.print(f"[green]wrote[/] {out}  (train with: peftstudio train --config {out})")
     errors.print(f"imported {result.kind}: {len(result.mapped)} key(s) mapped, "
                  f"{len(result.unmapped) + len(result.unset)} not mapped", markup=False)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from peftstudio.diagnose.evidence import read_evidence
 from peftstudio.diagnose.rules import Finding, diagnose_evidence
-from peftstudio.track.runs import write_atomically
+from peftstudio.files import write_json
 
 DIAGNOSIS_FILE = "diagnosis.json"
 
@@ -38,7 +37,7 @@ def diagnose_run(run_dir: Path) -> Diagnosis:
 def write_diagnosis(run_dir: Path) -> Diagnosis:
     """Diagnose RUN_DIR and keep the result as RUN_DIR/diagnosis.json."""
     diagnosis = diagnose_run(run_dir)
-    write_atomically(Path(run_dir) / DIAGNOSIS_FILE, json.dumps(diagnosis.to_dict(), indent=2))
+    write_json(Path(run_dir) / DIAGNOSIS_FILE, diagnosis.to_dict())
     return diagnosis
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from peftstudio.model.load import DTYPES
 from peftstudio.errors import Problem, UserError
 from peftstudio.export.infer import finished_run
-from peftstudio.track.runs import replace_dir
+from peftstudio.files import replace_dir
 
 
 @dataclass(frozen=True)

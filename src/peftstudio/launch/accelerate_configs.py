@@ -15,6 +15,7 @@ import yaml
 
 from peftstudio.config.schema import RunConfig
 from peftstudio.errors import Problem, UserError
+from peftstudio.files import write_text
 
 CONFIG_NAMES = ("single_gpu", "multi_gpu", "fsdp", "deepspeed_zero2", "deepspeed_zero3", "cpu")
 DEFAULT_PORT = 29500
@@ -113,9 +114,7 @@ def write_accelerate_config(name: str, layout: ProcessLayout, path: Path) -> Pat
     """Write the accelerate config `name` to `path` (YAML), replacing what was there."""
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(yaml.safe_dump(accelerate_config(name, layout), sort_keys=False), encoding="utf-8")
-    temporary.replace(path)
+    write_text(path, yaml.safe_dump(accelerate_config(name, layout), sort_keys=False))
     return path
 
 

@@ -18,6 +18,7 @@ import yaml
 
 from peftstudio.config.schema import EMBEDDED_SAMPLE_DATA, RunConfig
 from peftstudio.errors import Problem, UserError
+from peftstudio.files import write_text
 from peftstudio.plan.cost import CostOption
 
 INFRA = {"runpod": "runpod", "lambda": "lambda", "vast": "vast", "local": "kubernetes"}
@@ -125,13 +126,11 @@ _TaskDumper.add_representer(str, _represent_text)
 
 
 def write_task(task: dict[str, Any], values: dict[str, Any], task_path: Path, config_path: Path) -> None:
-    from peftstudio.track.runs import write_atomically
-
     task_path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(config_path, "# the run config of " + task_path.name + " (auto values resolve on the remote GPU)\n"
-                     + yaml.safe_dump(values, sort_keys=False))
+    write_text(config_path, "# the run config of " + task_path.name + " (auto values resolve on the remote GPU)\n"
+               + yaml.safe_dump(values, sort_keys=False))
     header = "# SkyPilot task written by `peftstudio launch`; start it with the command it printed\n"
-    write_atomically(task_path, header + yaml.dump(task, Dumper=_TaskDumper, sort_keys=False))
+    write_text(task_path, header + yaml.dump(task, Dumper=_TaskDumper, sort_keys=False))
 
 
 def launch_command(task: dict[str, Any], task_path: Path, spec: TaskSpec) -> str:

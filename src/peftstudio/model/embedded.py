@@ -24,7 +24,6 @@ import fcntl
 import json
 import logging
 import math
-import os
 import random
 import shutil
 import tempfile
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from peftstudio.data.embedded import (EMBEDDED_MODEL_ID, PRETRAINING_SETTINGS, TINY_ARCHITECTURE, background_text,
                                       embedded_model_dir, recipe_hash, tokenizer_training_text, train_tokenizer)
+from peftstudio.files import replace_dir
 
 if TYPE_CHECKING:
     import torch
@@ -66,7 +66,7 @@ def ensure_embedded_model(cache_dir: Path | None = None) -> Path:
             logger.info("building the embedded tiny model in %s (once, about half a minute)", target)
             build_embedded_model(staging)
             staging.chmod(0o755)  # mkdtemp creates it owner-only; the finished model is not secret
-            os.replace(staging, target)
+            replace_dir(staging, target)
             logger.info("embedded tiny model built in %.1f s", time.monotonic() - started)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from peftstudio.errors import Problem, UserError
+from peftstudio.files import write_json
 
 DATASET_ID = re.compile(r"^[0-9a-f]{32}$")
 KINDS = ("jsonl", "json", "csv", "parquet")
@@ -90,7 +91,7 @@ class DatasetStore:
             partial.replace(self.root / f"{dataset_id}.{info.kind}")
         finally:
             partial.unlink(missing_ok=True)
-        (self.root / f"{dataset_id}.meta.json").write_text(json.dumps(info.to_dict()), encoding="utf-8")
+        write_json(self.root / f"{dataset_id}.meta.json", info.to_dict())
         return info
 
     def info(self, dataset_id: str) -> DatasetInfo:

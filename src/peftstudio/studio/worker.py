@@ -9,12 +9,13 @@ atomically, so a cancelled run keeps its last complete checkpoint.
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from peftstudio.files import write_json
 
 CONFIG_FILE = "config.yaml"
 CONSOLE_LOG = "console.log"
@@ -35,9 +36,7 @@ def run(job_dir: Path) -> int:
         signal.signal(signal.SIGTERM, lambda *_: training.send_signal(signal.SIGTERM))
         signal.signal(signal.SIGINT, lambda *_: training.send_signal(signal.SIGTERM))
         code = training.wait()
-    staged = job_dir / f".{EXIT_STATUS}.tmp"
-    staged.write_text(json.dumps({"exit_code": code, "finished_at": time.time()}), encoding="utf-8")
-    staged.replace(job_dir / EXIT_STATUS)
+    write_json(job_dir / EXIT_STATUS, {"exit_code": code, "finished_at": time.time()})
     return code
 
 

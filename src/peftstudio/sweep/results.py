@@ -3,7 +3,6 @@ results table printed in the terminal."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,8 +10,8 @@ from typing import TYPE_CHECKING
 import yaml
 
 from peftstudio.config.validate import load_config
+from peftstudio.files import write_json, write_text
 from peftstudio.sweep.spec import override_text
-from peftstudio.track.runs import write_atomically
 
 if TYPE_CHECKING:
     from peftstudio.sweep.study import SweepOutcome, TrialSummary
@@ -23,11 +22,11 @@ def write_results(outcome: "SweepOutcome") -> dict[str, Path]:
     files = {"results": outcome.study_dir / "results.json"}
     rows = [{"number": t.number, "state": t.state, "params": t.params, "value": t.value, "seconds": t.seconds,
              "note": t.note, "run_dir": t.run_dir} for t in outcome.trials]
-    write_atomically(files["results"], json.dumps({"metric": outcome.spec.metric.model_dump(), "trials": rows,
-                                                   "best": outcome.best.number if outcome.best else None}, indent=2))
+    write_json(files["results"], {"metric": outcome.spec.metric.model_dump(), "trials": rows,
+                                  "best": outcome.best.number if outcome.best else None})
     if outcome.best is not None:
         files["best"] = outcome.study_dir / "best.yaml"
-        write_atomically(files["best"], best_config_yaml(outcome, outcome.best))
+        write_text(files["best"], best_config_yaml(outcome, outcome.best))
     plot = plot_parallel_coordinates(outcome, outcome.study_dir / "parallel_coordinates.png")
     if plot is not None:
         files["plot"] = plot

@@ -11,6 +11,8 @@ import math
 from pathlib import Path
 from typing import Any, Protocol
 
+from peftstudio.files import write_text
+
 
 class MetricsSink(Protocol):
     def write(self, record: dict[str, Any]) -> None: ...
@@ -70,6 +72,4 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 def truncate_metrics(path: Path, last_step: int) -> None:
     """Keep only records up to `last_step`: a resumed run rewrites what came after its checkpoint."""
     kept = [r for r in read_metrics(path) if r.get("step", math.inf) <= last_step]
-    temporary = path.with_suffix(".jsonl.tmp")
-    temporary.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-    temporary.replace(path)
+    write_text(path, "".join(json.dumps(r) + "\n" for r in kept))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
+
+from peftstudio.files import write_bytes
 
 
 def plot_loss(records: list[dict[str, Any]], path: Path, title: str) -> Path:
@@ -26,8 +29,8 @@ def plot_loss(records: list[dict[str, Any]], path: Path, title: str) -> Path:
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
-    temporary = path.with_name(path.stem + ".tmp.png")
-    figure.savefig(temporary)
+    image = io.BytesIO()
+    figure.savefig(image, format="png")
     plt.close(figure)
-    temporary.replace(path)
+    write_bytes(path, image.getvalue())
     return path

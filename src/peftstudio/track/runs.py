@@ -16,33 +16,12 @@ half-written output that looks complete.
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-
-def write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    temporary.replace(path)
-
-
-def replace_dir(staged: Path, final: Path) -> None:
-    """Move a fully written directory into place, replacing an older one."""
-    if final.exists():
-        trash = final.with_name(f".{final.name}.old")
-        shutil.rmtree(trash, ignore_errors=True)
-        final.rename(trash)
-        staged.rename(final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        staged.rename(final)
+from peftstudio.files import write_text
 
 
 @dataclass(frozen=True)
@@ -87,5 +66,5 @@ class RunDir:
 
     def write_plan(self, plan_json: str, config: dict) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        write_atomically(self.plan, plan_json)
-        write_atomically(self.config, yaml.safe_dump(config, sort_keys=False))
+        write_text(self.plan, plan_json)
+        write_text(self.config, yaml.safe_dump(config, sort_keys=False))

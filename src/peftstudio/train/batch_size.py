@@ -14,7 +14,6 @@ and the peak is measured by tracking every tensor storage alive during the probe
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any, Callable
 from peftstudio.config.schema import RunConfig
 from peftstudio.data.tokenization import TokenizedData
 from peftstudio.errors import EnvironmentProblem, Problem, UserError
+from peftstudio.files import write_json
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.memory import estimate_memory
 from peftstudio.train.probe import Probe, build_prober, release_memory
@@ -57,9 +57,7 @@ class BatchSizeResult:
         """Write the result as JSON (atomically: a temporary file renamed into place)."""
         path = Path(path).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_name(path.name + ".tmp")
-        staging.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        staging.replace(path)
+        write_json(path, self.to_dict())
 
 
 def parse_bytes(text: str, where: str = "--memory-budget") -> int:

@@ -10,7 +10,6 @@ the same reason.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from peftstudio.errors import Problem, UserError
-from peftstudio.track.runs import replace_dir, write_atomically
+from peftstudio.files import fsync_dir, fsync_tree, replace_dir, write_json
 
 STATE_FILE = "peftstudio_state.json"
 STATE_VERSION = 1
@@ -93,11 +92,11 @@ class CheckpointDir:
 
     def commit(self, staged: Path, progress: TrainingProgress) -> Path:
         """Add the run's state to a fully written checkpoint and make it visible."""
-        write_atomically(staged / STATE_FILE, json.dumps(asdict(progress), indent=2))
-        _fsync_tree(staged)
+        write_json(staged / STATE_FILE, asdict(progress))
+        fsync_tree(staged)
         final = self.root / staged.name
         replace_dir(staged, final)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         return final
 
     def rotate(self, keep: int, best_step: int | None) -> None:
@@ -120,22 +119,6 @@ def changed_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str
     ignored = {"training.resume"}
     return [f"{key}: {saved.get(key)!r} → {current.get(key)!r}" for key in sorted(set(saved) | set(current))
             if key not in ignored and saved.get(key) != current.get(key)]
-
-
-def _fsync_tree(root: Path) -> None:
-    for path in root.rglob("*"):
-        if path.is_file():
-            with path.open("rb") as handle:
-                os.fsync(handle.fileno())
-    _fsync_dir(root)
-
-
-def _fsync_dir(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def choose_resume(checkpoints: CheckpointDir, resume: str, fingerprint: str, identity: dict[str, Any]) -> Path | None:

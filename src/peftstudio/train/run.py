@@ -16,7 +16,8 @@ from peftstudio.plan.distributed_checks import SHARDED
 from peftstudio.plan.runplan import RunPlan
 from peftstudio.settings import process_place
 from peftstudio.track.metrics import JsonlSink, MetricsSink, TensorBoardSink, read_metrics, truncate_metrics
-from peftstudio.track.runs import RunDir, replace_dir, write_atomically
+from peftstudio.files import replace_dir, write_json
+from peftstudio.track.runs import RunDir
 from peftstudio.train.checkpoints import CheckpointDir, TrainingProgress, changed_settings, choose_resume, resume_target
 from peftstudio.train.distributed import all_gather, is_main_process, main_process_first
 from peftstudio.train.watchdog import WatchdogStopped
@@ -269,8 +270,6 @@ def _check_replicas_agree(trainer) -> None:
 
 def _write_summary(run_dir: RunDir, trainer, stopped_early: bool, losses: list[float]) -> None:
     """How the run ended, for people and scripts: the best checkpoint is named here too."""
-    import json
-
     progress = trainer.metrics.progress
     best = trainer.checkpoints.root / f"checkpoint-{progress.best_step}" if progress.best_step is not None else None
     summary = {
@@ -285,7 +284,7 @@ def _write_summary(run_dir: RunDir, trainer, stopped_early: bool, losses: list[f
         "best_checkpoint": str(best) if best is not None and best.is_dir() else None,
         "tokens_seen": progress.tokens_seen,
     }
-    write_atomically(run_dir.summary, json.dumps(summary, indent=2))
+    write_json(run_dir.summary, summary)
 
 
 def _result(plan: RunPlan, run_dir: RunDir, resume_from: Path | None, trainer) -> TrainResult:

@@ -1,0 +1,70 @@
+"""Writing outputs so that a reader never sees half of one.
+
+A file is written to a hidden temporary sibling, flushed to disk, then renamed over the target
+(a rename within one directory is atomic); a directory is written in full under a staging name
+and then renamed into place. A killed process therefore leaves either the old output or the new
+one, never a torn one that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Replace `path` with `data`; the temporary file is removed if the write fails."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        with temporary.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.replace(path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    """Replace `path` with `text` (UTF-8)."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Replace `path` with `value` as indented JSON."""
+    write_text(path, json.dumps(value, indent=2) + "\n")
+
+
+def replace_dir(staged: Path, final: Path) -> None:
+    """Move a fully written directory into place, replacing an older one."""
+    if final.exists():
+        trash = final.with_name(f".{final.name}.old")
+        shutil.rmtree(trash, ignore_errors=True)
+        final.rename(trash)
+        staged.rename(final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        staged.rename(final)
+
+
+def fsync_tree(root: Path) -> None:
+    """Flush every file under `root`, and `root` itself, to disk."""
+    for path in root.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+    fsync_dir(root)
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory's entries (the names renamed into it) to disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
