@@ -25,7 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-GIB = 1024**3
+from peftstudio.units import GIB
+
 TOLERANCE = 0.10
 MODELS = {
     "llama-160m": dict(model_type="llama", hidden_size=768, intermediate_size=2048, num_hidden_layers=12,

@@ -13,8 +13,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 from peftstudio.plan.hardware import HardwareProfile  # noqa: E402
+from peftstudio.units import GIB  # noqa: E402
 
-GIB = 1024**3
 CPU = HardwareProfile("cpu", 0, cpu_cores=2, ram_bytes=24 * GIB, disk_free_bytes=100 * GIB,
                       ram_available_bytes=20 * GIB, bitsandbytes_available=True, cpu_name="Intel Xeon (fake)")
 CPU_AMX = HardwareProfile("cpu", 0, cpu_bf16=True, cpu_cores=2, ram_bytes=24 * GIB, disk_free_bytes=100 * GIB,

@@ -215,7 +215,7 @@ def estimate(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] 
     """Predicted peak training memory per micro-batch size, by component, from the model's
     architecture numbers alone (no download, no weights)."""
     from peftstudio import api
-    from peftstudio.train.batch_size import parse_bytes
+    from peftstudio.units import parse_bytes
 
     device_bytes = parse_bytes(device_memory, "--device-memory") if device_memory is not None else None
     result = api.estimate(overrides or [], config, _batch_sizes(batch_sizes), device_bytes=device_bytes)
@@ -232,12 +232,12 @@ def find_batch_size(overrides: Optional[list[str]] = OVERRIDES, config: Optional
     """Probe the device with real training steps on the longest sequence the data produces:
     the largest micro-batch that fits, with gradient_accumulation_steps keeping the effective batch."""
     from peftstudio import api
-    from peftstudio.train.batch_size import parse_bytes
+    from peftstudio.units import format_gib, parse_bytes
 
-    budget = parse_bytes(memory_budget) if memory_budget is not None else None
+    budget = parse_bytes(memory_budget, "--memory-budget") if memory_budget is not None else None
 
     def show(probe) -> None:
-        peak = f"peak {probe.peak_bytes / 1024**3:.3f} GiB" if probe.peak_bytes is not None else "peak n/a"
+        peak = f"peak {format_gib(probe.peak_bytes, 3)}" if probe.peak_bytes is not None else "peak n/a"
         verdict = "[green]ok[/]" if probe.fits else "[red]out of memory[/]"
         console.print(f"probe micro-batch {probe.micro_batch_size:>4}: {verdict}, {peak}, {probe.seconds:.2f} s")
 

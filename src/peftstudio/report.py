@@ -11,8 +11,7 @@ from rich.table import Table
 from peftstudio.config.explain import Explanation, default_text
 from peftstudio.config.introspect import flatten
 from peftstudio.plan.runplan import RunPlan
-
-GIB = 1024**3
+from peftstudio.units import GIB, format_gib
 
 
 def _value(value: Any) -> str:
@@ -34,7 +33,7 @@ def print_plan_summary(console: Console, plan: RunPlan) -> None:
                   f"× accumulation {training.gradient_accumulation_steps} × {training.num_processes} process(es)")
     names = ", ".join(hardware.device_names) or "no accelerator"
     console.print(f"[bold]hardware[/]  {hardware.accelerator} ({names}); {hardware.cpu_cores} CPU cores, "
-                  f"{hardware.ram_bytes / GIB:.1f} GiB RAM, bf16 CPU units: {'yes' if hardware.cpu_bf16 else 'no'}")
+                  f"{format_gib(hardware.ram_bytes)} RAM, bf16 CPU units: {'yes' if hardware.cpu_bf16 else 'no'}")
     for key, decision in plan.chosen().items():
         console.print(f"[bold]{decision.origin:<9}[/] {key} = [green]{_value(decision.value)}[/]: {decision.reason}")
     console.print(f"[bold]outputs[/]   run dir {training.output_dir}, checkpoints {training.checkpoint_dir} "
@@ -72,8 +71,8 @@ def _print_memory(console: Console, plan: RunPlan) -> None:
     parts = ", ".join(f"{name} {value / GIB:.2f}" for name, value in estimate["components"].items())
     device = memory["device_bytes"]
     verdict = ("" if not device else (" [green]fits[/]" if memory["fits"] else " [red]does not fit[/]")
-               + f" in {device / GIB:.1f} GiB")
-    console.print(f"[bold]memory[/]    predicted peak {estimate['total_bytes'] / GIB:.2f} GiB{verdict} "
+               + f" in {format_gib(device)}")
+    console.print(f"[bold]memory[/]    predicted peak {format_gib(estimate['total_bytes'], 2)}{verdict} "
                   f"(micro-batch {estimate['micro_batch_size']}, sequence {estimate['seq_len']}): {parts} GiB")
     if memory.get("recommended_micro_batch"):
         console.print(f"[bold]memory[/]    largest micro-batch predicted to fit: {memory['recommended_micro_batch']} "
@@ -138,8 +137,8 @@ def print_detection(console: Console, detection) -> None:
                   f"bitsandbytes {'installed' if hardware.bitsandbytes_available else 'not installed'}")
     flags = ", ".join(hardware.cpu_bf16_flags) or "none"
     console.print(f"[bold]cpu[/]          {hardware.cpu_name or 'unknown'}: {hardware.cpu_cores} cores, bf16 matrix flags: {flags}")
-    console.print(f"[bold]memory[/]       {hardware.ram_bytes / GIB:.1f} GiB RAM ({hardware.ram_available_bytes / GIB:.1f} GiB available), "
-                  f"{hardware.disk_free_bytes / GIB:.1f} GiB free disk at the output dir")
+    console.print(f"[bold]memory[/]       {format_gib(hardware.ram_bytes)} RAM ({format_gib(hardware.ram_available_bytes)} available), "
+                  f"{format_gib(hardware.disk_free_bytes)} free disk at the output dir")
     for item in detection.recommendations:
         console.print(f"[bold]recommended[/]  {item.key} = [green]{item.value}[/]: {item.reason}")
 
@@ -153,7 +152,7 @@ def print_estimates(console: Console, result) -> None:
                   f"sequence {first.seq_len}, {result.config.training.precision}, attention {result.config.training.attention}, "
                   f"gradient checkpointing {result.config.training.gradient_checkpointing}")
     table = Table(header_style="bold", title=f"predicted peak memory (GiB) on {result.config.device}, "
-                                             f"compared with {device / GIB:.1f} GiB per device")
+                                             f"compared with {format_gib(device)} per device")
     table.add_column("component", no_wrap=True)
     for item in result.estimates:
         table.add_column(f"micro-batch {item.micro_batch_size}", justify="right")

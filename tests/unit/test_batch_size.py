@@ -10,12 +10,10 @@ import pytest
 from rich.console import Console
 
 from peftstudio.data.tokenization import TokenizedRow
-from peftstudio.errors import UserError
-from peftstudio.train.batch_size import candidate_sizes, parse_bytes, search
+from peftstudio.train.batch_size import candidate_sizes, search
 from peftstudio.train.probe import Probe, worst_case_ids
+from peftstudio.units import MIB
 from tests.conftest import run_cli
-
-MIB = 1024**2
 
 
 def fake_device(limit: int):
@@ -53,12 +51,6 @@ def test_the_probe_sample_is_the_longest_tokenized_row_or_a_full_packed_row():
     assert worst_case_ids(rows, 16, packing=False) == [4, 5, 6, 7, 8]
     assert worst_case_ids(rows, 3, packing=False) == [4, 5, 6]
     assert worst_case_ids(rows, 12, packing=True) == [4, 5, 6, 7, 8, 1, 2, 3, 9, 4, 5, 6]
-
-
-def test_memory_amounts():
-    assert parse_bytes("2GiB") == 2 * 1024**3 and parse_bytes("1.5GB") == 1_500_000_000 and parse_bytes("4096") == 4096
-    with pytest.raises(UserError, match="--memory-budget"):
-        parse_bytes("lots")
 
 
 def test_cli_probes_on_cpu_with_a_budget(tmp_path, model_cache):

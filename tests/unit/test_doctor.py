@@ -7,6 +7,7 @@ import os
 
 from peftstudio import api
 from peftstudio.doctor.packages import check_packages
+from peftstudio.units import MIB
 from tests.conftest import CPU, GIB, run_cli
 
 FAST = ["data.max_samples=40"]
@@ -39,7 +40,7 @@ def unwritable_dir(tmp_path):
 
 
 def test_broken_environment_fails_each_check_with_a_fix(tmp_path):
-    full_disk = dataclasses.replace(CPU, disk_free_bytes=1024**2)
+    full_disk = dataclasses.replace(CPU, disk_free_bytes=MIB)
     report = api.doctor([f"data.path={tmp_path}/missing.jsonl", f"training.output_dir={unwritable_dir(tmp_path)}",
                          f"training.checkpoint_dir={tmp_path}/ck", "device=cuda"], hardware=full_disk, environ={})
     checks = statuses(report)

@@ -15,6 +15,7 @@ from peftstudio.config.validate import load_config
 from peftstudio.plan.platforms import NO_PRESET, recommend_platform
 from peftstudio.plan.resolve import resolve
 from peftstudio.plan.pipeline import make_plan
+from peftstudio.units import GIB
 from tests.conftest import CPU, CPU_AMX, FAKE_PROFILES, H100, M4, RTX3070, T4, run_cli
 
 CONF = Path(__file__).resolve().parents[2] / "src" / "peftstudio" / "config" / "conf" / "platform"
@@ -182,7 +183,7 @@ def test_plan_warns_with_numbers_and_overrides_that_fit_on_a_small_gpu():
     plan = make_plan(["model=llama3_8b", "training.micro_batch_size=4"], hardware=RTX3070)
     warning = next(w for w in plan.warnings if "exceeds the 8.0 GiB GPU" in w)
     assert "predicted peak memory" in warning and "peft=qlora" in warning and "GiB" in warning
-    assert plan.memory["fits"] is False and plan.memory["estimate"]["components"]["base weights"] > 8 * 1024**3
+    assert plan.memory["fits"] is False and plan.memory["estimate"]["components"]["base weights"] > 8 * GIB
     t4 = make_plan(["model=llama3_8b", "training.gradient_checkpointing=off"], hardware=T4)
     suggestions = next(w for w in t4.warnings if "exceeds" in w)
     assert "would fit" in suggestions
@@ -197,8 +198,8 @@ def test_plan_on_a_roomy_gpu_recommends_a_micro_batch_and_has_no_memory_warning(
 def test_estimate_api_and_cli(tmp_path):
     result = estimate(["model=llama3_8b"], batch_sizes=[1, 2, 4, 8], hardware=M4)
     totals = [item.total_bytes for item in result.estimates]
-    rented = estimate(["model=llama3_8b", "peft=qlora"], batch_sizes=[1], hardware=CPU, device_bytes=24 * 1024**3)
-    assert rented.to_dict()["device_memory_bytes"] == 24 * 1024**3
+    rented = estimate(["model=llama3_8b", "peft=qlora"], batch_sizes=[1], hardware=CPU, device_bytes=24 * GIB)
+    assert rented.to_dict()["device_memory_bytes"] == 24 * GIB
     assert totals == sorted(totals) and [item.micro_batch_size for item in result.estimates] == [1, 2, 4, 8]
     cli = run_cli("estimate", "model=gemma3_270m", "--batch-sizes", "1,4", "--json", cwd=tmp_path)
     assert cli.returncode == 0, cli.stderr

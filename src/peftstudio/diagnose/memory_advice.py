@@ -5,8 +5,7 @@ from __future__ import annotations
 
 
 from peftstudio.diagnose.evidence import RunEvidence
-
-GIB = 1024**3
+from peftstudio.units import format_gib
 
 
 def candidate_changes(evidence: RunEvidence) -> list[list[str]]:
@@ -42,8 +41,8 @@ def memory_overrides(evidence: RunEvidence) -> tuple[list[str], list[str]]:
         return candidates[0], ["options, least intrusive first: " + "; ".join(" ".join(c) for c in candidates)]
     device, current, peaks = predicted
     fitting = [c for c, peak in zip(candidates, peaks) if peak <= device]
-    lines = [f"predicted peak {current / GIB:.1f} GiB for this run on a {device / GIB:.1f} GiB device"]
-    lines += [f"{' '.join(c)} → {peak / GIB:.1f} GiB{' (fits)' if peak <= device else ''}" for c, peak in zip(candidates, peaks)]
+    lines = [f"predicted peak {format_gib(current)} for this run on a {format_gib(device)} device"]
+    lines += [f"{' '.join(c)} → {format_gib(peak)}{' (fits)' if peak <= device else ''}" for c, peak in zip(candidates, peaks)]
     if not fitting:
         lines.append("none of these fits: use a larger GPU or a quantized base (peft=qlora)")
     return (fitting[0] if fitting else candidates[-1]), lines

@@ -10,14 +10,13 @@ from pathlib import Path
 from peftstudio.config.schema import EMBEDDED_MODEL_ID, RunConfig
 from peftstudio.doctor.result import Check
 from peftstudio.plan.hardware import HardwareProfile
-
-GIB = 1024**3
+from peftstudio.units import format_gib
 
 
 def check_accelerator(hardware: HardwareProfile, config: RunConfig | None) -> Check:
     wanted = config.device if config is not None else "auto"
     if hardware.accelerator == "cuda":
-        names = ", ".join(f"{n} ({m / GIB:.0f} GiB)" for n, m in zip(hardware.device_names, hardware.device_memory_bytes))
+        names = ", ".join(f"{n} ({format_gib(m, 0)})" for n, m in zip(hardware.device_names, hardware.device_memory_bytes))
         return Check("accelerator", "pass", f"CUDA: {names}; compute capability {hardware.compute_capability}; "
                                             f"bf16 {'yes' if hardware.gpu_bf16 else 'no (fp16 with loss scaling)'}; {driver_text()}")
     if wanted == "cuda":

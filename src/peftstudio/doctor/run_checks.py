@@ -11,9 +11,8 @@ from peftstudio.errors import UserError
 from peftstudio.plan.checks import Findings
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.pipeline import Survey
+from peftstudio.units import MIB, format_gib
 
-MIB = 1024**2
-GIB = 1024**3
 # Tokenizer files, trainer/RNG/scheduler state and the peftstudio state in each checkpoint.
 CHECKPOINT_OVERHEAD_BYTES = 20 * MIB
 # Adapter weights in fp32, plus AdamW's two fp32 states per trainable parameter.
@@ -73,10 +72,10 @@ def check_disk(config: RunConfig, hardware: HardwareProfile) -> Check:
     sizes = checkpoint_disk_bytes(config)
     free = hardware.disk_free_bytes
     if sizes is None:
-        return Check("free disk", "warn", f"{free / GIB:.1f} GiB free; checkpoint size unknown (no model.architecture)",
+        return Check("free disk", "warn", f"{format_gib(free)} free; checkpoint size unknown (no model.architecture)",
                      "add model.architecture numbers to estimate it")
     one, need = sizes
-    detail = (f"{free / GIB:.2f} GiB free; checkpoints need up to {need / GIB:.2f} GiB "
+    detail = (f"{format_gib(free, 2)} free; checkpoints need up to {format_gib(need, 2)} "
               f"(keep {config.training.save_total_limit} of {one / MIB:.0f} MiB each, +1 being written, + adapter)")
     if need > free:
         return Check("free disk", "fail", detail, "free disk space, lower training.save_total_limit, or move "

@@ -17,8 +17,8 @@ from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.prices import PriceFile, load_prices
 from peftstudio.plan.runplan import RunPlan
 from peftstudio.plan.throughput import flops_per_token, measured_throughput, tokens_per_second
+from peftstudio.units import GIB
 
-GIB = 1024**3
 # English text in a byte-level BPE vocabulary of 32k-128k entries: about 4 characters a token
 # (plan/pipeline.py estimates with it when the tokenizer cannot be loaded offline).
 CHARS_PER_TOKEN = 4.0

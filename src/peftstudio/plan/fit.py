@@ -13,8 +13,8 @@ from peftstudio.config.schema import RunConfig
 from peftstudio.errors import UserError
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.memory import MemoryEstimate, estimate_memory, largest_fitting_micro_batch, quantization_of
+from peftstudio.units import format_gib
 
-GIB = 1024**3
 SHORTEST_SUGGESTED_SEQUENCE = 256
 RECOMMENDATION_CAP = 64
 
@@ -52,7 +52,7 @@ def check_fit(config: RunConfig, hardware: HardwareProfile) -> FitReport:
         return FitReport(estimate, device, recommended_micro_batch=recommended)
     overrides = fitting_overrides(config, hardware, estimate)
     where = "GPU" if hardware.accelerator == "cuda" else ("unified memory" if hardware.accelerator == "mps" else "RAM")
-    text = (f"predicted peak memory {estimate.total_bytes / GIB:.1f} GiB exceeds the {device / GIB:.1f} GiB {where} "
+    text = (f"predicted peak memory {format_gib(estimate.total_bytes)} exceeds the {format_gib(device)} {where} "
             f"(micro-batch {estimate.micro_batch_size}, sequence {estimate.seq_len}; largest parts: {_largest_parts(estimate)})")
     if overrides:
         text += "; would fit: " + "; ".join(overrides)
@@ -69,18 +69,18 @@ def fitting_overrides(config: RunConfig, hardware: HardwareProfile, estimate: Me
     if fitting is not None and size < estimate.micro_batch_size:
         accumulation = -(-estimate.micro_batch_size * training.gradient_accumulation_steps // size)
         found.append(f"training.micro_batch_size={size} training.gradient_accumulation_steps={accumulation} "
-                     f"(same effective batch) → {fitting.total_bytes / GIB:.1f} GiB")
+                     f"(same effective batch) → {format_gib(fitting.total_bytes)}")
     length = training.max_seq_length // 2
     while length >= SHORTEST_SUGGESTED_SEQUENCE:
         shorter = estimate_memory(config, seq_len=length, micro_batch_size=estimate.micro_batch_size)
         if shorter.fits(device):
-            found.append(f"training.max_seq_length={length} → {shorter.total_bytes / GIB:.1f} GiB")
+            found.append(f"training.max_seq_length={length} → {format_gib(shorter.total_bytes)}")
             break
         length //= 2
     for label, variant in _variants(config):
         trial = estimate_memory(variant, micro_batch_size=estimate.micro_batch_size)
         if trial.fits(device):
-            found.append(f"{label} → {trial.total_bytes / GIB:.1f} GiB")
+            found.append(f"{label} → {format_gib(trial.total_bytes)}")
     return found
 
 
@@ -103,7 +103,7 @@ def combined_override(config: RunConfig, hardware: HardwareProfile, estimate: Me
     if length != config.training.max_seq_length:
         levers.append(f"training.max_seq_length={length}")
     verdict = "would fit" if trial.fits(hardware.device_memory) else "still does not fit: use a smaller model or a larger device"
-    return f"all together ({' '.join(levers)}) → {trial.total_bytes / GIB:.1f} GiB, {verdict}"
+    return f"all together ({' '.join(levers)}) → {format_gib(trial.total_bytes)}, {verdict}"
 
 
 def _merge(config: RunConfig, changed: RunConfig, label: str) -> RunConfig:
@@ -136,4 +136,4 @@ def _quantized(config: RunConfig) -> RunConfig | None:
 
 def _largest_parts(estimate: MemoryEstimate) -> str:
     parts = sorted(estimate.components.items(), key=lambda item: -item[1])[:3]
-    return ", ".join(f"{name} {value / GIB:.1f} GiB" for name, value in parts)
+    return ", ".join(f"{name} {format_gib(value)}" for name, value in parts)

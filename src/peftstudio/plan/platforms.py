@@ -10,8 +10,8 @@ from peftstudio.config.compose import RANK_AUTO, Composition, Origin
 from peftstudio.config.schema import RunConfig
 from peftstudio.config.validate import load_config
 from peftstudio.plan.hardware import HardwareProfile
+from peftstudio.units import GIB
 
-GIB = 1024**3
 # Preset by GPU name first (the name is the surest sign), then by memory class for GPUs
 # without a preset of their own; smaller or bf16-less GPUs get every value resolved directly.
 PRESETS_BY_NAME = (("H100", "h100"), ("H200", "h100"), ("A100", "a100"), ("4090", "rtx4090"))

@@ -15,10 +15,10 @@ from peftstudio.plan.architecture import architecture_of
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.memory import estimate_memory, largest_fitting_micro_batch
 from peftstudio.plan.platforms import recommend_platform
+from peftstudio.units import format_gib
 
 # Above this share of padding tokens, packing pays for itself.
 PACKING_WASTE_THRESHOLD = 0.25
-GIB = 1024**3
 # Largest micro-batch `auto` picks: on CPUs and Apple GPUs a larger batch buys little speed.
 AUTO_MICRO_BATCH_CAP = {"cuda": 64, "mps": 8, "cpu": 8}
 
@@ -104,9 +104,9 @@ def _gradient_checkpointing(values: dict[str, Any], hardware: HardwareProfile, _
         return "on", "accelerator run: trades ~30% step time for a large cut in activation memory; set off when memory allows"
     without, device = fit
     if without <= device:
-        return "off", (f"predicted peak {without / GIB:.1f} GiB without it fits the {device / GIB:.0f} GiB device: "
+        return "off", (f"predicted peak {format_gib(without)} without it fits the {format_gib(device, 0)} device: "
                        "no recomputation, ~30% faster steps")
-    return "on", (f"predicted peak {without / GIB:.1f} GiB without it exceeds the {device / GIB:.0f} GiB device: "
+    return "on", (f"predicted peak {format_gib(without)} without it exceeds the {format_gib(device, 0)} device: "
                   "recompute activations in backward (~30% slower, far less memory)")
 
 
@@ -127,11 +127,11 @@ def _micro_batch_size(values: dict[str, Any], hardware: HardwareProfile, _waste:
         size, estimate = largest_fitting_micro_batch(_with_training(values), hardware, cap)
     except UserError:
         return 1, "no architecture numbers to estimate memory with: 1 (train probes the device for more)"
-    device = hardware.device_memory / GIB
+    device = format_gib(hardware.device_memory, 0)
     if estimate is None:
-        return 1, f"even micro-batch 1 is predicted not to fit the {device:.0f} GiB device (see the memory warning)"
+        return 1, f"even micro-batch 1 is predicted not to fit the {device} device (see the memory warning)"
     limit = f"the cap for {values['device']} runs" if size == cap else "the largest power of two that fits"
-    return size, (f"{limit}: predicted peak {estimate.total_bytes / GIB:.1f} GiB of {device:.0f} GiB "
+    return size, (f"{limit}: predicted peak {format_gib(estimate.total_bytes)} of {device} "
                   "(train measures it with probes first)")
 
 

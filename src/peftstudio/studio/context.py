@@ -13,8 +13,7 @@ from peftstudio.studio.datasets import DatasetStore
 from peftstudio.studio.jobs import JobStore
 from peftstudio.studio.runner import JobRunner
 from peftstudio.studio.wizard import Translation, WizardState, translate
-
-MIB = 1024**2
+from peftstudio.units import MIB
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from peftstudio.errors import EnvironmentProblem, Problem
+from peftstudio.units import MIB
 
 
 def start_studio(host: str, port: int, data_dir: Path, token: str | None, max_upload_mb: int, max_running: int) -> None:
@@ -18,7 +19,7 @@ def start_studio(host: str, port: int, data_dir: Path, token: str | None, max_up
     except ImportError as error:
         raise EnvironmentProblem(Problem("studio", f"the web packages are missing ({error.name})",
                                          "pip install 'peftstudio' with its dependencies (fastapi, uvicorn)")) from None
-    from peftstudio.studio.context import MIB, StudioSettings
+    from peftstudio.studio.context import StudioSettings
     from peftstudio.studio.server import serve
 
     serve(StudioSettings(host=host, port=port, data_dir=data_dir, token=token,

@@ -12,8 +12,7 @@ from typing import Any
 
 from peftstudio.errors import Problem, UserError
 from peftstudio.plan.hardware import HardwareProfile
-
-GIB = 1024**3
+from peftstudio.units import GIB
 CHEAPEST_SHOWN = 3
 
 

@@ -14,7 +14,6 @@ and the peak is measured by tracking every tensor storage alive during the probe
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -26,12 +25,10 @@ from peftstudio.files import write_json
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.memory import estimate_memory
 from peftstudio.train.probe import Probe, build_prober, release_memory
-
-GIB = 1024**3
+from peftstudio.units import format_gib, parse_bytes
 
 BUDGET_ENV = "PEFTSTUDIO_MEMORY_BUDGET"
 RAM_SHARE_FOR_CPU_PROBES = 0.9
-_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
 
 
 @dataclass(frozen=True)
@@ -58,15 +55,6 @@ class BatchSizeResult:
         path = Path(path).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, self.to_dict())
-
-
-def parse_bytes(text: str, where: str = "--memory-budget") -> int:
-    """`2GiB`, `1.5GB`, `500MiB` or a plain number of bytes."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
-    unit = match.group(2).lower() if match else ""
-    if not match or unit not in _UNITS or float(match.group(1)) <= 0:
-        raise UserError(Problem(where, f"{text!r} is not an amount of memory", "write e.g. 2GiB, 1500MB or 2147483648"))
-    return int(float(match.group(1)) * _UNITS[unit])
 
 
 def candidate_sizes(effective_batch: int, max_size: int | None) -> list[int]:
@@ -162,4 +150,4 @@ def estimator_seed(config: RunConfig, hardware: HardwareProfile, budget: int | N
         if needed > limit:
             break
         seed = size
-    return seed, f"largest micro-batch the estimate fits in {limit / GIB:.2f} GiB at sequence {seq_len}"
+    return seed, f"largest micro-batch the estimate fits in {format_gib(limit, 2)} at sequence {seq_len}"

@@ -18,8 +18,7 @@ from typing import Any
 from peftstudio.config.schema import RunConfig
 from peftstudio.data.tokenization import TokenizedData, TokenizedRow
 from peftstudio.model.load import attach_adapter, load_base_model, match_vocabulary, model_location, quantization_config
-
-GIB = 1024**3
+from peftstudio.units import format_gib
 
 
 class ProbeOutOfMemory(Exception):
@@ -151,7 +150,7 @@ class Prober:
         try:
             peak = self._step(micro_batch_size)
             if self.budget is not None and peak > self.budget:
-                raise ProbeOutOfMemory(f"measured peak {peak / GIB:.3f} GiB is over the budget of {self.budget / GIB:.3f} GiB",
+                raise ProbeOutOfMemory(f"measured peak {format_gib(peak, 3)} is over the budget of {format_gib(self.budget, 3)}",
                                        peak)
             return Probe(micro_batch_size, True, peak, time.perf_counter() - start)
         except ProbeOutOfMemory as error:
