@@ -2,8 +2,9 @@
 
 import pytest
 
+from peftstudio.config.overrides import override_text
 from peftstudio.errors import UserError
-from peftstudio.sweep.spec import load_sweep, override_text
+from peftstudio.sweep.spec import load_sweep
 from tests.conftest import run_cli
 
 GOOD = """

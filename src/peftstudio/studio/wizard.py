@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from peftstudio.config.compose import ALL_GROUPS, group_options
 from peftstudio.config.introspect import find_field, flatten
+from peftstudio.config.overrides import override_value, quoted
 from peftstudio.config.schema import EMBEDDED_MODEL_ID
 from peftstudio.errors import Problem
 
@@ -66,7 +67,7 @@ def translate(state: WizardState, dataset_path: Path | None) -> Translation:
     for key, value in state.values.items():
         _add_value(result, key, value)
     if dataset_path is not None:
-        result.overrides.append(f"data.path={_quote(str(dataset_path))}")
+        result.overrides.append(f"data.path={quoted(str(dataset_path))}")
     return result
 
 
@@ -100,25 +101,17 @@ def _add_value(result: Translation, key: str, value: Any) -> None:
 
 def format_value(value: Any, type_text: str) -> str:
     """A value in the override grammar; free text for string keys is quoted, as a shell user would."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, (int, float)):
-        return repr(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return override_value(value)
     if isinstance(value, list):
-        return "[" + ",".join(_quote(str(item)) for item in value) + "]"
+        return "[" + ",".join(quoted(str(item)) for item in value) + "]"
     text = str(value).strip()
     if text in ("", "null"):
         return "null"
     if "list[" in type_text and not text.startswith("[") and "," in text:
-        return "[" + ",".join(_quote(part.strip()) for part in text.split(",") if part.strip()) + "]"
+        return "[" + ",".join(quoted(part.strip()) for part in text.split(",") if part.strip()) + "]"
     is_text_field = "str" in type_text and "list[" not in type_text and "dict[" not in type_text
-    return _quote(text) if is_text_field else text
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return quoted(text) if is_text_field else text
 
 
 def _unsafe_value(key: str, text: str) -> Problem | None:

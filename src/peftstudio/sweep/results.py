@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from peftstudio.config.overrides import override_text
 from peftstudio.config.validate import load_config
 from peftstudio.files import write_json, write_text
-from peftstudio.sweep.spec import override_text
 
 if TYPE_CHECKING:
     from peftstudio.sweep.study import SweepOutcome, TrialSummary

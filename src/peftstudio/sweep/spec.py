@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from peftstudio.config.compose import ALL_GROUPS
 from peftstudio.config.introspect import find_field
+from peftstudio.config.overrides import override_text
 from peftstudio.config.validate import load_config
 from peftstudio.errors import Problem, UserError
 
@@ -110,25 +111,6 @@ class SweepSpec(_Strict):
 
     def grid_size(self) -> int:
         return len(list(itertools.product(*self.grid().values()))) if self.method == "grid" else 0
-
-
-def override_text(key: str, value: Any) -> str:
-    """`key=value` in Hydra's override grammar (lists bracketed, odd strings quoted)."""
-    if isinstance(value, bool):
-        return f"{key}={str(value).lower()}"
-    if value is None:
-        return f"{key}=null"
-    if isinstance(value, (list, tuple)):
-        return f"{key}=[{','.join(_scalar(v) for v in value)}]"
-    return f"{key}={_scalar(value)}"
-
-
-def _scalar(value: Any) -> str:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return repr(value)
-    text = str(value)
-    plain = text.replace("_", "").replace("-", "").replace(".", "").replace("/", "").replace(":", "").isalnum()
-    return text if plain else "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def load_sweep(path: Path) -> SweepSpec:

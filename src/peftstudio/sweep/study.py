@@ -16,8 +16,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from peftstudio.config.overrides import override_text
 from peftstudio.errors import PeftStudioError
-from peftstudio.sweep.spec import SweepSpec, load_sweep, override_text
+from peftstudio.sweep.spec import SweepSpec, load_sweep
 from peftstudio.plan.runs import read_run
 
 DEFAULT_TRIALS = 10
