@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import tempfile
 import textwrap
 from dataclasses import dataclass, field
@@ -22,11 +21,10 @@ from typing import Any, Callable
 import yaml
 
 from peftstudio.errors import Problem, UserError
+from peftstudio.redact import REDACTED, is_secret_name
 
 Mapped = list[tuple[str, Any]]  # (dotted peftstudio key, value) pairs one source key becomes
 Rule = Callable[[Any, dict[str, Any]], Mapped]
-_SECRET_NAME = re.compile(r"(^token$|hub_token|auth_token|access_token|hf_token|api_?key|secret|password|credential)",
-                          re.IGNORECASE)
 _UNSET = (None, False, "", [], {})
 
 
@@ -489,4 +487,4 @@ def _unmapped_comments(result: ImportResult) -> str:
 
 def describe_value(key: str, value: Any) -> str:
     """A value as it may be shown to the user: credential-like keys are never echoed."""
-    return "<redacted>" if _SECRET_NAME.search(key) else json.dumps(value, default=str)[:80]
+    return REDACTED if is_secret_name(key) else json.dumps(value, default=str)[:80]

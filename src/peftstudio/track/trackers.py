@@ -12,18 +12,16 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-import re
 from pathlib import Path
 from typing import Any
 
-# A setting whose name looks like a credential is never sent, whatever its value.
-_SECRET_NAME = re.compile(r"(token|secret|password|api_key|apikey|credential)", re.IGNORECASE)
+from peftstudio.redact import is_secret_name
 
 
 def loggable_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """Flattened settings fit for a tracker: no credential-like keys, lists as text."""
     return {key: (value if isinstance(value, (int, float, str, bool)) or value is None else str(value))
-            for key, value in settings.items() if not _SECRET_NAME.search(key)}
+            for key, value in settings.items() if not is_secret_name(key)}
 
 
 def numeric_metrics(record: dict[str, Any]) -> dict[str, float]:
