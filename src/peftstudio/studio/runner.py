@@ -152,7 +152,7 @@ class JobRunner:
         return job
 
     def kill_all(self) -> None:
-        """Stop every job this studio started (used by tests and `--stop-jobs-on-exit`)."""
+        """Stop every job this studio started (tests call it so that no training outlives them)."""
         with self._lock:
             for child in self._children.values():
                 if child.poll() is None:

@@ -168,7 +168,7 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
     from transformers import PrinterCallback
 
     from peftstudio.train.callbacks import ConsoleProgress, InfWeightsAtStep, KillAtStep, MetricsCallback, injected_fault
-    from peftstudio.train.trainer import StudioTrainer, sft_config
+    from peftstudio.train.trainer import CheckpointingSFTTrainer, sft_config
     from peftstudio.train.watchdog import NanWatchdog
 
     config, training = plan.config, plan.config.training
@@ -190,7 +190,7 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
         callbacks.append(KillAtStep(injected_fault("kill_at_step")))
     if injected_fault("inf_weights") is not None:
         callbacks.append(InfWeightsAtStep(injected_fault("inf_weights")))
-    trainer = StudioTrainer(
+    trainer = CheckpointingSFTTrainer(
         model=model,
         args=sft_config(plan, checkpoints.root, validation is not None),
         train_dataset=Dataset.from_dict(data.as_columns(data.train)),

@@ -46,7 +46,7 @@ def sft_config(plan: RunPlan, checkpoint_dir: Path, has_validation: bool) -> SFT
         ddp_find_unused_parameters=False,  # every adapter weight takes part in every step
         gradient_checkpointing=training.gradient_checkpointing == "on",
         # The rows arrive tokenized, already limited to max_seq_length (data.overlong) and with
-        # their labels masked per training.loss_on (build.tokenization, TRL's masking rules),
+        # their labels masked per training.loss_on (data/tokenization.py, TRL's masking rules),
         # so TRL's own truncation and mask flags have nothing left to do. TRL refuses a
         # max_length with padding-free batching and no bin packing: there it must be None.
         max_length=None if training.packing == "on" else training.max_seq_length,
@@ -85,7 +85,7 @@ def sft_config(plan: RunPlan, checkpoint_dir: Path, has_validation: bool) -> SFT
     )
 
 
-class StudioTrainer(SFTTrainer):
+class CheckpointingSFTTrainer(SFTTrainer):
     """SFTTrainer that counts non-padding tokens and commits checkpoints atomically."""
 
     def __init__(self, *args, checkpoints: CheckpointDir, metrics: MetricsCallback, save_total_limit: int, **kwargs):
