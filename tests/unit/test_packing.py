@@ -14,8 +14,6 @@ from peftstudio.data.prepare import prepare_data
 from peftstudio.data.tokenization import IGNORE, tokenize_row
 from peftstudio.config.schema import DataSettings
 
-pytest.importorskip("trl")
-
 
 @pytest.fixture(scope="module")
 def rows_and_tokenizer(model_cache):

@@ -14,7 +14,7 @@ from peftstudio.config.explain import Explanation, explain
 from peftstudio.config.introspect import FieldDoc, find_field, literal_choices
 from peftstudio.plan.hardware import HardwareProfile
 
-# The fields each step edits; keys that this build's schema lacks are skipped.
+# The fields each step edits.
 STEP_FIELDS = {
     2: ["peft.r", "peft.alpha", "peft.dropout", "peft.target_modules", "peft.quantization", "peft.double_quant"],
     3: ["optim.learning_rate", "optim.lr_scheduler", "optim.warmup_ratio", "optim.warmup_steps",
@@ -61,22 +61,18 @@ def steps() -> list[dict[str, Any]]:
     """The seven steps with the fields each edits."""
     result = []
     for number, title in STEP_TITLES.items():
-        docs = [find_field(key) for key in STEP_FIELDS.get(number, [])]
-        result.append({"step": number, "title": title, "fields": [field_info(doc) for doc in docs if doc]})
+        result.append({"step": number, "title": title,
+                       "fields": [field_info(find_field(key)) for key in STEP_FIELDS.get(number, [])]})
     return result
 
 
 def presets() -> dict[str, Any]:
     """Every group's options with their summary line and the values they set."""
-    groups = {}
-    for group in ("model", "peft", "training", "optim", "logging", "experiment", "platform"):
-        try:
-            groups[group] = [_option_info(group, option) for option in group_options(group)]
-        except FileNotFoundError:
-            continue
-    for option in groups.get("logging", []):
+    groups = {group: [_option_info(group, option) for option in group_options(group)]
+              for group in ("model", "peft", "training", "optim", "logging", "experiment", "platform")}
+    for option in groups["logging"]:
         option["secrets"] = TRACKER_SECRETS.get(option["name"], [])
-    for option in groups.get("model", []):
+    for option in groups["model"]:
         option["memory"] = preset_memory(option["name"])
     return groups
 

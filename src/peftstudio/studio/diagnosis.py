@@ -1,20 +1,16 @@
-"""`peftstudio diagnose` findings for a failed job's page, when this build has `diagnose`."""
+"""`peftstudio diagnose` findings for a failed job's page."""
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
+
+from peftstudio.diagnose import report
+from peftstudio.errors import PeftStudioError
 
 
 def diagnose_run(run_dir: Path) -> dict[str, Any]:
     """The diagnosis as JSON, or why there is none."""
-    try:
-        report = importlib.import_module("peftstudio.diagnose.report")
-    except ImportError:
-        return {"available": False, "reason": "`diagnose` is not in this build"}
-    from peftstudio.errors import PeftStudioError
-
     try:
         return {"available": True, **report.diagnose_run(run_dir).to_dict()}
     except PeftStudioError:

@@ -1,34 +1,24 @@
 """Compute targets (this machine, or a provider's GPU type) and the time/cost of a plan on
-them, read from the CLI's price file and cost model (plan/prices.py, plan/cost.py).
-
-The studio holds no prices of its own: in a build without the cost model the compute step
-offers this machine only and the panel says the model is missing.
+them, read from the CLI's price file and cost model (plan/prices.py, plan/cost.py): the
+studio holds no prices of its own.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from peftstudio.errors import Problem, UserError
+from peftstudio.plan.cost import cost_report, gpu_profile
 from peftstudio.plan.hardware import HardwareProfile
+from peftstudio.plan.prices import load_prices
 from peftstudio.units import GIB
+
 CHEAPEST_SHOWN = 3
-
-
-def _cost_model():
-    try:
-        return importlib.import_module("peftstudio.plan.cost"), importlib.import_module("peftstudio.plan.prices")
-    except ImportError:
-        return None
 
 
 def provider_targets() -> list[dict[str, Any]]:
     """Every provider × GPU type of the price file, with memory and US$ per GPU-hour."""
-    modules = _cost_model()
-    if modules is None:
-        return []
-    prices = modules[1].load_prices()
+    prices = load_prices()
     return [{"provider": provider, "gpu": gpu, "memory_bytes": int(prices.gpus[gpu].memory_gib * GIB),
              "price_low": low, "price_high": high, "prices_updated": prices.updated.isoformat()}
             for provider, offers in prices.providers.items() for gpu, (low, high) in offers.items()]
@@ -38,25 +28,20 @@ def target_hardware(provider: str, gpu: str | None, local: HardwareProfile) -> H
     """The hardware a plan is checked against: this machine, or one GPU of the chosen type."""
     if provider == "local":
         return local
-    modules = _cost_model()
-    if modules is not None:
-        prices = modules[1].load_prices()
-        if gpu in prices.providers.get(provider, {}):
-            spec = prices.gpus[gpu]
-            return modules[0].gpu_profile(gpu, spec.memory_gib, spec.bf16)
+    prices = load_prices()
+    if gpu in prices.providers.get(provider, {}):
+        spec = prices.gpus[gpu]
+        return gpu_profile(gpu, spec.memory_gib, spec.bf16)
     raise UserError(Problem("compute", f"unknown provider/GPU {provider}/{gpu}",
                             "pick this machine, or a provider and GPU type from the list"))
 
 
 def cost_estimate(plan, provider: str, gpu: str | None) -> dict[str, Any]:
     """Hours (and US$ on a rented GPU) of `plan`, with the cheapest GPUs that fit it."""
-    modules = _cost_model()
-    if modules is None:
-        return {"available": False, "reason": "the time and cost model (plan/cost.py) is not in this build"}
-    report = modules[0].cost_report(plan)
+    report = cost_report(plan)
     cheapest = [{"provider": o.provider, "gpu": o.gpu, "hours": o.hours, "cost_low": o.cost_low,
                  "cost_high": o.cost_high} for o in report.options[:CHEAPEST_SHOWN]]
-    common = {"available": True, "cheapest": cheapest, "prices_updated": report.prices_updated,
+    common = {"cheapest": cheapest, "prices_updated": report.prices_updated,
               "assumptions": list(report.assumptions)}
     if provider == "local":
         local = report.local

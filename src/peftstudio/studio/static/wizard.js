@@ -181,7 +181,6 @@ function stepCompute() {
                                       onclick: () => pick(p.provider, p.gpu) },
         h("div", { class: "name" }, `${p.provider} · ${p.gpu}`),
         h("div", { class: "meta" }, `${formatBytes(p.memory_bytes)} · ${money(p.price_low, p.price_high)} per hour`)))),
-    providers.length ? null : h("p", { class: "muted" }, "No cloud price file in this build: only this machine can be estimated."),
     h("div", { id: "estimate-detail" })];
 }
 
@@ -342,7 +341,6 @@ function money(low, high) {
 }
 
 function costView(cost) {
-  if (!cost.available) return h("p", { class: "muted", id: "estimate-cost" }, "Time and cost: " + cost.reason);
   return h("div", { id: "estimate-cost" },
     h("table", { class: "kv" },
       h("tr", {}, h("td", {}, "time"), h("td", { id: "estimate-hours" }, cost.hours === null ? "–" : formatDuration(cost.hours * 3600))),
