@@ -206,9 +206,22 @@ def detect(as_json: bool = typer.Option(False, "--json", help="print the profile
     _show(api.detect(output_dir), as_json, "peftstudio.report:print_detection")
 
 
+def _parse_batch_sizes(text: str) -> list[int]:
+    """`--batch-sizes` as a list. An option callback, so click reports a bad value as a usage
+    error (usage line, exit 2) before the command runs."""
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or any(size < 1 for size in sizes):
+        raise typer.BadParameter(f"{text!r} is not a list of positive integers; write e.g. --batch-sizes 1,2,4,8")
+    return sizes
+
+
 @app.command()
 def estimate(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG,
-             batch_sizes: str = typer.Option("1,2,4,8", "--batch-sizes", help="micro-batch sizes, comma-separated"),
+             batch_sizes: str = typer.Option("1,2,4,8", "--batch-sizes", callback=_parse_batch_sizes,
+                                              help="micro-batch sizes, comma-separated"),
              as_json: bool = typer.Option(False, "--json", help="print the estimates as one JSON object"),
              device_memory: Optional[str] = typer.Option(None, "--device-memory", help="compare with a device of this "
                                                          "size (e.g. 24GiB) instead of this machine's")) -> None:
@@ -218,7 +231,7 @@ def estimate(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] 
     from peftstudio.units import parse_bytes
 
     device_bytes = parse_bytes(device_memory, "--device-memory") if device_memory is not None else None
-    result = api.estimate(overrides or [], config, _batch_sizes(batch_sizes), device_bytes=device_bytes)
+    result = api.estimate(overrides or [], config, batch_sizes, device_bytes=device_bytes)
     _show(result, as_json, "peftstudio.report:print_estimates")
 
 
@@ -258,18 +271,6 @@ def _show(result, as_json: bool, printer: str) -> None:
         return
     module, function = printer.split(":")
     getattr(importlib.import_module(module), function)(console, result)
-
-
-def _batch_sizes(text: str) -> list[int]:
-    from peftstudio.errors import Problem, UserError
-
-    try:
-        sizes = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        sizes = []
-    if not sizes or any(size < 1 for size in sizes):
-        raise UserError(Problem("--batch-sizes", f"{text!r} is not a list of positive integers", "write e.g. --batch-sizes 1,2,4,8"))
-    return sizes
 
 
 @app.command()
@@ -374,6 +375,8 @@ def main() -> None:
     try:
         # Without standalone mode click returns the exit code of typer.Exit instead of exiting.
         code = app(standalone_mode=False)
+    except typer.TyperException as error:
+        sys.exit(_report_click_error(error))
     except PeftStudioError as error:
         if debug:
             raise
@@ -386,11 +389,6 @@ def main() -> None:
         errors.print("interrupted")
         sys.exit(130)
     except Exception as error:  # noqa: BLE001 - a run failure, reported as exit 1
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
         if debug:
             raise
         errors.print("run failed:", style="bold red", end=" ")
@@ -398,3 +396,20 @@ def main() -> None:
                      markup=False, highlight=False)
         sys.exit(EXIT_RUN_FAILED)
     sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+def _report_click_error(error: typer.TyperException) -> int:
+    """Print a command-line error as click does and return its exit code. A usage error (unknown
+    command or option, missing argument, bad value) prints the usage line, the help hint and the
+    message with click's did-you-mean, and exits 2.
+
+    typer vendors click, so these are typer's exception classes: the separate click package's
+    ClickException never matches them."""
+    # For no_args_is_help typer has already printed the rich help; the error's own text is empty.
+    if error.format_message():
+        show = getattr(error, "show", None)
+        if show is not None:
+            show()
+        else:
+            errors.print(f"Error: {error.format_message()}", markup=False, highlight=False)
+    return error.exit_code
