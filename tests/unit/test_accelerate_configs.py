@@ -10,7 +10,7 @@ from peftstudio.errors import UserError
 from peftstudio.launch.accelerate_configs import (CONFIG_NAMES, ProcessLayout, config_name_for, train_overrides,
                                                   write_accelerate_config)
 from peftstudio.plan.pipeline import make_plan
-from tests.conftest import CPU, H100, run_cli
+from tests.conftest import CPU, H100
 
 EXPECTED_TYPE = {"single_gpu": DistributedType.NO, "multi_gpu": DistributedType.MULTI_GPU,
                  "fsdp": DistributedType.FSDP, "deepspeed_zero2": DistributedType.DEEPSPEED,
@@ -76,12 +76,3 @@ def test_a_run_picks_its_config():
     gpus = H100.__class__(**{**H100.to_dict(), "device_count": 8})
     assert config_name_for(make_plan(["training.distributed=fsdp", "training.num_processes=8"], hardware=gpus).config) == "fsdp"
     assert config_name_for(make_plan([], hardware=H100).config) == "single_gpu"
-
-
-def test_cli_writes_a_config(tmp_path):
-    result = run_cli("accelerate-config", "deepspeed_zero3", "--out", "z3.yaml", "--num-processes", "4", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "training.distributed=deepspeed_zero3 training.num_processes=4" in result.stdout
-    assert load_config_from_file(str(tmp_path / "z3.yaml")).deepspeed_config["zero_stage"] == 3
-    bad = run_cli("accelerate-config", "tpu", "--out", "t.yaml", cwd=tmp_path)
-    assert bad.returncode == 2 and "'tpu' is not an accelerate config" in bad.stderr

@@ -1,7 +1,6 @@
 """`explain` reads the schema and the shipped groups."""
 
 from peftstudio.config.explain import explain
-from tests.conftest import run_cli
 
 
 def test_explain_a_key_has_type_range_default_and_doc():
@@ -24,10 +23,3 @@ def test_explain_a_group_lists_its_options():
 def test_explain_an_option():
     option = explain("peft=dora").options[0]
     assert option.sets["use_dora"] is True
-
-
-def test_cli_explain_and_unknown(tmp_path):
-    result = run_cli("explain", "optim.learning_rate", cwd=tmp_path)
-    assert result.returncode == 0 and "1e-06–0.01" in result.stdout
-    result = run_cli("explain", "optim.learnin_rate", cwd=tmp_path)
-    assert result.returncode == 2 and "did you mean optim.learning_rate" in result.stderr

@@ -10,7 +10,6 @@ import yaml
 from peftstudio.config.importers import import_file
 from peftstudio.config.validate import load_config
 from peftstudio.errors import UserError
-from tests.conftest import run_cli
 
 WIZARD = {"algorithm": "qlora", "rank": 8, "alpha": 16, "quantization": "nf4", "double_quantization": True,
           "learning_rate": 2e-4, "batch_size": 1, "gradient_accumulation_steps": 16, "num_epochs": 2,
@@ -107,11 +106,3 @@ def test_unknown_shape_is_a_user_error(tmp_path):
     source.write_text(json.dumps({"foo": 1}))
     with pytest.raises(UserError, match="not a recognised config"):
         import_file(source)
-
-
-def test_cli_writes_a_yaml_that_plans(tmp_path, model_cache):
-    (tmp_path / "wizard.json").write_text(json.dumps(WIZARD))
-    result = run_cli("import", "wizard.json", "--out", "run.yaml", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "imported wizard JSON: 10 key(s) mapped, 0 not mapped" in result.stderr
-    assert run_cli("validate", "run.yaml", cwd=tmp_path).returncode == 0

@@ -1,11 +1,7 @@
-"""launch: the SkyPilot task for each provider, loaded by SkyPilot's own parser when it is
-installed (make test puts it in .venv-sky; pip would downgrade this venv's click), plus the
-checks that stop a task that could not work."""
+"""launch: the SkyPilot task for each provider, plus the checks that stop a task that could
+not work. SkyPilot's own parser loads the tasks in tests/integration/test_launch_skypilot.py."""
 
 import json
-import os
-import subprocess
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -13,9 +9,6 @@ import yaml
 
 from peftstudio import api
 from peftstudio.errors import UserError
-
-ROOT = Path(__file__).resolve().parents[2]
-SKY_PYTHON = os.environ.get("PEFTSTUDIO_SKY_PYTHON") or str(ROOT / ".venv-sky/bin/python")
 
 
 @pytest.fixture(scope="module")
@@ -61,33 +54,6 @@ def test_spot_task_keeps_checkpoints_in_the_bucket(tasks):
     assert remote["training"]["checkpoint_dir"] == "/peftstudio/state/checkpoints"
     assert remote["training"]["resume"] == "auto" and remote["training"]["precision"] == "auto"
     assert result.command.startswith("sky jobs launch")
-
-
-@pytest.mark.skipif(not Path(SKY_PYTHON).is_file(),
-                    reason=f"SkyPilot's parser not installed at {SKY_PYTHON} (make test creates .venv-sky)")
-def test_skypilot_parses_every_task(tasks, tmp_path):
-    paths = [str(r.task_path) for r in tasks[0].values()]
-    script = textwrap.dedent("""
-        import json, sys
-        import sky
-        out = {}
-        for path in sys.argv[1:]:
-            task = sky.Task.from_yaml(path)
-            (resources,) = task.resources
-            out[path] = {"cloud": str(resources.cloud), "accelerators": resources.accelerators,
-                         "spot": resources.use_spot, "mounts": sorted(task.file_mounts or {}),
-                         "storage": sorted(task.storage_mounts or {})}
-        print(json.dumps(out))
-    """)
-    result = subprocess.run([SKY_PYTHON, "-c", script, *paths], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "HOME": str(tmp_path)})
-    assert result.returncode == 0, result.stderr[-2000:]
-    parsed = json.loads(result.stdout.strip().splitlines()[-1])
-    runpod, vast, local = (parsed[p] for p in paths)
-    assert runpod["cloud"] == "RunPod" and not runpod["spot"]
-    assert vast["cloud"] == "Vast" and vast["spot"] and vast["accelerators"] == {"RTX4090": 1}
-    assert vast["storage"] == ["/peftstudio/state"]
-    assert local["cloud"] == "Kubernetes"
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -9,7 +9,7 @@ gradient checkpointing, quantization) moves which number.
 
 Activation terms follow what PyTorch autograd actually saves for a Llama-style block with
 LoRA adapters (see `_block_bytes_per_token`); they are checked on CPU against the bytes that
-`torch.autograd.graph.saved_tensors_hooks` sees (tests/unit/test_memory.py) and against a
+`torch.autograd.graph.saved_tensors_hooks` sees (tests/integration/test_memory_calibration.py) and against a
 measured training step (benchmarks/estimator_cpu.py).
 
 The estimate reads a resolved config: `plan.resolve` turns `auto` into values for a machine
