@@ -11,6 +11,7 @@ or `EMBEDDED_MODEL_ID` (config checks, `plan`) stays instant.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -116,6 +117,7 @@ def tokenizer_training_text(background: list[str]) -> list[str]:
 
 
 
+@functools.cache  # regenerating the background text costs ~0.2 s, and `plan` asks for the dir every time
 def recipe_hash() -> str:
     """Short hash of everything that decides the built bytes: settings, template, training text."""
     text = "\n".join(tokenizer_training_text(background_text()))
