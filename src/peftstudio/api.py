@@ -15,6 +15,7 @@ from peftstudio.errors import Problem, UserError
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.pipeline import make_plan, plan_with_data
 from peftstudio.plan.runplan import RunPlan
+from peftstudio.train.faults import NO_FAULTS, Faults
 
 __all__ = ["explain", "Explanation", "plan", "train", "validate_files", "generate", "merge", "import_config",
            "make_plan", "detect", "estimate", "write_accelerate_config",
@@ -29,12 +30,13 @@ def plan(overrides: list[str] | None = None, config_file: Path | None = None,
 
 def train(overrides: list[str] | None = None, config_file: Path | None = None, console=None,
           on_plan=None, callbacks: list | None = None, plan_file: Path | None = None,
-          hardware: HardwareProfile | None = None, worker_arguments: list[str] | None = None):
+          hardware: HardwareProfile | None = None, faults: Faults = NO_FAULTS, memory_budget: int | None = None):
     """Plan (or read the saved plan `plan_file`, checked against this machine and the data),
     save it, then execute it: in this process, or in the workers of a multi-process run, each
     executing the same saved plan. `on_plan(plan)` is called once the plan is final (to print
-    it); `callbacks` are extra trainer callbacks (a sweep's pruning hook); `worker_arguments`
-    are passed on to each worker's `train` (test hooks)."""
+    it); `callbacks` are extra trainer callbacks (a sweep's pruning hook); `faults` are
+    injected by tests (in every worker too); `memory_budget` (bytes) bounds the probes of
+    micro_batch_size=auto."""
     from rich.console import Console
 
     from peftstudio.settings import process_place
@@ -43,13 +45,13 @@ def train(overrides: list[str] | None = None, config_file: Path | None = None, c
     place = process_place()
     run_plan, data = _plan_to_execute(overrides, config_file, plan_file, hardware)
     if run_plan.decisions["training.micro_batch_size"].origin == "auto" and not place.launched:
-        run_plan = _measure_micro_batch(run_plan, data, console)
+        run_plan = _measure_micro_batch(run_plan, data, console, memory_budget)
     if on_plan is not None and not place.launched:
         on_plan(run_plan)
     quiet_libraries(interactive=console.is_terminal)
     if run_plan.config.training.num_processes > 1 and not place.launched:
-        return _launch(run_plan, console, worker_arguments)
-    return _train_here(run_plan, data, console, callbacks)
+        return _launch(run_plan, console, faults)
+    return _train_here(run_plan, data, console, callbacks, faults)
 
 
 def _plan_to_execute(overrides, config_file, plan_file, hardware):
@@ -68,7 +70,7 @@ def _plan_to_execute(overrides, config_file, plan_file, hardware):
     return run_plan, execution_data(run_plan, hardware, str(plan_file))
 
 
-def _train_here(run_plan: RunPlan, data, console, callbacks):
+def _train_here(run_plan: RunPlan, data, console, callbacks, faults: Faults):
     """Execute the plan in this process; a run the watchdog stopped gets its diagnosis."""
     from peftstudio.diagnose.report import DIAGNOSIS_FILE, write_diagnosis
     from peftstudio.settings import process_place
@@ -76,7 +78,7 @@ def _train_here(run_plan: RunPlan, data, console, callbacks):
     from peftstudio.train.watchdog import WatchdogStopped
 
     try:
-        return run_training(run_plan, data, console, callbacks)
+        return run_training(run_plan, data, console, callbacks, faults)
     except WatchdogStopped as stopped:
         if not process_place().is_main:
             raise
@@ -86,7 +88,7 @@ def _train_here(run_plan: RunPlan, data, console, callbacks):
                               f"(diagnosis in {stopped.run_dir / DIAGNOSIS_FILE})") from None
 
 
-def _launch(run_plan: RunPlan, console, worker_arguments: list[str] | None):
+def _launch(run_plan: RunPlan, console, faults: Faults):
     """Save the plan in the run dir, start the workers on it, report what rank 0 wrote."""
     from peftstudio.launch.processes import launch_workers
     from peftstudio.plan.runs import read_run
@@ -101,7 +103,7 @@ def _launch(run_plan: RunPlan, console, worker_arguments: list[str] | None):
     run_dir = RunDir.at(training.output_dir)
     run_dir.root.mkdir(parents=True, exist_ok=True)
     write_text(run_dir.plan, run_plan.to_json())
-    launch_workers(run_plan.config, run_dir.plan, run_dir.root, console, worker_arguments)
+    launch_workers(run_plan.config, run_dir.plan, run_dir.root, console, faults.as_arguments())
     records = read_run(run_dir.root).metrics
     losses = [r["loss"] for r in records if "loss" in r]
     final_step = max((r["step"] for r in records), default=0)
@@ -213,7 +215,7 @@ def find_batch_size(overrides: list[str] | None = None, config_file: Path | None
     return result
 
 
-def _measure_micro_batch(run_plan: RunPlan, data, console) -> RunPlan:
+def _measure_micro_batch(run_plan: RunPlan, data, console, budget_bytes: int | None) -> RunPlan:
     """micro_batch_size=auto: confirm the estimator's pick with real probes before training,
     and keep the effective batch by raising the accumulation if a smaller one is needed."""
     from peftstudio.train.batch_size import find_batch_size as search_device
@@ -221,7 +223,7 @@ def _measure_micro_batch(run_plan: RunPlan, data, console) -> RunPlan:
 
     quiet_libraries(interactive=console.is_terminal)
     console.print("[bold]probing[/]   micro_batch_size=auto: measuring the largest micro-batch that fits")
-    result = search_device(run_plan.config, data, run_plan.hardware,
+    result = search_device(run_plan.config, data, run_plan.hardware, budget_bytes=budget_bytes,
                            on_probe=lambda p: console.print(f"  probe micro-batch {p.micro_batch_size}: "
                                                             f"{'ok' if p.fits else 'out of memory'} ({p.seconds:.1f} s)"))
     return with_measured_micro_batch(run_plan, result)

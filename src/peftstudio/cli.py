@@ -29,6 +29,8 @@ _state = {"debug": False}
 
 OVERRIDES = typer.Argument(None, help="key.sub=value, group=option, +experiment=NAME, ~key", show_default=False)
 CONFIG = typer.Option(None, "--config", "-c", help="a YAML or JSON config file, applied before OVERRIDES")
+# For tests that must kill or break a real run in a subprocess: KIND=STEP[,KIND=STEP], see train/faults.py.
+INJECT_FAULT = typer.Option(None, "--inject-fault", hidden=True)
 
 
 @app.callback()
@@ -67,15 +69,20 @@ def plan(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CO
 @app.command()
 def train(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG,
           plan_file: Optional[Path] = typer.Option(None, "--plan", help="execute this saved plan (peftstudio plan "
-                                                   "--out FILE) exactly; checked against this machine and the data")) -> None:
+                                                   "--out FILE) exactly; checked against this machine and the data"),
+          inject_fault: Optional[str] = INJECT_FAULT,
+          memory_budget: Optional[str] = typer.Option(None, "--memory-budget", hidden=True)) -> None:
     """Compose → validate → resolve → train, or execute a saved plan. Resumes from the newest
     complete checkpoint of the same run unless training.resume=never. With no arguments: the
     embedded tiny model on the bundled sample data, on CPU, in about a minute."""
     from peftstudio import api
     from peftstudio.report import print_plan_summary
+    from peftstudio.train.faults import Faults
+    from peftstudio.units import parse_bytes
 
     result = api.train(overrides or [], config, console, on_plan=lambda p: print_plan_summary(console, p),
-                       plan_file=plan_file)
+                       plan_file=plan_file, faults=Faults.parse(inject_fault),
+                       memory_budget=parse_bytes(memory_budget, "--memory-budget") if memory_budget is not None else None)
     if not result.report:
         return
     run_dir = result.run_dir
@@ -303,7 +310,8 @@ def sweep(sweep_file: Path = typer.Argument(..., help="a sweep YAML: method, met
           trials: Optional[int] = typer.Option(None, "--trials", "-n", min=1,
                                                help="finished trials the study should hold (grid: all by default)"),
           study_dir: Optional[Path] = typer.Option(None, "--study-dir",
-                                                   help="where study.db, trials/, best.yaml go (default sweeps/NAME)")) -> None:
+                                                   help="where study.db, trials/, best.yaml go (default sweeps/NAME)"),
+          inject_fault: Optional[str] = INJECT_FAULT) -> None:
     """Hyperparameter search with Optuna (bayes = TPE, random, grid); each trial is a normal train
     run in its own dir, pruned on eval loss; rerun the same command to continue the study.
 
@@ -314,6 +322,7 @@ def sweep(sweep_file: Path = typer.Argument(..., help="a sweep YAML: method, met
     from peftstudio.api import quiet_libraries
     from peftstudio.sweep.results import print_results
     from peftstudio.sweep.study import run_sweep
+    from peftstudio.train.faults import Faults
 
     def show(trial) -> None:
         params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
@@ -321,7 +330,8 @@ def sweep(sweep_file: Path = typer.Argument(..., help="a sweep YAML: method, met
         console.print(f"trial {trial.number}  {params}  → {result}  ({trial.seconds:.1f} s) {trial.note}", markup=False)
 
     quiet_libraries(interactive=False)
-    print_results(console, run_sweep(sweep_file, trials, study_dir, console, on_trial=show))
+    print_results(console, run_sweep(sweep_file, trials, study_dir, console, on_trial=show,
+                                     faults=Faults.parse(inject_fault)))
 
 
 class Provider(str, Enum):

@@ -31,11 +31,10 @@ def test_cli_probes_on_cpu_with_a_budget(tmp_path, model_cache):
 def test_micro_batch_auto_probes_at_the_start_of_train(tmp_path, model_cache, monkeypatch):
     from peftstudio import api
 
-    monkeypatch.setenv("PEFTSTUDIO_MEMORY_BUDGET", "20MiB")
     monkeypatch.chdir(tmp_path)
     console = Console(file=io.StringIO(), width=200)
     result = api.train(["training.micro_batch_size=auto", "training.num_batches=2", "data.max_samples=40",
-                        "data.validation_split=0"], console=console)
+                        "data.validation_split=0"], console=console, memory_budget=20 * MIB)
     plan = json.loads((result.run_dir.root / "plan.json").read_text())
     search_result = plan["batch_size_search"]
     training = plan["config"]["training"]

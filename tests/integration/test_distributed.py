@@ -27,8 +27,7 @@ SINGLE = ["training.gradient_accumulation_steps=4"]
 
 def train(workdir, *extra, fault=None):
     workdir.mkdir(exist_ok=True)
-    env = {"PEFTSTUDIO_FAULT_INJECT": fault} if fault else {}
-    return run_cli("train", *COMMON, *extra, cwd=workdir, env=env)
+    return run_cli("train", *COMMON, *extra, *(["--inject-fault", fault] if fault else []), cwd=workdir)
 
 
 def losses(workdir):
@@ -41,7 +40,7 @@ def test_two_process_ddp_equals_one_process_and_resumes_after_a_kill(model_cache
     reference = train(single, *SINGLE)
     assert reference.returncode == 0, reference.stderr
 
-    killed = train(ddp, *DDP, fault="kill_at_step:3")
+    killed = train(ddp, *DDP, fault="kill_at_step=3")
     assert killed.returncode == 1, killed.stdout + killed.stderr
     assert "a training process failed" in killed.stderr
     checkpoint_root = ddp / "checkpoints/ckpts"

@@ -32,6 +32,6 @@ def test_find_batch_size_and_auto_micro_batch_use_the_plans_chat_template(tmp_pa
     assert found.returncode == 0, found.stderr
     assert json.loads((tmp_path / "batch.json").read_text())["probes"]
     trained = run_cli("train", *run, "training.micro_batch_size=auto", "training.num_batches=1",
-                      "data.validation_split=0", env={"PEFTSTUDIO_MEMORY_BUDGET": "64MiB"}, cwd=tmp_path)
+                      "data.validation_split=0", "--memory-budget", "64MiB", cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr
     assert "probe micro-batch" in trained.stdout

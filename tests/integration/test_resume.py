@@ -15,8 +15,7 @@ ARGS = ["training.num_batches=14", "training.save_interval_steps=5", "training.l
 
 
 def train(workdir, *extra, fault=None):
-    env = {"PEFTSTUDIO_FAULT_INJECT": fault} if fault else {}
-    return run_cli("train", *ARGS, *extra, cwd=workdir, env=env)
+    return run_cli("train", *ARGS, *extra, *(["--inject-fault", fault] if fault else []), cwd=workdir)
 
 
 def records(workdir):
@@ -45,7 +44,7 @@ def test_same_seed_same_metrics(straight, tmp_path):
 
 
 def test_kill_mid_epoch_then_resume_equals_straight_run(straight, tmp_path):
-    killed = train(tmp_path, fault="kill_at_step:9")
+    killed = train(tmp_path, fault="kill_at_step=9")
     assert killed.returncode == -9, killed.stderr
     assert max(r["step"] for r in records(tmp_path)) > 5, "metrics past the checkpoint were written before the kill"
     resumed = train(tmp_path)
@@ -57,7 +56,7 @@ def test_kill_mid_epoch_then_resume_equals_straight_run(straight, tmp_path):
 
 
 def test_kill_during_checkpoint_write_then_resume(straight, tmp_path):
-    killed = train(tmp_path, fault="kill_in_checkpoint:10")
+    killed = train(tmp_path, fault="kill_in_checkpoint=10")
     assert killed.returncode == -9, killed.stderr
     checkpoint_root = tmp_path / "checkpoints/ckpts"
     assert not (checkpoint_root / "checkpoint-10").exists(), "a half-written checkpoint must not be visible"
@@ -70,14 +69,14 @@ def test_kill_during_checkpoint_write_then_resume(straight, tmp_path):
 
 
 def test_resume_never_starts_over(straight, tmp_path):
-    assert train(tmp_path, fault="kill_at_step:6").returncode == -9
+    assert train(tmp_path, fault="kill_at_step=6").returncode == -9
     result = train(tmp_path, "training.resume=never")
     assert result.returncode == 0 and "resuming" not in result.stdout
     assert_same_run(straight, tmp_path)
 
 
 def test_resume_with_changed_settings_warns(straight, tmp_path):
-    assert train(tmp_path, fault="kill_at_step:6").returncode == -9
+    assert train(tmp_path, fault="kill_at_step=6").returncode == -9
     result = train(tmp_path, "optim.learning_rate=0.001")
     assert result.returncode == 0, result.stderr
     assert "settings changed since the checkpoint" in result.stdout and "optim.learning_rate: 0.005 → 0.001" in result.stdout

@@ -27,8 +27,8 @@ def test_bayes_sweep_killed_mid_trial_continues_where_it_stopped(model_cache, tm
     sweep = write_sweep(tmp_path / "bayes.yaml", method="bayes", pruner={"type": "none"},
                         parameters={"optim.learning_rate": {"distribution": "log_uniform_values", "min": 1e-3, "max": 1e-2},
                                     "peft.r": {"values": [4, 8]}})
-    killed = run_cli("sweep", str(sweep), "--trials", "3", "--study-dir", "study", cwd=tmp_path,
-                     env={"PEFTSTUDIO_FAULT_INJECT": "kill_at_step:3"})
+    killed = run_cli("sweep", str(sweep), "--trials", "3", "--study-dir", "study", "--inject-fault", "kill_at_step=3",
+                     cwd=tmp_path)
     assert killed.returncode == -9, killed.stderr
     assert (tmp_path / "study/trials/trial-000/checkpoints/checkpoint-2").is_dir()
 

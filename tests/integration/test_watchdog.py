@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 def test_nan_run_is_stopped_and_diagnosed(model_cache, tmp_path):
     result = run_cli("train", "training.num_batches=12", "training.log_interval_steps=1", "training.nan_patience=2",
                      "training.micro_batch_size=2", "training.save_interval_steps=12", "data.max_samples=40",
-                     cwd=tmp_path, env={"PEFTSTUDIO_FAULT_INJECT": "inf_weights:3"})
+                     "--inject-fault", "inf_weights=3", cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     assert "stopped by the watchdog: loss was NaN/inf for 2 consecutive logs (steps 3-4)" in result.stderr
     assert "Traceback" not in result.stderr

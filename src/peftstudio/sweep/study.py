@@ -20,6 +20,7 @@ from peftstudio.config.overrides import override_text
 from peftstudio.errors import PeftStudioError
 from peftstudio.sweep.spec import SweepSpec, load_sweep
 from peftstudio.plan.runs import read_run
+from peftstudio.train.faults import NO_FAULTS, Faults
 
 DEFAULT_TRIALS = 10
 # TPE samples at random until this many trials finished (Optuna's default, 10, would make a
@@ -164,14 +165,14 @@ class TrialFailed(Exception):
     """A trial's run failed (bad combination, NaN loss, no metric); the sweep goes on."""
 
 
-def run_trial(study, spec: SweepSpec, study_dir: Path) -> TrialSummary:
+def run_trial(study, spec: SweepSpec, study_dir: Path, faults: Faults = NO_FAULTS) -> TrialSummary:
     """One trial through Optuna's own loop (so samplers such as the grid can stop the study)."""
     import optuna
 
     outcome: dict[str, Any] = {}
 
     def objective(trial) -> float:
-        return _train_trial(trial, spec, study_dir, outcome)
+        return _train_trial(trial, spec, study_dir, outcome, faults)
 
     started = time.perf_counter()
     try:
@@ -190,7 +191,7 @@ def run_trial(study, spec: SweepSpec, study_dir: Path) -> TrialSummary:
     return TrialSummary(trial.number, state, dict(trial.params), value, seconds, note, outcome.get("trial_dir", ""))
 
 
-def _train_trial(trial, spec: SweepSpec, study_dir: Path, outcome: dict[str, Any]) -> float:
+def _train_trial(trial, spec: SweepSpec, study_dir: Path, outcome: dict[str, Any], faults: Faults) -> float:
     import optuna
     from rich.console import Console
 
@@ -202,7 +203,8 @@ def _train_trial(trial, spec: SweepSpec, study_dir: Path, outcome: dict[str, Any
     outcome["trial_dir"] = str(trial_dir)
     reporter = PruningReporter(trial, spec.metric.record_key)
     try:
-        api.train(trial_overrides(spec, params, trial_dir), console=Console(quiet=True), callbacks=[reporter])
+        api.train(trial_overrides(spec, params, trial_dir), console=Console(quiet=True), callbacks=[reporter],
+                  faults=faults)
     except (PeftStudioError, RuntimeError, ValueError) as error:
         message = str(error).splitlines()[0][:300]
         trial.set_user_attr("error", message)
@@ -241,8 +243,9 @@ def summaries(study) -> list[TrialSummary]:
 
 
 def run_sweep(path: Path, trials: int | None = None, study_dir: Path | None = None, console=None,
-              on_trial=None) -> SweepOutcome:
-    """Validate the sweep file, then run trials until the study holds `trials` finished ones."""
+              on_trial=None, faults: Faults = NO_FAULTS) -> SweepOutcome:
+    """Validate the sweep file, then run trials until the study holds `trials` finished ones;
+    `faults` (injected by tests) go to every trial."""
     from peftstudio.sweep.results import write_results
 
     spec = load_sweep(Path(path))
@@ -255,7 +258,7 @@ def run_sweep(path: Path, trials: int | None = None, study_dir: Path | None = No
         target = min(target, spec.grid_size())
     ran = 0
     while counted_trials(study) < target and not _grid_exhausted(study, spec):
-        summary = run_trial(study, spec, study_dir)
+        summary = run_trial(study, spec, study_dir, faults)
         ran += 1
         if on_trial is not None:
             on_trial(summary)

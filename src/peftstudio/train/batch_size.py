@@ -7,9 +7,9 @@ then bisects. Only divisors of the effective batch are tried, so gradient accumu
 the effective batch exactly.
 
 The out-of-memory signal is the device's own (torch.cuda.OutOfMemoryError), or a byte budget
-(`--memory-budget`, or PEFTSTUDIO_MEMORY_BUDGET): a probe whose measured peak exceeds it takes
-the same path as a real OOM. On CPU and MPS the budget defaults to 90% of the available RAM,
-and the peak is measured by tracking every tensor storage alive during the probe.
+(`budget_bytes`, from `--memory-budget`): a probe whose measured peak exceeds it takes the same
+path as a real OOM. On CPU and MPS the budget defaults to 90% of the available RAM, and the
+peak is measured by tracking every tensor storage alive during the probe.
 """
 
 from __future__ import annotations
@@ -25,9 +25,8 @@ from peftstudio.files import write_json
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.memory import estimate_memory
 from peftstudio.train.probe import Probe, build_prober, release_memory
-from peftstudio.units import format_gib, parse_bytes
+from peftstudio.units import format_gib
 
-BUDGET_ENV = "PEFTSTUDIO_MEMORY_BUDGET"
 RAM_SHARE_FOR_CPU_PROBES = 0.9
 
 
@@ -90,12 +89,8 @@ def search(candidates: list[int], seed: int, probe: Callable[[int], Probe]) -> t
 
 def memory_budget(device: str, explicit: int | None, available_ram: int) -> tuple[int | None, str]:
     """The byte budget probes must stay under, and where it comes from (None: the device's own OOM)."""
-    import os
-
     if explicit is not None:
         return explicit, "--memory-budget"
-    if os.environ.get(BUDGET_ENV):
-        return parse_bytes(os.environ[BUDGET_ENV], BUDGET_ENV), BUDGET_ENV
     if device == "cuda":
         return None, "the GPU's own out-of-memory error"
     return int(available_ram * RAM_SHARE_FOR_CPU_PROBES), f"{RAM_SHARE_FOR_CPU_PROBES:.0%} of the available RAM"

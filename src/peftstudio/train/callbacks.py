@@ -118,15 +118,6 @@ class MetricsCallback(TrainerCallback):
             sink.write(record)
 
 
-def injected_fault(kind: str) -> int | None:
-    """The step at which a test asked for a fault, via PEFTSTUDIO_FAULT_INJECT=kind:step.
-    Kinds: kill_at_step, kill_in_checkpoint (SIGKILL at an exact point, for resume tests) and
-    inf_weights (an adapter weight set to infinity, so the loss really turns NaN)."""
-    spec = os.environ.get("PEFTSTUDIO_FAULT_INJECT", "")
-    name, _, step = spec.partition(":")
-    return int(step) if name == kind and step.isdigit() else None
-
-
 def kill_self() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 

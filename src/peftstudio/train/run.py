@@ -20,6 +20,7 @@ from peftstudio.files import replace_dir, write_json
 from peftstudio.track.runs import RunDir
 from peftstudio.train.checkpoints import CheckpointDir, TrainingProgress, changed_settings, choose_resume, resume_target
 from peftstudio.train.distributed import all_gather, is_main_process, main_process_first
+from peftstudio.train.faults import NO_FAULTS, Faults
 from peftstudio.train.watchdog import WatchdogStopped
 
 log = logging.getLogger("peftstudio")
@@ -39,10 +40,11 @@ class TrainResult:
     report: bool = True  # False in the workers of a multi-process run: their launcher reports
 
 
-def run_training(plan: RunPlan, data: TokenizedData, console, callbacks: list | None = None) -> TrainResult:
+def run_training(plan: RunPlan, data: TokenizedData, console, callbacks: list | None = None,
+                 faults: Faults = NO_FAULTS) -> TrainResult:
     """Train `plan` on `data` in this process (one worker of a multi-process run, or the only
     process); resumes from the newest complete checkpoint of the same run. `callbacks` are
-    extra trainer callbacks (a sweep's pruning hook)."""
+    extra trainer callbacks (a sweep's pruning hook); `faults` are injected by tests."""
     if not is_main_process():
         console = Console(quiet=True)  # one voice: rank 0's
     training = plan.config.training
@@ -59,7 +61,7 @@ def run_training(plan: RunPlan, data: TokenizedData, console, callbacks: list | 
             log.info("resuming from %s at step %d", resume_from, progress.step)
             _warn_changed_settings(console, progress, settings)
         sinks = _open_sinks(plan, run_dir, progress.step if resume_from else None) if is_main_process() else []
-        trainer = _build_trainer(plan, data, checkpoints, progress, sinks, console, callbacks or [])
+        trainer = _build_trainer(plan, data, checkpoints, progress, sinks, console, callbacks or [], faults)
         try:
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         except Exception as error:
@@ -160,14 +162,14 @@ def _open_sinks(plan: RunPlan, run_dir: RunDir, resumed_step: int | None) -> lis
 
 
 def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDir, progress: TrainingProgress,
-                   sinks: list[MetricsSink], console, extra_callbacks: list):
+                   sinks: list[MetricsSink], console, extra_callbacks: list, faults: Faults):
     from datasets import Dataset
 
     from peftstudio.model.load import (attach_adapter, load_base_model, match_vocabulary, model_location,
                                         needs_conversion, quantization_config)
     from transformers import PrinterCallback
 
-    from peftstudio.train.callbacks import ConsoleProgress, InfWeightsAtStep, KillAtStep, MetricsCallback, injected_fault
+    from peftstudio.train.callbacks import ConsoleProgress, MetricsCallback
     from peftstudio.train.trainer import CheckpointingSFTTrainer, sft_config
     from peftstudio.train.watchdog import NanWatchdog
 
@@ -186,10 +188,7 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
     callbacks = [metrics, ConsoleProgress(console, plan.schedule.optimizer_steps), *extra_callbacks]
     if training.nan_patience is not None:
         callbacks.append(NanWatchdog(training.nan_patience))
-    if injected_fault("kill_at_step") is not None:
-        callbacks.append(KillAtStep(injected_fault("kill_at_step")))
-    if injected_fault("inf_weights") is not None:
-        callbacks.append(InfWeightsAtStep(injected_fault("inf_weights")))
+    callbacks += faults.callbacks()
     trainer = CheckpointingSFTTrainer(
         model=model,
         args=sft_config(plan, checkpoints.root, validation is not None),
@@ -200,6 +199,7 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
         checkpoints=checkpoints,
         metrics=metrics,
         save_total_limit=training.save_total_limit,
+        faults=faults,
     )
     trainer.remove_callback(PrinterCallback)  # ConsoleProgress prints the log lines
     return trainer

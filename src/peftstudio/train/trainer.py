@@ -11,8 +11,9 @@ import torch
 from trl import SFTConfig, SFTTrainer
 
 from peftstudio.plan.runplan import RunPlan
-from peftstudio.train.callbacks import MetricsCallback, injected_fault, kill_self
+from peftstudio.train.callbacks import MetricsCallback, kill_self
 from peftstudio.train.checkpoints import CheckpointDir
+from peftstudio.train.faults import NO_FAULTS, Faults
 
 
 def sft_config(plan: RunPlan, checkpoint_dir: Path, has_validation: bool) -> SFTConfig:
@@ -86,13 +87,16 @@ def sft_config(plan: RunPlan, checkpoint_dir: Path, has_validation: bool) -> SFT
 
 
 class CheckpointingSFTTrainer(SFTTrainer):
-    """SFTTrainer that counts non-padding tokens and commits checkpoints atomically."""
+    """SFTTrainer that counts non-padding tokens and commits checkpoints atomically.
+    `faults.kill_in_checkpoint` kills it between staging a checkpoint and committing it."""
 
-    def __init__(self, *args, checkpoints: CheckpointDir, metrics: MetricsCallback, save_total_limit: int, **kwargs):
+    def __init__(self, *args, checkpoints: CheckpointDir, metrics: MetricsCallback, save_total_limit: int,
+                 faults: Faults = NO_FAULTS, **kwargs):
         super().__init__(*args, **kwargs)
         self.checkpoints = checkpoints
         self.metrics = metrics
         self.save_total_limit = save_total_limit
+        self.faults = faults
         self._staging: Path | None = None
 
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -137,7 +141,7 @@ class CheckpointingSFTTrainer(SFTTrainer):
     def _commit(self, staged: Path) -> None:
         progress = self.metrics.progress  # the callback keeps it current; the checkpoint stores it
         progress.step = self.state.global_step
-        if injected_fault("kill_in_checkpoint") == self.state.global_step:
+        if self.faults.kill_in_checkpoint == self.state.global_step:
             kill_self()
         self.checkpoints.commit(staged, progress)
         self.checkpoints.rotate(self.save_total_limit, progress.best_step)
