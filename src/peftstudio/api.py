@@ -15,6 +15,7 @@ from peftstudio.errors import Problem, UserError
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.pipeline import make_plan, plan_with_data
 from peftstudio.plan.runplan import RunPlan
+from peftstudio.settings import process_place
 from peftstudio.train.faults import NO_FAULTS, Faults
 
 __all__ = ["explain", "Explanation", "plan", "train", "validate_files", "generate", "merge", "import_config",
@@ -25,7 +26,7 @@ __all__ = ["explain", "Explanation", "plan", "train", "validate_files", "generat
 def plan(overrides: list[str] | None = None, config_file: Path | None = None,
          hardware: HardwareProfile | None = None) -> RunPlan:
     """The fully resolved, checked plan of a run; loads no weights."""
-    return make_plan(overrides, config_file, hardware)
+    return make_plan(overrides, config_file, hardware, process_place())
 
 
 def train(overrides: list[str] | None = None, config_file: Path | None = None, console=None,
@@ -39,11 +40,9 @@ def train(overrides: list[str] | None = None, config_file: Path | None = None, c
     micro_batch_size=auto."""
     from rich.console import Console
 
-    from peftstudio.settings import process_place
-
     console = console or Console()
     place = process_place()
-    run_plan, data = _plan_to_execute(overrides, config_file, plan_file, hardware)
+    run_plan, data = _plan_to_execute(overrides, config_file, plan_file, hardware, place)
     if run_plan.decisions["training.micro_batch_size"].origin == "auto" and not place.launched:
         run_plan = _measure_micro_batch(run_plan, data, console, memory_budget)
     if on_plan is not None and not place.launched:
@@ -54,10 +53,11 @@ def train(overrides: list[str] | None = None, config_file: Path | None = None, c
     return _train_here(run_plan, data, console, callbacks, faults)
 
 
-def _plan_to_execute(overrides, config_file, plan_file, hardware):
-    """(plan, tokenized data): planned now, or read from `plan_file` and checked."""
+def _plan_to_execute(overrides, config_file, plan_file, hardware, place):
+    """(plan, tokenized data): planned now (for a process at `place`), or read from `plan_file`
+    and checked."""
     if plan_file is None:
-        return plan_with_data(overrides, config_file, hardware, require_tokenizer=True)
+        return plan_with_data(overrides, config_file, hardware, require_tokenizer=True, place=place)
     from peftstudio.plan.hardware import detect
     from peftstudio.plan.pipeline import execution_data
 
@@ -73,7 +73,6 @@ def _plan_to_execute(overrides, config_file, plan_file, hardware):
 def _train_here(run_plan: RunPlan, data, console, callbacks, faults: Faults):
     """Execute the plan in this process; a run the watchdog stopped gets its diagnosis."""
     from peftstudio.diagnose.report import DIAGNOSIS_FILE, write_diagnosis
-    from peftstudio.settings import process_place
     from peftstudio.train.run import run_training
     from peftstudio.train.watchdog import WatchdogStopped
 
@@ -206,7 +205,7 @@ def find_batch_size(overrides: list[str] | None = None, config_file: Path | None
     writes the result (every probe included) to `output` as JSON when given."""
     from peftstudio.train.batch_size import find_batch_size as search_device
 
-    run_plan, data = plan_with_data(overrides, config_file, hardware, require_tokenizer=True)
+    run_plan, data = plan_with_data(overrides, config_file, hardware, require_tokenizer=True, place=process_place())
     quiet_libraries(interactive=False)
     result = search_device(run_plan.config, data, run_plan.hardware, max_size=max_size,
                            budget_bytes=budget_bytes, on_probe=on_probe)

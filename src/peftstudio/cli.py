@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -14,6 +13,7 @@ import typer
 from rich.console import Console
 
 from peftstudio.errors import EXIT_ENVIRONMENT, EXIT_OK, EXIT_RUN_FAILED, EXIT_USER_ERROR, PeftStudioError
+from peftstudio.settings import quiet_tokenizer_threads
 
 app = typer.Typer(
     help="Configure, check and run LoRA / QLoRA / DoRA / QDoRA / rsLoRA / PiSSA / OLoRA fine-tuning. "
@@ -381,7 +381,7 @@ def studio(host: str = typer.Option("127.0.0.1", help="address to bind; anything
 def main() -> None:
     """Console entry point: user errors become one message and exit 2, never a traceback."""
     debug = "--debug" in sys.argv[1:]
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    quiet_tokenizer_threads()
     try:
         # Without standalone mode click returns the exit code of typer.Exit instead of exiting.
         code = app(standalone_mode=False)

@@ -1,7 +1,9 @@
-"""Every environment variable peftstudio honours, read in this one module.
+"""Every environment variable peftstudio honours, read (or set for a library) in this one module.
 
 Production code asks this module, never `os.environ`, so the full list of what changes
-peftstudio's behaviour from outside lives here (and in the README's table).
+peftstudio's behaviour from outside lives here, and the README's table is rendered from it
+(`environment_table()`). Test hooks are not environment variables: fault injection, memory
+budgets and a process's place reach the code as arguments.
 """
 
 from __future__ import annotations
@@ -10,11 +12,37 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-# name → what it does; the README's table is this list.
+# name → what it does; the README's "Environment variables" table is this list.
 HONOURED = {
-    "PEFTSTUDIO_CACHE": "where the embedded model is built and cached (default ~/.cache/peftstudio)",
-    "RANK / WORLD_SIZE / LOCAL_RANK": "set by torchrun / accelerate launch: this process is a worker of a multi-process run",
+    "PEFTSTUDIO_CACHE": "where the embedded model is built and cached (default `~/.cache/peftstudio`)",
+    "PEFTSTUDIO_STUDIO_TOKEN": "the default of `studio --token`: the token every page and API call must carry",
+    "RANK": "set by torchrun / accelerate launch: this process's rank in a multi-process run (default 0)",
+    "WORLD_SIZE": "set by torchrun / accelerate launch: the processes of the run (default 1); a plan "
+                  "whose `training.num_processes` differs is refused",
+    "LOCAL_RANK": "set by torchrun / accelerate launch: this process is a worker (it trains, never launches); "
+                  "a quantized model loads onto this GPU of its machine",
+    "HF_TOKEN": "Hugging Face token for gated or private models and datasets (read by huggingface_hub); "
+                "`doctor` says whether it is set, `launch` passes it to the SkyPilot task as a secret",
+    "HUGGING_FACE_HUB_TOKEN": "the older name of `HF_TOKEN`; `doctor` counts either",
+    "HF_HOME": "huggingface_hub's cache, where `huggingface-cli login` keeps the token `doctor` looks for",
+    "XDG_CACHE_HOME": "the parent of `HF_HOME` when that is not set (default `~/.cache`)",
+    "HF_HUB_OFFLINE": "`1`: never reach the hub (read by huggingface_hub and transformers)",
+    "WANDB_API_KEY": "`logging.wandb` logs online when set, offline otherwise; `doctor` says whether it is set",
+    "WANDB_MODE": "`logging.wandb`'s mode (e.g. online, offline, disabled) when set, whatever `WANDB_API_KEY` says",
+    "MLFLOW_TRACKING_URI": "`logging.mlflow`'s server or store when `logging.mlflow_tracking_uri` is null "
+                           "(else `RUN_DIR/mlruns`)",
+    "MLFLOW_TRACKING_TOKEN": "bearer token for an MLflow server (read by mlflow)",
+    "MLFLOW_ALLOW_FILE_STORE": "set to `true` for a run logging to a file store, unless already set "
+                               "(MLflow 3 keeps its file store behind this opt-in)",
+    "TOKENIZERS_PARALLELISM": "set to `false` by the CLI unless already set (the tokenizers library warns "
+                              "about forked processes otherwise)",
 }
+
+
+def environment_table() -> str:
+    """HONOURED as the Markdown table the README shows."""
+    rows = [f"| `{name}` | {meaning} |" for name, meaning in HONOURED.items()]
+    return "\n".join(["| Variable | What it does |", "| --- | --- |", *rows])
 
 
 def cache_root() -> Path:
@@ -47,3 +75,37 @@ def process_place() -> ProcessPlace:
     local = os.environ.get("LOCAL_RANK")
     return ProcessPlace(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
                         int(local) if local is not None else None)
+
+
+def token_environment() -> dict[str, str]:
+    """The variables `doctor` inspects to say whether hub and W&B tokens are set (it never
+    reports their values)."""
+    names = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HOME", "XDG_CACHE_HOME", "WANDB_API_KEY")
+    return {name: os.environ[name] for name in names if name in os.environ}
+
+
+def wandb_variables() -> tuple[str | None, bool]:
+    """(WANDB_MODE when set, whether WANDB_API_KEY is set): what picks W&B's mode."""
+    return os.environ.get("WANDB_MODE") or None, bool(os.environ.get("WANDB_API_KEY"))
+
+
+def mlflow_tracking_uri() -> str | None:
+    """MLFLOW_TRACKING_URI, when set."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
+def allow_mlflow_file_store() -> None:
+    """Opt in to MLflow 3's file store (a run dir needs no server, no database), unless the
+    user decided otherwise."""
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+
+
+def quiet_tokenizer_threads() -> None:
+    """Turn off the tokenizers library's thread pool (and its warning when a process forks),
+    unless the user decided otherwise."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def child_environment(extra: dict[str, str]) -> dict[str, str]:
+    """The environment for a child process: this one's, plus `extra` (a job's secrets)."""
+    return {**os.environ, **extra}

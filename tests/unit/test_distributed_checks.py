@@ -4,6 +4,7 @@ import pytest
 
 from peftstudio.errors import EnvironmentProblem, UserError
 from peftstudio.plan.pipeline import make_plan
+from peftstudio.settings import ProcessPlace
 from tests.conftest import CPU, H100, M4
 
 EIGHT_GPUS = H100.__class__(**{**H100.to_dict(), "device_count": 8})
@@ -59,7 +60,8 @@ def test_more_cpu_processes_than_cores_warns():
     assert any("processes compete for cores" in warning for warning in plan.warnings)
 
 
-def test_a_foreign_launcher_must_match_num_processes(monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "4")
+def test_a_foreign_launcher_must_match_num_processes():
+    worker = ProcessPlace(rank=1, world_size=4, local_rank=1)
     with pytest.raises(UserError, match="the launcher started 4 processes"):
-        make_plan([], hardware=CPU)
+        make_plan([], hardware=CPU, place=worker)
+    make_plan(["training.distributed=ddp", "training.num_processes=4"], hardware=CPU, place=worker)

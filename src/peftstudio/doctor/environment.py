@@ -10,6 +10,7 @@ from pathlib import Path
 from peftstudio.config.schema import EMBEDDED_MODEL_ID, RunConfig
 from peftstudio.doctor.result import Check
 from peftstudio.plan.hardware import HardwareProfile
+from peftstudio.settings import token_environment
 from peftstudio.units import format_gib
 
 
@@ -49,8 +50,9 @@ def driver_text() -> str:
 
 
 def check_tokens(config: RunConfig | None, environ: dict[str, str] | None = None) -> list[Check]:
-    """Whether HF_TOKEN and WANDB_API_KEY are set. Values are never read into the result."""
-    environ = dict(os.environ) if environ is None else environ
+    """Whether HF_TOKEN and WANDB_API_KEY are set (in `environ`, by default this process's
+    environment). Values are never read into the result."""
+    environ = token_environment() if environ is None else environ
     hub_model = config is not None and _is_hub_id(config.model.name_or_path)
     hf_set = bool(environ.get("HF_TOKEN") or environ.get("HUGGING_FACE_HUB_TOKEN")) or _hf_token_file(environ).is_file()
     if hf_set:

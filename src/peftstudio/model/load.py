@@ -7,11 +7,11 @@ classes.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from peftstudio.config.schema import EMBEDDED_MODEL_ID, ModelSettings, PeftSettings
 from peftstudio.data.tokenizer import load_tokenizer, unreachable_model  # noqa: F401  (load_tokenizer: the loaders' entry)
+from peftstudio.settings import process_place
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 # Inits that move the principal part of each base weight into the adapter: the base the
@@ -64,8 +64,9 @@ def load_base_model(location: str, settings: ModelSettings, precision: str, atte
     placement = {}
     if quantization is not None and device == "cuda":
         # bitsandbytes quantizes while the weights move to the GPU: place them on this process's
-        # GPU at load time (LOCAL_RANK under torchrun / accelerate launch).
-        gpu = int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))
+        # GPU at load time (its local rank under torchrun / accelerate launch).
+        local_rank = process_place().local_rank
+        gpu = local_rank if local_rank is not None else torch.cuda.current_device()
         placement = {"device_map": {"": gpu}}
     try:
         model = AutoModelForCausalLM.from_pretrained(

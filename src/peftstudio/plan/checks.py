@@ -13,6 +13,7 @@ from pathlib import Path
 from peftstudio.config.schema import QUANTIZED_METHODS, RunConfig
 from peftstudio.errors import Problem
 from peftstudio.plan.hardware import HardwareProfile
+from peftstudio.settings import ProcessPlace
 
 
 @dataclass
@@ -22,14 +23,17 @@ class Findings:
     warnings: list[str] = field(default_factory=list)
 
 
-def check(config: RunConfig, hardware: HardwareProfile, optimizer_steps: int, validation_rows: int) -> Findings:
+def check(config: RunConfig, hardware: HardwareProfile, optimizer_steps: int, validation_rows: int,
+          place: ProcessPlace = ProcessPlace()) -> Findings:
+    """Every cross-field check of a run planned in a process at `place` (by default a process
+    of its own, not one a launcher started)."""
     findings = Findings()
     _check_method(config, findings)
     _check_quantization(config, findings)
     _check_device(config, hardware, findings)
     _check_quantization_device(config, hardware, findings)
     _check_optimizer_backend(config, hardware, findings)
-    _check_distributed(config, hardware, findings)
+    _check_distributed(config, hardware, place, findings)
     _check_schedule(config, optimizer_steps, validation_rows, findings)
     _check_paths(config, findings)
     _check_trackers(config, findings)
@@ -134,10 +138,10 @@ def _check_quantization_device(config: RunConfig, hardware: HardwareProfile, fin
             findings.errors.append(Problem("peft.quantization", f"{peft.quantization} on CPU: layer widths {odd} are not "
                                            "multiples of 64, which bitsandbytes' CPU 4-bit kernels need",
                                            f"use {unquantized} on this model, or train on a CUDA GPU"))
-def _check_distributed(config: RunConfig, hardware: HardwareProfile, findings: Findings) -> None:
+def _check_distributed(config: RunConfig, hardware: HardwareProfile, place: ProcessPlace, findings: Findings) -> None:
     from peftstudio.plan.distributed_checks import distributed_findings
 
-    errors, environment, warnings = distributed_findings(config, hardware)
+    errors, environment, warnings = distributed_findings(config, hardware, place)
     findings.errors += errors
     findings.environment += environment
     findings.warnings += warnings

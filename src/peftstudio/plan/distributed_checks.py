@@ -7,18 +7,20 @@ layout make sense, and can this machine run it?
 from __future__ import annotations
 
 import importlib.util
-import os
 
 from peftstudio.config.schema import RunConfig, TrainingSettings
 from peftstudio.errors import Problem
 from peftstudio.plan.hardware import HardwareProfile
+from peftstudio.settings import ProcessPlace
 
 SHARDED = ("fsdp", "deepspeed_zero2", "deepspeed_zero3")
 
 
-def distributed_findings(config: RunConfig, hardware: HardwareProfile) -> tuple[list[Problem], list[Problem], list[str]]:
-    """(errors, environment problems, warnings) about the process layout of `config`."""
-    errors = _layout_errors(config.training) + launcher_mismatch(config.training, dict(os.environ))
+def distributed_findings(config: RunConfig, hardware: HardwareProfile,
+                         place: ProcessPlace) -> tuple[list[Problem], list[Problem], list[str]]:
+    """(errors, environment problems, warnings) about the process layout of `config`, planned
+    in a process at `place`."""
+    errors = _layout_errors(config.training) + launcher_mismatch(config.training, place)
     environment, warnings = _machine_findings(config, hardware)
     return errors, environment, warnings
 
@@ -78,11 +80,11 @@ def _machine_findings(config: RunConfig, hardware: HardwareProfile) -> tuple[lis
     return environment, warnings
 
 
-def launcher_mismatch(training: TrainingSettings, environment: dict[str, str]) -> list[Problem]:
+def launcher_mismatch(training: TrainingSettings, place: ProcessPlace) -> list[Problem]:
     """A process started by someone else's launcher must be planned for that many processes,
     or the schedule and effective batch would be wrong."""
-    launched = environment.get("WORLD_SIZE")
-    if launched is None or int(launched) == training.num_processes:
+    launched = place.world_size
+    if not place.launched or launched == training.num_processes:
         return []
     return [Problem("training.num_processes", f"{training.num_processes}, but the launcher started {launched} "
                     "processes (WORLD_SIZE)", f"set training.num_processes={launched} and training.distributed")]

@@ -28,6 +28,7 @@ from peftstudio.plan.platforms import load_config_on_recommended_platform
 from peftstudio.plan.resolve import resolve
 from peftstudio.plan.runplan import (DataSummary, Decision, OriginKind, RunPlan, Schedule, decisions_of, fingerprint,
                                      run_identity)
+from peftstudio.settings import ProcessPlace
 
 ORIGIN_KINDS: dict[int, OriginKind] = {RANK_DEFAULT: "default", RANK_GROUP: "group", RANK_EXPERIMENT: "experiment",
                                        RANK_USER_FILE: "file", RANK_OVERRIDE: "override", RANK_AUTO: "auto"}
@@ -38,14 +39,16 @@ HARDWARE_KEYS = ("accelerator", "device_count", "device_names", "device_memory_b
 
 
 def make_plan(overrides: list[str] | None = None, config_file: Path | None = None,
-              hardware: HardwareProfile | None = None) -> RunPlan:
-    """Compose, validate, check the data, resolve against `hardware` (detected when None)."""
-    return plan_with_data(overrides, config_file, hardware)[0]
+              hardware: HardwareProfile | None = None, place: ProcessPlace = ProcessPlace()) -> RunPlan:
+    """Compose, validate, check the data, resolve against `hardware` (detected when None), for
+    a process at `place` (by default one not started by a launcher)."""
+    return plan_with_data(overrides, config_file, hardware, place=place)[0]
 
 
 def plan_with_data(overrides: list[str] | None = None, config_file: Path | None = None,
                    hardware: HardwareProfile | None = None,
-                   require_tokenizer: bool = False) -> tuple[RunPlan, TokenizedData | None]:
+                   require_tokenizer: bool = False,
+                   place: ProcessPlace = ProcessPlace()) -> tuple[RunPlan, TokenizedData | None]:
     """`make_plan`, also returning the tokenized data so training does not read it twice.
     Without `require_tokenizer`, a tokenizer that cannot be had offline makes the token
     figures estimates (with a warning) instead of an error."""
@@ -59,7 +62,7 @@ def plan_with_data(overrides: list[str] | None = None, config_file: Path | None 
     summary = _data_summary(composed, data, tokens, hardware)
     resolution = resolve(composed, hardware, summary.padding_waste)
     schedule = _schedule(resolution.config, composition, summary.train_rows)
-    findings = check(resolution.config, hardware, schedule.optimizer_steps, summary.validation_rows)
+    findings = check(resolution.config, hardware, schedule.optimizer_steps, summary.validation_rows, place)
     _raise(findings)
     return _assemble(requested, composition, resolution, hardware, summary, schedule,
                      token_warnings + findings.warnings), tokens

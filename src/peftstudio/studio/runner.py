@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from peftstudio.errors import Problem, UserError
+from peftstudio.settings import child_environment
 from peftstudio.studio.jobs import (CANCELLED, FAILED, INTERRUPTED, QUEUED, RUNNING, SUCCEEDED, Job, JobStore,
                                     process_alive, worker_command)
 from peftstudio.studio.worker import EXIT_STATUS
@@ -108,7 +109,7 @@ class JobRunner:
     def _launch(self, job: Job) -> None:
         job_dir = self.store.job_dir(job.id)
         (job_dir / EXIT_STATUS).unlink(missing_ok=True)
-        env = {**os.environ, **self._secrets.get(job.id, {})}
+        env = child_environment(self._secrets.get(job.id, {}))
         with (job_dir / "worker.log").open("ab") as worker_log:
             child = subprocess.Popen(self.command(job_dir), cwd=job_dir, env=env, stdin=subprocess.DEVNULL,
                                      stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True)

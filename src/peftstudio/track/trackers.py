@@ -10,12 +10,12 @@ dropped anyway; W&B's console and environment capture are off.
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from pathlib import Path
 from typing import Any
 
 from peftstudio.redact import is_secret_name
+from peftstudio.settings import allow_mlflow_file_store, mlflow_tracking_uri, wandb_variables
 
 
 def loggable_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -31,11 +31,11 @@ def numeric_metrics(record: dict[str, Any]) -> dict[str, float]:
             if name not in ("step", "epoch") and isinstance(value, (int, float)) and not isinstance(value, bool)}
 
 
-def wandb_mode() -> tuple[str, str]:
+def wandb_mode(mode_variable: str | None, key_set: bool) -> tuple[str, str]:
     """(mode, reason): WANDB_MODE when set, online with an API key, offline otherwise."""
-    if os.environ.get("WANDB_MODE"):
-        return os.environ["WANDB_MODE"], "WANDB_MODE is set"
-    if os.environ.get("WANDB_API_KEY"):
+    if mode_variable:
+        return mode_variable, "WANDB_MODE is set"
+    if key_set:
         return "online", "WANDB_API_KEY is set"
     return "offline", "no WANDB_API_KEY: logged offline, upload later with `wandb sync`"
 
@@ -48,7 +48,7 @@ class WandbSink:
 
         id_file = run_dir / "wandb_run_id"
         run_id = id_file.read_text().strip() if resumed and id_file.is_file() else uuid.uuid4().hex[:12]
-        mode, reason = wandb_mode()
+        mode, reason = wandb_mode(*wandb_variables())
         logging.getLogger("peftstudio").info("W&B %s (%s), files in %s", mode, reason, run_dir / "wandb")
         self._run = wandb.init(
             project=project, name=name, id=run_id, resume="allow", dir=str(run_dir), mode=mode,
@@ -70,10 +70,9 @@ class MlflowSink:
 
     def __init__(self, run_dir: Path, tracking_uri: str | None, experiment: str, name: str,
                  settings: dict[str, Any], resumed: bool):
-        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or (run_dir / "mlruns").resolve().as_uri()
+        uri = tracking_uri or mlflow_tracking_uri() or (run_dir / "mlruns").resolve().as_uri()
         if uri.startswith("file:"):
-            # MLflow 3 keeps the file store behind an opt-in; it is what a run dir needs (no server, no database).
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            allow_mlflow_file_store()
         from mlflow import MlflowClient
 
         self._client = MlflowClient(tracking_uri=uri)

@@ -1,0 +1,49 @@
+"""One settings module reads the environment and names every variable the product honours."""
+
+import re
+from pathlib import Path
+
+from peftstudio import settings
+from peftstudio.track.trackers import wandb_mode
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "src" / "peftstudio"
+ENVIRONMENT_READ = re.compile(r"\bos\.(environ|getenv|putenv|unsetenv)\b|\bfrom os import\b.*\b(environ|getenv)\b")
+
+
+def test_only_the_settings_module_reads_the_environment():
+    readers = {path.relative_to(PACKAGE).as_posix() for path in PACKAGE.rglob("*.py")
+               if ENVIRONMENT_READ.search(path.read_text(encoding="utf-8"))}
+    assert readers == {"settings.py"}, f"read the environment through peftstudio.settings instead: {sorted(readers - {'settings.py'})}"
+
+
+def test_the_readme_table_is_the_honoured_list():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert settings.environment_table() in readme, (
+        "README.md's 'Environment variables' table must be settings.environment_table(): regenerate it with\n"
+        "python -c 'from peftstudio.settings import environment_table; print(environment_table())'")
+    for name in settings.HONOURED:
+        assert f"| `{name}` |" in readme
+
+
+def test_every_peftstudio_variable_named_in_the_sources_is_honoured():
+    named = {name for path in PACKAGE.rglob("*.py")
+             for name in re.findall(r"\bPEFTSTUDIO_[A-Z_]+\b", path.read_text(encoding="utf-8"))}
+    assert named <= set(settings.HONOURED), sorted(named - set(settings.HONOURED))
+
+
+def test_process_place_without_a_launcher_is_one_process(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert settings.process_place() == settings.ProcessPlace(0, 1, None)
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    place = settings.process_place()
+    assert place == settings.ProcessPlace(3, 4, 1) and place.launched and not place.is_main
+
+
+def test_wandb_mode_follows_the_variables():
+    assert wandb_mode("disabled", True)[0] == "disabled"
+    assert wandb_mode(None, True)[0] == "online"
+    assert wandb_mode(None, False)[0] == "offline"
