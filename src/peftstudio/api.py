@@ -67,7 +67,7 @@ def _plan_to_execute(overrides, config_file, plan_file, hardware, place):
                                                                     "OVERRIDES --out plan.json"))
     run_plan = RunPlan.read(Path(plan_file))
     hardware = hardware or detect(run_plan.config.training.output_dir)
-    return run_plan, execution_data(run_plan, hardware, str(plan_file))
+    return run_plan, execution_data(run_plan, hardware, str(plan_file), place)
 
 
 def _train_here(run_plan: RunPlan, data, console, callbacks, faults: Faults):

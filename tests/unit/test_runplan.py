@@ -107,3 +107,11 @@ def test_survey_collects_every_stage_and_schedules_epoch_runs_by_epochs(tmp_path
     bad_data = survey(["data=jsonl", f"data.path={tmp_path / 'missing.jsonl'}", "peft.alpha=512"], hardware=CPU)
     assert bad_data.data_problems and not bad_data.config_problems
     assert any("alpha" in warning for warning in bad_data.findings.warnings), "the stages after the data still run"
+
+
+def test_a_plan_for_one_process_is_refused_under_a_two_process_launcher():
+    from peftstudio.settings import ProcessPlace
+
+    plan = make_plan([], hardware=CPU)
+    with pytest.raises(UserError, match="the launcher started 2 processes"):
+        execution_data(plan, CPU, "plan.json", ProcessPlace(rank=1, world_size=2, local_rank=1))

@@ -11,6 +11,7 @@ from peftstudio.doctor.result import Check
 from peftstudio.doctor.run_checks import check_disk, check_writable, dataset_check, hyperparameter_checks
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.pipeline import survey
+from peftstudio.settings import process_place
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ def run_doctor(overrides: list[str] | None = None, config_file: Path | None = No
     """Every check, none stopping the others: the planning pipeline runs in its collect-all
     mode (`plan.pipeline.survey`) and each stage's problems become checks. `hardware` (free
     disk included) and `environ` are injectable so tests can fake a full disk or missing tokens."""
-    found = survey(overrides, config_file, hardware)
+    found = survey(overrides, config_file, hardware, process_place())
     checks = [check_python(), *check_packages(cuda=found.hardware.accelerator == "cuda"),
               *(Check(f"config {p.where}", "fail", p.message, p.fix) for p in found.config_problems),
               check_accelerator(found.hardware, found.requested)]

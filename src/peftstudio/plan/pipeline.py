@@ -22,6 +22,7 @@ from peftstudio.data.prepare import PreparedData, prepare_data
 from peftstudio.data.tokenization import TokenizedData, padding_waste, percentiles
 from peftstudio.errors import EnvironmentProblem, Problem, UserError
 from peftstudio.plan.checks import Findings, check
+from peftstudio.plan.distributed_checks import launcher_mismatch
 from peftstudio.plan.fit import check_fit
 from peftstudio.plan.hardware import HardwareProfile, detect
 from peftstudio.plan.platforms import load_config_on_recommended_platform
@@ -186,7 +187,7 @@ class Survey:
 
 
 def survey(overrides: list[str] | None = None, config_file: Path | None = None,
-           hardware: HardwareProfile | None = None) -> Survey:
+           hardware: HardwareProfile | None = None, place: ProcessPlace = ProcessPlace()) -> Survey:
     """The planning pipeline in collect-all-problems mode: each stage's problems are kept and
     the stages after it run on what is known (a run whose data cannot be read is still
     resolved and checked, its schedule then from training.num_batches)."""
@@ -215,11 +216,12 @@ def survey(overrides: list[str] | None = None, config_file: Path | None = None,
     found.schedule = _schedule(found.config, composition, train_rows) if summary else Schedule(
         "steps", "data not readable: training.num_batches", found.config.training.num_batches, 1, 1)
     found.findings = check(found.config, found.hardware, found.schedule.optimizer_steps,
-                           summary.validation_rows if summary else 0)
+                           summary.validation_rows if summary else 0, place)
     return found
 
 
-def execution_data(plan: RunPlan, hardware: HardwareProfile, source: str = "plan") -> TokenizedData:
+def execution_data(plan: RunPlan, hardware: HardwareProfile, source: str = "plan",
+                   place: ProcessPlace = ProcessPlace()) -> TokenizedData:
     """Check a saved plan against the machine and the data it is about to run on, then read
     and tokenize the data exactly as planned. Other hardware or changed data is a user error
     naming what changed: the plan's decisions were made for what it recorded."""
@@ -231,6 +233,9 @@ def execution_data(plan: RunPlan, hardware: HardwareProfile, source: str = "plan
     if changes:
         raise UserError(Problem(source, "made for other hardware: " + "; ".join(changes),
                                 "plan the run on this machine (peftstudio plan OVERRIDES --out plan.json)"))
+    mismatch = launcher_mismatch(plan.config.training, place)
+    if mismatch:
+        raise UserError(mismatch, headline=f"{source} cannot run under this launcher")
     config = plan.config
     data = prepare_data(config.data)
     if data.sha256 != plan.data.sha256:
