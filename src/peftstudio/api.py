@@ -91,7 +91,6 @@ def _launch(run_plan: RunPlan, console, faults: Faults):
     """Save the plan in the run dir, start the workers on it, report what rank 0 wrote."""
     from peftstudio.launch.processes import launch_workers
     from peftstudio.plan.runs import read_run
-    from peftstudio.files import write_text
     from peftstudio.track.runs import RunDir
     from peftstudio.train.checkpoints import CheckpointDir, resume_target
     from peftstudio.train.run import TrainResult
@@ -101,7 +100,7 @@ def _launch(run_plan: RunPlan, console, faults: Faults):
     resume_target(CheckpointDir.at(training.checkpoint_dir), training.resume, run_plan.fingerprint, run_plan.identity)
     run_dir = RunDir.at(training.output_dir)
     run_dir.root.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir.plan, run_plan.to_json())
+    run_plan.write(run_dir.plan)
     launch_workers(run_plan.config, run_dir.plan, run_dir.root, console, faults.as_arguments())
     records = read_run(run_dir.root).metrics
     losses = [r["loss"] for r in records if "loss" in r]
@@ -181,13 +180,12 @@ def estimate(overrides: list[str] | None = None, config_file: Path | None = None
     `device_bytes` compares with a device other than this machine's (e.g. a GPU to rent)."""
     from peftstudio.plan.hardware import detect as detect_hardware
     from peftstudio.plan.memory import estimate_memory
-    from peftstudio.plan.platforms import load_config_on_recommended_platform
+    from peftstudio.plan.platforms import compose_for_platform
     from peftstudio.plan.resolve import resolve
 
-    config, _ = load_config(overrides, config_file)
-    hardware = hardware or detect_hardware(config.training.output_dir)
-    if config.platform == "auto":
-        config, _ = load_config_on_recommended_platform(overrides, config_file, hardware)
+    requested, composition = load_config(overrides, config_file)
+    hardware = hardware or detect_hardware(requested.training.output_dir)
+    config, _ = compose_for_platform(requested, composition, overrides, config_file, hardware)
     sizes = batch_sizes or [1, 2, 4, 8]
     micro_batch = config.training.micro_batch_size
     # the micro-batch itself is what is varied here: resolve the rest as if it were 1

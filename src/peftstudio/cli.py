@@ -51,9 +51,7 @@ def plan(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CO
 
     run_plan = api.plan(overrides or [], config)
     if out is not None:
-        from peftstudio.files import write_text
-
-        write_text(out, run_plan.to_json())
+        run_plan.write(out)
         errors.print(f"plan saved to {out} (run it with: peftstudio train --plan {out})", markup=False)
     cost = api.cost(run_plan, price_file)
     if as_json:

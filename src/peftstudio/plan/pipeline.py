@@ -25,7 +25,7 @@ from peftstudio.plan.checks import Findings, check
 from peftstudio.plan.distributed_checks import launcher_mismatch
 from peftstudio.plan.fit import check_fit
 from peftstudio.plan.hardware import HardwareProfile, detect
-from peftstudio.plan.platforms import load_config_on_recommended_platform
+from peftstudio.plan.platforms import compose_for_platform
 from peftstudio.plan.resolve import resolve
 from peftstudio.plan.runplan import (DataSummary, Decision, OriginKind, RunPlan, Schedule, decisions_of, fingerprint,
                                      run_identity)
@@ -56,9 +56,7 @@ def plan_with_data(overrides: list[str] | None = None, config_file: Path | None 
     requested, composition = load_config(overrides, config_file)
     data = prepare_data(requested.data)
     hardware = hardware or detect(requested.training.output_dir)
-    composed = requested
-    if requested.platform == "auto":  # the preset recommended for the hardware applies as platform=NAME would
-        composed, composition = load_config_on_recommended_platform(overrides, config_file, hardware)
+    composed, composition = compose_for_platform(requested, composition, overrides, config_file, hardware)
     tokens, token_warnings = _tokenize(composed, data, hardware, require_tokenizer)
     summary = _data_summary(composed, data, tokens, hardware)
     resolution = resolve(composed, hardware, summary.padding_waste)
@@ -200,9 +198,7 @@ def survey(overrides: list[str] | None = None, config_file: Path | None = None,
         return found
     # Free disk is measured where the checkpoints go: they are what fills it.
     found.hardware = hardware or detect(found.requested.training.checkpoint_dir)
-    composed = found.requested
-    if composed.platform == "auto":
-        composed, composition = load_config_on_recommended_platform(overrides, config_file, found.hardware)
+    composed, composition = compose_for_platform(found.requested, composition, overrides, config_file, found.hardware)
     summary = None
     try:
         found.data = prepare_data(composed.data)
@@ -225,9 +221,6 @@ def execution_data(plan: RunPlan, hardware: HardwareProfile, source: str = "plan
     """Check a saved plan against the machine and the data it is about to run on, then read
     and tokenize the data exactly as planned. Other hardware or changed data is a user error
     naming what changed: the plan's decisions were made for what it recorded."""
-    from peftstudio.data.tokenization import tokenize_data
-    from peftstudio.data.tokenizer import prepare_tokenizer
-
     changes = [f"{key}: planned {getattr(plan.hardware, key)!r}, here {getattr(hardware, key)!r}"
                for key in HARDWARE_KEYS if getattr(plan.hardware, key) != getattr(hardware, key)]
     if changes:
@@ -242,7 +235,4 @@ def execution_data(plan: RunPlan, hardware: HardwareProfile, source: str = "plan
         raise UserError(Problem(source, f"the data changed since it was planned: {data.source} now hashes "
                                         f"{data.sha256[:12]}, the plan recorded {plan.data.sha256[:12]}",
                                 "plan the run again on the data as it is now"))
-    setup = prepare_tokenizer(config, data.format)
-    training = config.training
-    return tokenize_data(data, setup, training.max_seq_length, config.data.overlong, training.loss_on,
-                         training.micro_batch_size)
+    return _tokenize(config, data, hardware, required=True)[0]

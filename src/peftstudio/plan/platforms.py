@@ -41,16 +41,18 @@ def recommend_platform(hardware: HardwareProfile) -> tuple[str, str]:
     return NO_PRESET, f"no preset fits {name} ({memory_gib:.0f} GiB, {bf16}): each setting is resolved for it directly"
 
 
-def load_config_on_recommended_platform(overrides: list[str] | None, config_file: Path | None,
-                                        hardware: HardwareProfile) -> tuple[RunConfig, Composition]:
-    """`load_config` for a `platform=auto` run: composed again as if the user had selected the
-    preset recommended for `hardware`, so the preset's values apply and the user file and
-    overrides still outrank them. The platform key's origin is `auto`, with the recommendation's
-    reason. When no preset suits the machine, the run is composed as asked and resolution picks
-    each value (and gives the reason)."""
+def compose_for_platform(requested: RunConfig, composition: Composition, overrides: list[str] | None,
+                         config_file: Path | None, hardware: HardwareProfile) -> tuple[RunConfig, Composition]:
+    """The run as composed for `hardware`: `requested` as it is unless it asks for
+    `platform=auto`; then composed again as if the user had selected the preset recommended for
+    `hardware`, so the preset's values apply and the user file and overrides still outrank them.
+    The platform key's origin is `auto`, with the recommendation's reason. When no preset suits
+    the machine, the run stays as asked and resolution picks each value (and gives the reason)."""
+    if requested.platform != "auto":
+        return requested, composition
     preset, reason = recommend_platform(hardware)
     if preset == NO_PRESET:
-        return load_config(overrides, config_file)
+        return requested, composition
     config, composition = load_config([*(overrides or []), f"platform={preset}"], config_file)
     composition.origins["platform"] = Origin(RANK_AUTO, reason)
     return config, composition

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from peftstudio.config.introspect import flatten
 from peftstudio.config.schema import RunConfig
 from peftstudio.errors import Problem, UserError
+from peftstudio.files import write_text
 from peftstudio.plan.hardware import HardwareProfile
 
 # Bump when the shape of plan.json changes; readers refuse every other version.
@@ -154,6 +155,10 @@ class RunPlan:
         except json.JSONDecodeError as error:
             raise UserError(Problem(source, f"not JSON: {error}", "pass a file that peftstudio plan --out wrote")) from None
         return cls.from_dict(raw, source)
+
+    def write(self, path: Path) -> None:
+        """Save the plan atomically: `read` gives it back exactly."""
+        write_text(Path(path), self.to_json())
 
     @classmethod
     def read(cls, path: Path) -> "RunPlan":
