@@ -20,7 +20,7 @@ from peftstudio.train.faults import NO_FAULTS, Faults
 
 __all__ = ["explain", "Explanation", "plan", "train", "validate_files", "generate", "merge", "import_config",
            "make_plan", "detect", "estimate", "write_accelerate_config",
-           "diagnose", "doctor", "cost", "launch"]
+           "diagnose", "doctor", "cost", "launch", "preview_data"]
 
 
 def plan(overrides: list[str] | None = None, config_file: Path | None = None,
@@ -299,6 +299,23 @@ def merge(run_dir: Path, out: Path, dtype: str = "fp32", overwrite: bool = False
 
     quiet_libraries(interactive=False)
     return merge_run(Path(run_dir), Path(out), dtype, overwrite)
+
+
+def preview_data(overrides: list[str] | None = None, config_file: Path | None = None, rows: int = 3) -> dict:
+    """The first `rows` training samples as training will see them: token ids, text, and the
+    trained spans (see data/preview.py), with how the template and pad token were chosen.
+    Loads the tokenizer only, never the model."""
+    from peftstudio.config.validate import load_config
+    from peftstudio.data.prepare import prepare_data
+    from peftstudio.data.preview import sample_previews
+    from peftstudio.data.tokenizer import prepare_tokenizer
+
+    config, _ = load_config(overrides, config_file)
+    data = prepare_data(config.data)
+    setup = prepare_tokenizer(config, data.format)
+    return {"source": data.source, "format": data.format, "format_reason": data.format_reason,
+            "template": setup.template_reason, "answer_spans": setup.chat.reason, "end_of_turn": setup.chat.end_of_turn,
+            "pad_token": setup.pad_reason, "samples": sample_previews(config, data, setup, rows)}
 
 
 def import_config(path: Path):

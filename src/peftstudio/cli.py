@@ -140,6 +140,21 @@ def generate(run_dir: Path = typer.Argument(..., help="a finished run's output d
         console.print(f"[green]adapter[/]   {item.adapter!r}\n")
 
 
+@app.command("preview-data")
+def preview_data(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG,
+                 rows: int = typer.Option(3, "--rows", "-n", min=1, help="how many training samples to show"),
+                 as_json: bool = typer.Option(False, "--json", help="per sample: token ids, text and trained spans")) -> None:
+    """Show samples as training sees them: the rendered chat with the trained spans marked."""
+    from peftstudio import api
+    from peftstudio.report import print_data_preview
+
+    preview = api.preview_data(overrides, config, rows)
+    if as_json:
+        typer.echo(json.dumps(preview, indent=2))
+    else:
+        print_data_preview(console, preview)
+
+
 @app.command("accelerate-config")
 def accelerate_config(
     name: str = typer.Argument(..., help="single_gpu, multi_gpu, fsdp, deepspeed_zero2, deepspeed_zero3 "

@@ -56,11 +56,22 @@ def print_data_summary(console: Console, plan: RunPlan) -> None:
                   f"(data.overlong={data.overlong})"
                   + (f"; {data.masked_dropped} left out with no label" if data.masked_dropped else ""))
     if data.chat_template:
-        loss = "every token (text data has no prompt)" if data.format == "text" else (
-            "the answers only (training.loss_on=completion)" if training.loss_on == "completion" else "every token")
-        console.print(f"[bold]template[/]  {data.chat_template}; loss on {loss}")
+        console.print(f"[bold]template[/]  {data.chat_template}; loss on {_loss_on(plan)}")
+    if data.added_tokens:
+        console.print(f"[bold]vocab[/]     data.add_special_tokens=true adds {len(data.added_tokens)} token(s) "
+                      f"({', '.join(data.added_tokens)}): their embedding rows are trained and saved with the adapter")
     if data.pad_token:
         console.print(f"[bold]pad[/]       {data.pad_token}")
+
+
+def _loss_on(plan: RunPlan) -> str:
+    data, config = plan.data, plan.config
+    if data.format == "text" or config.training.loss_on == "all":
+        return "every token" + (" (text data has no prompt)" if data.format == "text" else " (training.loss_on=all)")
+    if data.format in ("chat", "sharegpt"):
+        turns = "every assistant turn" if config.data.train_on_turns == "all" else "the last assistant turn"
+        return f"{turns} and its end-of-turn token, nothing else: {data.answer_spans}"
+    return "the answers only (training.loss_on=completion)" + (f": {data.answer_spans}" if data.answer_spans else "")
 
 
 def _print_memory(console: Console, plan: RunPlan) -> None:
@@ -189,3 +200,21 @@ def print_cost(console: Console, report) -> None:
         console.print(f"[dim]too small for this run: {', '.join(report.too_small)}[/]")
     for line in report.assumptions:
         console.print(f"[dim]assumes   {line}[/]")
+
+
+def print_data_preview(console: Console, preview: dict) -> None:
+    """Samples with the trained spans in green and the ignored text dimmed (truncated: red)."""
+    from rich.text import Text
+
+    console.print(f"[bold]data[/]      {preview['source']}: format {preview['format']} ({preview['format_reason']})")
+    console.print(f"[bold]template[/]  {preview['template']}; {preview['answer_spans']}")
+    console.print(f"[bold]pad[/]       {preview['pad_token']}")
+    console.print("[dim]dim: not trained[/]  [bold green]green: trained[/]  [red]red: cut by max_seq_length[/]\n")
+    for sample in preview["samples"]:
+        text = Text()
+        for run in sample["runs"]:
+            style = "red" if run["truncated"] else "bold green" if run["trained"] else "dim"
+            text.append(run["text"], style=style)
+        console.print(f"[bold]{sample['where']}[/] ({len(sample['input_ids'])} tokens)")
+        console.print(text)
+        console.print(f"[bold]trained[/]   {sample['trained_spans']}\n")

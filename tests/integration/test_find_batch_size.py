@@ -1,5 +1,5 @@
 """find-batch-size and micro_batch_size=auto probe with the tokenizer and tokens the plan
-prepared: a base model without a chat template trains with data.chat_template=chatml."""
+prepared: a base model without a chat template trains with the template file it is given."""
 
 import json
 import shutil
@@ -26,7 +26,10 @@ def base_model_without_template(model_cache, target):
 
 def test_find_batch_size_and_auto_micro_batch_use_the_plans_chat_template(tmp_path, model_cache):
     model = base_model_without_template(model_cache, tmp_path / "base")
-    run = [f"model.name_or_path={model}", "data.chat_template=chatml", "data.max_samples=40"]
+    from peftstudio.data.embedded import embedded_model_dir
+
+    template = embedded_model_dir(model_cache) / "chat_template.jinja"
+    run = [f"model.name_or_path={model}", f"data.chat_template={template}", "data.max_samples=40"]
     found = run_cli("find-batch-size", *run, "--memory-budget", "64MiB", "--max", "4",
                     "--output", str(tmp_path / "batch.json"), cwd=tmp_path)
     assert found.returncode == 0, found.stderr

@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from peftstudio.data.prepare import prepare_data
+from peftstudio.data.templates import chat_format
 from peftstudio.data.tokenization import IGNORE, tokenize_row
+from peftstudio.data.tokenizer import TokenizerSetup
 from peftstudio.config.schema import DataSettings
 
 
@@ -23,7 +25,8 @@ def rows_and_tokenizer(model_cache):
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir(model_cache))
     data = prepare_data(DataSettings())
-    rows = [tokenize_row(tokenizer, row, "completion", True) for row in data.train_rows[:6]]
+    setup = TokenizerSetup(tokenizer, "", "", chat_format(tokenizer))
+    rows = [tokenize_row(setup, row) for row in data.train_rows[:6]]
     assert len({len(row.input_ids) for row in rows}) > 2, "samples of different lengths make the test meaningful"
     return rows, tokenizer
 

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from peftstudio.data.prepare import prepare_data
-from peftstudio.data.tokenization import IGNORE, padding_waste, percentiles, tokenize_data, tokenize_row
-from peftstudio.data.tokenizer import (ADDED_PAD_TOKEN, GENERATION_MARKER, TokenizerSetup, apply_chat_template_choice,
-                                        fix_pad_token, known_templates)
+from peftstudio.data.templates import GENERATION_MARKER, chat_format, known_templates
+from peftstudio.data.tokenization import IGNORE, Masking, padding_waste, percentiles, tokenize_data, tokenize_row
+from peftstudio.data.tokenizer import TokenizerSetup, apply_chat_template_choice, choose_pad_token
 from peftstudio.config.schema import DataSettings
 from peftstudio.errors import UserError
 from peftstudio.plan.pipeline import make_plan
@@ -37,9 +37,8 @@ def tokenizer(base_tokenizer):
 
 def setup_of(tokenizer, data_format="instruction", chat_template=None) -> TokenizerSetup:
     reason = apply_chat_template_choice(tokenizer, chat_template, data_format)
-    pad_reason, added = fix_pad_token(tokenizer)
-    markers = bool(tokenizer.chat_template and GENERATION_MARKER.search(tokenizer.chat_template))
-    return TokenizerSetup(tokenizer, reason, pad_reason, added, markers)
+    pad_reason = choose_pad_token(tokenizer)
+    return TokenizerSetup(tokenizer, reason, pad_reason, chat_format(tokenizer))
 
 
 def learned_text(tokenizer, row) -> str:
@@ -53,20 +52,22 @@ def write_jsonl(path, records):
 
 def test_completion_only_labels_cover_the_answer_and_its_end(tokenizer):
     setup = setup_of(tokenizer)
-    row = tokenize_row(tokenizer, PAIR, "completion", setup.has_generation_markers)
+    row = tokenize_row(setup, PAIR)
     assert learned_text(tokenizer, row) == "5<|end_of_turn|>"
-    everything = tokenize_row(tokenizer, PAIR, "all", setup.has_generation_markers)
+    everything = tokenize_row(setup, PAIR, Masking("all"))
     assert everything.labels == everything.input_ids == row.input_ids
 
 
 def test_assistant_only_labels_in_multi_turn_chat(tokenizer):
     setup = setup_of(tokenizer, "chat")
-    row = tokenize_row(tokenizer, CHAT, "completion", setup.has_generation_markers)
+    row = tokenize_row(setup, CHAT)
     assert learned_text(tokenizer, row) == "hello<|end_of_turn|>see you<|end_of_turn|>"
+    last = tokenize_row(setup, CHAT, Masking(train_on_turns="last"))
+    assert learned_text(tokenizer, last) == "see you<|end_of_turn|>" and last.input_ids == row.input_ids
 
 
 def test_text_rows_learn_every_token_and_end_with_eos(tokenizer):
-    row = tokenize_row(tokenizer, {"text": "plain words"}, "completion", False)
+    row = tokenize_row(setup_of(tokenizer, "text"), {"text": "plain words"})
     assert row.labels == row.input_ids and row.input_ids[-1] == tokenizer.eos_token_id
 
 
@@ -76,15 +77,16 @@ def test_conversational_data_without_a_template_is_refused(tokenizer):
         apply_chat_template_choice(tokenizer, None, "instruction")
     text = caught.value.render()
     assert text.startswith("data.chat_template: instruction data needs a chat template, and this tokenizer has none")
-    assert "fix: set data.chat_template to a name (" in text and "chatml is a safe choice" in text
+    assert "fix: no known template fits this tokenizer's control tokens" in text
+    assert "data.chat_template=chatml with data.add_special_tokens=true" in text
     assert "none needed" in apply_chat_template_choice(tokenizer, None, "text")
 
 
 def test_prompt_completion_without_a_template_is_plain_text(tokenizer):
     tokenizer.chat_template = None
-    reason = apply_chat_template_choice(tokenizer, None, "prompt_completion")
-    assert reason == "the tokenizer has none: prompt and completion are joined as plain text"
-    row = tokenize_row(tokenizer, PAIR, "completion", False)
+    setup = setup_of(tokenizer, "prompt_completion")
+    assert setup.template_reason == "the tokenizer has none: prompt and completion are joined as plain text"
+    row = tokenize_row(setup, PAIR)
     assert tokenizer.decode(row.input_ids) == "<|begin_of_text|>What is 2 + 3?5<|end_of_turn|>"
     assert learned_text(tokenizer, row) == "5<|end_of_turn|>"
 
@@ -94,7 +96,7 @@ def test_chat_template_by_name_inline_or_file(tokenizer, tmp_path):
     assert "chatml" in known_templates() and "llama3" in known_templates()
     setup = setup_of(tokenizer, "chat", "chatml")
     assert setup.has_generation_markers and setup.template_reason == "data.chat_template: the known template 'chatml'"
-    row = tokenize_row(tokenizer, CHAT, "completion", True)
+    row = tokenize_row(setup, CHAT)
     assert learned_text(tokenizer, row) == "hello<|im_end|>see you<|im_end|>"
     inline = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
     assert apply_chat_template_choice(tokenizer, inline, "chat") == "data.chat_template: an inline Jinja template"
@@ -104,39 +106,34 @@ def test_chat_template_by_name_inline_or_file(tokenizer, tmp_path):
         apply_chat_template_choice(tokenizer, "chatm", "chat")
 
 
-def test_template_without_generation_markers_refuses_assistant_only_loss(tokenizer, tmp_path):
+def test_template_without_generation_markers_trains_the_located_answers(tokenizer, tmp_path):
     tokenizer.chat_template = GENERATION_MARKER.sub("", tokenizer.chat_template).replace("{%- endgeneration -%}", "")
     data = prepare_data(DataSettings(path=write_jsonl(tmp_path / "c.jsonl", [CHAT] * 10), validation_split=0))
     setup = setup_of(tokenizer, "chat")
-    assert not setup.has_generation_markers
-    with pytest.raises(UserError) as caught:
-        tokenize_data(data, setup, 64, "truncate", "completion", 4)
-    text = caught.value.render()
-    assert text.startswith("nothing to learn from:\n")
-    assert "every label of the first micro-batch (4 samples) is masked: the chat template has no {% generation %} " \
-           "markers" in text
-    assert "fix: set data.chat_template to a template with generation markers (e.g. chatml), or training.loss_on=all" in text
-    assert tokenize_data(data, setup, 64, "truncate", "all", 4).stats.label_tokens > 0
+    assert setup.chat.masking == "located" and setup.chat.end_of_turn == "<|end_of_turn|>"
+    tokens = tokenize_data(data, setup, 64, "truncate", Masking(), 4)
+    assert {learned_text(tokenizer, row) for row in tokens.train} == {"hello<|end_of_turn|>see you<|end_of_turn|>"}
+    assert tokenize_data(data, setup, 64, "truncate", Masking("all"), 4).stats.label_tokens > tokens.stats.label_tokens
 
 
 def test_truncation_that_cuts_every_answer_is_refused(tokenizer, tmp_path):
     long_prompt = {"instruction": "word " * 40, "output": "yes"}
     data = prepare_data(DataSettings(path=write_jsonl(tmp_path / "d.jsonl", [long_prompt] * 8), validation_split=0))
     with pytest.raises(UserError, match="training.max_seq_length=16 cuts every answer off"):
-        tokenize_data(data, setup_of(tokenizer), 16, "truncate", "completion", 4)
+        tokenize_data(data, setup_of(tokenizer), 16, "truncate", Masking(), 4)
 
 
 def test_overlong_samples_truncate_drop_or_error(tokenizer, tmp_path):
     records = [{"text": "short"}] * 6 + [{"text": "many words " * 30}] * 2
     data = prepare_data(DataSettings(path=write_jsonl(tmp_path / "d.jsonl", records), validation_split=0, shuffle_seed=3))
     setup = setup_of(tokenizer, "text")
-    truncated = tokenize_data(data, setup, 16, "truncate", "completion", 4)
+    truncated = tokenize_data(data, setup, 16, "truncate", Masking(), 4)
     assert truncated.stats.over_limit == 2 and len(truncated.train) == 8
     assert max(len(r.input_ids) for r in truncated.train) == 16 and truncated.stats.percentiles["max"] > 16
-    dropped = tokenize_data(data, setup, 16, "drop", "completion", 4)
+    dropped = tokenize_data(data, setup, 16, "drop", Masking(), 4)
     assert dropped.stats.over_limit == 2 and len(dropped.train) == 6
     with pytest.raises(UserError) as caught:
-        tokenize_data(data, setup, 16, "error", "completion", 4)
+        tokenize_data(data, setup, 16, "error", Masking(), 4)
     text = caught.value.render()
     assert text.startswith("2 of 8 samples are longer than training.max_seq_length=16 (data.overlong=error):")
     long_lines = [data.train_where[i] for i, row in enumerate(data.train_rows) if len(row["text"]) > 20]
@@ -144,22 +141,27 @@ def test_overlong_samples_truncate_drop_or_error(tokenizer, tmp_path):
     assert "data.overlong=truncate (keep the start) or data.overlong=drop" in text
 
 
-def test_pad_equal_to_eos_gets_a_dedicated_token_or_unk():
+def test_padding_never_grows_the_vocabulary():
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast
 
     vocab = {"<s>": 0, "</s>": 1, "<unk>": 2, "a": 3}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     plain = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>", pad_token="</s>")
-    reason, added = fix_pad_token(plain)
-    assert added and plain.pad_token == ADDED_PAD_TOKEN and plain.pad_token_id == 4 and len(plain) == 5
-    assert reason.startswith("pad token = EOS '</s>': added a dedicated pad token '<|pad|>' (id 4)")
+    reason = choose_pad_token(plain)
+    assert plain.pad_token_id == 1 and len(plain) == 4
+    assert reason.startswith("pad token = EOS '</s>': padding with EOS '</s>'; padding is masked out of labels")
     with_unk = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>", unk_token="<unk>")
-    reason, added = fix_pad_token(with_unk)
-    assert not added and with_unk.pad_token_id == 2 and reason.startswith("the tokenizer has no pad token: padding with unk")
+    assert choose_pad_token(with_unk).startswith("the tokenizer has no pad token: padding with unk")
+    assert with_unk.pad_token_id == 2
+    reserved = Tokenizer(models.WordLevel({**vocab, "<|reserved_special_token_3|>": 4, "<|reserved_special_token_0|>": 5},
+                                          unk_token="<unk>"))
+    spare = PreTrainedTokenizerFast(tokenizer_object=reserved, eos_token="</s>")
+    assert "padding with '<|reserved_special_token_3|>' (id 4), already in the vocabulary" in choose_pad_token(spare)
+    assert len(spare) == 6
 
 
-def test_added_pad_token_grows_the_embeddings_only_when_needed():
+def test_added_tokens_grow_the_embeddings_only_when_needed():
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 

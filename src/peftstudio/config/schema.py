@@ -251,7 +251,19 @@ class DataSettings(Section):
     stop with an error listing them. `plan` counts them either way."""
     chat_template: str | None = None
     """Chat template for conversational data: null uses the tokenizer's own; or a known name
-    (chatml, llama3, qwen2_5, gemma, phi3, ...), a Jinja string, or a .jinja file path."""
+    (chatml, llama3, qwen2_5, gemma, phi3, ...), a Jinja string, or a .jinja file path. A
+    template whose control tokens (<|im_start|>, ...) are not single tokens of the model's
+    tokenizer is refused unless data.add_special_tokens=true."""
+    add_special_tokens: bool = False
+    """Add the control tokens of data.chat_template that the tokenizer lacks, as new
+    vocabulary entries; their embedding rows are then trained and saved with the adapter
+    (`plan` says how large). Off: such a template is refused."""
+    train_on_turns: Literal["all", "last"] = "all"
+    """Which assistant turns of a conversation the loss trains on (each with its end-of-turn
+    token): all of them, or only the last."""
+    system_message: Literal["keep", "merge", "drop"] = "keep"
+    """System turns: keep them, merge their text into the first user turn, or drop them
+    (for templates without a system role, e.g. Gemma 2)."""
     split: str = "train"
     """Split to read from a hub dataset or a save_to_disk DatasetDict."""
     subset: str | None = None

@@ -5,9 +5,12 @@ over-limit counts and label masks `plan` reports are the ones training sees. The
 TRL's rules for its `completion_only_loss` / `assistant_only_loss`:
 - prompt/completion rows (instruction data): the completion starts where the tokenized
   prompt (with the generation prompt) and prompt + completion stop agreeing;
-- chat rows: the tokens inside the template's `{% generation %}` blocks;
+- chat rows: every assistant turn with its end-of-turn token (`data.train_on_turns=last`: the
+  final one), found by the template's markers or located in its rendering (data/turns.py);
+- prompt/completion rows with a chat template: the completion turn, found the same way;
 - text rows: every token (an EOS is appended, as TRL does).
-With `training.loss_on=all` every token is a label.
+With `training.loss_on=all` every token is a label. BOS appears once, whatever the template
+and the data bring.
 
 Samples over `training.max_seq_length` are truncated (keep the start), dropped, or refused
 (`data.overlong`). Rows left without a single label are dropped; if a whole sample batch
@@ -22,9 +25,10 @@ from typing import Any
 
 from peftstudio.data.prepare import PreparedData
 from peftstudio.data.tokenizer import TokenizerSetup
+from peftstudio.data.turns import IGNORE, TurnProblem, encode_conversation, prepare_messages
 from peftstudio.errors import Problem, UserError
 
-IGNORE = -100  # the label value the loss skips
+__all__ = ["IGNORE", "TokenizedRow", "TokenizedData", "TokenStats", "Masking", "tokenize_row", "tokenize_data"]
 MAX_LISTED = 10
 
 
@@ -60,28 +64,38 @@ class TokenizedData:
         return {"input_ids": [r.input_ids for r in rows], "labels": [r.labels for r in rows]}
 
 
-def tokenize_row(tokenizer, row: dict[str, Any], loss_on: str, markers: bool) -> TokenizedRow:
-    """One prepared row (TRL shape) → input_ids and labels."""
-    if "messages" in row:
-        encoded = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True,
-                                                return_assistant_tokens_mask=markers)
-        ids = list(encoded["input_ids"])
-        mask = list(encoded["assistant_masks"]) if markers else [0] * len(ids)
-        return TokenizedRow(ids, ids if loss_on == "all" else _masked(ids, mask))
+@dataclass(frozen=True)
+class Masking:
+    """What the loss is computed on: training.loss_on, data.train_on_turns, data.system_message."""
+
+    loss_on: str = "completion"
+    train_on_turns: str = "all"
+    system_message: str = "keep"
+
+    @classmethod
+    def of(cls, config) -> "Masking":
+        return cls(config.training.loss_on, config.data.train_on_turns, config.data.system_message)
+
+
+def tokenize_row(setup: TokenizerSetup, row: dict[str, Any], masking: Masking = Masking()) -> TokenizedRow:
+    """One prepared row (TRL shape) → input_ids and labels; a TurnProblem when the template
+    refuses the conversation or its answers cannot be found."""
+    tokenizer = setup.tokenizer
+    if "messages" in row or ("prompt" in row and tokenizer.chat_template):
+        messages = row["messages"] if "messages" in row else row["prompt"] + row["completion"]
+        turns = masking.train_on_turns if "messages" in row else "last"
+        encoded = encode_conversation(tokenizer, prepare_messages(messages, masking.system_message), setup.chat, turns)
+        return _bos_once(tokenizer, encoded.input_ids, encoded.input_ids if masking.loss_on == "all" else encoded.labels)
     if "prompt" in row:
-        prompt_ids, ids = _prompt_completion_ids(tokenizer, row)
+        prompt_ids, ids = _plain_prompt_completion_ids(tokenizer, row)
         start = _common_prefix_length(prompt_ids, ids)
-        return TokenizedRow(ids, ids if loss_on == "all" else [IGNORE] * start + ids[start:])
+        return _bos_once(tokenizer, ids, ids if masking.loss_on == "all" else [IGNORE] * start + ids[start:])
     text = row["text"] if row["text"].endswith(tokenizer.eos_token) else row["text"] + tokenizer.eos_token
     ids = list(tokenizer(text)["input_ids"])
-    return TokenizedRow(ids, ids)
+    return _bos_once(tokenizer, ids, ids)
 
 
-def _prompt_completion_ids(tokenizer, row: dict[str, Any]) -> tuple[list[int], list[int]]:
-    if tokenizer.chat_template:
-        prompt = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True)
-        full = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=True, return_dict=True)
-        return list(prompt["input_ids"]), list(full["input_ids"])
+def _plain_prompt_completion_ids(tokenizer, row: dict[str, Any]) -> tuple[list[int], list[int]]:
     # No template (plain prompt_completion data on a base model): text joined, EOS appended, as TRL does.
     prompt_text, completion_text = row["prompt"][-1]["content"], row["completion"][-1]["content"]
     prompt = tokenizer(prompt_text)["input_ids"]
@@ -89,8 +103,14 @@ def _prompt_completion_ids(tokenizer, row: dict[str, Any]) -> tuple[list[int], l
     return list(prompt), list(full)
 
 
-def _masked(ids: list[int], mask: list[int]) -> list[int]:
-    return [token if keep else IGNORE for token, keep in zip(ids, mask)]
+def _bos_once(tokenizer, ids: list[int], labels: list[int]) -> TokenizedRow:
+    """Drop repeated leading BOS tokens: a template's BOS plus the tokenizer's, or text that
+    already starts with one (a pre-rendered chat)."""
+    bos = tokenizer.bos_token_id
+    repeats = 0
+    while bos is not None and repeats + 1 < len(ids) and ids[repeats] == bos and ids[repeats + 1] == bos:
+        repeats += 1
+    return TokenizedRow(list(ids[repeats:]), list(labels[repeats:]))
 
 
 def _common_prefix_length(first: list[int], second: list[int]) -> int:
@@ -142,12 +162,12 @@ def limit_lengths(rows: list[TokenizedRow], where: list[str], max_length: int, a
     return cut, where, len(over)
 
 
-def tokenize_data(prepared: PreparedData, setup: TokenizerSetup, max_length: int, overlong: str, loss_on: str,
+def tokenize_data(prepared: PreparedData, setup: TokenizerSetup, max_length: int, overlong: str, masking: Masking,
                   micro_batch_size: int) -> TokenizedData:
     """Tokenize, limit lengths, check labels and measure: everything `plan` reports about tokens."""
-    tokenizer, markers = setup.tokenizer, setup.has_generation_markers
-    train = [tokenize_row(tokenizer, row, loss_on, markers) for row in prepared.train_rows]
-    validation = [tokenize_row(tokenizer, row, loss_on, markers) for row in prepared.validation_rows]
+    loss_on = masking.loss_on
+    train = _tokenize_rows(setup, prepared.train_rows, prepared.train_where, masking)
+    validation = _tokenize_rows(setup, prepared.validation_rows, prepared.validation_where, masking)
     spread = percentiles([len(row.input_ids) for row in train])
     train, train_where, over = limit_lengths(train, prepared.train_where, max_length, overlong)
     validation, validation_where, _ = limit_lengths(validation, prepared.validation_where, max_length, overlong)
@@ -168,6 +188,23 @@ def tokenize_data(prepared: PreparedData, setup: TokenizerSetup, max_length: int
     return TokenizedData(prepared, setup, kept_train, kept_validation, stats, warnings)
 
 
+def _tokenize_rows(setup: TokenizerSetup, rows: list[dict], where: list[str], masking: Masking) -> list[TokenizedRow]:
+    """Every row tokenized; the rows a template refuses are reported together, each with its file:line."""
+    tokenized, problems, refused = [], [], 0
+    for index, row in enumerate(rows):
+        try:
+            tokenized.append(tokenize_row(setup, row, masking))
+        except TurnProblem as problem:
+            refused += 1
+            if len(problems) < MAX_LISTED:
+                problems.append(Problem(where[index] if index < len(where) else f"row {index}", problem.message,
+                                        problem.fix))
+    if problems:
+        raise UserError(problems, headline=f"{refused} of {len(rows)} conversation(s) cannot be tokenized with the chat "
+                        f"template ({setup.template_reason})")
+    return tokenized
+
+
 def _has_label(row: TokenizedRow) -> bool:
     return any(label != IGNORE for label in row.labels)
 
@@ -177,11 +214,7 @@ def refuse_unlabelled_batch(batch: list[TokenizedRow], where: list[str], setup: 
     """A micro-batch with every label masked trains nothing (loss 0 or NaN): name why and the fix."""
     if any(_has_label(row) for row in batch):
         return
-    if prepared.format in ("chat", "sharegpt") and not setup.has_generation_markers:
-        cause = ("the chat template has no {% generation %} markers, so assistant-only loss finds no assistant "
-                 "token to train on")
-        fix = "set data.chat_template to a template with generation markers (e.g. chatml), or training.loss_on=all"
-    elif any(len(row.input_ids) >= max_length for row in batch):
+    if any(len(row.input_ids) >= max_length for row in batch):
         cause = f"training.max_seq_length={max_length} cuts every answer off (the prompts alone fill it)"
         fix = "raise training.max_seq_length, shorten the prompts, or set data.overlong=drop"
     else:

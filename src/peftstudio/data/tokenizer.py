@@ -1,45 +1,34 @@
-"""The tokenizer a run trains with: loaded without weights, its chat template chosen, its pad
-token made safe. `plan` and `train` both go through `prepare_tokenizer`, so what `plan`
-measures and reports is exactly what training uses.
+"""The tokenizer a run trains with: loaded without weights, its chat template chosen and
+checked against the vocabulary, its pad token made safe. `plan` and `train` both go through
+`prepare_tokenizer`, so what `plan` measures and reports is exactly what training uses.
 
 Chat template: the tokenizer's own unless `data.chat_template` names one (see
-`known_templates`), gives a Jinja string, or a .jinja file. Conversational data
-(instruction, chat, sharegpt) on a tokenizer without one is refused with the key to set.
+`templates.known_templates`), gives a Jinja string, or a .jinja file. A chosen template whose
+control tokens are not single tokens of this tokenizer is refused (the model would learn to
+spell `<|im_end|>` and never emit its real stop token), unless `data.add_special_tokens=true`
+adds them. Conversational data on a tokenizer without a template is refused with the
+templates that fit.
 
-Pad token: when it is missing or equal to EOS, padding would be indistinguishable from the
-end of an answer (and collators that mask pad labels would mask every EOS: the model never
-learns to stop). It is replaced by `unk` when that is a distinct token, else by a dedicated
-`<|pad|>` token added to the vocabulary; the embedding matrix then grows to match
-(`model.load.match_vocabulary`, applied identically at train and load time).
+Pad token: padding is never a new token. Labels and attention masks are ours (padding is
+masked out of both), so any id serves: the tokenizer's pad when distinct from EOS, else unk,
+else a pad-named or reserved token already in the vocabulary, else EOS itself.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from peftstudio.config.schema import EMBEDDED_MODEL_ID, ModelSettings, RunConfig
+from peftstudio.data.templates import ChatFormat, chat_format, fitting_templates, foreign_tokens, template_text
 from peftstudio.errors import EnvironmentProblem, Problem, UserError
 
-ADDED_PAD_TOKEN = "<|pad|>"
 CONVERSATIONAL_FORMATS = ("instruction", "chat", "sharegpt")
 GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
-GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
-
-# ChatML with the assistant turn (and its end token) inside generation markers, so
-# assistant-only loss knows which tokens to train on.
-CHATML_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
-    "{%- if message['role'] == 'assistant' -%}"
-    "{%- generation -%}{{- message['content'] | trim + '<|im_end|>' -}}{%- endgeneration -%}"
-    "{%- else -%}{{- message['content'] | trim + '<|im_end|>' -}}{%- endif -%}"
-    "{{- '\\n' -}}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
-)
+# Vocabulary entries meant for padding or left free by the vendor, tried in this order.
+PAD_NAMED = re.compile(r"^<\|?(pad|finetune_right_pad_id|finetune_right_pad)\|?>$|^\[PAD\]$")
+RESERVED = re.compile(r"^<\|?reserved_special_token_\d+\|?>$|^<unused\d+>$")
 
 
 @dataclass
@@ -49,33 +38,21 @@ class TokenizerSetup:
     tokenizer: object
     template_reason: str
     pad_reason: str
-    pad_added: bool
-    has_generation_markers: bool
+    chat: ChatFormat
+    added_tokens: list[str] = field(default_factory=list)  # data.add_special_tokens=true: new vocabulary entries
 
-
-def known_templates() -> dict[str, str]:
-    """Template name → Jinja text: peftstudio's `chatml` plus the templates TRL ships (their
-    `_training` variants, which carry generation markers, where TRL has one). Read from
-    files, without importing trl (which takes seconds)."""
-    templates = {"chatml": CHATML_TEMPLATE}
-    spec = importlib.util.find_spec("trl")
-    if spec is None or not spec.submodule_search_locations:
-        return templates
-    folder = Path(list(spec.submodule_search_locations)[0]) / "chat_templates"
-    for path in sorted(folder.glob("*.jinja")):
-        name = path.stem.removesuffix("_training")
-        if path.stem.endswith("_training") or name not in templates:
-            templates[name] = path.read_text(encoding="utf-8")
-    return templates
+    @property
+    def has_generation_markers(self) -> bool:
+        return self.chat.masking == "markers"
 
 
 def prepare_tokenizer(config: RunConfig, data_format: str) -> TokenizerSetup:
-    """Load the run's tokenizer (no weights), set its chat template, fix its pad token."""
+    """Load the run's tokenizer (no weights), set and check its chat template, choose its pad token."""
     tokenizer = load_plain_tokenizer(config)
     template_reason = apply_chat_template_choice(tokenizer, config.data.chat_template, data_format)
-    pad_reason, pad_added = fix_pad_token(tokenizer)
-    markers = bool(tokenizer.chat_template and GENERATION_MARKER.search(tokenizer.chat_template))
-    return TokenizerSetup(tokenizer, template_reason, pad_reason, pad_added, markers)
+    added = _check_vocabulary(tokenizer, config) if config.data.chat_template is not None else []
+    pad_reason = choose_pad_token(tokenizer)
+    return TokenizerSetup(tokenizer, template_reason, pad_reason, chat_format(tokenizer), added)
 
 
 def load_plain_tokenizer(config: RunConfig):
@@ -112,52 +89,77 @@ def apply_chat_template_choice(tokenizer, choice: str | None, data_format: str) 
     """Set `data.chat_template` on the tokenizer when given; refuse conversational data with
     no template at all. Returns the reason printed by `plan`."""
     if choice is not None:
-        tokenizer.chat_template, origin = _template_text(choice)
+        tokenizer.chat_template, origin = template_text(choice)
         return f"data.chat_template: {origin}"
     if tokenizer.chat_template:
         return "the tokenizer's own chat template"
     if data_format in CONVERSATIONAL_FORMATS:
-        names = ", ".join(sorted(known_templates())[:12])
         raise UserError(Problem("data.chat_template", f"{data_format} data needs a chat template, and this tokenizer has none "
-                                "(a base model)", f"set data.chat_template to a name ({names}, ...), a Jinja string or a "
-                                ".jinja file; chatml is a safe choice for a base model"))
+                                "(a base model)", _template_suggestion(tokenizer)))
     return "none needed: text is trained as is" if data_format == "text" else \
         "the tokenizer has none: prompt and completion are joined as plain text"
 
 
-def _template_text(choice: str) -> tuple[str, str]:
-    templates = known_templates()
-    if choice in templates:
-        return templates[choice], f"the known template {choice!r}"
-    path = Path(choice).expanduser()
-    if len(choice) < 4096 and "{" not in choice and path.is_file():
-        return path.read_text(encoding="utf-8"), f"file {path}"
-    if "{{" in choice or "{%" in choice:
-        return choice, "an inline Jinja template"
-    from difflib import get_close_matches
-
-    close = get_close_matches(choice, list(templates), n=1)
-    hint = f" (closest name: {close[0]!r})" if close else ""
-    raise UserError(Problem("data.chat_template", f"{choice!r} is not a known template name, an existing file, or a "
-                            f"Jinja string{hint}", f"use one of {', '.join(sorted(templates))}"))
+def _template_suggestion(tokenizer) -> str:
+    fitting = fitting_templates(tokenizer)
+    if fitting:
+        return f"set data.chat_template to a template that fits this tokenizer ({', '.join(fitting)}), a Jinja string " \
+               "or a .jinja file"
+    return "no known template fits this tokenizer's control tokens: set data.chat_template to your own Jinja string " \
+           "or .jinja file using its tokens, or data.chat_template=chatml with data.add_special_tokens=true (adds " \
+           "<|im_start|> and <|im_end|>; their embedding rows are trained and saved with the adapter)"
 
 
-def fix_pad_token(tokenizer) -> tuple[str, bool]:
-    """Make pad distinct from EOS. Returns (what was done, whether a token was added)."""
+def _check_vocabulary(tokenizer, config: RunConfig) -> list[str]:
+    """Refuse a chosen template whose control tokens this tokenizer splits, unless the user
+    opted in to adding them (data.add_special_tokens=true). Returns the tokens added."""
+    foreign = foreign_tokens(tokenizer, tokenizer.chat_template)
+    if not foreign:
+        return []
+    if config.data.add_special_tokens:
+        tokenizer.add_special_tokens({"extra_special_tokens": list(foreign)}, replace_extra_special_tokens=False)
+        return list(foreign)
+    listed = ", ".join(f"{token!r} ({count} pieces)" for token, count in foreign.items())
+    fitting = fitting_templates(tokenizer)
+    own = "remove data.chat_template to use the model's own template, or " if _has_own_template(config) else ""
+    fits = f"use a template that fits this tokenizer ({', '.join(fitting)}), or " if fitting else ""
+    raise UserError(Problem("data.chat_template", f"{config.data.chat_template!r} writes control tokens this tokenizer "
+                            f"does not have as single tokens: {listed}; the model would learn to spell them as text "
+                            "and never emit its real end-of-turn token",
+                            f"{own}{fits}set data.add_special_tokens=true to add them (their embedding rows are then "
+                            "trained and saved with the adapter)"))
+
+
+def _has_own_template(config: RunConfig) -> bool:
+    own = load_plain_tokenizer(config)
+    return bool(own.chat_template)
+
+
+def choose_pad_token(tokenizer) -> str:
+    """Pick a pad id without growing the vocabulary (see the module doc); returns what was done."""
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     if pad_id is not None and pad_id != eos_id:
-        return f"pad token {tokenizer.pad_token!r} (id {pad_id}) is distinct from EOS", False
+        return f"pad token {tokenizer.pad_token!r} (id {pad_id}) is distinct from EOS"
     problem = "the tokenizer has no pad token" if pad_id is None else f"pad token = EOS {tokenizer.eos_token!r}"
     if tokenizer.unk_token is not None and tokenizer.unk_token_id not in (None, eos_id):
         tokenizer.pad_token = tokenizer.unk_token
-        return f"{problem}: padding with unk {tokenizer.unk_token!r} (id {tokenizer.unk_token_id}) instead, so EOS stays a " \
-               "label the model learns to emit", False
-    size = len(tokenizer)
-    tokenizer.add_special_tokens({"pad_token": ADDED_PAD_TOKEN})
-    if len(tokenizer) == size:
-        return f"{problem}: padding with {ADDED_PAD_TOKEN!r} (id {tokenizer.pad_token_id}), already in the vocabulary", False
-    return f"{problem}: added a dedicated pad token {ADDED_PAD_TOKEN!r} (id {tokenizer.pad_token_id}); the embedding " \
-           f"matrix grows to {len(tokenizer)} rows if smaller, at train and load time", True
+        return f"{problem}: padding with unk {tokenizer.unk_token!r} (id {tokenizer.unk_token_id})"
+    spare = _spare_token(tokenizer)
+    if spare is not None:
+        tokenizer.pad_token = spare
+        return f"{problem}: padding with {spare!r} (id {tokenizer.pad_token_id}), already in the vocabulary"
+    tokenizer.pad_token = tokenizer.eos_token
+    return f"{problem}: padding with EOS {tokenizer.eos_token!r}; padding is masked out of labels and attention, so " \
+           "EOS stays a label the model learns to emit"
+
+
+def _spare_token(tokenizer) -> str | None:
+    vocabulary = tokenizer.get_vocab()
+    for pattern in (PAD_NAMED, RESERVED):
+        matches = sorted((vocabulary[token], token) for token in vocabulary if pattern.match(token))
+        if matches:
+            return matches[0][1]
+    return None
 
 
 def unavailable_tokenizer(config: RunConfig, error: Exception) -> EnvironmentProblem:
@@ -174,7 +176,7 @@ def load_tokenizer(location: str, settings: ModelSettings):
                                                   trust_remote_code=settings.trust_remote_code)
     except OSError as error:
         raise unreachable_model(settings, error) from None
-    return tokenizer  # its pad token is made safe by fix_pad_token
+    return tokenizer  # its pad token is chosen by choose_pad_token
 
 
 def unreachable_model(settings: ModelSettings, error: OSError) -> EnvironmentProblem:

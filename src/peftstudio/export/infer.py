@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from peftstudio.config.schema import RunConfig
+from peftstudio.data.templates import stop_token_ids
 from peftstudio.errors import Problem, UserError
 from peftstudio.plan.runs import read_run
 from peftstudio.track.runs import RunDir
@@ -57,11 +58,12 @@ def load_run_model(path: Path):
 def run_prompts(model, tokenizer, prompts: list[str], sampling: Sampling) -> list[tuple[str, str]]:
     """(base model answer, adapter answer) per prompt, chat template applied."""
     answers = []
+    stops = stop_token_ids(tokenizer, model.generation_config.eos_token_id)
     for prompt in prompts:
         ids = prompt_ids(tokenizer, prompt).to(model.device)
         with model.disable_adapter():
-            base = _generate(model, tokenizer, ids, sampling)
-        answers.append((base, _generate(model, tokenizer, ids, sampling)))
+            base = _generate(model, tokenizer, ids, sampling, stops)
+        answers.append((base, _generate(model, tokenizer, ids, sampling, stops)))
     return answers
 
 
@@ -77,7 +79,7 @@ def prompt_ids(tokenizer, prompt: str):
     return torch.tensor([ids])
 
 
-def _generate(model, tokenizer, ids, sampling: Sampling) -> str:
+def _generate(model, tokenizer, ids, sampling: Sampling, stops: list[int]) -> str:
     import torch
 
     sample = sampling.temperature > 0
@@ -87,6 +89,6 @@ def _generate(model, tokenizer, ids, sampling: Sampling) -> str:
         options.update(temperature=sampling.temperature, top_p=sampling.top_p)
     with torch.no_grad():
         output = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                max_new_tokens=sampling.max_new_tokens, eos_token_id=tokenizer.eos_token_id,
+                                max_new_tokens=sampling.max_new_tokens, eos_token_id=stops,
                                 pad_token_id=tokenizer.pad_token_id, **options)
     return tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True).strip()

@@ -30,8 +30,9 @@ def model_location(settings: ModelSettings) -> str:
 
 
 def match_vocabulary(model, tokenizer) -> None:
-    """Grow the embedding matrix when the tokenizer has more tokens than it has rows (a pad
-    token added by fix_pad_token). Rows beyond the tokenizer, common in hub models, stay."""
+    """Grow the embedding matrix when the tokenizer has more tokens than it has rows (control
+    tokens added by data.add_special_tokens=true, or a pad token runs of earlier versions
+    added). Rows beyond the tokenizer, common in hub models, stay."""
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
 
@@ -100,8 +101,10 @@ def keep_4bit_weights_dequantizable(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def lora_config(peft: PeftSettings):
-    """The one peft `LoraConfig` every supported method maps to."""
+def lora_config(peft: PeftSettings, trainable_tokens: list[int] | None = None):
+    """The one peft `LoraConfig` every supported method maps to. `trainable_tokens`: ids of
+    vocabulary entries added for a chat template (data.add_special_tokens=true), whose
+    embedding rows train and are saved with the adapter, and nothing else of the matrix."""
     from peft import LoraConfig, TaskType
 
     # LoftQ is applied after the adapter exists (see `apply_loftq`): peft's own LoftQ init
@@ -117,11 +120,12 @@ def lora_config(peft: PeftSettings):
         use_rslora=peft.use_rslora,
         use_dora=peft.use_dora,
         init_lora_weights=init,
+        trainable_token_indices=trainable_tokens or None,
     )
 
 
 def attach_adapter(model, peft: PeftSettings, seed: int, gradient_checkpointing: bool = False,
-                   location: str | None = None):
+                   location: str | None = None, trainable_tokens: list[int] | None = None):
     """Wrap the frozen base model with a freshly initialised adapter (seeded)."""
     from peft import get_peft_model
     from transformers import set_seed
@@ -132,7 +136,7 @@ def attach_adapter(model, peft: PeftSettings, seed: int, gradient_checkpointing:
 
         # Casts norms and embeddings to fp32 and lets gradients flow into the adapter inputs.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-    wrapped = get_peft_model(model, lora_config(peft))
+    wrapped = get_peft_model(model, lora_config(peft, trainable_tokens))
     if peft.init == "loftq":
         from peftstudio.model.loftq import apply_loftq
 

@@ -93,7 +93,7 @@ def _planned_micro_batch(config: RunConfig, hardware: HardwareProfile) -> int:
 
 def _tokenize(config: RunConfig, data: PreparedData, hardware: HardwareProfile,
               required: bool) -> tuple[TokenizedData | None, list[str]]:
-    from peftstudio.data.tokenization import tokenize_data
+    from peftstudio.data.tokenization import Masking, tokenize_data
     from peftstudio.data.tokenizer import prepare_tokenizer
 
     try:
@@ -104,7 +104,7 @@ def _tokenize(config: RunConfig, data: PreparedData, hardware: HardwareProfile,
         return None, [f"token figures are estimates (4 characters per token): {problem.problems[0].message}; "
                       "train loads the tokenizer and checks lengths, template, pad token and labels before training"]
     training = config.training
-    tokens = tokenize_data(data, setup, training.max_seq_length, config.data.overlong, training.loss_on,
+    tokens = tokenize_data(data, setup, training.max_seq_length, config.data.overlong, Masking.of(config),
                            _planned_micro_batch(config, hardware))
     return tokens, tokens.warnings
 
@@ -125,7 +125,8 @@ def _data_summary(config: RunConfig, data: PreparedData, tokens: TokenizedData |
     return DataSummary(**common, train_rows=len(tokens.train), validation_rows=len(tokens.validation),
                        padding_waste=stats.padding_waste, token_lengths=stats.percentiles, over_limit=stats.over_limit,
                        masked_dropped=stats.masked_dropped, chat_template=tokens.setup.template_reason,
-                       pad_token=tokens.setup.pad_reason, mean_tokens=round(stats.total_tokens / len(tokens.train), 1))
+                       pad_token=tokens.setup.pad_reason, answer_spans=tokens.setup.chat.reason,
+                       added_tokens=list(tokens.setup.added_tokens), mean_tokens=round(stats.total_tokens / len(tokens.train), 1))
 
 
 def _mean(values: list[int]) -> float:

@@ -66,6 +66,8 @@ class DataSummary:
     masked_dropped: int = 0
     chat_template: str = ""
     pad_token: str = ""
+    answer_spans: str = ""  # how the trained answers are found in the chat template's rendering
+    added_tokens: list[str] = field(default_factory=list)  # data.add_special_tokens=true: new vocabulary entries
     mean_tokens: float = 0.0  # tokens per training row after truncation, for the time estimate
 
 

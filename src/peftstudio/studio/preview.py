@@ -1,6 +1,5 @@
-"""Dataset preview: the CLI's data reader, then a few samples tokenized exactly as training
-tokenizes them (data/tokenization.py), cut where the labels switch between the part the loss
-ignores (masked) and the part the model learns, and where max_seq_length truncates."""
+"""Dataset preview: the CLI's data reader, then a few samples as `peftstudio preview-data`
+shows them (data/preview.py: tokenized exactly as training tokenizes them)."""
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from peftstudio.data.prepare import prepare_data
-from peftstudio.data.tokenization import IGNORE, tokenize_row
+from peftstudio.data.preview import sample_previews
 from peftstudio.data.tokenizer import prepare_tokenizer
 from peftstudio.config.schema import RunConfig
 from peftstudio.errors import EnvironmentProblem
@@ -30,10 +29,7 @@ def preview(path: Path | str, config: RunConfig) -> dict[str, Any]:
         return {**shown, "samples": [_plain(row, config.training.loss_on) for row in rows], "template": None,
                 "template_note": f"{config.model.name_or_path}: its tokenizer is not on this machine, so samples "
                                  "are shown as role: text (masking as training will apply it)"}
-    samples = []
-    for row in rows:
-        tokenized = tokenize_row(setup.tokenizer, row, config.training.loss_on, setup.has_generation_markers)
-        samples.append(_label_runs(setup.tokenizer, tokenized.input_ids, tokenized.labels, config.training.max_seq_length))
+    samples = [preview["runs"] for preview in sample_previews(config, data, setup, SAMPLES)]
     return {**shown, "samples": samples, "template": setup.template_reason, "template_note": ""}
 
 
@@ -45,18 +41,6 @@ def _tokenizer_setup(config: RunConfig, data_format: str):
         except EnvironmentProblem:
             return None
     return _SETUPS[key]
-
-
-def _label_runs(tokenizer, ids: list[int], labels: list[int], max_length: int) -> list[dict[str, Any]]:
-    """Consecutive tokens with the same (trained, truncated) state, decoded together."""
-    pieces: list[dict[str, Any]] = []
-    for index, (token, label) in enumerate(zip(ids, labels)):
-        state = {"trained": label != IGNORE and index < max_length, "truncated": index >= max_length}
-        if pieces and all(pieces[-1][k] == v for k, v in state.items()):
-            pieces[-1]["ids"].append(token)
-        else:
-            pieces.append({**state, "ids": [token]})
-    return [{"text": tokenizer.decode(piece.pop("ids")), **piece} for piece in pieces]
 
 
 def _plain(row: dict[str, Any], loss_on: str) -> list[dict[str, Any]]:
