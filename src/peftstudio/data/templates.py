@@ -27,7 +27,7 @@ from peftstudio.errors import Problem, UserError
 GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
 # Strings that look like control tokens: <|im_start|>, <start_of_turn>, </s>. `<<SYS>>` and
 # `[INST]` are plain text in the templates that use them, so they are not checked.
-SPECIAL_LOOKING = re.compile(r"(?<![<\w])<[|｜]?/?[A-Za-z][\w.▁-]*[|｜]?>(?!>)")
+SPECIAL_LOOKING = re.compile(r"(?<!<)<[|｜]?/?[A-Za-z][\w.▁-]*[|｜]?>(?!>)")
 PROBE_ANSWER = "Hi there, glad to help"
 PROBE = [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": PROBE_ANSWER},
          {"role": "user", "content": "Thanks"}]
@@ -198,15 +198,24 @@ def _trl_training_variant(tokenizer, template: str, end_of_turn: str | None) -> 
                                                return_assistant_tokens_mask=True)
     except Exception:  # noqa: BLE001 - e.g. a template without a system role: locate instead
         return None
-    trained = [token for token, keep in zip(marked["input_ids"], marked["assistant_masks"]) if keep]
-    text = tokenizer.decode(trained)
-    answers_trained = all(answer in text for answer in (PROBE_ANSWER, "You are welcome"))
-    ends_trained = end_of_turn is not None and text.count(end_of_turn) >= 2
-    if list(marked["input_ids"]) != list(original) or not answers_trained or not ends_trained:
+    expected = [f"{PROBE_ANSWER}{end_of_turn}", f"You are welcome{end_of_turn}"]
+    runs = [text.strip() for text in _marked_runs(tokenizer, marked["input_ids"], marked["assistant_masks"])]
+    if list(marked["input_ids"]) != list(original) or runs != expected:
         return None
     return ChatFormat("markers", end_of_turn, True, variant,
-                      f"TRL's training variant of the {name!r} template (checked: the same tokens as the original, "
-                      f"every answer and its {end_of_turn!r} marked)")
+                      f"TRL's training variant of the {name!r} template (checked: the same tokens as the original; "
+                      f"it marks each answer and its {end_of_turn!r}, nothing else)")
+
+
+def _marked_runs(tokenizer, ids: list[int], mask: list[int]) -> list[str]:
+    runs, current = [], []
+    for token, keep in zip(ids, mask):
+        if keep:
+            current.append(token)
+        elif current:
+            runs.append(tokenizer.decode(current))
+            current = []
+    return runs + ([tokenizer.decode(current)] if current else [])
 
 
 def stop_token_ids(tokenizer, generation_eos: int | list[int] | None = None) -> list[int]:

@@ -4,7 +4,8 @@ With markers (data/templates.py) the template marks the answers. Otherwise each 
 message is located in the rendered conversation: every message's (trimmed) text is searched
 in order from where the previous one ended, so the user's words are never taken for an
 answer, and each answer is extended over the whitespace and end-of-turn token that follow
-it. The character spans become token labels through the tokenizer's offsets; a template that
+it. The text is then tokenized piece by piece (prompt parts and answers), as generation sees
+it, and checked against the whole rendering's tokens; a template that
 renders a message differently from its text, or an answer not followed by the end-of-turn
 token, is a `TurnProblem` naming the turn.
 """
@@ -97,11 +98,30 @@ def _located(tokenizer, messages, chat: ChatFormat, trained_turns: str) -> Encod
     if not chat.closes_last_turn and messages[-1]["role"] == "assistant" and chat.end_of_turn:
         text += chat.end_of_turn
         spans[-1] = (spans[-1][0], len(text))
-    if trained_turns == "last":
-        spans = spans[-1:]
+    trained = spans[-1:] if trained_turns == "last" else spans
+    return _by_pieces(tokenizer, text, spans, trained) or _by_offsets(tokenizer, text, trained)
+
+
+def _by_pieces(tokenizer, text: str, spans: list[tuple[int, int]], trained: list[tuple[int, int]]) -> Encoded | None:
+    """Tokenize the prompt parts and the answers separately, so every answer starts on a token
+    boundary exactly as when the model generates it after the prompt (a template that writes
+    `[/INST]'Hello` would otherwise merge `]'` into one token). None when the pieces do not
+    decode to the same text as the whole (a tokenizer that prefixes each piece with a space)."""
+    cuts = sorted({0, len(text), *(bound for span in spans for bound in span)})
+    ids, labels = [], []
+    for start, end in zip(cuts, cuts[1:]):
+        piece = list(tokenizer(text[start:end], add_special_tokens=False)["input_ids"])
+        ids += piece
+        labels += piece if (start, end) in trained else [IGNORE] * len(piece)
+    whole = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return Encoded(ids, labels) if ids == list(whole) or tokenizer.decode(ids) == tokenizer.decode(whole) else None
+
+
+def _by_offsets(tokenizer, text: str, trained: list[tuple[int, int]]) -> Encoded:
+    """The whole text tokenized once; a token is trained when it overlaps an answer."""
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = list(encoded["input_ids"])
-    labels = [token if any(start < span_end and end > span_start for span_start, span_end in spans) else IGNORE
+    labels = [token if any(start < span_end and end > span_start for span_start, span_end in trained) else IGNORE
               for token, (start, end) in zip(ids, encoded["offset_mapping"])]
     return Encoded(ids, labels)
 
