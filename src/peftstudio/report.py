@@ -59,9 +59,20 @@ def print_data_summary(console: Console, plan: RunPlan) -> None:
         console.print(f"[bold]template[/]  {data.chat_template}; loss on {_loss_on(plan)}")
     if data.added_tokens:
         console.print(f"[bold]vocab[/]     data.add_special_tokens=true adds {len(data.added_tokens)} token(s) "
-                      f"({', '.join(data.added_tokens)}): their embedding rows are trained and saved with the adapter")
+                      f"({', '.join(data.added_tokens)}): {_embedding_cost(plan)}")
     if data.pad_token:
         console.print(f"[bold]pad[/]       {data.pad_token}")
+
+
+def _embedding_cost(plan: RunPlan) -> str:
+    from peftstudio.plan.architecture import architecture_of
+
+    arch = architecture_of(plan.config)
+    # peft saves the input embedding and the output head as two matrices, tied or not.
+    size = arch.vocab_size * arch.hidden_size * 2 * (2 if plan.config.training.precision in ("bf16", "fp16") else 4)
+    tied = " (tied: they train as one)" if arch.tie_embeddings else ""
+    return f"the embedding matrix and output head ({arch.vocab_size} x {arch.hidden_size}){tied} train in full and are " \
+           f"saved with the adapter: {size / 2**20:,.1f} MiB more per checkpoint"
 
 
 def _loss_on(plan: RunPlan) -> str:

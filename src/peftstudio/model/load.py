@@ -101,10 +101,12 @@ def keep_4bit_weights_dequantizable(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def lora_config(peft: PeftSettings, trainable_tokens: list[int] | None = None):
-    """The one peft `LoraConfig` every supported method maps to. `trainable_tokens`: ids of
-    vocabulary entries added for a chat template (data.add_special_tokens=true), whose
-    embedding rows train and are saved with the adapter, and nothing else of the matrix."""
+def lora_config(peft: PeftSettings, embedding_modules: list[str] | None = None):
+    """The one peft `LoraConfig` every supported method maps to. `embedding_modules`: the
+    input embedding and output head, trained in full and saved with the adapter, when the
+    vocabulary grew for a chat template's control tokens (data.add_special_tokens=true).
+    (peft's trainable_token_indices would save only the new rows, but TRL's fused LM head
+    reads `lm_head.weight` directly and would never see them.)"""
     from peft import LoraConfig, TaskType
 
     # LoftQ is applied after the adapter exists (see `apply_loftq`): peft's own LoftQ init
@@ -120,12 +122,13 @@ def lora_config(peft: PeftSettings, trainable_tokens: list[int] | None = None):
         use_rslora=peft.use_rslora,
         use_dora=peft.use_dora,
         init_lora_weights=init,
-        trainable_token_indices=trainable_tokens or None,
+        modules_to_save=embedding_modules or None,
+        ensure_weight_tying=bool(embedding_modules),
     )
 
 
 def attach_adapter(model, peft: PeftSettings, seed: int, gradient_checkpointing: bool = False,
-                   location: str | None = None, trainable_tokens: list[int] | None = None):
+                   location: str | None = None, train_embeddings: bool = False):
     """Wrap the frozen base model with a freshly initialised adapter (seeded)."""
     from peft import get_peft_model
     from transformers import set_seed
@@ -136,12 +139,18 @@ def attach_adapter(model, peft: PeftSettings, seed: int, gradient_checkpointing:
 
         # Casts norms and embeddings to fp32 and lets gradients flow into the adapter inputs.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-    wrapped = get_peft_model(model, lora_config(peft, trainable_tokens))
+    wrapped = get_peft_model(model, lora_config(peft, embedding_module_names(model) if train_embeddings else None))
     if peft.init == "loftq":
         from peftstudio.model.loftq import apply_loftq
 
         apply_loftq(wrapped, location)
     return wrapped
+
+
+def embedding_module_names(model) -> list[str]:
+    """The names of the model's input embedding and output head, whatever the family calls them."""
+    wanted = {id(model.get_input_embeddings()), id(model.get_output_embeddings())}
+    return list(dict.fromkeys(name.rpartition(".")[2] for name, module in model.named_modules() if id(module) in wanted))
 
 
 def needs_conversion(peft: PeftSettings) -> bool:

@@ -179,8 +179,8 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
     base = load_base_model(location, config.model, training.precision, training.attention,
                            quantization_config(config.peft), config.device)
     match_vocabulary(base, tokenizer)
-    added = tokenizer.convert_tokens_to_ids(data.setup.added_tokens) if data.setup.added_tokens else None
-    model = attach_adapter(base, config.peft, config.seed, training.gradient_checkpointing == "on", location, added)
+    model = attach_adapter(base, config.peft, config.seed, training.gradient_checkpointing == "on", location,
+                           train_embeddings=bool(data.setup.added_tokens))
     if needs_conversion(config.peft) and is_main_process():
         _keep_initial_adapter(model, checkpoints.root / INITIAL_ADAPTER, fresh_start=progress.step == 0)
     metrics = MetricsCallback(sinks, progress, training.save_interval_steps, training.metric_for_best_model,
