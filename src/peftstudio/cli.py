@@ -238,13 +238,20 @@ def convert(source: Path = typer.Argument(..., help="a run dir (its config.resol
     from peftstudio import api
 
     converted = api.convert_config(source, to)
+    if converted.sidecars and out is None:
+        from peftstudio.errors import Problem, UserError
+
+        raise UserError(Problem("--out", f"{to} also needs {', '.join(converted.sidecars)} beside the config",
+                                f"pass --out DIR/{to}.yaml"))
     if out is None:
         print(converted.text, end="")
     else:
         from peftstudio.files import write_text
 
         write_text(out, converted.text)
-        console.print(f"[green]wrote[/] {out} ({converted.tool})")
+        for name, text in converted.sidecars.items():
+            write_text(out.parent / name, text)
+        console.print(f"[green]wrote[/] {out}{''.join(f' and {out.parent / n}' for n in converted.sidecars)} ({converted.tool})")
     for note in converted.notes:
         errors.print(f"  note: {note}", markup=False, highlight=False, soft_wrap=True)
 

@@ -122,3 +122,24 @@ def test_an_unknown_file_is_refused_naming_the_formats(tmp_path):
     source.write_text("foo: 1\n")
     with pytest.raises(UserError, match="Axolotl YAML, LLaMA-Factory YAML.*torchtune"):
         import_file(source)
+
+
+def test_per_epoch_cadence_becomes_step_intervals_with_a_reason():
+    from peftstudio.plan.pipeline import make_plan
+    from tests.conftest import CPU
+
+    plan = make_plan(["training.evals_per_epoch=2", "training.saves_per_epoch=1", "training.micro_batch_size=4"],
+                     hardware=CPU)
+    per_epoch = plan.schedule.steps_per_epoch
+    assert plan.config.training.eval_interval_steps == max(per_epoch // 2, 1)
+    assert plan.config.training.save_interval_steps == per_epoch
+    assert "training.evals_per_epoch=2" in plan.decisions["training.eval_interval_steps"].reason
+
+
+def test_text_datasets_do_not_mix_with_conversations(tmp_path):
+    (tmp_path / "t.jsonl").write_text(json.dumps({"text": "plain"}) + "\n")
+    (tmp_path / "c.jsonl").write_text(json.dumps({"prompt": "a", "completion": "b"}) + "\n")
+    config = load_config([f"data.path={tmp_path / 't.jsonl'}", f"data.datasets=[{{path: {tmp_path / 'c.jsonl'}}}]",
+                          "data.validation_split=0"])[0]
+    with pytest.raises(UserError, match="mix plain text"):
+        prepare_data(config.data)

@@ -12,6 +12,7 @@ The result is validated as `peftstudio validate` validates a file.
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,9 +164,10 @@ def validate_text(text: str, source: Path) -> list[Problem]:
         try:
             load_config([], path)
         except UserError as error:
+            temporary = re.compile(re.escape(str(path)) + r"(:\d+)?")
             label = f"the import of {source.name}"
-            return [Problem(p.where.replace(str(path), label), p.message.replace(str(path), label),
-                            p.fix.replace(str(path), label)) for p in error.problems]
+            return [Problem(temporary.sub(label, p.where), temporary.sub(label, p.message), temporary.sub(label, p.fix))
+                    for p in error.problems]
     return []
 
 

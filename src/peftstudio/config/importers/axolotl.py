@@ -133,7 +133,9 @@ def chat_template_rule(value: Any, source: dict[str, Any]) -> Verdict:
     return mapped(("data.chat_template", datasets.chat_template(value)))
 
 
-def lora_targets(value: Any, _source) -> Verdict:
+def lora_targets(value: Any, source: dict[str, Any]) -> Verdict:
+    if source.get("lora_target_linear"):
+        return Verdict("mapped", note="lora_target_linear adds every linear layer to these: all-linear")
     names = [value] if isinstance(value, str) else list(value)
     if any(any(ch in name for ch in "*.[]()|") for name in names):
         raise Refused(f"target module pattern {value!r}: peftstudio takes module names")

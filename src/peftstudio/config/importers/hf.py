@@ -13,7 +13,8 @@ from peftstudio.config.importers.table import (Dialect, Outcome, Refused, Verdic
 # transformers TrainingArguments / TRL SFTConfig defaults for keys a YAML omits (a JSON dump has them all).
 TRL_DEFAULTS = {"learning_rate": 2e-5, "weight_decay": 0.0, "per_device_train_batch_size": 8, "num_train_epochs": 3,
                 "lr_scheduler_type": "linear", "max_grad_norm": 1.0, "seed": 42, "max_length": 1024,
-                "gradient_accumulation_steps": 1, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05}
+                "gradient_accumulation_steps": 1, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05,
+                "packing": False}
 
 
 def warmup_steps(value: Any, _source) -> Verdict:
@@ -140,11 +141,25 @@ def objective_from(key: str) -> Any:
     return rule
 
 
+def loss_default(source: dict[str, Any]) -> list[Outcome]:
+    """TRL trains on every token of conversational data unless assistant_only_loss (and on the
+    completion of prompt/completion data); peftstudio's default is the answer only."""
+    if source.get("assistant_only_loss") or source.get("completion_only_loss") is not None:
+        return []
+    return [Outcome("assistant_only_loss", False, approx([("training.loss_on", "all")], (
+        "TRL's default: every token of conversational data is trained (prompt/completion data: "
+        "the completion only, which peftstudio's training.loss_on=completion gives)")), from_default=True)]
+
+
 def whole_file(source: dict[str, Any]) -> list[Outcome]:
-    outcomes = common.no_warmup_default(source, "warmup_steps", "warmup_ratio")
+    outcomes = common.no_warmup_default(source, "warmup_steps", "warmup_ratio") + loss_default(source)
     if "model_name_or_path" in source and not source.get("use_peft"):
-        outcomes.append(Outcome("use_peft", None, Verdict(
+        outcomes.append(Outcome("use_peft", source.get("use_peft"), Verdict(
             "refused", note="no use_peft: a full fine-tune; peftstudio trains LoRA-family adapters only")))
+    elif source.get("use_peft") and not source.get("lora_target_modules"):
+        outcomes.append(Outcome("lora_target_modules", None, Verdict(
+            "refused", note="not set: peft picks per-architecture defaults (q_proj, v_proj for Llama) that "
+                            "peftstudio cannot know offline; name the modules, or all-linear")))
     return outcomes
 
 
@@ -263,6 +278,7 @@ def sft_config_default(key: str) -> Any:
 
 
 HF_DIALECT = Dialect("HF TrainingArguments / SFTConfig JSON", RULES, {}, IGNORED,
-                     lambda source: common.no_warmup_default(source, "warmup_steps", "warmup_ratio"),
+                     lambda source: common.no_warmup_default(source, "warmup_steps", "warmup_ratio")
+                     + (loss_default(source) if "completion_only_loss" in source else []),
                      default_of=sft_config_default)
 HF_MARKERS = {"per_device_train_batch_size", "num_train_epochs", "logging_steps", "gradient_accumulation_steps"}

@@ -123,6 +123,9 @@ def whole_file(source: dict[str, Any]) -> list[Outcome]:
     if source.get("lora_alpha") is None and source.get("finetuning_type", "lora") == "lora":
         rank = int(source.get("lora_rank") or 8)
         outcomes.append(Outcome("lora_alpha", rank * 2, mapped(("peft.alpha", float(rank * 2))), from_default=True))
+    if source.get("packing") is None:  # LLaMA-Factory packs pretraining data unless told otherwise
+        packing = "on" if source.get("stage") == "pt" else "off"
+        outcomes.append(Outcome("packing", None, mapped(("training.packing", packing)), from_default=True))
     if "stage" not in source:
         outcomes.append(Outcome("stage", "sft", mapped(), from_default=True))
     return outcomes

@@ -115,14 +115,17 @@ def switch(value: Any) -> str:
 # ---- the engine ----------------------------------------------------------------------------
 
 def judge(dialect: Dialect, source: dict[str, Any]) -> list[Outcome]:
-    """Every source key's outcome, then the source tool's defaults for keys it omitted."""
-    outcomes = [judge_key(dialect, key, value, source) for key, value in source.items()]
+    """Every source key's outcome (one each), with the source tool's defaults for keys it
+    omitted or left null, and the whole-file verdicts (which replace a key's own)."""
+    outcomes = {key: judge_key(dialect, key, value, source) for key, value in source.items()}
     for key, default in dialect.defaults.items():
         if source.get(key) is None:
             outcome = judge_key(dialect, key, default, {**source, key: default})
             outcome.from_default = True
-            outcomes.append(outcome)
-    return outcomes + dialect.whole_file(source)
+            outcomes[key] = outcome
+    for outcome in dialect.whole_file(source):
+        outcomes[outcome.key] = outcome
+    return list(outcomes.values())
 
 
 def judge_key(dialect: Dialect, key: str, value: Any, source: dict[str, Any]) -> Outcome:
