@@ -44,7 +44,10 @@ def prepare_data(settings: DataSettings) -> PreparedData:
     rows = _checked_rows(source, settings, data_format)
     if settings.datasets:
         more, digests = extra_rows(settings)
-        rows, data_format = mix_rows([(data_format, rows)] + more)
+        rows, mixed_format = mix_rows([(data_format, rows)] + more)
+        if mixed_format != data_format:
+            reason += f"; mixed with {', '.join(sorted({f for f, _ in more}))} data: prompt/completion rows become two-turn chats"
+        data_format = mixed_format
         source = SourceRecords(source.source, source.kind, source.records,
                                hashlib.sha256(":".join([source.sha256, *digests]).encode()).hexdigest())
         reason += f"; with {len(settings.datasets)} more dataset(s) from data.datasets"
