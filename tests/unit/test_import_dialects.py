@@ -143,3 +143,19 @@ def test_text_datasets_do_not_mix_with_conversations(tmp_path):
                           "data.validation_split=0"])[0]
     with pytest.raises(UserError, match="mix plain text"):
         prepare_data(config.data)
+
+
+def test_an_objective_maps_once_peftstudio_has_it(monkeypatch):
+    from peftstudio.config import compose as compose_module
+    from peftstudio.config.importers.common import objective_verdict
+    from peftstudio.config.importers.table import Refused
+
+    with pytest.raises(Refused, match="dpo is not available"):
+        objective_verdict("dpo", "rl")
+    monkeypatch.setattr(compose_module, "group_options", lambda group: ["sft", "dpo"] if group == "objective" else [])
+    assert objective_verdict("dpo", "rl").pairs == [("defaults.objective", "dpo")]
+    assert objective_verdict("sigmoid", "loss_type").pairs == [("defaults.objective", "dpo")]
+
+
+def test_an_alias_can_be_deleted_by_its_own_name():
+    assert compose(["training.seed=7", "~training.seed"]).values["seed"] == 42

@@ -252,6 +252,7 @@ def compose(overrides: list[str] | None = None, config_file: Path | None = None)
     for override in _parse_overrides(list(overrides or []), problems):
         key = override.key_or_group
         if override.is_delete():
+            key = canonical_key(key) or key  # ~training.seed deletes what training.seed=N set
             (selections.pop(key, None) if key in ALL_GROUPS else deletions.append((key, override.input_line)))
         elif key in ALL_GROUPS and not isinstance(override.value(), dict):
             cli_selections[key] = _check_option(key, override.value(), f"override {override.input_line!r}", problems)

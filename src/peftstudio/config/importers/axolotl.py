@@ -52,11 +52,21 @@ def part_of_adapter(value: Any, source: dict[str, Any]) -> Verdict:
     raise Refused("needs adapter: lora or qlora")
 
 
+# Keys of an Axolotl dataset entry the conversion reads; any other one with a value is refused.
+ENTRY_KEYS = {"path", "type", "split", "name", "revision", "data_files", "ds_type", "field_messages",
+              "message_property_mappings", "message_field_role", "message_field_content", "roles", "roles_to_train",
+              "train_on_eos", "chat_template", "field", "drop_system_message", "field_chosen", "field_rejected"}
+
+
 def dataset_entry(entry: Any, source: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """One Axolotl dataset → (peftstudio source, approximation note)."""
     if not isinstance(entry, dict) or not entry.get("path"):
         raise Refused(f"dataset {entry!r} has no path")
     path, kind = str(entry["path"]), entry.get("type")
+    unread = sorted(key for key, value in entry.items() if key not in ENTRY_KEYS and value not in (None, False, "", []))
+    if unread:
+        raise Refused(f"dataset {path}: {', '.join(unread)} not read by peftstudio (e.g. a reasoning field the "
+                      "template would render)")
     if entry.get("data_files"):
         files = entry["data_files"]
         if path not in ("json", "csv", "parquet") or not isinstance(files, str):
@@ -66,7 +76,8 @@ def dataset_entry(entry: Any, source: dict[str, Any]) -> tuple[dict[str, Any], s
         if entry.get(key):
             raise Refused(f"dataset {path}: {key} is not supported")
     out: dict[str, Any] = {"path": path, "split": entry.get("split"), "subset": entry.get("name"),
-                           "revision": entry.get("revision")}
+                           "revision": entry.get("revision"),
+                           "system_message": "drop" if entry.get("drop_system_message") else "keep"}
     note = ""
     if isinstance(kind, dict):
         out["format"], note = "instruction", "custom prompt format: " + ALPACA_NOTE
@@ -76,6 +87,8 @@ def dataset_entry(entry: Any, source: dict[str, Any]) -> tuple[dict[str, Any], s
     elif kind == "chat_template" or (kind is None and entry.get("field_messages")):
         out["format"], out["columns"] = chat_dataset(entry)
         note = "" if entry.get("train_on_eos") in (None, "turn") else "train_on_eos: peftstudio trains every assistant turn's end"
+        if entry.get("train_on_eos") == "none":
+            raise Refused(f"dataset {path}: train_on_eos none (the model would not learn to stop); peftstudio trains it")
     elif kind in TYPES:
         out["format"], note = TYPES[kind]
         if kind == "completion" and entry.get("field", "text") != "text":
@@ -105,7 +118,13 @@ def datasets_rule(value: Any, source: dict[str, Any]) -> Verdict:
         raise Refused("no dataset")
     converted = [dataset_entry(entry, source) for entry in entries]
     notes = sorted({note for _, note in converted if note})
-    return Verdict("approximated" if notes else "mapped", datasets.source_pairs([s for s, _ in converted]), "; ".join(notes))
+    system = {s.pop("system_message") for s, _ in converted}
+    if len(system) > 1:
+        raise Refused("drop_system_message on some datasets only; peftstudio's data.system_message is one for the run")
+    pairs = datasets.source_pairs([s for s, _ in converted])
+    if system == {"drop"}:
+        pairs.append(("data.system_message", "drop"))
+    return Verdict("approximated" if notes else "mapped", pairs, "; ".join(notes))
 
 
 def test_datasets(value: Any, source: dict[str, Any]) -> Verdict:
@@ -113,7 +132,8 @@ def test_datasets(value: Any, source: dict[str, Any]) -> Verdict:
     if len(entries) != 1:
         raise Refused(f"{len(entries)} test datasets; peftstudio evaluates on one data.validation_path")
     entry, _ = dataset_entry(entries[0], source)
-    return mapped(("data.validation_path", entry["path"]))
+    return mapped(("data.validation_path", entry["path"]), note="evaluated in data.path's format and columns"
+                  if {k: v for k, v in entry.items() if k not in ("path", "system_message")} else "")
 
 
 def validation(value: Any, _source) -> Verdict:

@@ -156,6 +156,7 @@ RULES = {
     "val_size": lambda v, _s: mapped(("data.validation_split", float(v))) if float(v) < 1
     else common.fail(f"{v} rows: peftstudio's data.validation_split is a share below 1"),
     "train_on_prompt": lambda v, _s: mapped(("training.loss_on", "all" if v else "completion")),
+    "mask_history": lambda v, _s: mapped(("data.train_on_turns", "last" if v else "all")),
     "neat_packing": lambda v, _s: mapped(("training.packing", switch(v))),
     "flash_attn": lambda v, _s: mapped(("training.attention", {"fa2": "flash_attention_2", "sdpa": "sdpa",
                                                                "disabled": "eager", "auto": "auto"}[v])),
