@@ -328,10 +328,17 @@ def import_config(path: Path, dataset_info: Path | None = None, allow_changes: b
 
 
 def convert_config(source: Path, tool: str):
-    """A peftstudio config (a file, or a run dir's config.resolved.yaml) in another tool's format."""
-    from peftstudio.config.importers.convert import convert
+    """A peftstudio config (a file, or a run dir's resolved config and the data format its plan
+    read) in another tool's format."""
+    from peftstudio.config.importers.convert import convert, load
 
-    return convert(Path(source), tool)
+    source = Path(source)
+    if source.is_dir():
+        from peftstudio.plan.runs import read_run
+
+        plan = read_run(source, require_plan=True).plan
+        return convert(plan.config, tool, source.name, plan.data.format, plan.schedule.mode == "epochs")
+    return convert(load(source), tool, source.name)
 
 
 def diagnose(run_dir: Path):

@@ -84,7 +84,7 @@ def test_convert_round_trips(tmp_path, tool):
                                                 "gradient_checkpointing": "on", "attention": "sdpa"},
                                    "optim": {"learning_rate": 1e-4, "warmup_steps": 5, "name": "paged_adamw_8bit"}}))
     original = load_config([], run)[0]
-    converted = convert(run, tool)
+    converted = convert(load_config([], run)[0], tool, run.name)
     for name, text in converted.sidecars.items():
         (tmp_path / name).write_text(text)
     (tmp_path / "converted.yaml").write_text(converted.text)
@@ -92,7 +92,8 @@ def test_convert_round_trips(tmp_path, tool):
     back = imported_config(tmp_path, import_file(tmp_path / "converted.yaml", info, allow_changes=tool == "trl"))
     for section in ("peft", "optim"):
         assert getattr(back, section) == getattr(original, section), section
-    keys = ("micro_batch_size", "precision", "packing", "gradient_checkpointing", "attention", "max_seq_length", "loss_on")
+    keys = ("micro_batch_size", "precision", "packing", "gradient_checkpointing", "attention", "max_seq_length", "loss_on",
+            "num_batches", "log_interval_steps", "save_interval_steps", "eval_interval_steps")
     assert [getattr(back.training, k) for k in keys] == [getattr(original.training, k) for k in keys]
     assert (back.model.name_or_path, back.data.path, back.data.format) == \
         (original.model.name_or_path, original.data.path, original.data.format if tool != "trl" else "auto")

@@ -195,7 +195,10 @@ RULES = {
     "lora_dropout": to("peft.dropout", float),
     "lora_target_modules": lora_targets,
     "lora_target_linear": when_set(lambda _v, _s: mapped(("peft.target_modules", "all-linear"))),
-    "lora_modules_to_save": refuse("peftstudio trains adapter weights only (no fully trained modules_to_save)"),
+    "lora_modules_to_save": lambda v, _s: approx([("data.add_special_tokens", True)], (
+        "peftstudio does not train whole embed_tokens/lm_head; it trains the embedding rows of the tokens the chat "
+        "template adds (data.add_special_tokens), which is what these are usually saved for"))
+    if set(v) <= {"embed_tokens", "lm_head"} else common.fail(f"trains whole modules {v} beside the adapter"),
     "sequence_len": to("training.max_seq_length", int),
     "sample_packing": to("training.packing", switch),
     "micro_batch_size": to("training.micro_batch_size", int),
@@ -221,7 +224,7 @@ RULES = {
     "gradient_checkpointing": to("training.gradient_checkpointing", switch),
     "flash_attention": attention_flag("flash_attention_2"),
     "sdp_attention": attention_flag("sdpa"),
-    "attn_implementation": to("training.attention", common.attention),
+    "attn_implementation": common.attention_rule,
     "output_dir": common.output_dir,
     "val_set_size": validation,
     "datasets": datasets_rule,

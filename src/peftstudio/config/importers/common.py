@@ -135,6 +135,21 @@ def attention(value: Any) -> str:
     return names[str(value)]
 
 
+def attention_rule(value: Any, _source) -> Verdict:
+    """An attention implementation; another kernel of the same exact attention (FlashAttention-3,
+    a hub kernel, xformers, flex) maps to the closest one peftstudio runs, said as such."""
+    name = str(value)
+    try:
+        return mapped(("training.attention", attention(name)))
+    except Refused:
+        if "flash" in name.lower():
+            return approx([("training.attention", "flash_attention_2")], f"{name}: the same exact attention, "
+                                                                          "computed by FlashAttention-2")
+        if name in ("xformers", "flex_attention"):
+            return approx([("training.attention", "sdpa")], f"{name}: the same exact attention, computed by sdpa")
+        raise
+
+
 def distributed(kind: str, value: Any) -> Verdict:
     """A DeepSpeed / FSDP config → training.distributed; the details of the source's file are
     not carried, peftstudio writes its own accelerate config for the strategy."""

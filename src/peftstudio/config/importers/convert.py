@@ -28,24 +28,31 @@ class Converted:
 
 
 def load(source: Path) -> RunConfig:
-    """A run dir's config.resolved.yaml, or a peftstudio config file, validated."""
+    """A peftstudio config file, validated (a run dir is read by the caller, through its plan)."""
     from peftstudio.config.validate import load_config
 
-    path = source / "config.resolved.yaml" if source.is_dir() else source
-    if not path.is_file():
-        raise UserError(Problem(str(source), "neither a run dir with config.resolved.yaml nor a config file",
+    if not source.is_file():
+        raise UserError(Problem(str(source), "neither a run dir nor a config file",
                                 "pass a finished run's output dir or a peftstudio YAML"))
-    return load_config([], path)[0]
+    return load_config([], source)[0]
 
 
-def convert(source: Path, tool: str) -> Converted:
+def convert(config: RunConfig, tool: str, source_name: str, detected_format: str | None = None,
+            epochs_based: bool = False) -> Converted:
+    """`config` in `tool`'s words. `detected_format`: what the run's plan read data.format=auto
+    as; `epochs_based`: the run's length is training.num_epochs (else training.num_batches,
+    written as max_steps, which outranks epochs in all three tools)."""
     if tool not in TOOLS:
         raise UserError(Problem("--to", f"{tool!r} is not a format convert writes", f"use one of {', '.join(TOOLS)}"))
-    config = load(source)
     notes: list[str] = []
+    if config.data.format == "auto" and detected_format and not config.data.datasets:
+        config = config.model_copy(update={"data": config.data.model_copy(update={"format": detected_format})})
+        notes.append(f"data.format=auto: written as {detected_format}, the format the run read")
     values = {"axolotl": to_axolotl, "trl": to_trl, "llamafactory": to_llamafactory}[tool](config, notes)
+    if not epochs_based:
+        values["max_steps"] = config.training.num_batches
     sidecars = values.pop("__sidecars__", {})
-    text = f"# Written by `peftstudio convert --to {tool}` from {source.name}.\n" + \
+    text = f"# Written by `peftstudio convert --to {tool}` from {source_name}.\n" + \
         yaml.safe_dump(values, sort_keys=False, allow_unicode=True)
     return Converted(tool, text, notes, sidecars)
 
@@ -109,7 +116,6 @@ def to_axolotl(config: RunConfig, notes: list[str]) -> dict[str, Any]:
                save_steps=training.save_interval_steps, eval_steps=training.eval_interval_steps,
                save_total_limit=training.save_total_limit)
     out.pop("max_steps")
-    notes.append("Axolotl runs by num_epochs; peftstudio's training.num_batches is not carried")
     out.update(_warmup(optim))
     out.update(_precision_flags(training.precision))
     if training.gradient_checkpointing != "auto":
@@ -140,7 +146,7 @@ def _axolotl_dataset(source: dict[str, Any]) -> dict[str, Any]:
     data_format, columns = source["format"], dict(source.get("columns") or {})
     if data_format not in AXOLOTL_FORMATS:
         raise UserError(Problem("data.format", f"{data_format}: Axolotl needs a dataset type",
-                                "set data.format (instruction, chat, sharegpt or text)"))
+                                "set data.format (instruction, chat, sharegpt or text), or convert the run dir"))
     entry: dict[str, Any] = {"path": source["path"], "type": AXOLOTL_FORMATS[data_format]}
     if data_format in ("chat", "sharegpt"):
         column = "messages" if data_format == "chat" else "conversations"

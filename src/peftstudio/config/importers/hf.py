@@ -210,7 +210,7 @@ RULES = {
     "model_revision": when_set(lambda v, _s: mapped(("model.revision", str(v))) if v != "main"
                                else Verdict("ignored", note="main is the default branch")),
     "trust_remote_code": to("model.trust_remote_code", bool),
-    "attn_implementation": to("training.attention", common.attention),
+    "attn_implementation": common.attention_rule,
     "torch_dtype": lambda v, _s: approx([], f"{v}: peftstudio loads the base at training.precision (bf16 here)"),
     "dtype": lambda v, _s: approx([], f"{v}: peftstudio loads the base at training.precision"),
     "use_peft": peft_rule,

@@ -94,7 +94,7 @@ def dataset_rule(value: Any, _source) -> Verdict:
 def loss_rule(value: Any, _source) -> Verdict:
     name = component(value).rsplit(".", 1)[-1]
     if "CrossEntropy" in name or name.startswith("CE"):
-        return mapped(note="chunked / linear cross-entropy: the same loss" if name != "CrossEntropyLoss" else "")
+        return Verdict("mapped", note="cross-entropy on the labels (chunking is only how it is computed)")
     if "DPO" in name or "IPO" in name or "SimPO" in name:
         return common.objective_verdict(name.removesuffix("Loss").lower() or "dpo", "loss")
     raise Refused(f"loss {name} is not available")
@@ -161,7 +161,9 @@ RULES = {
     "metric_logger": logger_rule,
     "tokenizer": lambda v, _s: mapped(("training.max_seq_length", int(v["max_seq_len"]))) if v.get("max_seq_len")
     else Verdict("ignored", note="the model's own tokenizer"),
-    "resume_from_checkpoint": lambda v, _s: mapped(("training.resume", "auto" if v else "never")),
+    "resume_from_checkpoint": lambda v, _s: mapped(("training.resume", "auto")) if v else approx(
+        [], "false: torchtune starts fresh; peftstudio's resume=auto continues only from this run's own complete "
+            "checkpoints in training.checkpoint_dir (set training.resume=never to start over)"),
     "shuffle": lambda v, _s: Verdict("ignored", note="peftstudio shuffles too") if v
     else common.fail("shuffle: false trains in file order; peftstudio shuffles"),
     "optimizer_in_bwd": lambda v, _s: Verdict("ignored", note="off") if not v
