@@ -217,6 +217,7 @@ def import_(file: Path = typer.Argument(..., help="an Axolotl, LLaMA-Factory, TR
     else:
         from peftstudio.files import write_text
 
+        out.parent.mkdir(parents=True, exist_ok=True)
         write_text(out, result.yaml_text)
         console.print(f"[green]wrote[/] {out}  (train with: peftstudio train --config {out})")
     _print_import_table(result)
@@ -248,6 +249,7 @@ def convert(source: Path = typer.Argument(..., help="a run dir (its config.resol
     else:
         from peftstudio.files import write_text
 
+        out.parent.mkdir(parents=True, exist_ok=True)
         write_text(out, converted.text)
         for name, text in converted.sidecars.items():
             write_text(out.parent / name, text)
