@@ -169,6 +169,8 @@ RULES = {
     "optimizer_in_bwd": lambda v, _s: Verdict("ignored", note="off") if not v
     else common.fail("optimizer steps in the backward pass (no gradient accumulation)"),
     "teacher_model": lambda v, _s: common.fail("knowledge distillation is not available"),
+    "datasets": lambda v, _s: common.fail("a weighted mix of datasets with their own transforms (the dev "
+                                          "multi-dataset recipe) is not available"),
     "kd_loss": lambda v, _s: common.fail("knowledge distillation is not available"),
 }
 IGNORED = {key: "logging, checkpoint format or a speed/memory setting: the run computes the same" for key in (
