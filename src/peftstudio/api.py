@@ -318,12 +318,27 @@ def preview_data(overrides: list[str] | None = None, config_file: Path | None = 
             "pad_token": setup.pad_reason, "samples": sample_previews(config, data, setup, rows)}
 
 
-def import_config(path: Path):
-    """Convert a foreign config file (HF TrainingArguments / SFTConfig JSON, Axolotl YAML, a
-    wizard JSON) into a peftstudio config, validated; unmapped keys are listed, never dropped."""
+def import_config(path: Path, dataset_info: Path | None = None, allow_changes: bool = False):
+    """Convert a foreign config file (Axolotl, LLaMA-Factory, TRL/alignment-handbook, torchtune,
+    HF TrainingArguments JSON, wizard JSON) into a validated peftstudio config; refused
+    (ImportRefused, exit 2) where the run would differ, unless `allow_changes`."""
     from peftstudio.config.importers import import_file
 
-    return import_file(Path(path))
+    return import_file(Path(path), Path(dataset_info) if dataset_info else None, allow_changes)
+
+
+def convert_config(source: Path, tool: str):
+    """A peftstudio config (a file, or a run dir's resolved config and the data format its plan
+    read) in another tool's format."""
+    from peftstudio.config.importers.convert import convert, load
+
+    source = Path(source)
+    if source.is_dir():
+        from peftstudio.plan.runs import read_run
+
+        plan = read_run(source, require_plan=True).plan
+        return convert(plan.config, tool, source.name, plan.data.format, plan.schedule.mode == "epochs")
+    return convert(load(source), tool, source.name)
 
 
 def diagnose(run_dir: Path):

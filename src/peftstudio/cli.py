@@ -193,27 +193,69 @@ def merge(run_dir: Path = typer.Argument(..., help="a finished run's output dir,
 
 
 @app.command(name="import")
-def import_(file: Path = typer.Argument(..., help="HF TrainingArguments/SFTConfig JSON, Axolotl YAML or wizard JSON"),
-            out: Optional[Path] = typer.Option(None, "--out", "-o", help="write the YAML here instead of stdout")) -> None:
-    """Convert a foreign config into a peftstudio YAML that validates; keys it cannot map are
-    listed (and kept as comments in the YAML)."""
+def import_(file: Path = typer.Argument(..., help="an Axolotl, LLaMA-Factory, TRL/alignment-handbook or torchtune YAML, "
+                                             "an HF TrainingArguments/SFTConfig JSON or a wizard JSON"),
+            out: Optional[Path] = typer.Option(None, "--out", "-o", help="write the YAML here instead of stdout"),
+            dataset_info: Optional[Path] = typer.Option(None, "--dataset-info",
+                                                        help="LLaMA-Factory's dataset_info.json naming the datasets"),
+            allow_changes: bool = typer.Option(False, "--allow-changes",
+                                               help="import even where the run would differ; each change is a "
+                                                    "comment in the YAML")) -> None:
+    """Convert a foreign config into a peftstudio YAML. Every key is mapped, approximated,
+    ignored (it changes nothing) or refused (the run would differ: exit 2 naming the keys,
+    unless --allow-changes). The table is printed."""
     from peftstudio import api
+    from peftstudio.config.importers import ImportRefused
 
-    result = api.import_config(file)
+    try:
+        result = api.import_config(file, dataset_info, allow_changes)
+    except ImportRefused as refused:
+        _print_import_table(refused.result)
+        raise
     if out is None:
         print(result.yaml_text, end="")
     else:
         from peftstudio.files import write_text
 
+        out.parent.mkdir(parents=True, exist_ok=True)
         write_text(out, result.yaml_text)
         console.print(f"[green]wrote[/] {out}  (train with: peftstudio train --config {out})")
-    errors.print(f"imported {result.kind}: {len(result.mapped)} key(s) mapped, "
-                 f"{len(result.unmapped) + len(result.unset)} not mapped", markup=False)
-    for line in result.unmapped_lines():
-        errors.print(f"  not mapped: {line}", markup=False, highlight=False)
-    if result.unset:
-        errors.print(f"  not mapped, null/false/empty in the source: {', '.join(result.unset)}",
-                     markup=False, highlight=False)
+    _print_import_table(result)
+
+
+def _print_import_table(result) -> None:
+    counts = ", ".join(f"{n} {kind}" for kind, n in result.counts().items())
+    errors.print(f"imported {result.kind}: {counts}", markup=False)
+    for row in result.report():
+        errors.print(f"  {row}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def convert(source: Path = typer.Argument(..., help="a run dir (its config.resolved.yaml) or a peftstudio config file"),
+            to: str = typer.Option(..., "--to", help="axolotl, trl or llamafactory"),
+            out: Optional[Path] = typer.Option(None, "--out", "-o", help="write here instead of stdout")) -> None:
+    """Write a peftstudio config in another tool's format; `peftstudio import` of the result
+    gives back the same config. (`export` hands off trained models; this converts configs.)"""
+    from peftstudio import api
+
+    converted = api.convert_config(source, to)
+    if converted.sidecars and out is None:
+        from peftstudio.errors import Problem, UserError
+
+        raise UserError(Problem("--out", f"{to} also needs {', '.join(converted.sidecars)} beside the config",
+                                f"pass --out DIR/{to}.yaml"))
+    if out is None:
+        print(converted.text, end="")
+    else:
+        from peftstudio.files import write_text
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_text(out, converted.text)
+        for name, text in converted.sidecars.items():
+            write_text(out.parent / name, text)
+        console.print(f"[green]wrote[/] {out}{''.join(f' and {out.parent / n}' for n in converted.sidecars)} ({converted.tool})")
+    for note in converted.notes:
+        errors.print(f"  note: {note}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -22,7 +22,8 @@ from typing import Any
 import yaml
 
 from peftstudio.config.introspect import ABSENT, find_field, is_section_key, lookup
-from peftstudio.config.schema import RunConfig
+from peftstudio.config.overrides import quoted
+from peftstudio.config.schema import RunConfig, canonical_key
 from peftstudio.errors import Problem, UserError
 
 CONF_DIR = Path(__file__).parent / "conf"
@@ -71,12 +72,18 @@ class _Layer:
     name: str
     file: str | None = None
     lines: dict[str, int] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)  # schema key → the alias this layer wrote
 
     def origin_of(self, key: str) -> Origin:
+        alias = self.aliases.get(key)
+        said = f"; {alias} is {key}" if alias else ""
         if self.file is None:
-            return Origin(self.rank, self.name)
-        line = self.lines.get(key)
-        return Origin(self.rank, f"{self.name} ({self.file}:{line})" if line else f"{self.name} ({self.file})")
+            return Origin(self.rank, f"{self.name}{f' ({alias} is {key})' if alias else ''}")
+        line = self.lines.get(alias or key)
+        return Origin(self.rank, f"{self.name} ({self.file}:{line}{said})" if line else f"{self.name} ({self.file}{said})")
+
+    def __post_init__(self) -> None:
+        self.values = _unalias(self.values, self.aliases)
 
 
 def group_options(group: str) -> list[str]:
@@ -157,10 +164,62 @@ def _parse_overrides(overrides: list[str], problems: list[Problem]) -> list[Any]
     for text in overrides:
         try:
             parsed += parser.parse_overrides([text])
+            continue
         except OverrideParseException as error:
-            problems.append(Problem(f"override {text!r}", error.message.splitlines()[0],
-                                    "write key.sub=value, group=option, +experiment=name or ~key"))
+            message = error.message.splitlines()[0].split(". ")[0].replace("LexerNoViableAltException", "cannot read")
+        repaired = _quoted_value(text)
+        try:
+            parsed += parser.parse_overrides([repaired]) if repaired else []
+            if repaired:
+                continue
+        except OverrideParseException:
+            pass
+        key = text.partition("=")[0] or "key"
+        example = f"{key}={quoted(text.partition('=')[2])}" if "=" in text else "key.sub=value"
+        problems.append(Problem(f"override {text!r}", f"cannot be read ({message})",
+                                f"quote the value, e.g. \"{example}\" (the outer quotes are for the shell)"))
     return parsed
+
+
+def _quoted_value(text: str) -> str | None:
+    """`key=value` with the value quoted, for values the grammar would read otherwise (`~/x`,
+    `a=b`, spaces): a plain key and an unquoted value are meant literally."""
+    key, sign, value = text.partition("=")
+    plain_key = key.lstrip("+").replace(".", "").replace("_", "").replace("-", "").isalnum()
+    if not sign or not plain_key or not value or value[0] in "'\"[{":
+        return None
+    return f"{key}={quoted(value)}"
+
+
+def _unalias(values: dict[str, Any], found: dict[str, str]) -> dict[str, Any]:
+    """`values` with alias keys (schema.ALIASES) moved to the schema's keys; `found` records
+    schema key → alias, which the origin text names."""
+    moves: list[tuple[str, Any, str]] = []
+    kept = _without_aliases(values, "", moves)
+    for target, value, alias in moves:
+        found[target] = alias
+        *parents, leaf = target.split(".")
+        node = kept
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return kept
+
+
+def _without_aliases(values: dict[str, Any], prefix: str, moves: list[tuple[str, Any, str]]) -> dict[str, Any]:
+    kept: dict[str, Any] = {}
+    for key, value in values.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        target = canonical_key(dotted)
+        if target is not None:
+            moves.append((target, value, dotted))
+        elif isinstance(value, dict) and value and (is_section_key(dotted) or find_field(dotted) is None):
+            inner = _without_aliases(value, dotted, moves)
+            if inner:
+                kept[key] = inner
+        else:
+            kept[key] = value
+    return kept
 
 
 def _check_option(group: str, option: Any, where: str, problems: list[Problem]) -> list[str]:
@@ -193,6 +252,7 @@ def compose(overrides: list[str] | None = None, config_file: Path | None = None)
     for override in _parse_overrides(list(overrides or []), problems):
         key = override.key_or_group
         if override.is_delete():
+            key = canonical_key(key) or key  # ~training.seed deletes what training.seed=N set
             (selections.pop(key, None) if key in ALL_GROUPS else deletions.append((key, override.input_line)))
         elif key in ALL_GROUPS and not isinstance(override.value(), dict):
             cli_selections[key] = _check_option(key, override.value(), f"override {override.input_line!r}", problems)
@@ -289,6 +349,9 @@ def _merge(composition: Composition, values: dict[str, Any], layer: _Layer, pref
                 target[key] = {}
             _merge(composition, value, layer, dotted)
             continue
+        if layer.rank == RANK_OVERRIDE and isinstance(value, dict) and isinstance(target.get(key), dict):
+            # Dotted overrides into one mapping merge (data.columns.prompt=q data.columns.completion=a).
+            value = {**target[key], **value}
         target[key] = value
         for stale in [k for k in composition.origins if k.startswith(dotted + ".")]:
             del composition.origins[stale]

@@ -10,6 +10,7 @@ from typing import Any
 
 from peftstudio.config.compose import ALL_GROUPS, CONF_DIR, group_options, is_global_package, read_yaml
 from peftstudio.config.introspect import ABSENT, FieldDoc, all_leaf_keys, find_field, keys_under, lookup
+from peftstudio.config.schema import canonical_key
 from peftstudio.errors import Problem, UserError
 
 
@@ -32,7 +33,7 @@ class Explanation:
 def explain(key: str) -> Explanation:
     """Explain a dotted key (`training.micro_batch_size`), a section (`training`), a group
     (`platform`) or one group option (`peft=dora`)."""
-    key = key.strip()
+    key = canonical_key(key.strip()) or key.strip()  # an alias (model.lora_rank) explains its key (peft.r)
     group, _, option = key.replace("/", "=").partition("=")
     if option:
         if group not in ALL_GROUPS or option not in group_options(group):

@@ -19,6 +19,24 @@ EMBEDDED_MODEL_ID = "embedded:tiny-llama"
 EMBEDDED_SAMPLE_DATA = "embedded:sample"
 
 
+# Other spellings of keys, as the seeds' training reference writes them: accepted in files and
+# overrides, and named where the value shows up (`plan`: "model.lora_rank is peft.r"), never a
+# second key beside the first. A trailing dot maps a whole section (optimizer.X is optim.X).
+ALIASES = {"training.seed": "seed", "training.device": "device", "checkpoint_dir": "training.checkpoint_dir",
+           "model.lora_rank": "peft.r", "model.lora_alpha": "peft.alpha", "model.lora_dropout": "peft.dropout",
+           "optimizer.": "optim.", "optimizer.lr": "optim.learning_rate"}
+
+
+def canonical_key(dotted: str) -> str | None:
+    """The schema's key an alias stands for, or None when `dotted` is no alias."""
+    if dotted in ALIASES:
+        return ALIASES[dotted]
+    for alias, target in ALIASES.items():
+        if alias.endswith(".") and dotted.startswith(alias):
+            return canonical_key(target + dotted[len(alias):]) or target + dotted[len(alias):]
+    return None
+
+
 def memory(note: str) -> dict:
     """Attach a memory-impact note to a field; `explain` shows it."""
     return {"memory": note}
@@ -165,6 +183,12 @@ class TrainingSettings(Section):
     """Keep at most this many checkpoints; older ones are deleted after a new one is complete."""
     eval_interval_steps: int = Field(default=500, ge=1)
     """Evaluate on the validation split every this many optimizer steps (and at the end)."""
+    evals_per_epoch: int | None = Field(default=None, ge=1, le=1000)
+    """Evaluate this many times per pass over the data: sets eval_interval_steps from the
+    steps per epoch `plan` computes (it says so). null: eval_interval_steps decides."""
+    saves_per_epoch: int | None = Field(default=None, ge=1, le=1000)
+    """Write this many checkpoints per pass over the data: sets save_interval_steps from the
+    steps per epoch (`plan` says so). null: save_interval_steps decides."""
     log_interval_steps: int = Field(default=10, ge=1)
     """Write a metrics line every this many optimizer steps."""
     output_dir: str = "./outputs"
@@ -226,6 +250,23 @@ class OptimSettings(Section):
 DataFormat = Literal["auto", "instruction", "chat", "sharegpt", "prompt_completion", "text"]
 
 
+class DataSource(Section):
+    """One more dataset trained on together with data.path (each with its own format and columns)."""
+
+    path: str
+    """A local file, a save_to_disk directory or a hub dataset id, as data.path."""
+    format: DataFormat = "auto"
+    """Record shape of this dataset, as data.format."""
+    columns: dict[str, str] = Field(default_factory=dict)
+    """Rename this dataset's columns to the format's names, as data.columns."""
+    split: str = "train"
+    """Split to read from a hub dataset or a save_to_disk DatasetDict."""
+    subset: str | None = None
+    """Hub dataset configuration (subset) name."""
+    revision: str | None = None
+    """Hub dataset revision; null means the default branch."""
+
+
 class DataSettings(Section):
     path: str = EMBEDDED_SAMPLE_DATA
     """A local .jsonl / .json (array) / .csv / .tsv / .parquet file, a directory written by
@@ -270,6 +311,11 @@ class DataSettings(Section):
     """Hub dataset configuration (subset) name, when the dataset has several."""
     revision: str | None = None
     """Hub dataset revision (branch, tag or commit); null means the default branch."""
+    datasets: list[DataSource] = Field(default_factory=list)
+    """Further datasets trained on together with data.path: each read and checked in its own
+    format and columns, then all rows concatenated before the shuffle and split, e.g.
+    [{path: more.jsonl, format: chat}]. Conversational and prompt/completion sources mix
+    (prompt/completion rows become two-turn conversations); text sources mix only with text."""
 
 
 class LoggingSettings(Section):

@@ -42,6 +42,15 @@ def prepare_data(settings: DataSettings) -> PreparedData:
     source = read_source(settings.path, settings)
     data_format, reason = detect_format(_renamed(source, settings).records, settings.format)
     rows = _checked_rows(source, settings, data_format)
+    if settings.datasets:
+        more, digests = extra_rows(settings)
+        rows, mixed_format = mix_rows([(data_format, rows)] + more)
+        if mixed_format != data_format:
+            reason += f"; mixed with {', '.join(sorted({f for f, _ in more}))} data: prompt/completion rows become two-turn chats"
+        data_format = mixed_format
+        source = SourceRecords(source.source, source.kind, source.records,
+                               hashlib.sha256(":".join([source.sha256, *digests]).encode()).hexdigest())
+        reason += f"; with {len(settings.datasets)} more dataset(s) from data.datasets"
     random.Random(settings.shuffle_seed).shuffle(rows)
     if settings.max_samples is not None:
         rows = rows[: settings.max_samples]
@@ -56,6 +65,35 @@ def prepare_data(settings: DataSettings) -> PreparedData:
         split_reason = f"data.validation_split={settings.validation_split:g} of the shuffled rows"
     return PreparedData(source.source, data_format, reason, [r for _, r in train], [r for _, r in validation], digest,
                         [w for w, _ in train], [w for w, _ in validation], split_reason)
+
+
+def extra_rows(settings: DataSettings) -> tuple[list[tuple[str, list]], list[str]]:
+    """Each data.datasets entry read, checked and converted in its own format and columns."""
+    found, digests = [], []
+    for entry in settings.datasets:
+        own = settings.model_copy(update={"path": entry.path, "format": entry.format, "columns": entry.columns,
+                                          "split": entry.split, "subset": entry.subset, "revision": entry.revision})
+        check_column_mapping(own.columns)
+        source = read_source(entry.path, own)
+        data_format, _ = detect_format(_renamed(source, own).records, own.format)
+        found.append((data_format, _checked_rows(source, own, data_format)))
+        digests.append(source.sha256)
+    return found, digests
+
+
+def mix_rows(parts: list[tuple[str, list]]) -> tuple[list, str]:
+    """Concatenate rows of several formats. Conversational and prompt/completion rows mix
+    (prompt/completion become a two-turn conversation, trained on the same assistant turn);
+    text rows mix only with text."""
+    shapes = {"text" if fmt == "text" else "messages" if fmt in ("chat", "sharegpt") else "pc" for fmt, _ in parts}
+    if len(shapes) == 1:
+        return [row for _, rows in parts for row in rows], parts[0][0]
+    if "text" in shapes:
+        raise UserError(Problem("data.datasets", f"formats {sorted({f for f, _ in parts})} mix plain text with "
+                                "conversations", "train text datasets in a run of their own"))
+    mixed = [(where, {"messages": row["prompt"] + row["completion"]} if "prompt" in row else row)
+             for _, rows in parts for where, row in rows]
+    return mixed, "chat"
 
 
 def _renamed(source: SourceRecords, settings: DataSettings) -> SourceRecords:

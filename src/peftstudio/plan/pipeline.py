@@ -61,6 +61,7 @@ def plan_with_data(overrides: list[str] | None = None, config_file: Path | None 
     summary = _data_summary(composed, data, tokens, hardware)
     resolution = resolve(composed, hardware, summary.padding_waste)
     schedule = _schedule(resolution.config, composition, summary.train_rows)
+    resolution = per_epoch_cadence(resolution, schedule)
     findings = check(resolution.config, hardware, schedule.optimizer_steps, summary.validation_rows, place)
     _raise(findings)
     return _assemble(requested, composition, resolution, hardware, summary, schedule,
@@ -154,6 +155,24 @@ def with_measured_micro_batch(plan: RunPlan, result) -> RunPlan:
                    schedule=replace(schedule, optimizer_steps=steps, steps_per_epoch=steps_per_epoch,
                                     effective_batch=result.effective_batch * training.num_processes),
                    memory=check_fit(config, plan.hardware).to_dict(), batch_size_search=result.to_dict())
+
+
+def per_epoch_cadence(resolution, schedule: Schedule):
+    """training.evals_per_epoch / saves_per_epoch → whole-step intervals from the steps per
+    epoch, each with its reason (what Axolotl's evals_per_epoch / saves_per_epoch mean)."""
+    training = resolution.config.training
+    update, reasons = {}, {}
+    for per_epoch, interval in (("evals_per_epoch", "eval_interval_steps"), ("saves_per_epoch", "save_interval_steps")):
+        count = getattr(training, per_epoch)
+        if count is None:
+            continue
+        update[interval] = max(schedule.steps_per_epoch // count, 1)
+        reasons[f"training.{interval}"] = (f"training.{per_epoch}={count}: {schedule.steps_per_epoch} steps per epoch "
+                                           f"/ {count} = every {update[interval]} step(s)")
+    if not update:
+        return resolution
+    config = resolution.config.model_copy(update={"training": training.model_copy(update=update)})
+    return replace(resolution, config=config, reasons={**resolution.reasons, **reasons})
 
 
 def _schedule(config: RunConfig, composition: Composition, train_rows: int) -> Schedule:
