@@ -136,3 +136,14 @@ def test_mixtral_experts_stay_unquantized_and_adapted_as_parameters():
     assert quantizable_weights(arch) == attention  # bitsandbytes replaces nn.Linear only
     names = [layer.name for layer in targeted_layers(arch, PeftSettings(target_modules=["q_proj", "w1", "w3", "w2"]))]
     assert names == ["q_proj", "experts.gate_up_proj", "experts.down_proj"]
+
+
+def test_every_hub_model_preset_agrees_with_the_catalogue():
+    from pathlib import Path
+
+    from peftstudio.config.validate import load_config
+
+    presets = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "src/peftstudio/config/conf/model").glob("*.yaml"))
+    for preset in [p for p in presets if p != "tiny"]:
+        config, _ = load_config([f"model={preset}"])
+        assert known_models()[config.model.name_or_path.lower()].architecture == config.model.architecture, preset
