@@ -342,8 +342,8 @@ def doctor(overrides: list[str] | None = None, config_file: Path | None = None,
 
 
 def cost(run_plan: RunPlan, price_file: Path | None = None):
-    """Time here and cost on rented GPUs that fit; None when the model has no architecture
-    numbers to estimate from (a hub id that is not a preset)."""
+    """Time here and cost on rented GPUs that fit; None when the model's architecture numbers
+    are not known offline (not a preset, a local dir, in the HF cache or in the catalogue)."""
     from peftstudio.plan.architecture import architecture_of
     from peftstudio.plan.cost import cost_report
 
