@@ -147,3 +147,29 @@ def test_every_hub_model_preset_agrees_with_the_catalogue():
     for preset in [p for p in presets if p != "tiny"]:
         config, _ = load_config([f"model={preset}"])
         assert known_models()[config.model.name_or_path.lower()].architecture == config.model.architecture, preset
+
+
+# One model per family beyond the presets', with a family-specific target list (Mixtral by the
+# names peft maps onto its fused experts) and DoRA where peft supports it.
+FAMILY_TARGETS = [("microsoft/Phi-3.5-mini-instruct", ["qkv_proj", "down_proj"], True),
+                  ("tiiuae/falcon-7b", ["query_key_value", "dense_4h_to_h"], True),
+                  ("tiiuae/falcon-40b", ["dense", "dense_h_to_4h"], True),
+                  ("google/gemma-2-2b", ["q_proj", "v_proj", "up_proj"], True),
+                  ("Qwen/Qwen3-0.6B", ["k_proj", "o_proj", "gate_proj"], True),
+                  ("mistralai/Mixtral-8x7B-v0.1", ["q_proj", "gate", "w1", "w3", "w2"], False)]
+
+
+@pytest.mark.parametrize(("hub_id", "targets", "dora"), FAMILY_TARGETS, ids=[f[0] for f in FAMILY_TARGETS])
+def test_target_lists_and_dora_equal_peft_per_family(hub_id, targets, dora):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    arch = shallow(known_models()[hub_id.lower()].architecture, 1)
+    for use_dora in (False, True) if dora else (False,):
+        settings = PeftSettings(r=4, target_modules=targets, use_dora=use_dora, method="dora" if use_dora else "lora")
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(hf_config(arch))
+            wrapped = get_peft_model(model, LoraConfig(r=4, target_modules=targets, use_dora=use_dora),
+                                     low_cpu_mem_usage=True)
+        assert adapter_parameters(arch, settings) == wrapped.get_nb_trainable_parameters()[0], (hub_id, use_dora)
