@@ -310,7 +310,10 @@ def preview_data(overrides: list[str] | None = None, config_file: Path | None = 
     from peftstudio.data.preview import sample_previews
     from peftstudio.data.tokenizer import prepare_tokenizer
 
+    from peftstudio.plan.pipeline import require_tokenizer_files
+
     config, _ = load_config(overrides, config_file)
+    require_tokenizer_files(config, "preview-data")
     data = prepare_data(config.data)
     setup = prepare_tokenizer(config, data.format)
     return {"source": data.source, "format": data.format, "format_reason": data.format_reason,

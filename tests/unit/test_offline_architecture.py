@@ -106,3 +106,13 @@ def test_unknown_and_half_fused_targets_are_refused_per_family():
                                 (["model.name_or_path=mistralai/Mixtral-8x7B-v0.1", "peft=dora"], "DoRA cannot adapt")):
         with pytest.raises(UserError, match=expected):
             make_plan(overrides, hardware=CPU)
+
+
+def test_preview_needs_the_tokenizer_files_and_says_so(tmp_path):
+    from peftstudio import api
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(SMALL_LLAMA))
+    with pytest.raises(UserError, match="has a config.json but no tokenizer files.*preview-data needs the tokenizer"):
+        api.preview_data([f"model.name_or_path={model}"], rows=1)

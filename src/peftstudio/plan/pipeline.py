@@ -98,10 +98,9 @@ def _tokenize(config: RunConfig, data: PreparedData, hardware: HardwareProfile,
     from peftstudio.data.tokenization import Masking, tokenize_data
     from peftstudio.data.tokenizer import prepare_tokenizer
 
-    missing = _missing_tokenizer(config)
-    if missing and required:
-        raise UserError(Problem("model.name_or_path", f"{missing}: training needs the tokenizer",
-                                "copy the model's tokenizer files into that directory"))
+    if required:
+        require_tokenizer_files(config, "training")
+    missing = missing_tokenizer(config)
     if missing:
         return None, [f"token figures are estimates (4 characters per token): {missing}; train needs the tokenizer "
                       "and checks lengths, template, pad token and labels with it before training"]
@@ -118,7 +117,15 @@ def _tokenize(config: RunConfig, data: PreparedData, hardware: HardwareProfile,
     return tokens, tokens.warnings
 
 
-def _missing_tokenizer(config: RunConfig) -> str | None:
+def require_tokenizer_files(config: RunConfig, purpose: str) -> None:
+    """A user error (before any loading) when a local model directory has no tokenizer files."""
+    missing = missing_tokenizer(config)
+    if missing:
+        raise UserError(Problem("model.name_or_path", f"{missing}: {purpose} needs the tokenizer",
+                                "copy the model's tokenizer files into that directory"))
+
+
+def missing_tokenizer(config: RunConfig) -> str | None:
     """Why a local model directory's tokenizer cannot load, decided from its files (None: it
     has tokenizer files, or the model is not a local directory). A directory with neither a
     config.json nor a tokenizer is not a model directory: a user error."""
