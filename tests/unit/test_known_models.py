@@ -1,4 +1,4 @@
-"""The catalogue of popular hub models (plan/known_models.yaml) against transformers and peft:
+"""The catalogue of popular hub models (config/known_models.yaml) against transformers and peft:
 for every entry, the model built on the meta device from its numbers has exactly the
 parameters plan/architecture.py counts, and peft's `all-linear` adapts exactly the layers (names,
 shapes, counts) architecture.py says, with the same trainable count. Each entry's total is also

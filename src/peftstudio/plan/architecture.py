@@ -6,7 +6,7 @@ preset and every catalogue entry on the meta device and compare), because the me
 starts from them. Module names and layouts follow the installed transformers per family:
 Llama-style blocks (q/k/v/o, gate/up/down), Phi-3's fused qkv_proj and gate_up_proj,
 Falcon's query_key_value and dense_h_to_4h, Mixtral's router and fused expert parameters.
-Nothing is loaded: presets carry the numbers, otherwise plan/known_models.py finds them.
+Nothing is loaded: presets carry the numbers, otherwise config/known_models.py finds them.
 """
 
 from __future__ import annotations
