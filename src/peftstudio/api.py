@@ -310,7 +310,10 @@ def preview_data(overrides: list[str] | None = None, config_file: Path | None = 
     from peftstudio.data.preview import sample_previews
     from peftstudio.data.tokenizer import prepare_tokenizer
 
+    from peftstudio.plan.pipeline import require_tokenizer_files
+
     config, _ = load_config(overrides, config_file)
+    require_tokenizer_files(config, "preview-data")
     data = prepare_data(config.data)
     setup = prepare_tokenizer(config, data.format)
     return {"source": data.source, "format": data.format, "format_reason": data.format_reason,
@@ -357,8 +360,8 @@ def doctor(overrides: list[str] | None = None, config_file: Path | None = None,
 
 
 def cost(run_plan: RunPlan, price_file: Path | None = None):
-    """Time here and cost on rented GPUs that fit; None when the model has no architecture
-    numbers to estimate from (a hub id that is not a preset)."""
+    """Time here and cost on rented GPUs that fit; None when the model's architecture numbers
+    are not known offline (not a preset, a local dir, in the HF cache or in the catalogue)."""
     from peftstudio.plan.architecture import architecture_of
     from peftstudio.plan.cost import cost_report
 

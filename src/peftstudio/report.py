@@ -22,7 +22,9 @@ def print_plan_summary(console: Console, plan: RunPlan) -> None:
     """The decisions that matter: what runs, where, how long, and why each auto went the way it did."""
     config, schedule, hardware = plan.config, plan.schedule, plan.hardware
     training = config.training
-    console.print(f"[bold]model[/]     {config.model.name_or_path}")
+    memory = plan.memory or {}
+    source = memory.get("architecture") or "unknown: no memory, time or cost estimate (see the warning)"
+    console.print(f"[bold]model[/]     {config.model.name_or_path} (architecture: {source})")
     console.print(f"[bold]method[/]    {config.peft.method}  r={config.peft.r} alpha={config.peft.alpha:g} "
                   f"dropout={config.peft.dropout:g} targets={_value(config.peft.target_modules)}")
     print_data_summary(console, plan)

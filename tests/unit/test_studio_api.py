@@ -93,6 +93,8 @@ def test_presets_steps_explain_and_openapi(client):
     presets = client.get("/api/presets").json()
     assert {"tiny", "llama3_8b"} <= {o["name"] for o in presets["model"]}
     assert {"lora", "dora", "pissa", "rslora"} <= {o["name"] for o in presets["peft"]}
+    known = {m["hub_id"]: m for m in presets["known_models"]}  # the catalogue, for the model field's suggestions
+    assert known["meta-llama/Llama-3.1-8B-Instruct"]["total_parameters"] == 8_030_261_248
     steps = client.get("/api/steps").json()
     assert [s["step"] for s in steps] == list(range(1, 8))
     batch = next(f for s in steps for f in s["fields"] if f["key"] == "training.micro_batch_size")

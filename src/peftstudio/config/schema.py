@@ -50,8 +50,9 @@ class ModelArchitecture(Section):
     """Architecture numbers of a model, enough to plan it without downloading weights."""
 
     model_type: str = "llama"
-    """Architecture family as in the model's config.json (llama, mistral, qwen2, gemma3_text):
-    decides which norms and biases each block carries when counting parameters."""
+    """Architecture family as in the model's config.json (llama, mistral, mixtral, qwen2, qwen3,
+    gemma2, gemma3_text, phi3, falcon): decides the block's module names, norms and biases when
+    counting parameters and resolving LoRA targets."""
     num_layers: int = Field(ge=1)
     """Number of transformer blocks."""
     hidden_size: int = Field(ge=1)
@@ -69,9 +70,16 @@ class ModelArchitecture(Section):
     tie_embeddings: bool = False
     """Whether the output head shares the input embedding matrix."""
     attention_bias: bool = False
-    """Whether q/k/v projections carry a bias (Qwen2 does)."""
+    """Whether q/k/v projections carry a bias (Qwen2 does; for Falcon: every linear layer)."""
     max_position_embeddings: int = Field(default=4096, ge=1)
     """Longest context the model was trained for."""
+    num_experts: int = Field(default=0, ge=0)
+    """Experts per mixture-of-experts block (Mixtral: 8); 0 for a dense MLP."""
+    num_experts_per_token: int = Field(default=0, ge=0)
+    """Experts each token is routed to (Mixtral: 2); 0 for a dense MLP."""
+    norms_per_block: int | None = Field(default=None, ge=0)
+    """Layer norms per block when the family allows several layouts (Falcon-7B: 1, Falcon-40B: 2);
+    null means the family's usual."""
 
 
 class ModelSettings(Section):

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from peftstudio.config.compose import Composition, compose
+from peftstudio.config.compose import CONF_DIR, RANK_USER_FILE, Composition, compose, read_yaml
 from peftstudio.config.introspect import find_field, keys_under
 from peftstudio.config.schema import RunConfig
 from peftstudio.errors import Problem, UserError
@@ -33,9 +33,47 @@ def validate_composition(composition: Composition) -> RunConfig:
     except ValidationError as error:
         problems += [_describe(item, composition) for item in error.errors()]
         config = None
+    if config is not None:
+        problems += _preset_for_another_model(config, composition)
     if problems:
         raise UserError(_dedupe(problems), headline=_headline(problems))
     return config
+
+
+def _preset_for_another_model(config: RunConfig, composition: Composition) -> list[Problem]:
+    """A model preset carries one model's architecture numbers. Naming another model on top of
+    it would plan that model with the preset's numbers, unsaid: refused, unless the user states
+    the architecture too, or the named model is known (local, cached, catalogue) to have
+    exactly the preset's numbers (an instruct twin)."""
+    presets = composition.groups.get("model") or []
+    named = composition.origin("model.name_or_path")
+    if not presets or named.rank < RANK_USER_FILE or config.model.architecture is None:
+        return []
+    preset_name = _preset_model_name(presets[-1])
+    user_numbers = any(key.startswith("model.architecture") and origin.rank >= RANK_USER_FILE
+                       for key, origin in composition.origins.items())
+    if config.model.name_or_path == preset_name or user_numbers or _same_numbers(config):
+        return []
+    return [Problem("model.name_or_path", f"{config.model.name_or_path!r} (from {named}) is another model than "
+                    f"model={presets[-1]} ({preset_name}), whose architecture numbers it would be planned with",
+                    f"drop model={presets[-1]} (peftstudio then reads {config.model.name_or_path}'s own numbers from its "
+                    "config.json, the Hugging Face cache or its catalogue), or state them with model.architecture.*")]
+
+
+def _preset_model_name(preset: str) -> str | None:
+    data, _ = read_yaml(CONF_DIR / "model" / f"{preset}.yaml")
+    data = data or {}
+    return (data.get("model") or {}).get("name_or_path") if "model" in data else data.get("name_or_path")
+
+
+def _same_numbers(config: RunConfig) -> bool:
+    from peftstudio.config.known_models import find_architecture
+
+    try:
+        found = find_architecture(config.model)
+    except UserError:
+        return False
+    return found.architecture == config.model.architecture
 
 
 def _headline(problems: list[Problem]) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from peftstudio.config.schema import QUANTIZED_METHODS, RunConfig
-from peftstudio.errors import Problem
+from peftstudio.errors import Problem, UserError
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.settings import ProcessPlace
 
@@ -35,6 +35,7 @@ def check(config: RunConfig, hardware: HardwareProfile, optimizer_steps: int, va
     _check_optimizer_backend(config, hardware, findings)
     _check_distributed(config, hardware, place, findings)
     _check_schedule(config, optimizer_steps, validation_rows, findings)
+    _check_model(config, findings)
     _check_paths(config, findings)
     _check_trackers(config, findings)
     _warn_hyperparameters(config, findings)
@@ -164,10 +165,50 @@ def _check_schedule(config: RunConfig, steps: int, validation_rows: int, finding
     if training.save_interval_steps > steps:
         findings.warnings.append(f"training.save_interval_steps={training.save_interval_steps} is longer than the run "
                                  f"({steps} steps): the only checkpoint is the final one")
-    architecture = config.model.architecture
-    if architecture and training.max_seq_length > architecture.max_position_embeddings:
+
+
+def _check_model(config: RunConfig, findings: Findings) -> None:
+    """Against the model's architecture, wherever it was found (no numbers: `plan` says the
+    memory is unknown): the context length, and LoRA targets peft can resolve on this family."""
+    from peftstudio.plan.architecture import architecture_of, layout_known, targeted_layers, uses_dora
+
+    try:
+        architecture = architecture_of(config)
+    except UserError:
+        return
+    training, peft = config.training, config.peft
+    if training.max_seq_length > architecture.max_position_embeddings:
         findings.warnings.append(f"training.max_seq_length={training.max_seq_length} exceeds the model's context "
                                  f"({architecture.max_position_embeddings}); quality beyond it is not expected")
+    if not layout_known(architecture):
+        findings.warnings.append(f"model_type {architecture.model_type!r}: parameter counts and memory assume a "
+                                 "Llama-style block (q/k/v/o, gate/up/down projections) and may be off")
+    try:
+        layers = targeted_layers(architecture, peft)
+    except UserError as error:
+        findings.errors.extend(error.problems)
+        return
+    _warn_unquantized(config, architecture, findings)
+    parameters = [layer.name for layer in layers if not layer.is_module]
+    if uses_dora(peft) and parameters:
+        findings.errors.append(Problem("peft.target_modules", f"DoRA cannot adapt {parameters} of this "
+                                       f"{architecture.model_type} model: peft adapts them as parameters, without DoRA",
+                                       "use peft=lora (or qlora), or target the attention only: "
+                                       "peft.target_modules=[q_proj,k_proj,v_proj,o_proj]"))
+
+
+def _warn_unquantized(config: RunConfig, architecture, findings: Findings) -> None:
+    """bitsandbytes quantizes nn.Linear layers only: fused expert weights stay at compute precision."""
+    from peftstudio.plan.architecture import linear_layers
+
+    if config.peft.quantization == "none" and config.peft.method not in QUANTIZED_METHODS:
+        return
+    kept = sum(layer.per_model * layer.weight_count for layer in linear_layers(architecture)
+               if not layer.is_module)
+    if kept:
+        findings.warnings.append(f"{kept / 1e9:.1f}B weights of this {architecture.model_type} model (its router and "
+                                 "fused experts) are parameters, not nn.Linear layers: bitsandbytes leaves them at "
+                                 "compute precision, and the memory estimate counts them so")
 
 
 def _check_paths(config: RunConfig, findings: Findings) -> None:

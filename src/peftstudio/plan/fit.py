@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from peftstudio.config.schema import RunConfig
 from peftstudio.errors import UserError
+from peftstudio.plan.architecture import architecture_source
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.memory import MemoryEstimate, estimate_memory, largest_fitting_micro_batch, quantization_of
 from peftstudio.units import format_gib
@@ -26,6 +27,8 @@ class FitReport:
     fitting_overrides: list[str] = field(default_factory=list)
     recommended_micro_batch: int | None = None
     warnings: list[str] = field(default_factory=list)
+    architecture: str | None = None  # where the architecture numbers were read
+    unknown: str | None = None  # why there is no estimate (then `fits` is null, never true)
 
     def to_dict(self) -> dict:
         return {
@@ -34,15 +37,28 @@ class FitReport:
             "fits": self.estimate.fits(self.device_bytes) if self.estimate and self.device_bytes else None,
             "recommended_micro_batch": self.recommended_micro_batch,
             "fitting_overrides": self.fitting_overrides,
+            "architecture": self.architecture,
+            "unknown": self.unknown,
         }
 
 
 def check_fit(config: RunConfig, hardware: HardwareProfile) -> FitReport:
-    """The estimate of the resolved run on one device of `hardware`, and what fits if it does not."""
+    """The estimate of the resolved run on one device of `hardware`, and what fits if it does
+    not. Without architecture numbers nothing can be predicted, and the report says so."""
+    device = hardware.device_memory
     try:
+        source = architecture_source(config)
         estimate = estimate_memory(config)
-    except UserError:
-        return FitReport(None, hardware.device_memory)  # no architecture numbers: nothing to predict
+    except UserError as error:
+        problem = error.problems[0]
+        reason = f"{problem.message}; to give it: {problem.fix}" if problem.fix else problem.message
+        return FitReport(None, device, warnings=[f"memory, time and cost unknown: {reason}"], unknown=reason)
+    report = _fit(config, hardware, estimate)
+    return FitReport(report.estimate, device, report.fitting_overrides, report.recommended_micro_batch,
+                     report.warnings, architecture=source)
+
+
+def _fit(config: RunConfig, hardware: HardwareProfile, estimate: MemoryEstimate) -> FitReport:
     device = hardware.device_memory
     if not device:
         return FitReport(estimate, device)

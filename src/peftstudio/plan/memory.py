@@ -24,7 +24,7 @@ from typing import Any
 from peftstudio.config.schema import ModelArchitecture, RunConfig
 from peftstudio.plan.architecture import (
     adapter_parameters, architecture_of, base_parameters, head_dim, is_gemma3,
-    Linear, linear_layers, quantizable_weights, targeted_layers, trainable_bias_parameters, uses_dora,
+    Linear, quantizable_weights, quantized_layers, targeted_layers, trainable_bias_parameters, uses_dora,
 )
 from peftstudio.plan.hardware import HardwareProfile
 
@@ -42,10 +42,6 @@ BITS_4BIT_SINGLE_QUANT = 4 + 32 / 64  # 4.5
 # allocator's fragmentation; MPS: Metal's command buffers and caches; CPU: the interpreter
 # with torch, transformers and trl imported (~0.7 GiB resident, measured on this project's CPUs).
 FRAMEWORK_OVERHEAD_BYTES = {"cuda": 640 * MIB, "mps": 512 * MIB, "cpu": 768 * MIB}
-# Adapters whose layers read the same tensor (q/k/v read the normed input, gate/up too).
-INPUT_GROUP = {"q_proj": "attention input", "k_proj": "attention input", "v_proj": "attention input",
-               "o_proj": "attention output", "gate_proj": "mlp input", "up_proj": "mlp input",
-               "down_proj": "mlp product", "lm_head": "final norm"}
 # The config values the arithmetic reads; each must be resolved (not `auto`) before estimating.
 RESOLVED_KEYS = ("device", "training.precision", "training.attention", "training.gradient_checkpointing")
 
@@ -179,7 +175,7 @@ def _base_weight_bytes(settings: _Settings) -> float:
     quantized = quantizable_weights(arch)
     if settings.quantization == "int8":
         # LLM.int8: one byte per weight plus an fp32 scale per output row.
-        rows = sum(layer.per_model * layer.out_features for layer in linear_layers(arch) if layer.name != "lm_head")
+        rows = sum(layer.per_model * layer.out_features for layer in quantized_layers(arch))
         quantized_bytes = quantized + 4 * rows
     else:
         bits = BITS_4BIT_DOUBLE_QUANT if settings.double_quant else BITS_4BIT_SINGLE_QUANT
@@ -190,7 +186,7 @@ def _base_weight_bytes(settings: _Settings) -> float:
 def dequantized_weight_bytes(arch: ModelArchitecture, compute: int) -> int:
     """bitsandbytes dequantizes a layer's weight to compute precision for each matmul over many
     tokens (forward and backward): one at a time, the largest sets the transient."""
-    return compute * max(layer.weight_count for layer in linear_layers(arch) if layer.name != "lm_head")
+    return compute * max(layer.weight_count for layer in quantized_layers(arch))
 
 
 def _optimizer_bytes(settings: _Settings, config: RunConfig) -> float:
@@ -236,8 +232,8 @@ def _lora_bytes_per_token(layers: list[Linear], settings: _Settings, config: Run
             total += (mask_bytes + c) * layer.in_features
         elif c != 4:
             total += c * layer.in_features
-        elif INPUT_GROUP[layer.name] not in shared_inputs:
-            shared_inputs.add(INPUT_GROUP[layer.name])
+        elif layer.reads not in shared_inputs:  # e.g. q/k/v read the normed input, gate/up too
+            shared_inputs.add(layer.reads)
             total += c * layer.in_features
         total += c * r + (2 * c * layer.out_features if uses_dora(config.peft) else 0)
     return total

@@ -16,7 +16,7 @@ from pathlib import Path
 from peftstudio.config.compose import (RANK_AUTO, RANK_DEFAULT, RANK_EXPERIMENT, RANK_GROUP, RANK_OVERRIDE,
                                        RANK_USER_FILE, Composition)
 from peftstudio.config.introspect import flatten
-from peftstudio.config.schema import RunConfig
+from peftstudio.config.schema import EMBEDDED_MODEL_ID, RunConfig
 from peftstudio.config.validate import load_config
 from peftstudio.data.prepare import PreparedData, prepare_data
 from peftstudio.data.tokenization import TokenizedData, padding_waste, percentiles
@@ -33,6 +33,8 @@ from peftstudio.settings import ProcessPlace
 
 ORIGIN_KINDS: dict[int, OriginKind] = {RANK_DEFAULT: "default", RANK_GROUP: "group", RANK_EXPERIMENT: "experiment",
                                        RANK_USER_FILE: "file", RANK_OVERRIDE: "override", RANK_AUTO: "auto"}
+# Files one of which every tokenizer transformers loads from a directory has.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt", "tekken.json")
 # What a plan depends on in the machine it was made for: resolution reads these, so a plan made
 # on other hardware would not be the plan this machine gets.
 HARDWARE_KEYS = ("accelerator", "device_count", "device_names", "device_memory_bytes", "compute_capability", "gpu_bf16",
@@ -97,6 +99,12 @@ def _tokenize(config: RunConfig, data: PreparedData, hardware: HardwareProfile,
     from peftstudio.data.tokenization import Masking, tokenize_data
     from peftstudio.data.tokenizer import prepare_tokenizer
 
+    if required:
+        require_tokenizer_files(config, "training")
+    missing = missing_tokenizer(config)
+    if missing:
+        return None, [f"token figures are estimates (4 characters per token): {missing}; train needs the tokenizer "
+                      "and checks lengths, template, pad token and labels with it before training"]
     try:
         setup = prepare_tokenizer(config, data.format)
     except EnvironmentProblem as problem:
@@ -108,6 +116,30 @@ def _tokenize(config: RunConfig, data: PreparedData, hardware: HardwareProfile,
     tokens = tokenize_data(data, setup, training.max_seq_length, config.data.overlong, Masking.of(config),
                            _planned_micro_batch(config, hardware))
     return tokens, tokens.warnings
+
+
+def require_tokenizer_files(config: RunConfig, purpose: str) -> None:
+    """A user error (before any loading) when a local model directory has no tokenizer files."""
+    missing = missing_tokenizer(config)
+    if missing:
+        raise UserError(Problem("model.name_or_path", f"{missing}: {purpose} needs the tokenizer",
+                                "copy the model's tokenizer files into that directory"))
+
+
+def missing_tokenizer(config: RunConfig) -> str | None:
+    """Why a local model directory's tokenizer cannot load, decided from its files (None: it
+    has tokenizer files, or the model is not a local directory). A directory with neither a
+    config.json nor a tokenizer is not a model directory: a user error."""
+    directory = Path(config.model.name_or_path).expanduser()
+    if config.model.name_or_path == EMBEDDED_MODEL_ID or not directory.is_dir():
+        return None
+    if any((directory / name).is_file() for name in TOKENIZER_FILES):
+        return None
+    if not (directory / "config.json").is_file():
+        raise UserError(Problem("model.name_or_path", f"no config.json / tokenizer files in {directory}",
+                                "point model.name_or_path at a model directory (config.json, tokenizer.json or "
+                                "tokenizer.model, weights) or at a hub id"))
+    return f"{directory} has a config.json but no tokenizer files ({', '.join(TOKENIZER_FILES)})"
 
 
 def _data_summary(config: RunConfig, data: PreparedData, tokens: TokenizedData | None,

@@ -38,7 +38,8 @@ class FlopsPerToken:
 def flops_per_token(config: RunConfig, seq_len: int) -> FlopsPerToken:
     """Training FLOPs per token of `config` (resolved) at sequence length `seq_len`."""
     arch = architecture_of(config)
-    linear = sum(layer.per_model * layer.weight_count for layer in linear_layers(arch))
+    # a mixture-of-experts token passes through its routed experts only
+    linear = sum((layer.per_token or layer.per_model) * layer.weight_count for layer in linear_layers(arch))
     adapter = adapter_parameters(arch, config.peft)
     attention = 12 * arch.num_layers * seq_len * arch.num_heads * head_dim(arch) * 0.5
     recompute = 0.0

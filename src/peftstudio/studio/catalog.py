@@ -67,14 +67,27 @@ def steps() -> list[dict[str, Any]]:
 
 
 def presets() -> dict[str, Any]:
-    """Every group's options with their summary line and the values they set."""
-    groups = {group: [_option_info(group, option) for option in group_options(group)]
-              for group in ("model", "peft", "training", "optim", "logging", "experiment", "platform")}
+    """Every group's options with their summary line and the values they set, and under
+    `known_models` the hub ids whose architecture peftstudio knows offline (its catalogue), so
+    the model field can suggest them."""
+    groups: dict[str, Any] = {group: [_option_info(group, option) for option in group_options(group)]
+                              for group in ("model", "peft", "training", "optim", "logging", "experiment", "platform")}
     for option in groups["logging"]:
         option["secrets"] = TRACKER_SECRETS.get(option["name"], [])
     for option in groups["model"]:
         option["memory"] = preset_memory(option["name"])
+    groups["known_models"] = known_hub_models()
     return groups
+
+
+def known_hub_models() -> list[dict[str, Any]]:
+    """Each hub id of the catalogue (twins included) with its family and parameter count."""
+    from peftstudio.config.known_models import catalogue_entries
+    from peftstudio.plan.architecture import base_parameters
+
+    return [{"hub_id": hub_id, "model_type": entry.architecture.model_type,
+             "total_parameters": base_parameters(entry.architecture), "source": entry.source}
+            for entry in catalogue_entries() for hub_id in (entry.hub_id, *entry.also)]
 
 
 # The machine model presets are compared on: a bf16 GPU whose memory is not known, so

@@ -15,8 +15,7 @@ def memory_estimate(config, hardware: HardwareProfile) -> dict[str, Any]:
 
     report = check_fit(config, hardware)
     if report.estimate is None:
-        return {"available": False, "reason": f"{config.model.name_or_path} has no architecture numbers "
-                                              "(model.architecture), so its memory cannot be predicted"}
+        return {"available": False, "reason": report.unknown or f"{config.model.name_or_path}: memory cannot be predicted"}
     estimate = report.estimate
     return {
         "available": True,

@@ -34,7 +34,11 @@ def preview(path: Path | str, config: RunConfig) -> dict[str, Any]:
 
 
 def _tokenizer_setup(config: RunConfig, data_format: str):
+    from peftstudio.plan.pipeline import missing_tokenizer
+
     key = (config.model.name_or_path, config.model.revision, config.data.chat_template, data_format)
+    if missing_tokenizer(config):  # a model directory with a config.json only
+        return None
     if key not in _SETUPS:
         try:
             _SETUPS[key] = prepare_tokenizer(config, data_format)

@@ -144,8 +144,14 @@ function stepModel() {
       o.memory ? h("div", { class: "meta preset-memory" }, `${formatCount(o.memory.total_parameters)} parameters · default LoRA run ` +
         `(micro-batch ${o.memory.micro_batch_size}, ${o.memory.seq_len} tokens) needs ≈ ${formatBytes(o.memory.total_bytes)}`) : null]),
     h("h3", {}, "Or any hub id or local directory"),
+    h("p", { class: "muted" }, "Suggested: hub models whose architecture peftstudio knows offline; for others it reads the " +
+      "Hugging Face cache or the directory's config.json, or the plan says memory, time and cost are unknown."),
     h("input", { type: "text", id: "custom-model", placeholder: "org/name or /path/to/model", value: custom, style: "width:100%;padding:6px",
-                 oninput: (e) => setValue("model.name_or_path", e.target.value.trim()) }),
+                 list: "known-models",
+                 // a preset carries its own model's numbers: a model typed here replaces the preset
+                 oninput: (e) => { delete wizard.state.groups.model; setValue("model.name_or_path", e.target.value.trim()); } }),
+    h("datalist", { id: "known-models" }, (wizard.catalog.known_models || []).map((m) =>
+      h("option", { value: m.hub_id }, `${m.model_type}, ${formatCount(m.total_parameters)} parameters`))),
     h("p", {}, h("label", {}, h("input", { type: "checkbox", id: "trust-remote-code", checked: wizard.state.values["model.trust_remote_code"] === "true",
                                            onchange: (e) => setValue("model.trust_remote_code", e.target.checked ? "true" : "") }),
       " Trust remote code"),
