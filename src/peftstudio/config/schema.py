@@ -181,6 +181,12 @@ class TrainingSettings(Section):
     """Compute precision. auto: bf16 on GPUs that have it, fp16 with loss scaling otherwise, fp32 on CPU."""
     attention: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
     """Attention implementation. auto: flash_attention_2 when installed on a supporting GPU, else sdpa."""
+    loss_impl: Literal["auto", "plain", "chunked"] = Field(default="auto", json_schema_extra=memory("plain holds the whole batch's logits and their fp32 copies (micro-batch × sequence × vocabulary); chunked holds one tile of 4096 tokens"))
+    """How the loss is computed from the last hidden states. plain: the full logits, then
+    cross-entropy (transformers). chunked: TRL's fused LM head, which projects and scores 4096
+    tokens × 32768 vocabulary entries at a time and recomputes them in backward (Triton on CUDA,
+    PyTorch tiles elsewhere), never holding the full logits. auto: chunked where the full
+    logits would be a large share of memory, plain where they are small (see plan)."""
     loss_on: Literal["completion", "all"] = "completion"
     """Train on the answer tokens only (completion) or on the whole sequence (all)."""
     checkpoint_dir: str = "./checkpoints/ckpts/"

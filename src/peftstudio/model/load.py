@@ -101,6 +101,23 @@ def keep_4bit_weights_dequantizable(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
+def prepare_quantized_for_training(model, gradient_checkpointing: bool) -> None:
+    """Freeze a quantized base for adapter training, leaving every unquantized weight at the
+    precision it was loaded in.
+
+    peft's `prepare_model_for_kbit_training` casts every non-4-bit parameter (embeddings, output
+    head, norms) to fp32, so the residual stream, every norm input and the logits run in fp32 too.
+    Measured (benchmarks/qlora_prep.py, see benchmarks/README.md) it costs memory and time for
+    nothing the run needs: Llama-family RMSNorm already computes in fp32 internally, and the loss
+    (TRL's chunked log-probabilities or transformers' cross-entropy) upcasts the logits itself.
+    With gradient checkpointing through reentrant checkpoints, the embedding output must require
+    grad so that the checkpointed blocks' adapters receive gradients."""
+    for parameter in model.parameters():
+        parameter.requires_grad = False
+    if gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
+        model.enable_input_require_grads()
+
+
 def lora_config(peft: PeftSettings, embedding_modules: list[str] | None = None):
     """The one peft `LoraConfig` every supported method maps to. `embedding_modules`: the
     input embedding and output head, trained in full and saved with the adapter, when the
@@ -135,10 +152,7 @@ def attach_adapter(model, peft: PeftSettings, seed: int, gradient_checkpointing:
 
     set_seed(seed)
     if peft.quantization != "none":
-        from peft import prepare_model_for_kbit_training
-
-        # Casts norms and embeddings to fp32 and lets gradients flow into the adapter inputs.
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+        prepare_quantized_for_training(model, gradient_checkpointing)
     wrapped = get_peft_model(model, lora_config(peft, embedding_module_names(model) if train_embeddings else None))
     if peft.init == "loftq":
         from peftstudio.model.loftq import apply_loftq

@@ -43,7 +43,14 @@ BITS_4BIT_SINGLE_QUANT = 4 + 32 / 64  # 4.5
 # with torch, transformers and trl imported (~0.7 GiB resident, measured on this project's CPUs).
 FRAMEWORK_OVERHEAD_BYTES = {"cuda": 640 * MIB, "mps": 512 * MIB, "cpu": 768 * MIB}
 # The config values the arithmetic reads; each must be resolved (not `auto`) before estimating.
-RESOLVED_KEYS = ("device", "training.precision", "training.attention", "training.gradient_checkpointing")
+RESOLVED_KEYS = ("device", "training.precision", "training.attention", "training.gradient_checkpointing",
+                 "training.loss_impl")
+# TRL's fused LM head (trl/kernels/chunked_logprob.py) projects this many tokens against this
+# many vocabulary entries at a time.
+LOSS_TILE_TOKENS, LOSS_TILE_VOCAB = 4096, 32768
+# fp32 tile-sized temporaries its PyTorch fold holds at once in backward (no Triton: CPU, MPS):
+# the upcast logits, their scaled copy, log p, p, the gradient and the one-hot difference.
+LOSS_TILE_FP32_COPIES_TORCH = 6
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,7 @@ class _Settings:
     checkpointing: bool
     dropout: bool
     optimizer: str
+    loss_impl: str
 
 
 def estimate_memory(config: RunConfig, *, micro_batch_size: int | None = None,
@@ -107,7 +115,7 @@ def estimate_memory(config: RunConfig, *, micro_batch_size: int | None = None,
         "gradients": 4 * trainable,
         "optimizer states": _optimizer_bytes(settings, config),
         "activations": batch * _activation_bytes_per_sequence(settings, config, seq, batch),
-        "logits and loss": batch * seq * _logit_bytes_per_token(settings),
+        "logits and loss": _loss_bytes(settings, batch * seq),
         "framework overhead": FRAMEWORK_OVERHEAD_BYTES.get(settings.device, FRAMEWORK_OVERHEAD_BYTES["cuda"]),
     }
     components = {name: int(value) for name, value in components.items()}
@@ -156,6 +164,7 @@ def _settings(config: RunConfig) -> _Settings:
         checkpointing=training.gradient_checkpointing == "on",
         dropout=config.peft.dropout > 0,
         optimizer=config.optim.name,
+        loss_impl=training.loss_impl,
     )
 
 
@@ -286,16 +295,28 @@ def _activation_bytes_per_sequence(settings: _Settings, config: RunConfig, seq_l
         # the recomputed block's backward also holds gradients of its widest (MLP) tensors;
         # DoRA's magnitude path doubles them (calibrated on CPU, benchmarks/estimator_cpu.py)
         gradients = 2 * c * arch.intermediate_size * seq_len * (2 if uses_dora(config.peft) else 1)
-        recompute_beyond_logits = max(0, block + gradients - seq_len * _logit_bytes_per_token(settings))
+        freed_by_loss = _loss_bytes(settings, micro_batch * seq_len) // micro_batch
+        recompute_beyond_logits = max(0, block + gradients - freed_by_loss)
         return arch.num_layers * c * arch.hidden_size * seq_len + recompute_beyond_logits + shared
     return arch.num_layers * block + shared
 
 
-def _logit_bytes_per_token(settings: _Settings) -> int:
-    """Final norm; the logits (kept by the model output), the log-softmax output of the fp32
-    loss, and at the start of backward its incoming and outgoing fp32 gradients."""
+def _loss_bytes(settings: _Settings, tokens: int) -> int:
+    """The final norm and the loss over `tokens` positions at the start of backward.
+
+    plain: the logits (kept by the model output), the log-softmax output of the fp32 loss, and
+    its incoming and outgoing fp32 gradients. chunked (TRL's fused head): the head's input (a
+    copy of the final hidden states), per-token log Z, log-probabilities and entropy, the fp32
+    gradient of the hidden states it accumulates, and one tile of logits (with the fp32
+    temporaries of the PyTorch fold where there is no Triton)."""
     arch, c = settings.arch, settings.compute_bytes
-    return _norm_bytes_per_token(arch.hidden_size) + c * arch.vocab_size + 12 * arch.vocab_size
+    norm = tokens * _norm_bytes_per_token(arch.hidden_size)
+    if settings.loss_impl == "plain":
+        return norm + tokens * (c + 12) * arch.vocab_size
+    tile = min(tokens, LOSS_TILE_TOKENS) * min(arch.vocab_size, LOSS_TILE_VOCAB)
+    tile_bytes = tile * (c + (0 if settings.device == "cuda" else 4 * LOSS_TILE_FP32_COPIES_TORCH))
+    per_token = c * arch.hidden_size + 4 * arch.hidden_size + 4 * 4
+    return norm + tokens * per_token + tile_bytes
 
 
 def _notes(settings: _Settings) -> list[str]:
@@ -303,6 +324,7 @@ def _notes(settings: _Settings) -> list[str]:
     if "paged" in settings.optimizer:
         notes.append("paged optimizer: its states may be evicted to CPU RAM under pressure, so the GPU peak can be lower")
     if settings.quantization != "none":
-        notes.append(f"{settings.quantization} base weights; embeddings, norms and the output head stay at compute precision")
+        notes.append(f"{settings.quantization} base weights; embeddings, norms and the output head stay at compute "
+                     "precision (peftstudio does not cast them to fp32 as peft's prepare_model_for_kbit_training would)")
     return notes
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from peftstudio.config.schema import RunConfig
 from peftstudio.errors import UserError
-from peftstudio.plan.architecture import architecture_of
+from peftstudio.plan.architecture import architecture_of, targeted_layers
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.memory import estimate_memory, largest_fitting_micro_batch
 from peftstudio.plan.platforms import recommend_platform
@@ -153,6 +153,34 @@ def _attention(values: dict[str, Any], hardware: HardwareProfile, _waste: float 
     return "sdpa", "PyTorch's fused scaled-dot-product attention (flash-attn needs a CUDA GPU in half precision)"
 
 
+def _loss_impl(values: dict[str, Any], hardware: HardwareProfile, _waste: float | None) -> tuple[str, str]:
+    # Before gradient checkpointing resolves: an `auto` one is taken as off, the larger estimate.
+    checkpointing = values["training"]["gradient_checkpointing"]
+    try:
+        config = _with_training(values, loss_impl="plain",
+                                gradient_checkpointing="off" if checkpointing == "auto" else checkpointing)
+        head_targeted = any(layer.name == "lm_head" for layer in targeted_layers(architecture_of(config), config.peft))
+    except UserError:
+        return "plain", "no architecture numbers: the model's own loss over the full logits"
+    if head_targeted:
+        return "plain", ("lm_head carries an adapter, and TRL's fused head projects with the base weight alone: "
+                         "the loss takes the full logits")
+    if values["device"] == "cuda":
+        return "chunked", ("CUDA: TRL's fused LM head (Triton) scores 4096-token tiles and never holds the logits; "
+                           f"plain would hold {format_gib(_logit_bytes(config, values))} of them")
+    plain = estimate_memory(config, micro_batch_size=_planned_micro_batch(values)).total_bytes
+    if not hardware.device_memory or plain <= hardware.device_memory:
+        return "plain", (f"{values['device']} run that fits with the full logits ({format_gib(_logit_bytes(config, values))}"
+                         f", predicted peak {format_gib(plain)}): the chunked head's PyTorch tiles measured 2-3x slower "
+                         "per loss here (benchmarks/loss_impl.py)")
+    return "chunked", (f"the full logits would not fit (predicted peak {format_gib(plain)} of "
+                       f"{format_gib(hardware.device_memory, 0)}): the loss scores 4096-token tiles instead")
+
+
+def _logit_bytes(config: RunConfig, values: dict[str, Any]) -> int:
+    return estimate_memory(config, micro_batch_size=_planned_micro_batch(values)).components["logits and loss"]
+
+
 def _packing(values: dict[str, Any], hardware: HardwareProfile, waste: float | None) -> tuple[str, str]:
     # Packing here is padding-free batching: a micro-batch's samples are concatenated into one
     # row with position_ids restarting at 0 per sample. transformers builds a block-diagonal
@@ -182,6 +210,7 @@ RULES = (
     ("training.precision", _precision),
     ("peft.compute_dtype", _compute_dtype),
     ("training.attention", _attention),
+    ("training.loss_impl", _loss_impl),
     ("training.gradient_checkpointing", _gradient_checkpointing),
     ("training.micro_batch_size", _micro_batch_size),
     ("training.packing", _packing),

@@ -201,6 +201,7 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
         metrics=metrics,
         save_total_limit=training.save_total_limit,
         faults=faults,
+        loss_impl=training.loss_impl,
     )
     trainer.remove_callback(PrinterCallback)  # ConsoleProgress prints the log lines
     return trainer
