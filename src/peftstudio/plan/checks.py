@@ -30,6 +30,7 @@ def check(config: RunConfig, hardware: HardwareProfile, optimizer_steps: int, va
     findings = Findings()
     _check_method(config, findings)
     _check_quantization(config, findings)
+    _check_loss_impl(config, findings)
     _check_device(config, hardware, findings)
     _check_quantization_device(config, hardware, findings)
     _check_optimizer_backend(config, hardware, findings)
@@ -86,6 +87,15 @@ def _check_quantization(config: RunConfig, findings: Findings) -> None:
     if peft.quantization == "int8" and peft.use_dora:
         findings.errors.append(Problem("peft.quantization", "int8 with DoRA: peft's DoRA supports 4-bit bases only",
                                        "use peft.quantization=nf4"))
+
+
+def _check_loss_impl(config: RunConfig, findings: Findings) -> None:
+    """TRL's fused head projects with lm_head's base weight: an adapter on the head would be skipped."""
+    targets = config.peft.target_modules
+    if config.training.loss_impl == "chunked" and isinstance(targets, list) and "lm_head" in targets:
+        findings.errors.append(Problem("training.loss_impl", "chunked while peft.target_modules includes lm_head: the "
+                                       "fused head reads the base weight and would skip the head's adapter",
+                                       "set training.loss_impl=plain (or auto), or drop lm_head from the targets"))
 
 
 def _check_device(config: RunConfig, hardware: HardwareProfile, findings: Findings) -> None:
