@@ -53,6 +53,44 @@ LOSS_TILE_TOKENS, LOSS_TILE_VOCAB = 4096, 32768
 LOSS_TILE_FP32_COPIES_TORCH = 6
 
 
+# What the caching allocator holds beyond the live tensors (torch.cuda.max_memory_reserved over
+# max_memory_allocated): blocks split and cached for reuse. One constant for every run, from the
+# calibration against published measurements (tests/data/published_memory.json).
+RESERVED_SLACK = 0.06
+# What nvidia-smi shows beyond the reserved memory: the CUDA context (kernels, cuBLAS/cuDNN
+# handles and workspaces), 0.4-0.6 GiB on recent GPUs and drivers.
+CUDA_CONTEXT_BYTES = 512 * MIB
+COUNTERS = ("allocated", "reserved", "nvidia-smi")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How a training stack holds what the estimate counts. The default is peftstudio's own
+    (peft adapters in fp32, unquantized weights at compute precision, the loss training.loss_impl
+    picks); the other stacks exist so that the estimate can be held against what they measured.
+
+    adapter_bytes: bytes per adapter weight, and per gradient and AdamW state (None: fp32, as
+    peft keeps them; LitGPT's and torchtune's bf16-true runs keep them at compute precision).
+    upcast_unquantized: peft's prepare_model_for_kbit_training, which casts every non-4-bit
+    weight to fp32, so the residual stream, the activations and the logits run in fp32 too.
+    loss: "config" (training.loss_impl), "plain" or "compute" (a cross-entropy at compute
+    precision without an fp32 copy, as LitGPT's chunked_cross_entropy computes it).
+    quantized_layers_save_input: bitsandbytes' 4-bit matmul saving its input for backward, as
+    its 2023-2024 releases did (0.41.1 in LitGPT's table); the pinned 0.50 saves none.
+    repeats_kv_heads: grouped-query key/value heads expanded to every query head before the
+    attention kernel, which then saves them at full width (LitGPT's CausalSelfAttention)."""
+
+    name: str = "peftstudio"
+    adapter_bytes: int | None = None
+    upcast_unquantized: bool = False
+    loss: str = "config"
+    quantized_layers_save_input: bool = False
+    repeats_kv_heads: bool = False
+
+
+PEFTSTUDIO_RUNTIME = Runtime()
+
+
 @dataclass(frozen=True)
 class MemoryEstimate:
     """Predicted peak memory of one training process, by component (bytes)."""
@@ -76,6 +114,14 @@ class MemoryEstimate:
         """The peak without the framework overhead: what torch.cuda.max_memory_allocated measures."""
         return self.total_bytes - self.components.get("framework overhead", 0)
 
+    def counter_bytes(self, counter: str) -> int:
+        """The peak a given counter would show: `allocated` (torch.cuda.max_memory_allocated, the
+        live tensors), `reserved` (max_memory_reserved: plus the allocator's cached blocks) or
+        `nvidia-smi` (plus the CUDA context)."""
+        reserved = int(self.tensor_bytes * (1 + RESERVED_SLACK))
+        return {"allocated": self.tensor_bytes, "reserved": reserved,
+                "nvidia-smi": reserved + CUDA_CONTEXT_BYTES}[counter]
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -94,16 +140,20 @@ class _Settings:
     dropout: bool
     optimizer: str
     loss_impl: str
+    adapter_bytes: int
+    dequantize_bytes: int
+    quantized_inputs_saved: bool
+    repeats_kv_heads: bool
 
 
-def estimate_memory(config: RunConfig, *, micro_batch_size: int | None = None,
-                    seq_len: int | None = None) -> MemoryEstimate:
+def estimate_memory(config: RunConfig, *, micro_batch_size: int | None = None, seq_len: int | None = None,
+                    runtime: Runtime = PEFTSTUDIO_RUNTIME) -> MemoryEstimate:
     """Predicted peak training memory of the resolved `config` for one process.
 
     `micro_batch_size` and `seq_len` default to the config's micro-batch and max_seq_length (the
     worst case: every sequence full). Raises ValueError when a value the estimate reads is still
     `auto`: resolve the config against a hardware profile first (`plan.resolve.resolve`)."""
-    settings = _settings(config)
+    settings = _settings(config, runtime)
     batch = micro_batch_size or _configured_micro_batch(config)
     seq = seq_len or config.training.max_seq_length
     arch, peft = settings.arch, config.peft
@@ -111,8 +161,8 @@ def estimate_memory(config: RunConfig, *, micro_batch_size: int | None = None,
     trainable = adapter_parameters(arch, peft) + trainable_bias_parameters(arch, peft)
     components = {
         "base weights": _base_weight_bytes(settings),
-        "LoRA weights": 4 * adapter_parameters(arch, peft),  # peft keeps adapters in fp32
-        "gradients": 4 * trainable,
+        "LoRA weights": settings.adapter_bytes * adapter_parameters(arch, peft),
+        "gradients": settings.adapter_bytes * trainable,
         "optimizer states": _optimizer_bytes(settings, config),
         "activations": batch * _activation_bytes_per_sequence(settings, config, seq, batch),
         "logits and loss": _loss_bytes(settings, batch * seq),
@@ -146,7 +196,7 @@ def _configured_micro_batch(config: RunConfig) -> int:
     return value
 
 
-def _settings(config: RunConfig) -> _Settings:
+def _settings(config: RunConfig, runtime: Runtime = PEFTSTUDIO_RUNTIME) -> _Settings:
     for key in RESOLVED_KEYS:
         value = config
         for part in key.split("."):
@@ -154,17 +204,24 @@ def _settings(config: RunConfig) -> _Settings:
         if value == "auto":
             raise ValueError(f"{key} is auto: the memory estimate takes a resolved config (plan.resolve.resolve)")
     training = config.training
+    precision, quantization = PRECISION_BYTES[training.precision], quantization_of(config)
+    upcast = runtime.upcast_unquantized and quantization != "none"
     return _Settings(
         arch=architecture_of(config),
         device=config.device,
-        compute_bytes=PRECISION_BYTES[training.precision],
-        quantization=quantization_of(config),
+        # peft's kbit preparation puts everything that is not 4-bit in fp32, activations included
+        compute_bytes=4 if upcast else precision,
+        quantization=quantization,
         double_quant=bool(getattr(config.peft, "double_quant", True)),
         attention=training.attention,
         checkpointing=training.gradient_checkpointing == "on",
         dropout=config.peft.dropout > 0,
         optimizer=config.optim.name,
-        loss_impl=training.loss_impl,
+        loss_impl=training.loss_impl if runtime.loss == "config" else runtime.loss,
+        adapter_bytes=runtime.adapter_bytes or 4,
+        dequantize_bytes=precision,
+        quantized_inputs_saved=runtime.quantized_layers_save_input and quantization != "none",
+        repeats_kv_heads=runtime.repeats_kv_heads,
     )
 
 
@@ -189,7 +246,7 @@ def _base_weight_bytes(settings: _Settings) -> float:
     else:
         bits = BITS_4BIT_DOUBLE_QUANT if settings.double_quant else BITS_4BIT_SINGLE_QUANT
         quantized_bytes = quantized * bits / 8
-    return quantized_bytes + (total - quantized) * compute + dequantized_weight_bytes(arch, compute)
+    return quantized_bytes + (total - quantized) * compute + dequantized_weight_bytes(arch, settings.dequantize_bytes)
 
 
 def dequantized_weight_bytes(arch: ModelArchitecture, compute: int) -> int:
@@ -209,7 +266,7 @@ def _optimizer_bytes(settings: _Settings, config: RunConfig) -> float:
     if "8bit" in name:
         # two uint8 states plus an fp32 absmax per 256-value block of each
         return trainable * 2 * (1 + 4 / 256)
-    return trainable * 8  # AdamW: exp_avg and exp_avg_sq in fp32
+    return trainable * 2 * settings.adapter_bytes  # AdamW: exp_avg and exp_avg_sq in the adapter's dtype
 
 
 def _adafactor_state_count(arch: ModelArchitecture, config: RunConfig) -> int:
@@ -239,7 +296,7 @@ def _lora_bytes_per_token(layers: list[Linear], settings: _Settings, config: Run
     for layer in layers:
         if settings.dropout:
             total += (mask_bytes + c) * layer.in_features
-        elif c != 4:
+        elif c != settings.adapter_bytes:  # each adapter casts its input to the adapter dtype
             total += c * layer.in_features
         elif layer.reads not in shared_inputs:  # e.g. q/k/v read the normed input, gate/up too
             shared_inputs.add(layer.reads)
@@ -257,7 +314,7 @@ def _block_bytes_per_token(settings: _Settings, config: RunConfig, padded: bool)
     q_dim, kv_dim = arch.num_heads * head_dim(arch), arch.num_kv_heads * head_dim(arch)
     # Eager attention, and sdpa once a padding mask exists, repeat the kv heads to all query
     # heads; flash-attention and unmasked sdpa read them grouped.
-    repeats = settings.attention == "eager" or (settings.attention == "sdpa" and padded)
+    repeats = settings.attention == "eager" or (settings.attention == "sdpa" and padded) or settings.repeats_kv_heads
     kv_seen = q_dim if repeats else kv_dim
     norms = (4 if is_gemma3(arch) else 2) * _norm_bytes_per_token(h)
     if is_gemma3(arch):  # q_norm and k_norm run per head
@@ -268,7 +325,10 @@ def _block_bytes_per_token(settings: _Settings, config: RunConfig, padded: bool)
     mlp = 3 * c * i  # gate output (for the activation's backward), activation output, up output
     adapters = _lora_bytes_per_token([layer for layer in targeted_layers(arch, config.peft) if layer.name != "lm_head"],
                                      settings, config)
-    return norms + attention + mlp + adapters
+    # A 4-bit matmul that saves its input keeps the attention input, the MLP input and the MLP
+    # product (the attention output is the fused kernel's own saved output already).
+    quantized_inputs = c * (2 * h + i) if settings.quantized_inputs_saved else 0
+    return norms + attention + mlp + adapters + quantized_inputs
 
 
 def _per_sequence_block_bytes(settings: _Settings, seq_len: int) -> int:
@@ -313,6 +373,9 @@ def _loss_bytes(settings: _Settings, tokens: int) -> int:
     norm = tokens * _norm_bytes_per_token(arch.hidden_size)
     if settings.loss_impl == "plain":
         return norm + tokens * (c + 12) * arch.vocab_size
+    if settings.loss_impl == "compute":
+        # logits, the saved log-softmax, and in backward their gradient in and out, all at c
+        return norm + tokens * 4 * c * arch.vocab_size
     tile = min(tokens, LOSS_TILE_TOKENS) * min(arch.vocab_size, LOSS_TILE_VOCAB)
     tile_bytes = tile * (c + (0 if settings.device == "cuda" else 4 * LOSS_TILE_FP32_COPIES_TORCH))
     per_token = c * arch.hidden_size + 4 * arch.hidden_size + 4 * 4
