@@ -85,3 +85,11 @@ def test_chunked_with_an_adapter_on_the_head_is_refused_before_loading():
     config = _resolved("model=llama3_8b", "training.loss_impl=chunked", "peft.target_modules=[q_proj,lm_head]").config
     problems = check(config, H100, optimizer_steps=10, validation_rows=0).errors
     assert [p.where for p in problems] == ["training.loss_impl"]
+
+
+def test_the_load_peak_of_a_quantized_model_is_its_4bit_weights_plus_one_bf16_tensor():
+    estimate = estimate_memory(_resolved("model=llama3_8b", "peft=qlora").config, micro_batch_size=1, seq_len=512)
+    embedding = 2 * 128256 * 4096
+    assert estimate.load_peak_bytes > embedding
+    assert estimate.load_peak_bytes < estimate.components["base weights"] + embedding
+    assert estimate.load_peak_bytes < estimate.total_bytes

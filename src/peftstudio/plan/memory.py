@@ -104,6 +104,7 @@ class MemoryEstimate:
     base_parameters: int = 0
     device: str = "cuda"
     notes: list[str] = field(default_factory=list)
+    load_peak_bytes: int = 0
 
     def fits(self, device_bytes: int) -> bool:
         """Whether the predicted peak fits in `device_bytes` of accelerator (or RAM) memory."""
@@ -170,7 +171,7 @@ def estimate_memory(config: RunConfig, *, micro_batch_size: int | None = None, s
     }
     components = {name: int(value) for name, value in components.items()}
     return MemoryEstimate(sum(components.values()), components, base + adapter_parameters(arch, peft), trainable,
-                          batch, seq, base, settings.device, _notes(settings))
+                          batch, seq, base, settings.device, _notes(settings), _load_peak_bytes(settings))
 
 
 def largest_fitting_micro_batch(config: RunConfig, hardware: HardwareProfile, cap: int = 64,
@@ -247,6 +248,19 @@ def _base_weight_bytes(settings: _Settings) -> float:
         bits = BITS_4BIT_DOUBLE_QUANT if settings.double_quant else BITS_4BIT_SINGLE_QUANT
         quantized_bytes = quantized * bits / 8
     return quantized_bytes + (total - quantized) * compute + dequantized_weight_bytes(arch, settings.dequantize_bytes)
+
+
+def _load_peak_bytes(settings: _Settings) -> int:
+    """Weights on the device while loading: transformers moves one checkpoint tensor at a time
+    and bitsandbytes quantizes it as it lands, so the peak is the finished weights plus the
+    largest tensor (the embedding matrix, or the largest projection) at load precision."""
+    arch = settings.arch
+    weights = _base_weight_bytes(settings) - (dequantized_weight_bytes(arch, settings.dequantize_bytes)
+                                              if settings.quantization != "none" else 0)
+    if settings.quantization == "none":
+        return int(weights)
+    largest = max(arch.vocab_size * arch.hidden_size, *(layer.weight_count for layer in linear_layers(arch)))
+    return int(weights + settings.dequantize_bytes * largest)
 
 
 def dequantized_weight_bytes(arch: ModelArchitecture, compute: int) -> int:
