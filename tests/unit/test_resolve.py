@@ -78,13 +78,29 @@ def test_effective_batch():
     assert plan.schedule.effective_batch == 6
 
 
-def test_cpu_bf16_autocast_only_for_models_wide_enough_to_gain():
+def test_cpu_precision_follows_the_measured_matmul_speedup_at_the_models_width():
     from dataclasses import replace
 
-    bf16_cpu = replace(CPU, cpu_bf16=True)
-    wide = resolved(bf16_cpu, ["model=llama3_8b"])
-    assert wide.config.training.precision == "bf16" and "adapter weights kept in fp32" in wide.reasons["training.precision"]
-    tiny = resolved(bf16_cpu)  # the embedded model: hidden size 128
-    assert tiny.config.training.precision == "fp32" and "narrow model (hidden size 128" in tiny.reasons["training.precision"]
+    probe = {"fp32": {"128": 40.0, "512": 90.0, "2048": 100.0}, "bf16": {"128": 60.0, "512": 250.0, "2048": 800.0}}
+    bf16_cpu = replace(CPU, cpu_bf16=True, cpu_matmul_gflops=probe)
+    wide = resolved(bf16_cpu, ["model=llama3_8b"])  # width 4096: the 2048 probe, 8x
+    reason = wide.reasons["training.precision"]
+    assert wide.config.training.precision == "bf16" and "800 vs fp32 100 GFLOP/s (8.0x)" in reason
+    tiny = resolved(bf16_cpu)  # the embedded model, width 128: 1.5x
+    assert tiny.config.training.precision == "fp32" and "(1.5x)" in tiny.reasons["training.precision"]
+    unmeasured = resolved(replace(CPU, cpu_bf16=True), ["model=llama3_8b"])
+    assert unmeasured.config.training.precision == "fp32" and "not measured" in unmeasured.reasons["training.precision"]
     no_units = resolved(CPU, ["model=llama3_8b"])
     assert no_units.config.training.precision == "fp32" and "without bf16" in no_units.reasons["training.precision"]
+
+
+def test_the_matmul_probe_is_measured_once_per_machine_and_cached(tmp_path):
+    from peftstudio.plan.hardware import PROBE_WIDTHS, cpu_matmul_probe
+
+    first = cpu_matmul_probe(tmp_path)
+    assert set(first) == {"fp32", "bf16"} and set(first["fp32"]) == {str(w) for w in PROBE_WIDTHS}
+    assert all(value > 0 for table in first.values() for value in table.values())
+    cached = tmp_path / "cpu-matmul-probe.json"
+    text = cached.read_text().replace(str(first["fp32"]["128"]), "12345.6", 1)
+    cached.write_text(text)
+    assert cpu_matmul_probe(tmp_path)["fp32"]["128"] == 12345.6  # read back, not measured again

@@ -40,6 +40,10 @@ class HardwareProfile:
     cpu_bf16_flags: list[str] = field(default_factory=list)
     cpu_name: str = ""
     ram_available_bytes: int = 0
+    # Measured dense matmul GFLOP/s per precision ("fp32", "bf16") and width ("512": a
+    # 1024-token × width × 3·width product, the shape of an MLP projection), from
+    # `cpu_matmul_probe`; empty when not measured (GPU machines, tests that do not fake it).
+    cpu_matmul_gflops: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def device_memory(self) -> int:
@@ -99,6 +103,53 @@ def _available_ram_bytes() -> int:
     return _ram_bytes()
 
 
+# Widths the CPU matmul probe measures: the embedded model's 128 up to a 1B model's 2048.
+PROBE_WIDTHS = (128, 256, 512, 1024, 2048)
+PROBE_TOKENS = 1024
+
+
+def cpu_matmul_probe(cache_dir: Path | None = None) -> dict[str, dict[str, float]]:
+    """Dense matmul GFLOP/s of this CPU in fp32 and bf16 at each of PROBE_WIDTHS (best of a few
+    repeats, all threads), read from `cache_dir`/cpu-matmul-probe.json when this machine (CPU
+    name, thread count, torch version) measured it before; about 2 s the first time."""
+    import json
+
+    import torch
+
+    from peftstudio.files import write_json
+    from peftstudio.settings import cache_root
+
+    path = (cache_dir or cache_root()) / "cpu-matmul-probe.json"
+    key = f"{_cpu_name()} | {torch.get_num_threads()} threads | torch {torch.__version__}"
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        if cached.get("machine") == key:
+            return cached["gflops"]
+    except (OSError, ValueError, KeyError):
+        pass
+    gflops = {name: {str(width): _matmul_gflops(getattr(torch, dtype), width) for width in PROBE_WIDTHS}
+              for name, dtype in (("fp32", "float32"), ("bf16", "bfloat16"))}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, {"machine": key, "gflops": gflops})
+    return gflops
+
+
+def _matmul_gflops(dtype, width: int, repeats: int = 3) -> float:
+    import time
+
+    import torch
+
+    inputs = torch.randn(PROBE_TOKENS, width, dtype=dtype)
+    weight = torch.randn(3 * width, width, dtype=dtype)
+    torch.nn.functional.linear(inputs, weight)  # warm-up: kernel selection, page faults
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.nn.functional.linear(inputs, weight)
+        best = min(best, time.perf_counter() - start)
+    return round(2 * PROBE_TOKENS * width * 3 * width / best / 1e9, 1)
+
+
 def detect(output_dir: str | Path = ".") -> HardwareProfile:
     """Probe the machine: accelerator, memory, bf16 support, CPU, RAM, free disk."""
     import importlib.util
@@ -138,4 +189,4 @@ def detect(output_dir: str | Path = ".") -> HardwareProfile:
         return HardwareProfile("mps", 1, ["Apple MPS"], [common["ram_bytes"]],
                                gpu_bf16=torch.backends.mps.is_macos_or_newer(14, 0),
                                device_free_memory_bytes=[common["ram_available_bytes"]], **common)
-    return HardwareProfile("cpu", 0, device_free_memory_bytes=[], **common)
+    return HardwareProfile("cpu", 0, device_free_memory_bytes=[], cpu_matmul_gflops=cpu_matmul_probe(), **common)

@@ -6,13 +6,14 @@ measured about the data), so a test can ask "what would an H100 get?" with a fak
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from peftstudio.config.schema import RunConfig
 from peftstudio.errors import UserError
 from peftstudio.plan.architecture import architecture_of, targeted_layers
-from peftstudio.plan.hardware import HardwareProfile
+from peftstudio.plan.hardware import PROBE_TOKENS, HardwareProfile
 from peftstudio.plan.memory import estimate_memory, largest_fitting_micro_batch
 from peftstudio.plan.platforms import recommend_platform
 from peftstudio.units import format_gib
@@ -68,24 +69,38 @@ def _precision(values: dict[str, Any], hardware: HardwareProfile, _waste: float 
     return _cpu_precision(values, hardware)
 
 
-# Narrowest model for which bf16 autocast pays on a CPU with bf16 matrix units. Measured on this
-# project's 2-core AVX512-BF16 machines (LoRA r=16 on all linear layers, fp32 adapter weights):
-# hidden 512 (a 26M Llama) runs 1.3-1.5x faster per step than fp32, its loss within 1e-3 of
-# fp32's over an epoch; hidden 128 (the embedded model) runs 2.3x slower, as casting to and
-# from bf16 costs more than its tiny matmuls save, and ends with 2x fp32's eval loss.
-CPU_BF16_MIN_HIDDEN_SIZE = 512
+# bf16 autocast must beat fp32 by this much on the model's matmuls before it pays: casts of the
+# fp32 adapters and inputs, norms, rotary and the loss do not speed up with it. Measured on an
+# AVX512-BF16 CPU without AMX (benchmarks/README.md): a 1.5-2.2x faster matmul gave steps only
+# 1.3-1.5x faster at width 512 and slower ones at width 128.
+CPU_BF16_MIN_MATMUL_SPEEDUP = 2.0
 
 
 def _cpu_precision(values: dict[str, Any], hardware: HardwareProfile) -> tuple[str, str]:
     if not hardware.cpu_bf16:
         return "fp32", "CPU run without bf16 matrix units (AVX512-BF16 / AMX): fp32"
     width = _hidden_size(values)
-    if width is None or width < CPU_BF16_MIN_HIDDEN_SIZE:
-        known = f"hidden size {width}" if width else "hidden size unknown"
-        return "fp32", (f"CPU run, narrow model ({known}, bf16 pays from {CPU_BF16_MIN_HIDDEN_SIZE}): casting to bf16 "
-                        "would cost more than its matmuls save; fp32 keeps results exact and reproducible")
-    return "bf16", (f"CPU with bf16 matrix units and a model wide enough (hidden size {width}): bf16 autocast with "
-                    "the adapter weights kept in fp32, 1.3-1.5x faster per step than fp32 at matching loss (measured)")
+    measured = _probed_matmul(hardware, width)
+    if measured is None:
+        return "fp32", ("CPU with bf16 units, but bf16 matmul speed was not measured on this machine "
+                        "(`peftstudio detect` probes it): fp32")
+    probed_width, fp32, bf16 = measured
+    figures = (f"bf16 {bf16:.0f} vs fp32 {fp32:.0f} GFLOP/s ({bf16 / fp32:.1f}x) on a {PROBE_TOKENS}x{probed_width}"
+               f"x{3 * probed_width} matmul, measured on this CPU")
+    if bf16 < CPU_BF16_MIN_MATMUL_SPEEDUP * fp32:
+        return "fp32", (f"{figures}: under the {CPU_BF16_MIN_MATMUL_SPEEDUP:.0f}x that pays for autocast's casts; "
+                        "fp32 keeps results exact")
+    return "bf16", f"{figures}: bf16 autocast, the adapter weights kept in fp32"
+
+
+def _probed_matmul(hardware: HardwareProfile, width: int | None) -> tuple[int, float, float] | None:
+    """(probed width nearest the model's, fp32 GFLOP/s, bf16 GFLOP/s), or None when unmeasured."""
+    table = hardware.cpu_matmul_gflops
+    if not table.get("fp32") or not table.get("bf16"):
+        return None
+    widths = sorted(int(w) for w in table["fp32"] if w in table["bf16"])
+    nearest = min(widths, key=lambda w: abs(math.log(w / (width or 512))))
+    return nearest, table["fp32"][str(nearest)], table["bf16"][str(nearest)]
 
 
 def _hidden_size(values: dict[str, Any]) -> int | None:
