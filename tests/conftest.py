@@ -20,9 +20,9 @@ CPU = HardwareProfile("cpu", 0, cpu_cores=2, ram_bytes=24 * GIB, disk_free_bytes
 CPU_AMX = HardwareProfile("cpu", 0, cpu_bf16=True, cpu_cores=2, ram_bytes=24 * GIB, disk_free_bytes=100 * GIB,
                           ram_available_bytes=20 * GIB, bitsandbytes_available=True,
                           cpu_bf16_flags=["avx512_bf16", "amx_bf16", "amx_tile"], cpu_name="Intel Xeon Sapphire Rapids (fake)",
-                          # a probe where bf16 pays at 1B-8B widths (2.2x) and not at the embedded model's (1.25x)
-                          cpu_matmul_gflops={"fp32": {"128": 40.0, "512": 90.0, "2048": 100.0},
-                                             "bf16": {"128": 50.0, "512": 150.0, "2048": 220.0}})
+                          # a probe where bf16 pays at 1B-8B widths (2.2x) and not at the embedded model's (1.1x)
+                          cpu_matmul_gflops={"fp32": {"128": 40.0, "512": 90.0, "1024": 100.0},
+                                             "bf16": {"128": 44.0, "512": 150.0, "1024": 220.0}})
 
 
 def gpus(name: str, memory_gib: float, count: int = 1, capability: str = "8.0", bf16: bool = True,

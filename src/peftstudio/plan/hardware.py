@@ -40,9 +40,9 @@ class HardwareProfile:
     cpu_bf16_flags: list[str] = field(default_factory=list)
     cpu_name: str = ""
     ram_available_bytes: int = 0
-    # Measured dense matmul GFLOP/s per precision ("fp32", "bf16") and width ("512": a
-    # 1024-token × width × 3·width product, the shape of an MLP projection), from
-    # `cpu_matmul_probe`; empty when not measured (GPU machines, tests that do not fake it).
+    # Measured GFLOP/s per precision ("fp32", "bf16") and width ("512") of an MLP block with a
+    # LoRA adapter, forward and backward, as training runs it (`cpu_matmul_probe`); empty when
+    # not measured (GPU machines, tests that do not fake it).
     cpu_matmul_gflops: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
@@ -103,15 +103,19 @@ def _available_ram_bytes() -> int:
     return _ram_bytes()
 
 
-# Widths the CPU matmul probe measures: the embedded model's 128 up to a 1B model's 2048.
-PROBE_WIDTHS = (128, 256, 512, 1024, 2048)
-PROBE_TOKENS = 1024
+# Widths the CPU probe measures, from the embedded model's 128 up; wider models read the last.
+PROBE_WIDTHS = (128, 256, 512, 1024)
+PROBE_TOKENS = 256
 
 
 def cpu_matmul_probe(cache_dir: Path | None = None) -> dict[str, dict[str, float]]:
-    """Dense matmul GFLOP/s of this CPU in fp32 and bf16 at each of PROBE_WIDTHS (best of a few
-    repeats, all threads), read from `cache_dir`/cpu-matmul-probe.json when this machine (CPU
-    name, thread count, torch version) measured it before; about 2 s the first time."""
+    """GFLOP/s of this CPU in fp32 and under bf16 autocast at each of PROBE_WIDTHS, for what a
+    training step spends its matmuls on: a frozen up and down projection (width -> 3 x width ->
+    width, SiLU between) with a rank-16 fp32 LoRA adapter, forward and backward, casts included.
+    A bare matmul would mislead: on AMX CPUs bf16 multiplies 60x faster at width 128, yet the
+    casts and small operations around it make a narrow model train slower in bf16. Best of 7
+    after 2 warm-ups, all threads; read from `cache_dir`/cpu-matmul-probe.json when this machine
+    (CPU name, threads, torch version) measured it before; a few seconds the first time."""
     import json
 
     import torch
@@ -120,34 +124,49 @@ def cpu_matmul_probe(cache_dir: Path | None = None) -> dict[str, dict[str, float
     from peftstudio.settings import cache_root
 
     path = (cache_dir or cache_root()) / "cpu-matmul-probe.json"
-    key = f"{_cpu_name()} | {torch.get_num_threads()} threads | torch {torch.__version__}"
+    key = f"{_cpu_name()} | {torch.get_num_threads()} threads | torch {torch.__version__} | lora-mlp-block"
     try:
         cached = json.loads(path.read_text(encoding="utf-8"))
         if cached.get("machine") == key:
             return cached["gflops"]
     except (OSError, ValueError, KeyError):
         pass
-    gflops = {name: {str(width): _matmul_gflops(getattr(torch, dtype), width) for width in PROBE_WIDTHS}
-              for name, dtype in (("fp32", "float32"), ("bf16", "bfloat16"))}
+    gflops = {name: {str(width): _block_gflops(width, name == "bf16") for width in PROBE_WIDTHS}
+              for name in ("fp32", "bf16")}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, {"machine": key, "gflops": gflops})
     return gflops
 
 
-def _matmul_gflops(dtype, width: int, repeats: int = 3) -> float:
+def _block_gflops(width: int, bf16: bool, repeats: int = 7) -> float:
     import time
 
     import torch
+    from torch.nn.functional import linear, silu
 
-    inputs = torch.randn(PROBE_TOKENS, width, dtype=dtype)
-    weight = torch.randn(3 * width, width, dtype=dtype)
-    torch.nn.functional.linear(inputs, weight)  # warm-up: kernel selection, page faults
+    generator = torch.Generator().manual_seed(0)
+    dtype = torch.bfloat16 if bf16 else torch.float32  # frozen weights are loaded in the run's precision
+    up = torch.randn(3 * width, width, generator=generator).to(dtype)
+    down = torch.randn(width, 3 * width, generator=generator).to(dtype)
+    lora_a = (torch.randn(16, width, generator=generator) * 0.01).requires_grad_()
+    lora_b = torch.zeros(3 * width, 16, requires_grad=True)
+    inputs = torch.randn(PROBE_TOKENS, width, generator=generator).to(dtype)
+
+    def step() -> None:
+        x = inputs.detach().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            hidden = linear(x, up) + linear(linear(x, lora_a), lora_b)
+            out = linear(silu(hidden), down)
+        out.float().sum().backward()
+
+    step(), step()  # kernel selection, page faults
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        torch.nn.functional.linear(inputs, weight)
+        step()
         best = min(best, time.perf_counter() - start)
-    return round(2 * PROBE_TOKENS * width * 3 * width / best / 1e9, 1)
+    # two projections, each a forward and an input-gradient matmul
+    return round(2 * PROBE_TOKENS * width * 3 * width * 4 / best / 1e9, 1)
 
 
 def detect(output_dir: str | Path = ".") -> HardwareProfile:
