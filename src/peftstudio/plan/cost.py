@@ -16,7 +16,7 @@ from peftstudio.config.schema import RunConfig
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.prices import PriceFile, load_prices
 from peftstudio.plan.runplan import RunPlan
-from peftstudio.plan.throughput import flops_per_token, measured_throughput, tokens_per_second
+from peftstudio.plan.throughput import flops_per_token, measured_throughput, probed_cpu_gflops, tokens_per_second
 from peftstudio.units import GIB
 
 # English text in a byte-level BPE vocabulary of 32k-128k entries: about 4 characters a token
@@ -130,15 +130,25 @@ def local_estimate(plan: RunPlan, prices: PriceFile, work: Workload) -> DeviceEs
         useful = work.trained_tokens * (1.0 - (0.0 if config.training.packing == "on" else plan.data.padding_waste))
         return DeviceEstimate(device, measured.tokens_per_second, useful / measured.tokens_per_second / 3600,
                               f"measured: median of {measured.logs} logs in {measured.source}")
-    peak, basis = _local_peak(hardware, prices)
+    peak, basis = _local_peak(hardware, prices, config)
     if peak is None:
         return DeviceEstimate(device, None, None, basis)
     speed = tokens_per_second(flops_per_token(config, work.seq_len), peak, _efficiency(prices, config, quantization_of(config)))
     return DeviceEstimate(device, speed, work.trained_tokens / speed / 3600, basis)
 
 
-def _local_peak(hardware: HardwareProfile, prices: PriceFile) -> tuple[float | None, str]:
+def _local_peak(hardware: HardwareProfile, prices: PriceFile, config: RunConfig) -> tuple[float | None, str]:
     if hardware.accelerator == "cpu":
+        from peftstudio.plan.architecture import architecture_of
+
+        probed = probed_cpu_gflops(hardware, architecture_of(config).hidden_size)
+        if probed is not None:
+            # The probe times the work that dominates a step at the model's own width, in the
+            # run's precision; the efficiency covers what it leaves out (norms, attention, loss).
+            width, fp32, bf16 = probed
+            gflops = bf16 if config.training.precision == "bf16" else fp32
+            return gflops / 1000, (f"model: {gflops:g} GFLOP/s measured on this CPU ({config.training.precision}, "
+                                   f"LoRA MLP block of width {width}) × {prices.efficiency.cpu:g} efficiency")
         peak = hardware.cpu_cores * prices.cpu_gflops_per_core / 1000
         return peak, f"model: {hardware.cpu_cores} cores × {prices.cpu_gflops_per_core:g} GFLOPS × {prices.efficiency.cpu:g} efficiency"
     if hardware.accelerator == "cuda" and hardware.device_names:

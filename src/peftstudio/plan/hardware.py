@@ -113,7 +113,7 @@ def cpu_matmul_probe(cache_dir: Path | None = None) -> dict[str, dict[str, float
     training step spends its matmuls on: a frozen up and down projection (width -> 3 x width ->
     width, SiLU between) with a rank-16 fp32 LoRA adapter, forward and backward, casts included.
     A bare matmul would mislead: on AMX CPUs bf16 multiplies 60x faster at width 128, yet the
-    casts and small operations around it make a narrow model train slower in bf16. Best of 7
+    casts and small operations around it make a narrow model train slower in bf16. Best of 5
     after 2 warm-ups, all threads; read from `cache_dir`/cpu-matmul-probe.json when this machine
     (CPU name, threads, torch version) measured it before; a few seconds the first time."""
     import json
@@ -124,23 +124,38 @@ def cpu_matmul_probe(cache_dir: Path | None = None) -> dict[str, dict[str, float
     from peftstudio.settings import cache_root
 
     path = (cache_dir or cache_root()) / "cpu-matmul-probe.json"
-    key = f"{_cpu_name()} | {torch.get_num_threads()} threads | torch {torch.__version__} | lora-mlp-block"
+    key = f"{_cpu_name()} | {torch.get_num_threads()} threads | torch {torch.__version__} | lora-mlp-block interleaved"
     try:
         cached = json.loads(path.read_text(encoding="utf-8"))
         if cached.get("machine") == key:
             return cached["gflops"]
     except (OSError, ValueError, KeyError):
         pass
-    gflops = {name: {str(width): _block_gflops(width, name == "bf16") for width in PROBE_WIDTHS}
-              for name in ("fp32", "bf16")}
+    gflops: dict[str, dict[str, float]] = {"fp32": {}, "bf16": {}}
+    for width in PROBE_WIDTHS:
+        gflops["fp32"][str(width)], gflops["bf16"][str(width)] = _block_gflops(width)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, {"machine": key, "gflops": gflops})
     return gflops
 
 
-def _block_gflops(width: int, bf16: bool, repeats: int = 7) -> float:
+def _block_gflops(width: int, repeats: int = 5) -> tuple[float, float]:
+    """(fp32, bf16) GFLOP/s of the probe block at `width`. The two precisions alternate, so that
+    another process loading the CPU for a while slows both alike; each keeps its best time."""
     import time
 
+    steps = {bf16: _probe_block(width, bf16) for bf16 in (False, True)}
+    best = {bf16: float("inf") for bf16 in steps}
+    for _ in range(2 + repeats):  # the first two: kernel selection, page faults
+        for bf16, step in steps.items():
+            start = time.perf_counter()
+            step()
+            best[bf16] = min(best[bf16], time.perf_counter() - start)
+    flops = 2 * PROBE_TOKENS * width * 3 * width * 4  # two projections, forward and input-gradient matmuls
+    return round(flops / best[False] / 1e9, 1), round(flops / best[True] / 1e9, 1)
+
+
+def _probe_block(width: int, bf16: bool):
     import torch
     from torch.nn.functional import linear, silu
 
@@ -159,14 +174,7 @@ def _block_gflops(width: int, bf16: bool, repeats: int = 7) -> float:
             out = linear(silu(hidden), down)
         out.float().sum().backward()
 
-    step(), step()  # kernel selection, page faults
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        best = min(best, time.perf_counter() - start)
-    # two projections, each a forward and an input-gradient matmul
-    return round(2 * PROBE_TOKENS * width * 3 * width * 4 / best / 1e9, 1)
+    return step
 
 
 def detect(output_dir: str | Path = ".") -> HardwareProfile:

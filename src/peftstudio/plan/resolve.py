@@ -6,7 +6,6 @@ measured about the data), so a test can ask "what would an H100 get?" with a fak
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +15,7 @@ from peftstudio.plan.architecture import architecture_of, targeted_layers
 from peftstudio.plan.hardware import PROBE_TOKENS, HardwareProfile
 from peftstudio.plan.memory import estimate_memory, largest_fitting_micro_batch
 from peftstudio.plan.platforms import recommend_platform
+from peftstudio.plan.throughput import probed_cpu_gflops
 from peftstudio.units import format_gib
 
 # Above this share of padding tokens, packing pays for itself.
@@ -78,7 +78,7 @@ def _cpu_precision(values: dict[str, Any], hardware: HardwareProfile) -> tuple[s
     if not hardware.cpu_bf16:
         return "fp32", "CPU run without bf16 matrix units (AVX512-BF16 / AMX): fp32"
     width = _hidden_size(values)
-    measured = _probed_matmul(hardware, width)
+    measured = probed_cpu_gflops(hardware, width)
     if measured is None:
         return "fp32", ("CPU with bf16 units, but bf16 matmul speed was not measured on this machine "
                         "(`peftstudio detect` probes it): fp32")
@@ -89,16 +89,6 @@ def _cpu_precision(values: dict[str, Any], hardware: HardwareProfile) -> tuple[s
         return "fp32", (f"{figures}: under the {CPU_BF16_MIN_BLOCK_SPEEDUP}x a whole step needs to gain; "
                         "fp32 keeps results exact")
     return "bf16", f"{figures}: bf16 autocast, the adapter weights kept in fp32"
-
-
-def _probed_matmul(hardware: HardwareProfile, width: int | None) -> tuple[int, float, float] | None:
-    """(probed width nearest the model's, fp32 GFLOP/s, bf16 GFLOP/s), or None when unmeasured."""
-    table = hardware.cpu_matmul_gflops
-    if not table.get("fp32") or not table.get("bf16"):
-        return None
-    widths = sorted(int(w) for w in table["fp32"] if w in table["bf16"])
-    nearest = min(widths, key=lambda w: abs(math.log(w / (width or 512))))
-    return nearest, table["fp32"][str(nearest)], table["bf16"][str(nearest)]
 
 
 def _hidden_size(values: dict[str, Any]) -> int | None:

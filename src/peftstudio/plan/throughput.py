@@ -15,12 +15,14 @@ Full fine-tuning would be the familiar 6N; LoRA saves the weight-gradient third.
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
 from peftstudio.config.schema import RunConfig
 from peftstudio.plan.architecture import adapter_parameters, architecture_of, head_dim, linear_layers
+from peftstudio.plan.hardware import HardwareProfile
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,17 @@ def flops_per_token(config: RunConfig, seq_len: int) -> FlopsPerToken:
     if config.training.gradient_checkpointing == "on":
         recompute = 2 * linear + 2 * adapter + attention / 3
     return FlopsPerToken(4.0 * linear, 6.0 * adapter, attention, recompute)
+
+
+def probed_cpu_gflops(hardware: HardwareProfile, width: int | None) -> tuple[int, float, float] | None:
+    """(probed width nearest the model's, fp32 GFLOP/s, bf16 GFLOP/s) from the CPU probe
+    (plan.hardware.cpu_matmul_probe), or None when this machine was not probed."""
+    table = hardware.cpu_matmul_gflops
+    if not table.get("fp32") or not table.get("bf16"):
+        return None
+    widths = sorted(int(w) for w in table["fp32"] if w in table["bf16"])
+    nearest = min(widths, key=lambda w: abs(math.log(w / (width or 512))))
+    return nearest, table["fp32"][str(nearest)], table["bf16"][str(nearest)]
 
 
 def tokens_per_second(flops: FlopsPerToken, peak_tflops: float, efficiency: float) -> float:
