@@ -59,7 +59,7 @@ def measure(overrides: list[str], seq_len: int, micro_batch: int) -> tuple[int, 
     from peftstudio.plan.memory import estimate_memory
     from peftstudio.train.probe import Prober
 
-    config, _ = load_config(["device=cpu", "training.attention=sdpa", *overrides])
+    config, _ = load_config(["device=cpu", "training.attention=sdpa", "training.loss_impl=plain", *overrides])
     vocab = config.model.architecture.vocab_size
     prober = Prober(config, build_model(config), [4 + i % (vocab - 4) for i in range(seq_len)], None)
     probe = prober.probe(micro_batch)

@@ -259,7 +259,7 @@ def _load_peak_bytes(settings: _Settings) -> int:
                                               if settings.quantization != "none" else 0)
     if settings.quantization == "none":
         return int(weights)
-    largest = max(arch.vocab_size * arch.hidden_size, *(layer.weight_count for layer in linear_layers(arch)))
+    largest = max(arch.vocab_size * arch.hidden_size, *(layer.weight_count for layer in quantized_layers(arch)))
     return int(weights + settings.dequantize_bytes * largest)
 
 
