@@ -113,8 +113,8 @@ def cpu_matmul_probe(cache_dir: Path | None = None) -> dict[str, dict[str, float
     training step spends its matmuls on: a frozen up and down projection (width -> 3 x width ->
     width, SiLU between) with a rank-16 fp32 LoRA adapter, forward and backward, casts included.
     A bare matmul would mislead: on AMX CPUs bf16 multiplies 60x faster at width 128, yet the
-    casts and small operations around it make a narrow model train slower in bf16. Best of 5
-    after 2 warm-ups, all threads; read from `cache_dir`/cpu-matmul-probe.json when this machine
+    casts and small operations around it make a narrow model train slower in bf16. 7 paired
+    repeats after 2 warm-ups, all threads; read from `cache_dir`/cpu-matmul-probe.json when this machine
     (CPU name, threads, torch version) measured it before; a few seconds the first time."""
     import json
 
@@ -124,7 +124,7 @@ def cpu_matmul_probe(cache_dir: Path | None = None) -> dict[str, dict[str, float
     from peftstudio.settings import cache_root
 
     path = (cache_dir or cache_root()) / "cpu-matmul-probe.json"
-    key = f"{_cpu_name()} | {torch.get_num_threads()} threads | torch {torch.__version__} | lora-mlp-block interleaved"
+    key = f"{_cpu_name()} | {torch.get_num_threads()} threads | torch {torch.__version__} | lora-mlp-block paired"
     try:
         cached = json.loads(path.read_text(encoding="utf-8"))
         if cached.get("machine") == key:
@@ -139,20 +139,28 @@ def cpu_matmul_probe(cache_dir: Path | None = None) -> dict[str, dict[str, float
     return gflops
 
 
-def _block_gflops(width: int, repeats: int = 5) -> tuple[float, float]:
-    """(fp32, bf16) GFLOP/s of the probe block at `width`. The two precisions alternate, so that
-    another process loading the CPU for a while slows both alike; each keeps its best time."""
+def _block_gflops(width: int, repeats: int = 7) -> tuple[float, float]:
+    """(fp32, bf16) GFLOP/s of the probe block at `width`. Each repeat times an fp32 step and a
+    bf16 step back to back; fp32 keeps its best time and bf16 is that times the median of the
+    per-pair speedups, so that another process loading the CPU for a moment (this project's
+    machines are shared) shifts neither the figure nor the ratio much."""
+    import statistics
     import time
 
     steps = {bf16: _probe_block(width, bf16) for bf16 in (False, True)}
-    best = {bf16: float("inf") for bf16 in steps}
-    for _ in range(2 + repeats):  # the first two: kernel selection, page faults
+    for step in steps.values():  # kernel selection, page faults
+        step(), step()
+    best_fp32, speedups = float("inf"), []
+    for _ in range(repeats):
+        seconds = {}
         for bf16, step in steps.items():
             start = time.perf_counter()
             step()
-            best[bf16] = min(best[bf16], time.perf_counter() - start)
-    flops = 2 * PROBE_TOKENS * width * 3 * width * 4  # two projections, forward and input-gradient matmuls
-    return round(flops / best[False] / 1e9, 1), round(flops / best[True] / 1e9, 1)
+            seconds[bf16] = time.perf_counter() - start
+        best_fp32 = min(best_fp32, seconds[False])
+        speedups.append(seconds[False] / seconds[True])
+    fp32 = 2 * PROBE_TOKENS * width * 3 * width * 4 / best_fp32 / 1e9  # two projections, forward + input gradient
+    return round(fp32, 1), round(fp32 * statistics.median(speedups), 1)
 
 
 def _probe_block(width: int, bf16: bool):
