@@ -187,7 +187,13 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     have = {"qlora": importlib.util.find_spec("bitsandbytes") is not None,
             "chunked": importlib.util.find_spec("trl") is not None}
-    start, rows, loaded = time.monotonic(), [], {}
+    if have["chunked"]:
+        try:
+            from trl.trainer.utils import add_fused_lm_head  # noqa: F401
+        except Exception as error:  # an incompatible carried TRL: plain-loss cases still run
+            have["chunked"] = False
+            print(f"chunked loss unavailable: {type(error).__name__}: {error}")
+    start, rows, loaded, broken = time.monotonic(), [], {}, {}
     workdir = Path(tempfile.mkdtemp(prefix="gpu-matrix-"))
     for name, method, seq, batch, checkpointing, loss in cases(args.models):
         row = dict(model=name, method=method, seq=seq, batch=batch, checkpointing=checkpointing, loss=loss)
@@ -197,6 +203,10 @@ def main() -> None:
             report(rows, args.out)
             continue
         key = (name, method == "qlora")
+        if key in broken:
+            rows.append({**row, "skipped": broken[key]})
+            report(rows, args.out)
+            continue
         if key not in loaded:
             loaded.clear()
             model = None  # the previous base model must be gone before the next load is measured
@@ -205,7 +215,13 @@ def main() -> None:
             checkpoint = workdir / name
             if not (checkpoint / "config.json").exists():
                 build_checkpoint(name, checkpoint)
-            model, load_peak = load_model(checkpoint, method)
+            try:
+                model, load_peak = load_model(checkpoint, method)
+            except Exception as error:  # e.g. a bitsandbytes without this CUDA's library
+                broken[key] = f"load failed: {type(error).__name__}: {str(error)[:200]}"
+                rows.append({**row, "skipped": broken[key]})
+                report(rows, args.out)
+                continue
             if have["chunked"]:
                 from trl.trainer.utils import add_fused_lm_head
 
@@ -214,8 +230,12 @@ def main() -> None:
         model, load_peak = loaded[key]
         try:
             allocated, reserved = measure(model, method, seq, batch, checkpointing, loss)
-        except torch.OutOfMemoryError:
-            rows.append({**row, "skipped": "out of memory"})
+        except Exception as error:  # out of memory, or one broken case: it must not cost the rest
+            rows.append({**row, "skipped": f"{type(error).__name__}: {str(error)[:200]}"})
+            report(rows, args.out)
+            loaded.pop(key, None)  # the model may still carry this case's adapter: reload it
+            model = None
+            gc.collect()
             torch.cuda.empty_cache()
             continue
         estimate = estimate_memory(run_config(name, method, seq, batch, checkpointing, loss))
