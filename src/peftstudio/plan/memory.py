@@ -88,7 +88,7 @@ class Runtime:
     repeats_kv_heads: bool = False
 
 
-PEFTSTUDIO_RUNTIME = Runtime()
+OWN_RUNTIME = Runtime()  # how peftstudio itself holds memory
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ class _Settings:
 
 
 def estimate_memory(config: RunConfig, *, micro_batch_size: int | None = None, seq_len: int | None = None,
-                    runtime: Runtime = PEFTSTUDIO_RUNTIME) -> MemoryEstimate:
+                    runtime: Runtime = OWN_RUNTIME) -> MemoryEstimate:
     """Predicted peak training memory of the resolved `config` for one process.
 
     `micro_batch_size` and `seq_len` default to the config's micro-batch and max_seq_length (the
@@ -197,7 +197,7 @@ def _configured_micro_batch(config: RunConfig) -> int:
     return value
 
 
-def _settings(config: RunConfig, runtime: Runtime = PEFTSTUDIO_RUNTIME) -> _Settings:
+def _settings(config: RunConfig, runtime: Runtime = OWN_RUNTIME) -> _Settings:
     for key in RESOLVED_KEYS:
         value = config
         for part in key.split("."):
