@@ -28,7 +28,7 @@ from peftstudio.errors import Problem, UserError
 
 CONF_DIR = Path(__file__).parent / "conf"
 # Merge order of the groups; later groups override earlier ones on shared keys.
-GROUP_ORDER = ("training", "optim", "peft", "data", "logging", "model", "platform")
+GROUP_ORDER = ("training", "optim", "peft", "data", "logging", "model", "platform", "objective")
 OPTIONAL_GROUPS = ("experiment",)
 ALL_GROUPS = GROUP_ORDER + OPTIONAL_GROUPS
 

@@ -15,6 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from peftstudio.config.objective_schema import DpoSettings, GrpoSettings, KtoSettings, Objective, OrpoSettings
+
 EMBEDDED_MODEL_ID = "embedded:tiny-llama"
 EMBEDDED_SAMPLE_DATA = "embedded:sample"
 
@@ -372,3 +374,16 @@ class RunConfig(Section):
     """Optimizer and learning-rate schedule."""
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     """Metric sinks beyond metrics.jsonl."""
+    objective: Objective = "sft"
+    """What the adapter is trained for (set by `objective=NAME`): sft (supervised: learn the
+    answers), dpo (prefer chosen over rejected answers), orpo (SFT plus an odds-ratio
+    preference term, no reference), kto (unpaired good/bad completions), grpo (reinforcement
+    from reward functions on sampled completions)."""
+    dpo: DpoSettings = Field(default_factory=DpoSettings)
+    """DPO settings (used with objective=dpo)."""
+    orpo: OrpoSettings = Field(default_factory=OrpoSettings)
+    """ORPO settings (used with objective=orpo)."""
+    kto: KtoSettings = Field(default_factory=KtoSettings)
+    """KTO settings (used with objective=kto)."""
+    grpo: GrpoSettings = Field(default_factory=GrpoSettings)
+    """GRPO settings (used with objective=grpo)."""

@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from peftstudio.data.objective_data import objective_rows
 from peftstudio.data.formats import check_column_mapping, check_records, detect_format, rename_columns, to_trl
 from peftstudio.data.sources import SourceRecords, read_source
 from peftstudio.config.schema import DataSettings
@@ -36,8 +37,14 @@ class PreparedData:
     split_reason: str = ""
 
 
-def prepare_data(settings: DataSettings) -> PreparedData:
-    """Read, check, convert and split the data named by `settings`."""
+def prepare_data(settings: DataSettings, objective: str = "sft", reward_columns: dict[str, str] | None = None) -> PreparedData:
+    """Read, check, convert and split the data named by `settings`, in the shape `objective`
+    trains on (`reward_columns`: columns GRPO's rewards read → the key naming the reward)."""
+    if objective != "sft":
+        from peftstudio.data.objective_data import prepare_objective_rows
+
+        source, data_format, reason, rows = prepare_objective_rows(settings, objective, reward_columns or {})
+        return _finish(settings, source, data_format, reason, rows, objective, reward_columns or {})
     check_column_mapping(settings.columns)
     source = read_source(settings.path, settings)
     data_format, reason = detect_format(_renamed(source, settings).records, settings.format)
@@ -51,13 +58,20 @@ def prepare_data(settings: DataSettings) -> PreparedData:
         source = SourceRecords(source.source, source.kind, source.records,
                                hashlib.sha256(":".join([source.sha256, *digests]).encode()).hexdigest())
         reason += f"; with {len(settings.datasets)} more dataset(s) from data.datasets"
+    return _finish(settings, source, data_format, reason, rows)
+
+
+def _finish(settings: DataSettings, source: SourceRecords, data_format: str, reason: str, rows: list,
+            objective: str = "sft", reward_columns: dict[str, str] | None = None) -> PreparedData:
+    """Shuffle, cap and split the checked rows."""
     random.Random(settings.shuffle_seed).shuffle(rows)
     if settings.max_samples is not None:
         rows = rows[: settings.max_samples]
     digest = source.sha256
     if settings.validation_path is not None:
         validation_source = read_source(settings.validation_path, settings)
-        validation = _checked_rows(validation_source, settings, data_format)
+        validation = _checked_rows(validation_source, settings, data_format) if objective == "sft" else \
+            objective_rows(validation_source, settings, data_format, reward_columns or {})
         digest = hashlib.sha256(f"{source.sha256}:{validation_source.sha256}".encode()).hexdigest()
         train, split_reason = rows, f"validation rows from data.validation_path={settings.validation_path}"
     else:

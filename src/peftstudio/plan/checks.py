@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from peftstudio.config.schema import QUANTIZED_METHODS, RunConfig
+from peftstudio.plan.objectives import objective_problems
 from peftstudio.errors import Problem, UserError
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.settings import ProcessPlace
@@ -40,6 +41,7 @@ def check(config: RunConfig, hardware: HardwareProfile, optimizer_steps: int, va
     _check_paths(config, findings)
     _check_trackers(config, findings)
     _warn_hyperparameters(config, findings)
+    findings.errors += objective_problems(config)  # dpo / kto / grpo: plan/objectives.py
     return findings
 
 

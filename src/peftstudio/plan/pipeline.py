@@ -25,6 +25,7 @@ from peftstudio.plan.checks import Findings, check
 from peftstudio.plan.distributed_checks import launcher_mismatch
 from peftstudio.plan.fit import check_fit
 from peftstudio.plan.hardware import HardwareProfile, detect
+from peftstudio.plan.objectives import data_arguments, measure_objective_data, objective_notes
 from peftstudio.plan.platforms import compose_for_platform
 from peftstudio.plan.resolve import resolve
 from peftstudio.plan.runplan import (DataSummary, Decision, OriginKind, RunPlan, Schedule, decisions_of, fingerprint,
@@ -56,7 +57,7 @@ def plan_with_data(overrides: list[str] | None = None, config_file: Path | None 
     Without `require_tokenizer`, a tokenizer that cannot be had offline makes the token
     figures estimates (with a warning) instead of an error."""
     requested, composition = load_config(overrides, config_file)
-    data = prepare_data(requested.data)
+    data = prepare_data(requested.data, *data_arguments(requested))
     hardware = hardware or detect(requested.training.output_dir)
     composed, composition = compose_for_platform(requested, composition, overrides, config_file, hardware)
     tokens, token_warnings = _tokenize(composed, data, hardware, require_tokenizer)
@@ -67,7 +68,7 @@ def plan_with_data(overrides: list[str] | None = None, config_file: Path | None 
     findings = check(resolution.config, hardware, schedule.optimizer_steps, summary.validation_rows, place)
     _raise(findings)
     return _assemble(requested, composition, resolution, hardware, summary, schedule,
-                     token_warnings + findings.warnings), tokens
+                     objective_notes(resolution.config) + token_warnings + findings.warnings), tokens
 
 
 def _assemble(requested: RunConfig, composition: Composition, resolution, hardware: HardwareProfile,
@@ -113,6 +114,8 @@ def _tokenize(config: RunConfig, data: PreparedData, hardware: HardwareProfile,
         return None, [f"token figures are estimates (4 characters per token): {problem.problems[0].message}; "
                       "train loads the tokenizer and checks lengths, template, pad token and labels before training"]
     training = config.training
+    if config.objective != "sft":
+        return measure_objective_data(config, data, setup, _planned_micro_batch(config, hardware))
     tokens = tokenize_data(data, setup, training.max_seq_length, config.data.overlong, Masking.of(config),
                            _planned_micro_batch(config, hardware))
     return tokens, tokens.warnings
@@ -253,7 +256,7 @@ def survey(overrides: list[str] | None = None, config_file: Path | None = None,
     composed, composition = compose_for_platform(found.requested, composition, overrides, config_file, found.hardware)
     summary = None
     try:
-        found.data = prepare_data(composed.data)
+        found.data = prepare_data(composed.data, *data_arguments(composed))
         tokens, _ = _tokenize(composed, found.data, found.hardware, required=False)
         summary = _data_summary(composed, found.data, tokens, found.hardware)
     except UserError as error:
@@ -282,7 +285,7 @@ def execution_data(plan: RunPlan, hardware: HardwareProfile, source: str = "plan
     if mismatch:
         raise UserError(mismatch, headline=f"{source} cannot run under this launcher")
     config = plan.config
-    data = prepare_data(config.data)
+    data = prepare_data(config.data, *data_arguments(config))
     if data.sha256 != plan.data.sha256:
         raise UserError(Problem(source, f"the data changed since it was planned: {data.source} now hashes "
                                         f"{data.sha256[:12]}, the plan recorded {plan.data.sha256[:12]}",

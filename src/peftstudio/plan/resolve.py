@@ -190,6 +190,8 @@ def _packing(values: dict[str, Any], hardware: HardwareProfile, waste: float | N
     # causal mask from those position_ids for sdpa and eager (masking_utils.
     # find_packed_sequence_indices) and flash_attention_2 runs them as separate varlen
     # sequences, so packed samples never attend to each other with any of the three.
+    if values.get("objective", "sft") != "sft":
+        return "off", f"objective={values['objective']}: its TRL trainer pads its own batches (packing is for sft)"
     measured = f"{waste:.1%} of tokens would be padding at micro-batch {values['training']['micro_batch_size']}" \
         if waste is not None else "padding waste not measured"
     if waste is not None and waste > PACKING_WASTE_THRESHOLD:
