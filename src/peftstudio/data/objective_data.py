@@ -26,7 +26,7 @@ FORMAT_COLUMNS = {"preference": ("prompt", "chosen", "rejected"), "kto": ("promp
 SAMPLES_DIR = Path(__file__).resolve().parent
 SAMPLE_FILES = {"preference": SAMPLES_DIR / "sample_preference.jsonl", "kto": SAMPLES_DIR / "sample_kto.jsonl",
                 "prompt": SAMPLES_DIR / "sample_prompts.jsonl"}
-LABELS = {True: True, False: False, "true": True, "false": False, "1": True, "0": False, 1: True, 0: False}
+LABELS = {True: True, False: False, "true": True, "false": False, "1": True, "0": False}  # 1 and 0 hash as True, False
 
 
 def objective_format(objective: str, requested: str, keys: set[str], where: str) -> tuple[str, str]:
