@@ -138,8 +138,11 @@ def build_rewards(specs: Sequence[RewardSpec]) -> list[Reward]:
 
 def reward_columns(specs: Sequence[RewardSpec]) -> dict[str, str]:
     """Data columns the rewards read → the reward key that names it (for data checks)."""
-    return {spec.column or DEFAULT_COLUMN: f"grpo.rewards[{i}]" for i, spec in enumerate(specs)
-            if spec.name in NEEDS_COLUMN}
+    found: dict[str, str] = {}
+    for index, spec in enumerate(specs):
+        if spec.name in NEEDS_COLUMN:
+            found.setdefault(spec.column or DEFAULT_COLUMN, f"grpo.rewards[{index}]")
+    return found
 
 
 def check_rewards(specs: Sequence[RewardSpec]) -> list[Problem]:

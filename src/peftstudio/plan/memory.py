@@ -27,6 +27,7 @@ from peftstudio.plan.architecture import (
     Linear, quantizable_weights, quantized_layers, targeted_layers, trainable_bias_parameters, uses_dora,
 )
 from peftstudio.plan.hardware import HardwareProfile
+from peftstudio.plan.objective_memory import objective_components
 
 __all__ = ["MemoryEstimate", "estimate_memory", "architecture_of", "largest_fitting_micro_batch",
            "FRAMEWORK_OVERHEAD_BYTES"]
@@ -169,6 +170,8 @@ def estimate_memory(config: RunConfig, *, micro_batch_size: int | None = None, s
         "logits and loss": _loss_bytes(settings, batch * seq),
         "framework overhead": FRAMEWORK_OVERHEAD_BYTES.get(settings.device, FRAMEWORK_OVERHEAD_BYTES["cuda"]),
     }
+    components = objective_components(config, components, batch, seq, lambda length, b: _activation_bytes_per_sequence(
+        settings, config, length, b), _logit_bytes_per_token(settings), settings.compute_bytes)  # dpo/kto/grpo
     components = {name: int(value) for name, value in components.items()}
     return MemoryEstimate(sum(components.values()), components, base + adapter_parameters(arch, peft), trainable,
                           batch, seq, base, settings.device, _notes(settings), _load_peak_bytes(settings))

@@ -61,10 +61,6 @@ def objective_problems(config: RunConfig) -> list[Problem]:
 def _grpo_problems(config: RunConfig) -> list[Problem]:
     grpo, training = config.grpo, config.training
     problems = check_rewards(grpo.rewards)
-    if training.micro_batch_size == "auto":
-        problems.append(Problem("training.micro_batch_size", "auto with objective=grpo: the batch-size finder halves "
-                                "the micro-batch, which would break the prompt groups of grpo.num_generations",
-                                f"set training.micro_batch_size to a multiple of grpo.num_generations={grpo.num_generations}"))
     batch = generation_batch(config)
     if batch is not None and batch % grpo.num_generations:
         problems.append(Problem("grpo.num_generations", f"the generation batch (micro_batch_size {training.micro_batch_size} "
@@ -79,6 +75,18 @@ def _grpo_problems(config: RunConfig) -> list[Problem]:
                                 f"max_completion_length {grpo.max_completion_length} = {total} exceeds the model's "
                                 f"context of {context} tokens", f"lower them to sum to at most {context}"))
     return problems
+
+
+def refuse_unplannable(requested: RunConfig) -> None:
+    """Checks on the config as requested, before `auto` is resolved: GRPO cannot take an auto
+    micro-batch (the batch-size finder halves it, which would break the prompt groups)."""
+    from peftstudio.errors import UserError
+
+    if requested.objective == "grpo" and requested.training.micro_batch_size == "auto":
+        g = requested.grpo.num_generations
+        raise UserError(Problem("training.micro_batch_size", "auto with objective=grpo: the batch-size finder halves "
+                                "the micro-batch, which would break the prompt groups of grpo.num_generations",
+                                f"set training.micro_batch_size to a multiple of grpo.num_generations={g}, e.g. {g}"))
 
 
 def _nearest_group_fix(config: RunConfig, batch: int) -> str:

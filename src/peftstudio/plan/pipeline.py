@@ -25,7 +25,8 @@ from peftstudio.plan.checks import Findings, check
 from peftstudio.plan.distributed_checks import launcher_mismatch
 from peftstudio.plan.fit import check_fit
 from peftstudio.plan.hardware import HardwareProfile, detect
-from peftstudio.plan.objectives import data_arguments, measure_objective_data, objective_notes
+from peftstudio.plan.objectives import (data_arguments, measure_objective_data, objective_notes,
+                                       refuse_unplannable)
 from peftstudio.plan.platforms import compose_for_platform
 from peftstudio.plan.resolve import resolve
 from peftstudio.plan.runplan import (DataSummary, Decision, OriginKind, RunPlan, Schedule, decisions_of, fingerprint,
@@ -57,6 +58,7 @@ def plan_with_data(overrides: list[str] | None = None, config_file: Path | None 
     Without `require_tokenizer`, a tokenizer that cannot be had offline makes the token
     figures estimates (with a warning) instead of an error."""
     requested, composition = load_config(overrides, config_file)
+    refuse_unplannable(requested)
     data = prepare_data(requested.data, *data_arguments(requested))
     hardware = hardware or detect(requested.training.output_dir)
     composed, composition = compose_for_platform(requested, composition, overrides, config_file, hardware)

@@ -81,6 +81,7 @@ class MetricsCallback(TrainerCallback):
             "step_time": round(elapsed / max(self._window_steps, 1), 4),
             "tokens_seen": self.progress.tokens_seen,
             **_peak_memory(),
+            **objective_metrics(logs),
         }
         self._emit(record)
         self.window_tokens, self._window_steps, self._window_start = 0, 0, time.perf_counter()
@@ -90,7 +91,8 @@ class MetricsCallback(TrainerCallback):
         if loss is None:
             return
         perplexity = math.exp(loss) if loss < 50 else math.inf
-        self._emit({"step": state.global_step, "eval_loss": loss, "eval_perplexity": perplexity})
+        self._emit({"step": state.global_step, "eval_loss": loss, "eval_perplexity": perplexity,
+                    **objective_metrics(metrics or {}, "eval_")})
         self._track_best(state.global_step, {"eval_loss": loss, "eval_perplexity": perplexity}, control)
 
     def _watched_metric(self) -> str | None:
@@ -185,3 +187,17 @@ class ConsoleProgress(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self.progress.stop()
+
+
+# What the DPO / KTO / GRPO trainers log beside the loss, kept under TRL's names: rewards/chosen,
+# rewards/rejected, rewards/margins, rewards/accuracies (DPO, KTO); reward, reward_std,
+# rewards/<function>/mean and /std, kl, completions/mean_length, completions/clipped_ratio,
+# clip_ratio/*, entropy (GRPO). SFT logs none of them, so its records are unchanged.
+OBJECTIVE_METRICS = ("rewards/", "logps/", "reward", "frac_reward_zero_std", "kl", "completions/", "clip_ratio/")
+
+
+def objective_metrics(logs: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    found = {key: value for key, value in logs.items() if key.removeprefix(prefix).startswith(OBJECTIVE_METRICS)}
+    if found and prefix + "entropy" in logs:
+        found[prefix + "entropy"] = logs[prefix + "entropy"]
+    return found

@@ -185,11 +185,19 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
         _keep_initial_adapter(model, checkpoints.root / INITIAL_ADAPTER, fresh_start=progress.step == 0)
     metrics = MetricsCallback(sinks, progress, training.save_interval_steps, training.metric_for_best_model,
                               training.early_stopping_patience, training.early_stopping_threshold)
-    validation = Dataset.from_dict(data.as_columns(data.validation)) if data.validation else None
     callbacks = [metrics, ConsoleProgress(console, plan.schedule.optimizer_steps), *extra_callbacks]
     if training.nan_patience is not None:
         callbacks.append(NanWatchdog(training.nan_patience))
     callbacks += faults.callbacks()
+    if config.objective != "sft":  # dpo / kto / grpo: train/objectives.py
+        from peftstudio.train.objectives import objective_trainer
+
+        trainer = objective_trainer(plan, model, tokenizer, data.prepared.train_rows, data.prepared.validation_rows,
+                                    checkpoints.root, callbacks=callbacks, checkpoints=checkpoints, metrics=metrics,
+                                    save_total_limit=training.save_total_limit, faults=faults)
+        trainer.remove_callback(PrinterCallback)
+        return trainer
+    validation = Dataset.from_dict(data.as_columns(data.validation)) if data.validation else None
     trainer = CheckpointingSFTTrainer(
         model=model,
         args=sft_config(plan, checkpoints.root, validation is not None),

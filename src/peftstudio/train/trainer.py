@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from transformers import Trainer
 from trl import SFTConfig, SFTTrainer
 
 from peftstudio.plan.runplan import RunPlan
@@ -19,10 +20,30 @@ from peftstudio.train.faults import NO_FAULTS, Faults
 def sft_config(plan: RunPlan, checkpoint_dir: Path, has_validation: bool) -> SFTConfig:
     """Map the resolved plan onto SFTConfig. Nothing is left to SFTConfig's own defaults
     (they assume a bf16 GPU and gradient checkpointing)."""
+    training = plan.config.training
+    return SFTConfig(
+        **training_arguments(plan, checkpoint_dir, has_validation),
+        # The rows arrive tokenized, already limited to max_seq_length (data.overlong) and with
+        # their labels masked per training.loss_on (data/tokenization.py, TRL's masking rules),
+        # so TRL's own truncation and mask flags have nothing left to do. TRL refuses a
+        # max_length with padding-free batching and no bin packing: there it must be None.
+        max_length=None if training.packing == "on" else training.max_seq_length,
+        packing=False,
+        padding_free=training.packing == "on",
+        completion_only_loss=False,
+        assistant_only_loss=False,
+        shuffle_dataset=False,
+        dataset_num_proc=None,
+    )
+
+
+def training_arguments(plan: RunPlan, checkpoint_dir: Path, has_validation: bool) -> dict:
+    """The TrainingArguments fields every objective's TRL config gets, all from the plan (the
+    TRL configs' own defaults assume a bf16 GPU, gradient checkpointing and a 1e-6 rate)."""
     config, schedule = plan.config, plan.schedule
     training, optim = config.training, config.optim
     warmup = optim.warmup_steps if optim.warmup_steps is not None else math.ceil(optim.warmup_ratio * schedule.optimizer_steps)
-    return SFTConfig(
+    return dict(
         output_dir=str(checkpoint_dir),
         seed=config.seed,
         data_seed=config.seed,
@@ -46,15 +67,6 @@ def sft_config(plan: RunPlan, checkpoint_dir: Path, has_validation: bool) -> SFT
         ddp_backend="gloo" if config.device == "cpu" and training.num_processes > 1 else None,
         ddp_find_unused_parameters=False,  # every adapter weight takes part in every step
         gradient_checkpointing=training.gradient_checkpointing == "on",
-        # The rows arrive tokenized, already limited to max_seq_length (data.overlong) and with
-        # their labels masked per training.loss_on (data/tokenization.py, TRL's masking rules),
-        # so TRL's own truncation and mask flags have nothing left to do. TRL refuses a
-        # max_length with padding-free batching and no bin packing: there it must be None.
-        max_length=None if training.packing == "on" else training.max_seq_length,
-        packing=False,
-        padding_free=training.packing == "on",
-        completion_only_loss=False,
-        assistant_only_loss=False,
         # With a KV cache, transformers skips the position_ids-based mask that keeps packed
         # samples apart (masking_utils: packed sequences are detected only without one).
         use_cache=False,
@@ -76,8 +88,6 @@ def sft_config(plan: RunPlan, checkpoint_dir: Path, has_validation: bool) -> SFT
         disable_tqdm=True,
         dataloader_num_workers=0,
         dataloader_drop_last=False,
-        shuffle_dataset=False,
-        dataset_num_proc=None,
         remove_unused_columns=True,
         torch_compile=False,
         full_determinism=False,
@@ -86,8 +96,9 @@ def sft_config(plan: RunPlan, checkpoint_dir: Path, has_validation: bool) -> SFT
     )
 
 
-class CheckpointingSFTTrainer(SFTTrainer):
-    """SFTTrainer that counts non-padding tokens and commits checkpoints atomically.
+class CheckpointingMixin:
+    """Any TRL trainer that counts non-padding tokens and commits checkpoints atomically (put
+    it first in the bases: `class X(CheckpointingMixin, DPOTrainer)`).
     `faults.kill_in_checkpoint` kills it between staging a checkpoint and committing it."""
 
     def __init__(self, *args, checkpoints: CheckpointDir, metrics: MetricsCallback, save_total_limit: int,
@@ -134,12 +145,12 @@ class CheckpointingSFTTrainer(SFTTrainer):
         """Every process writes its share (rank 0: weights, optimizer, scheduler, trainer state;
         each rank: its RNG state) into one staging dir; once all are done, rank 0 alone adds the
         run state and renames it into place, and nobody goes on before it is visible."""
-        # Skips SFTTrainer's override, which writes a model card into the checkpoint root.
+        # Skips the TRL trainers' override, which writes a model card into the checkpoint root.
         step, main = self.state.global_step, self.args.should_save
         self._staging = self.checkpoints.new_staging(step) if main else self.checkpoints.staging_for(step)
         self.accelerator.wait_for_everyone()  # the staging dir exists (fresh) before anyone writes
         try:
-            super(SFTTrainer, self)._save_checkpoint(model, trial)
+            Trainer._save_checkpoint(self, model, trial)
             self.accelerator.wait_for_everyone()
             if main:
                 self._commit(self._staging / f"checkpoint-{step}")
@@ -156,3 +167,7 @@ class CheckpointingSFTTrainer(SFTTrainer):
             kill_self()
         self.checkpoints.commit(staged, progress)
         self.checkpoints.rotate(self.save_total_limit, progress.best_step)
+
+
+class CheckpointingSFTTrainer(CheckpointingMixin, SFTTrainer):
+    """SFTTrainer with peftstudio's token counting and atomic checkpoints."""

@@ -1,0 +1,157 @@
+"""TRL's DPO / KTO / GRPO trainers wired from the plan, with the checkpoint and token-count
+behaviour of SFT (`CheckpointingMixin`) and every config field set from the resolved plan.
+
+The rows arrive in TRL's conversational shape (data/objective_data.py); the trainers render
+them with the tokenizer `data/tokenizer.py` prepared (chat template chosen, pad token fixed).
+The adapter is attached before the trainer sees the model, so TRL would add a frozen "ref"
+copy of it; peftstudio removes that copy, and the reference is the base with the adapter
+disabled, as `plan` says (a fresh LoRA adapter is zero, so the two agree at step 0).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trl import DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, KTOConfig, KTOTrainer
+
+from peftstudio.plan.runplan import RunPlan
+from peftstudio.rewards import build_rewards
+from peftstudio.train.trainer import CheckpointingMixin, training_arguments
+
+
+class _ReferenceIsBase:
+    """Drops the "ref" adapter copy TRL adds for a PeftModel (see module doc)."""
+
+    def _drop_reference_copy(self) -> None:
+        model = self.accelerator.unwrap_model(self.model)
+        if "ref" in getattr(model, "peft_config", {}):
+            model.delete_adapter("ref")
+            model.set_adapter("default")
+
+
+class CheckpointingDPOTrainer(CheckpointingMixin, _ReferenceIsBase, DPOTrainer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._drop_reference_copy()
+
+
+class CheckpointingKTOTrainer(CheckpointingMixin, _ReferenceIsBase, KTOTrainer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._drop_reference_copy()
+
+
+class CheckpointingGRPOTrainer(CheckpointingMixin, _ReferenceIsBase, GRPOTrainer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._drop_reference_copy()
+
+
+def dpo_config(plan: RunPlan, checkpoint_dir: Path, has_validation: bool, pad_token: str) -> DPOConfig:
+    config = plan.config
+    return DPOConfig(
+        **training_arguments(plan, checkpoint_dir, has_validation),
+        max_length=config.training.max_seq_length,
+        truncation_mode="keep_start",  # plan counted the pairs over the limit (data.overlong=truncate)
+        padding_free=False,
+        pad_to_multiple_of=None,
+        pad_token=pad_token,
+        precompute_ref_log_probs=False,  # the reference is the adapter-disabled model, computed per batch
+        loss_type=[config.dpo.loss_type],
+        loss_weights=None,
+        beta=config.dpo.beta,
+        label_smoothing=config.dpo.label_smoothing,
+        use_weighting=False,
+        disable_dropout=True,  # policy and reference log-probs must come from the same (deterministic) network
+        sync_ref_model=False,
+        activation_offloading=False,
+        dataset_num_proc=None,
+    )
+
+
+def kto_config(plan: RunPlan, checkpoint_dir: Path, has_validation: bool) -> KTOConfig:
+    config = plan.config
+    kto = config.kto
+    return KTOConfig(
+        **training_arguments(plan, checkpoint_dir, has_validation),
+        max_length=config.training.max_seq_length,
+        pad_to_multiple_of=None,
+        precompute_ref_log_probs=False,
+        loss_type=kto.loss_type,
+        beta=kto.beta,
+        desirable_weight=kto.desirable_weight,
+        undesirable_weight=kto.undesirable_weight,
+        # The KL estimate pairs each row with its neighbour in a fixed-order batch (TRL's rule);
+        # the rows are already shuffled by data.shuffle_seed.
+        train_sampling_strategy="sequential" if kto.loss_type == "kto" else "random",
+        disable_dropout=True,
+        sync_ref_model=False,
+        activation_offloading=False,
+        dataset_num_proc=None,
+    )
+
+
+def grpo_config(plan: RunPlan, checkpoint_dir: Path, has_validation: bool) -> GRPOConfig:
+    config = plan.config
+    grpo = config.grpo
+    arguments = training_arguments(plan, checkpoint_dir, has_validation)
+    arguments["remove_unused_columns"] = False  # the rewards read the reference columns
+    return GRPOConfig(
+        **arguments,
+        num_generations=grpo.num_generations,
+        num_generations_eval=grpo.num_generations,
+        max_completion_length=grpo.max_completion_length,
+        generation_batch_size=None,  # micro_batch × gradient_accumulation × processes (checked by plan)
+        steps_per_generation=None,
+        temperature=grpo.temperature,
+        top_p=grpo.top_p,
+        top_k=0,
+        min_p=None,
+        repetition_penalty=1.0,
+        generation_kwargs=None,
+        chat_template_kwargs=None,
+        cache_implementation=None,
+        use_vllm=False,
+        use_transformers_paged=False,
+        beta=grpo.beta,
+        num_iterations=grpo.num_iterations,
+        epsilon=grpo.epsilon,
+        epsilon_high=None,
+        delta=None,
+        importance_sampling_level="token",
+        reward_weights=[reward.weight for reward in grpo.rewards],
+        multi_objective_aggregation="sum_then_normalize",
+        scale_rewards=grpo.scale_rewards,
+        loss_type=grpo.loss_type,
+        mask_truncated_completions=grpo.mask_truncated_completions,
+        sync_ref_model=False,
+        top_entropy_quantile=1.0,
+        entropy_coef=0.0,
+        use_adaptive_entropy=False,
+        disable_dropout=True,
+        shuffle_dataset=True,  # TRL's RepeatSampler, seeded by `seed`: groups stay whole
+        pad_to_multiple_of=None,
+        log_completions=False,
+    )
+
+
+def objective_trainer(plan: RunPlan, model, tokenizer, train_rows: list[dict], validation_rows: list[dict],
+                      checkpoint_dir: Path, **common):
+    """The objective's checkpointing trainer over the prepared rows."""
+    from datasets import Dataset
+
+    validation = Dataset.from_list(validation_rows) if validation_rows else None
+    train = Dataset.from_list(train_rows)
+    has_validation = validation is not None
+    objective = plan.config.objective
+    if objective == "dpo":
+        return CheckpointingDPOTrainer(model=model, args=dpo_config(plan, checkpoint_dir, has_validation, tokenizer.pad_token),
+                                       train_dataset=train, eval_dataset=validation, processing_class=tokenizer, **common)
+    if objective == "kto":
+        return CheckpointingKTOTrainer(model=model, args=kto_config(plan, checkpoint_dir, has_validation),
+                                       train_dataset=train, eval_dataset=validation, processing_class=tokenizer, **common)
+    if objective == "grpo":
+        rewards = [reward.function for reward in build_rewards(plan.config.grpo.rewards)]
+        return CheckpointingGRPOTrainer(model=model, reward_funcs=rewards, args=grpo_config(plan, checkpoint_dir, has_validation),
+                                        train_dataset=train, eval_dataset=validation, processing_class=tokenizer, **common)
+    raise ValueError(f"no trainer for objective {objective!r}")  # plan refuses it before this

@@ -1,0 +1,167 @@
+"""Objectives beyond SFT, before anything loads: the objective group, the data shapes and
+their file:line errors, the reward registry and its plan-time checks, the GRPO group
+arithmetic, and the memory terms per objective."""
+
+import json
+
+import pytest
+
+from peftstudio.config.objective_schema import RewardSpec
+from peftstudio.config.validate import load_config
+from peftstudio.data.objective_data import SAMPLE_FILES, generate_objective_samples
+from peftstudio.errors import UserError
+from peftstudio.plan.memory import estimate_memory
+from peftstudio.plan.pipeline import make_plan
+from peftstudio.plan.resolve import resolve
+from peftstudio.rewards import build_rewards, check_rewards
+from tests.conftest import CPU, H100
+
+GRPO_OK = ["objective=grpo", "training.micro_batch_size=8"]
+
+
+def plan_error(*overrides) -> str:
+    with pytest.raises(UserError) as caught:
+        make_plan(list(overrides), hardware=CPU)
+    return "\n".join(f"{p.where}: {p.message} | {p.fix}" for p in caught.value.problems)
+
+
+def test_default_objective_is_sft_and_group_sets_sections():
+    config, _ = load_config([])
+    assert config.objective == "sft"
+    config, composition = load_config(["objective=dpo", "dpo.beta=0.2"])
+    assert (config.objective, config.dpo.beta, config.dpo.loss_type) == ("dpo", 0.2, "sigmoid")
+    assert composition.groups["objective"] == ["dpo"]
+
+
+def test_grpo_keys_are_typed_and_ranged():
+    with pytest.raises(UserError) as caught:
+        load_config(["objective=grpo", "grpo.num_generations=1"])
+    assert "grpo.num_generations" in str(caught.value.problems[0].where)
+
+
+def test_bundled_samples_are_the_generator_output():
+    samples = generate_objective_samples()
+    for name, rows in samples.items():
+        lines = SAMPLE_FILES[name].read_text(encoding="utf-8").splitlines()
+        assert [json.loads(line) for line in lines] == rows, f"rerun python -m peftstudio.data.objective_data ({name})"
+    assert all(r["chosen"] != r["rejected"] for r in samples["preference"])
+    assert {r["label"] for r in samples["kto"]} == {True, False}
+
+
+def test_plan_uses_the_objective_sample_and_says_the_reference():
+    plan = make_plan(["objective=dpo"], hardware=CPU)
+    assert plan.data.format == "preference" and "bundled preference sample" in plan.data.format_reason
+    assert any("base with the adapter disabled" in w for w in plan.warnings)
+    assert plan.config.training.packing == "off"
+
+
+def test_preference_record_errors_name_file_and_line(tmp_path):
+    data = tmp_path / "pairs.jsonl"
+    data.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n'
+                    '{"prompt": "a", "chosen": "b", "rejected": "b"}\n'
+                    '{"prompt": "a", "chosen": 3, "rejected": "c"}\n')
+    message = plan_error("objective=dpo", f"data.path={data}")
+    assert f"{data}:2: chosen and rejected are the same" in message
+    assert f"{data}:3: column 'chosen' must be text or a list of chat messages" in message
+
+
+def test_chat_message_pairs_and_wrong_shape(tmp_path):
+    good = tmp_path / "chat.jsonl"
+    row = {"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "assistant", "content": "hello"}],
+           "rejected": [{"role": "assistant", "content": "go away"}]}
+    good.write_text("\n".join(json.dumps(row) for _ in range(20)) + "\n")
+    plan = make_plan(["objective=dpo", f"data.path={good}"], hardware=CPU)
+    assert plan.data.format == "preference"
+    sft_shaped = tmp_path / "sft.jsonl"
+    sft_shaped.write_text('{"instruction": "a", "output": "b"}\n')
+    assert "needs preference data" in plan_error("objective=dpo", f"data.path={sft_shaped}")
+
+
+def test_kto_labels_checked(tmp_path):
+    data = tmp_path / "kto.jsonl"
+    data.write_text('{"prompt": "a", "completion": "b", "label": true}\n{"prompt": "a", "completion": "b", "label": "maybe"}\n')
+    assert f"{data}:2: column 'label' must be true or false" in plan_error("objective=kto", f"data.path={data}")
+
+
+def test_grpo_reward_columns_must_exist(tmp_path):
+    data = tmp_path / "prompts.jsonl"
+    data.write_text('{"prompt": "a", "answer": "b"}\n{"prompt": "c"}\n')
+    message = plan_error(*GRPO_OK, f"data.path={data}")
+    assert f"{data}:2: missing column 'answer', read by the reward grpo.rewards[0]" in message
+
+
+def test_group_size_must_divide_the_generation_batch_with_nearest_fix():
+    message = plan_error("objective=grpo", "training.micro_batch_size=6", "grpo.num_generations=4")
+    assert "generation batch" in message and "not a multiple of num_generations=4" in message
+    assert "training.micro_batch_size=4 or training.micro_batch_size=8" in message
+    assert "micro_batch_size" in plan_error("objective=grpo", "training.micro_batch_size=auto")
+
+
+def test_context_budget_and_orpo_refusal():
+    assert "exceeds the model's context of 2048" in plan_error(*GRPO_OK, "grpo.max_prompt_length=1024",
+                                                                "grpo.max_completion_length=1536")
+    assert "trl.experimental" in plan_error("objective=orpo")
+
+
+def test_bad_reward_specs_all_reported():
+    message = plan_error(*GRPO_OK, "grpo.rewards=[{name: exact_matches}, {name: regex, pattern: '('}, "
+                         "{name: 'python:no_such_module_x:f'}, {name: 'python:json:dumps'}, {name: json_field_match}]")
+    assert "unknown reward 'exact_matches'" in message
+    assert "is no regular expression" in message
+    assert "cannot import 'no_such_module_x'" in message
+    assert "the first two parameters must be prompts and completions" in message
+    assert "json_field_match needs the JSON field" in message
+
+
+def test_user_reward_function_signature_checked_by_import(tmp_path, monkeypatch):
+    (tmp_path / "my_rewards.py").write_text("def good(prompts, completions, **kw):\n    return [1.0] * len(completions)\n"
+                                            "def no_kwargs(prompts, completions):\n    return []\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert check_rewards([RewardSpec(name="python:my_rewards:good")]) == []
+    problems = check_rewards([RewardSpec(name="python:my_rewards:no_kwargs")])
+    assert "**kwargs" in problems[0].message
+    reward = build_rewards([RewardSpec(name="python:my_rewards:good")])[0]
+    assert reward.label == "good" and reward.function(["p"], ["c"], answer=["a"]) == [1.0]
+
+
+def test_builtin_rewards_score_text_and_chat_completions():
+    specs = [RewardSpec(name="exact_match"), RewardSpec(name="contains"), RewardSpec(name="format", pattern=r"\d+"),
+             RewardSpec(name="regex", pattern="Par"), RewardSpec(name="json_valid"),
+             RewardSpec(name="json_field_match", field="action", column="gold"),
+             RewardSpec(name="length_penalty", target_length=5)]
+    rewards = {r.label: r.function for r in build_rewards(specs)}
+    chat = [[{"role": "assistant", "content": " Paris "}], [{"role": "assistant", "content": "in Paris, France"}]]
+    columns = {"answer": ["Paris", "Paris"], "gold": ["go", "stop"]}
+    assert rewards["exact_match"](["p", "p"], chat, **columns) == [1.0, 0.0]
+    assert rewards["contains"](["p", "p"], chat, **columns) == [1.0, 1.0]
+    assert rewards["format"](["p", "p"], ["42", "4 2"]) == [1.0, 0.0]
+    assert rewards["regex"](["p"], ["Paris"]) == [1.0]
+    assert rewards["json_valid"](["p", "p"], ['{"a": 1}', "{a"]) == [1.0, 0.0]
+    assert rewards["json_field_match"](["p", "p"], ['{"action": "go"}', '{"action": "go"}'], **columns) == [1.0, 0.0]
+    assert rewards["length_penalty"](["p", "p"], ["abc", "abcdefghij"]) == [0.0, -1.0]
+
+
+def resolved(*overrides):
+    config, _ = load_config(list(overrides))
+    return resolve(config, H100, None).config
+
+
+def test_dpo_estimate_doubles_the_batch_terms():
+    sft = estimate_memory(resolved("model=qwen2_5_7b", "peft=qlora", "training.micro_batch_size=2"))
+    dpo = estimate_memory(resolved("model=qwen2_5_7b", "peft=qlora", "training.micro_batch_size=2", "objective=dpo"))
+    assert dpo.components["logits and loss"] == 2 * sft.components["logits and loss"]
+    assert dpo.components["reference log-probs"] == 4 * 2 * 2 * sft.seq_len
+
+
+def test_grpo_estimate_grows_with_num_generations_as_the_formula_says():
+    """One prompt per micro-batch (micro_batch_size = G): the logits term is G·C·V-proportional."""
+    estimates = {g: estimate_memory(resolved("model=qwen2_5_7b", "peft=qlora", "objective=grpo", "training.gradient_checkpointing=on",
+                                             f"grpo.num_generations={g}", f"training.micro_batch_size={g}",
+                                             "grpo.max_prompt_length=512", "grpo.max_completion_length=1024"))
+                 for g in (2, 4, 8, 16)}
+    logits = {g: e.components["logits and loss"] for g, e in estimates.items()}
+    assert logits[4] == 2 * logits[2] and logits[16] == 8 * logits[2]
+    totals = [estimates[g].total_bytes for g in (2, 4, 8, 16)]
+    assert totals == sorted(totals) and len(set(totals)) == 4
+    vocab = 152064
+    assert logits[2] >= 2 * 1024 * vocab * 2, "at least B·G·C·V at 2 bytes per logit"
