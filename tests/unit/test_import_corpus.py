@@ -21,6 +21,10 @@ STAND_IN = {"instruction": {"instruction": "Say hi", "input": "", "output": "hi"
             "sharegpt": {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]},
             "text": {"text": "some text to learn"}, "prompt_completion": {"prompt": "hi", "completion": "hello"}}
 STAND_IN["auto"] = STAND_IN["chat"]
+# The data shape each objective trains on, for configs that import one (objective=dpo, kto, grpo).
+OBJECTIVE_STAND_IN = {"dpo": {"prompt": "hi", "chosen": "hello", "rejected": "go away"},
+                      "kto": {"prompt": "hi", "completion": "hello", "label": True},
+                      "grpo": {"prompt": "hi", "answer": "hello"}}
 
 
 def test_the_corpus_is_the_one_the_readme_lists():
@@ -47,7 +51,8 @@ def test_import_keeps_the_meaning_or_refuses(path, tmp_path):
     named = source.get("base_model") or source.get("model_name_or_path")
     assert values.get("model.name_or_path") and named in (None, values["model.name_or_path"]), "the model is kept"
     assert values.get("data.path") and "peft" in result.group_selections, "data and method are kept"
-    assert "defaults.objective" not in values  # no objective but sft imports until peftstudio has it
+    objective = result.group_selections.get("objective", "sft")
+    assert objective == "sft" or {"rl", "stage", "loss_type", "beta"} & set(source), "an objective comes from the source's own"
     plan_with_stand_ins(result, tmp_path)
 
 
@@ -56,7 +61,7 @@ def plan_with_stand_ins(result, folder: Path) -> None:
     values = dict(result.values)
     sources = [{"format": values.get("data.format", "auto")}] + list(values.get("data.datasets", []))
     for index, source in enumerate(sources):
-        record = STAND_IN[source.get("format", "auto")]
+        record = OBJECTIVE_STAND_IN.get(result.group_selections.get("objective")) or STAND_IN[source.get("format", "auto")]
         renamed = {(source.get("columns") or {}).get(k, k): v for k, v in record.items()}
         path = folder / f"d{index}.jsonl"
         path.write_text("\n".join(json.dumps(renamed) for _ in range(20)) + "\n")

@@ -36,14 +36,27 @@ def test_llamafactory_yaml_is_not_taken_for_training_arguments(tmp_path):
     assert config.data.path.endswith("identity.json") and config.data.datasets[0].path.endswith("alpaca_en_demo.json")
 
 
-def test_full_fine_tune_and_dpo_are_refused_unless_allowed(tmp_path):
+def test_full_fine_tune_and_orpo_are_refused_unless_allowed(tmp_path):
     source = tmp_path / "a.yml"
-    source.write_text("base_model: org/m\nrl: dpo\nlearning_rate: 1e-4\ndatasets:\n  - path: d.jsonl\n    type: alpaca\n")
+    source.write_text("base_model: org/m\nrl: orpo\nlearning_rate: 1e-4\ndatasets:\n  - path: d.jsonl\n    type: alpaca\n")
     with pytest.raises(ImportRefused) as refused:
         import_file(source)
     assert {p.where for p in refused.value.problems} == {"a.yml: adapter", "a.yml: rl"}
+    assert "trl.experimental" in next(p.message for p in refused.value.problems if p.where == "a.yml: rl")
     result = import_file(source, allow_changes=True)
-    assert "# CHANGED by --allow-changes (2 key(s))" in result.yaml_text and "#   rl = \"dpo\"" in result.yaml_text
+    assert "# CHANGED by --allow-changes (2 key(s))" in result.yaml_text and "#   rl = \"orpo\"" in result.yaml_text
+
+
+def test_dpo_and_kto_objectives_map_with_their_settings(tmp_path):
+    source = tmp_path / "a.yml"
+    source.write_text("base_model: org/m\nadapter: lora\nrl: dpo\nrl_beta: 0.3\nlearning_rate: 1e-4\n"
+                      "datasets:\n  - path: d.jsonl\n    type: alpaca\n")
+    config = imported_config(tmp_path, import_file(source))
+    assert (config.objective, config.dpo.beta) == ("dpo", 0.3)
+    source.write_text("base_model: org/m\nadapter: lora\nrl: ipo\nlearning_rate: 1e-4\n"
+                      "datasets:\n  - path: d.jsonl\n    type: alpaca\n")
+    config = imported_config(tmp_path, import_file(source))
+    assert (config.objective, config.dpo.loss_type) == ("dpo", "ipo")
 
 
 def test_axolotl_defaults_apply_and_nulls_mean_unset(tmp_path):
@@ -151,11 +164,12 @@ def test_an_objective_maps_once_peftstudio_has_it(monkeypatch):
     from peftstudio.config.importers.common import objective_verdict
     from peftstudio.config.importers.table import Refused
 
+    monkeypatch.setattr(compose_module, "group_options", lambda group: ["sft"] if group == "objective" else [])
     with pytest.raises(Refused, match="dpo is not available"):
         objective_verdict("dpo", "rl")
     monkeypatch.setattr(compose_module, "group_options", lambda group: ["sft", "dpo"] if group == "objective" else [])
     assert objective_verdict("dpo", "rl").pairs == [("defaults.objective", "dpo")]
-    assert objective_verdict("sigmoid", "loss_type").pairs == [("defaults.objective", "dpo")]
+    assert objective_verdict("sigmoid", "loss_type").pairs == [("defaults.objective", "dpo"), ("dpo.loss_type", "sigmoid")]
 
 
 def test_an_alias_can_be_deleted_by_its_own_name():

@@ -8,6 +8,7 @@ peftstudio does not train yet, each refused with why and what to do instead.
 
 from __future__ import annotations
 
+from peftstudio.config.objective_schema import UNTRAINED_OBJECTIVES
 from peftstudio.config.schema import RunConfig
 from peftstudio.errors import Problem
 from peftstudio.rewards import check_rewards, reward_columns
@@ -37,8 +38,7 @@ def objective_problems(config: RunConfig) -> list[Problem]:
         return []
     problems = []
     if objective == "orpo":
-        problems.append(Problem("objective", "orpo: TRL 1.16 ships ORPOTrainer only under trl.experimental (its API "
-                                "may change in any release), so peftstudio does not train it yet",
+        problems.append(Problem("objective", f"orpo: {UNTRAINED_OBJECTIVES['orpo']}",
                                 "use objective=dpo (preference data as is) or objective=sft on the chosen answers"))
     if config.peft.init.startswith(RESIDUAL_INITS):
         problems.append(Problem("peft.init", f"{config.peft.init} with objective={objective}: the reference is the base "

@@ -266,9 +266,11 @@ RULES = {
     "model_quantization_config": refuse("a torchao/fp8 quantization config: peftstudio quantizes with bitsandbytes"),
     "reward_model": when_set(refuse("reward-model training is not available")),
     "process_reward_model": when_set(refuse("process-reward-model training is not available")),
-    "orpo_alpha": lambda v, s: common.objective_verdict("orpo", "orpo_alpha"),
-    "rl_beta": lambda v, s: common.objective_verdict(s.get("rl", "dpo"), "rl_beta"),
-    "kto_desirable_weight": lambda v, s: common.objective_verdict("kto", "kto_desirable_weight"),
+    "orpo_alpha": lambda v, s: common.objective_setting("orpo", "beta", v, "orpo_alpha"),
+    "rl_beta": lambda v, s: common.objective_setting(s.get("rl", "dpo"), "beta", v, "rl_beta"),
+    "kto_desirable_weight": lambda v, s: common.objective_setting("kto", "desirable_weight", v, "kto_desirable_weight"),
+    "kto_undesirable_weight": lambda v, s: common.objective_setting("kto", "undesirable_weight", v,
+                                                                    "kto_undesirable_weight"),
     "context_parallel_size": lambda v, _s: Verdict("ignored", note="1: no context parallelism") if v == 1
     else common.fail("context parallelism is not available"),
     "tensor_parallel_size": lambda v, _s: Verdict("ignored", note="1: no tensor parallelism") if v == 1

@@ -72,9 +72,15 @@ def objective_verdict(name: str, where: str) -> Verdict:
     target = OBJECTIVES.get(str(name).lower())
     if target is None:
         raise Refused(f"{where} {name!r}: peftstudio has no such objective")
+    from peftstudio.config.objective_schema import DPO_LOSS_ALIASES, UNTRAINED_OBJECTIVES
+
+    if target in UNTRAINED_OBJECTIVES:
+        raise Refused(f"{where} {name!r}: {UNTRAINED_OBJECTIVES[target]}")
     options = group_options("objective")
     if target in options:
-        return mapped(("defaults.objective", target))
+        loss = [("dpo.loss_type", DPO_LOSS_ALIASES[str(name).lower()])] if target == "dpo" and \
+            str(name).lower() in DPO_LOSS_ALIASES else []
+        return mapped(("defaults.objective", target), *loss)
     if target == "sft":
         return mapped()  # peftstudio trains supervised fine-tuning unless an objective says otherwise
     raise Refused(f"{where} {name!r}: objective {target} is not available in peftstudio yet (it trains sft)")
@@ -194,3 +200,14 @@ def model_name(value: Any) -> str:
         raise Refused(f"{name} looks like a {marker.upper()}-quantized base: peftstudio quantizes a full-precision "
                       "base with bitsandbytes itself; name the unquantized model")
     return name
+
+
+def objective_setting(objective: Any, key: str, value: Any, where: str) -> Verdict:
+    """A setting of an objective (rl_beta, pref_beta, kto_desirable_weight, ...): the objective
+    mapped as `objective_verdict` does, plus `<objective>.<key>` = value."""
+    verdict = objective_verdict(objective, where)
+    target = OBJECTIVES[str(objective).lower()]
+    if target == "sft":
+        raise Refused(f"{where}={value!r} applies to a preference or RL objective, and this config trains sft")
+    verdict.pairs.append((f"{target}.{key}", float(value)))
+    return verdict

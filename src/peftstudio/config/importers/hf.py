@@ -137,6 +137,8 @@ def objective_from(key: str) -> Any:
     def rule(value, source):
         loss = source.get("loss_type") if key != "loss_type" else value
         name = loss if isinstance(loss, str) else "dpo"
+        if key == "beta":
+            return common.objective_setting(name, "beta", value, key)
         return common.objective_verdict(name, key)
     return rule
 

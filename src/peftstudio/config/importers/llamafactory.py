@@ -161,7 +161,7 @@ RULES = {
     "flash_attn": lambda v, _s: mapped(("training.attention", {"fa2": "flash_attention_2", "sdpa": "sdpa",
                                                                "disabled": "eager", "auto": "auto"}[v])),
     "deepspeed": lambda v, _s: common.distributed("deepspeed", v),
-    "pref_beta": lambda v, s: common.objective_verdict(STAGES.get(str(s.get("stage")), "dpo"), "pref_beta"),
+    "pref_beta": lambda v, s: common.objective_setting(STAGES.get(str(s.get("stage")), "dpo"), "beta", v, "pref_beta"),
     "pref_loss": lambda v, s: common.objective_verdict(str(v), "pref_loss"),
     "dataset_dir": lambda v, s: Verdict("mapped", note="where dataset file_names are read from"),
     "do_train": ignore("peftstudio always trains"),
