@@ -61,14 +61,37 @@ def test_kto_trains_an_adapter_peft_loads(model_cache, tmp_path):
     assert list(model.peft_config) == ["default"], "the reference copy TRL adds must not be saved"
 
 
-def test_grpo_logs_each_reward_and_the_kl(model_cache, tmp_path):
-    result = run_cli("train", "objective=grpo", *COMMON, "training.num_batches=3", "training.log_interval_steps=1",
-                     "grpo.max_completion_length=6", "training.save_interval_steps=2", cwd=tmp_path)
+GRPO = ["objective=grpo", *COMMON, "training.num_batches=6", "training.log_interval_steps=1",
+        "training.save_interval_steps=3", "grpo.max_completion_length=6"]
+
+
+@pytest.fixture(scope="module")
+def grpo_run(model_cache, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("grpo")
+    result = run_cli("train", *GRPO, cwd=workdir)
     assert result.returncode == 0, result.stderr
     assert "GRPOTrainer" in result.stdout and "2 prompt(s) × 4 completions" in result.stdout
-    logged = records(tmp_path)
-    assert [r["step"] for r in logged] == [1, 2, 3]
+    return workdir
+
+
+def test_grpo_logs_each_reward_and_the_kl(grpo_run):
+    logged = records(grpo_run)
+    assert [r["step"] for r in logged] == [1, 2, 3, 4, 5, 6]
     for key in ("reward", "rewards/exact_match/mean", "rewards/contains/mean", "kl", "completions/mean_length",
                 "completions/clipped_ratio"):
         assert key in logged[-1], key
-    assert (tmp_path / "checkpoints/ckpts/checkpoint-2").is_dir()
+    assert (grpo_run / "checkpoints/ckpts/checkpoint-3").is_dir()
+
+
+def test_grpo_resume_after_sigkill_is_exact(grpo_run, tmp_path):
+    """TRL #3635: GRPO resumes restarting at step 0. Here the sampler position, the RNG that
+    samples the completions and the adapter all come back: the same completions, rewards and adapter."""
+    killed = run_cli("train", *GRPO, "--inject-fault", "kill_at_step=5", cwd=tmp_path)
+    assert killed.returncode == -9, killed.stderr
+    resumed = run_cli("train", *GRPO, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "checkpoint-3" in resumed.stdout
+    adapter = "outputs/adapter/adapter_model.safetensors"
+    assert (tmp_path / adapter).read_bytes() == (grpo_run / adapter).read_bytes(), "adapters differ"
+    keys = ("step", "loss", "reward", "kl", "completions/mean_length")
+    assert [{k: r.get(k) for k in keys} for r in records(tmp_path)] == [{k: r.get(k) for k in keys} for r in records(grpo_run)]
