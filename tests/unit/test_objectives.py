@@ -51,7 +51,10 @@ def test_bundled_samples_are_the_generator_output():
 def test_plan_uses_the_objective_sample_and_says_the_reference():
     plan = make_plan(["objective=dpo"], hardware=CPU)
     assert plan.data.format == "preference" and "bundled preference sample" in plan.data.format_reason
-    assert any("base with the adapter disabled" in w for w in plan.warnings)
+    from peftstudio.plan.objectives import objective_notes
+
+    notes = objective_notes(plan.config)
+    assert "DPOTrainer" in notes[0] and "base with the adapter disabled" in notes[0] and "dropout off" in notes[0]
     assert plan.config.training.packing == "off"
 
 
@@ -94,7 +97,8 @@ def test_group_size_must_divide_the_generation_batch_with_nearest_fix():
     message = plan_error("objective=grpo", "training.micro_batch_size=6", "grpo.num_generations=4")
     assert "generation batch" in message and "not a multiple of num_generations=4" in message
     assert "training.micro_batch_size=4 or training.micro_batch_size=8" in message
-    assert "micro_batch_size" in plan_error("objective=grpo", "training.micro_batch_size=auto")
+    assert "would break the prompt groups" in plan_error("objective=grpo", "training.micro_batch_size=auto")
+    assert "probes SFT steps" in plan_error("objective=dpo", "training.micro_batch_size=auto")
 
 
 def test_context_budget_and_orpo_refusal():

@@ -27,7 +27,7 @@ from peftstudio.plan.architecture import (
     Linear, quantizable_weights, quantized_layers, targeted_layers, trainable_bias_parameters, uses_dora,
 )
 from peftstudio.plan.hardware import HardwareProfile
-from peftstudio.plan.objective_memory import objective_components
+from peftstudio.plan.objective_memory import objective_components, sequence_length
 
 __all__ = ["MemoryEstimate", "estimate_memory", "architecture_of", "largest_fitting_micro_batch",
            "FRAMEWORK_OVERHEAD_BYTES"]
@@ -157,7 +157,7 @@ def estimate_memory(config: RunConfig, *, micro_batch_size: int | None = None, s
     `auto`: resolve the config against a hardware profile first (`plan.resolve.resolve`)."""
     settings = _settings(config, runtime)
     batch = micro_batch_size or _configured_micro_batch(config)
-    seq = seq_len or config.training.max_seq_length
+    seq = seq_len or sequence_length(config)  # grpo: prompt + completion
     arch, peft = settings.arch, config.peft
     base = base_parameters(arch)
     trainable = adapter_parameters(arch, peft) + trainable_bias_parameters(arch, peft)

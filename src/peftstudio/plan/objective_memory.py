@@ -25,6 +25,13 @@ from peftstudio.config.schema import RunConfig
 FP32 = 4
 
 
+def sequence_length(config: RunConfig) -> int:
+    """The longest sequence a step trains on: max_seq_length, or for GRPO prompt + completion."""
+    if config.objective == "grpo":
+        return config.grpo.max_prompt_length + config.grpo.max_completion_length
+    return config.training.max_seq_length
+
+
 def objective_components(config: RunConfig, components: dict[str, int], batch: int, seq: int,
                          activations: Callable[[int, int], int], logits_per_token: int,
                          compute_bytes: int) -> dict[str, int]:

@@ -78,15 +78,21 @@ def _grpo_problems(config: RunConfig) -> list[Problem]:
 
 
 def refuse_unplannable(requested: RunConfig) -> None:
-    """Checks on the config as requested, before `auto` is resolved: GRPO cannot take an auto
-    micro-batch (the batch-size finder halves it, which would break the prompt groups)."""
+    """Checks on the config as requested, before `auto` is resolved: no objective but sft takes
+    an auto micro-batch (the batch-size finder probes SFT steps; for GRPO it would also break
+    the prompt groups)."""
     from peftstudio.errors import UserError
 
-    if requested.objective == "grpo" and requested.training.micro_batch_size == "auto":
+    if requested.training.micro_batch_size != "auto" or requested.objective == "sft":
+        return
+    if requested.objective == "grpo":
         g = requested.grpo.num_generations
         raise UserError(Problem("training.micro_batch_size", "auto with objective=grpo: the batch-size finder halves "
                                 "the micro-batch, which would break the prompt groups of grpo.num_generations",
                                 f"set training.micro_batch_size to a multiple of grpo.num_generations={g}, e.g. {g}"))
+    raise UserError(Problem("training.micro_batch_size", f"auto with objective={requested.objective}: the batch-size "
+                            "finder probes SFT steps, not this objective's (chosen + rejected, reference pass)",
+                            "set training.micro_batch_size to a number; `plan` estimates the memory of this objective"))
 
 
 def _nearest_group_fix(config: RunConfig, batch: int) -> str:
@@ -109,7 +115,9 @@ def objective_notes(config: RunConfig) -> list[str]:
     objective = config.objective
     if objective == "sft":
         return []
-    trainer = f"objective={objective}: TRL's {TRAINERS[objective]} with the peft adapter"
+    trainer = (f"{objective}: TRL's {TRAINERS[objective]} with the peft adapter; dropout off while training "
+               f"(TRL's disable_dropout: policy and reference log-probs come from one deterministic network, so "
+               f"peft.dropout={config.peft.dropout:g} is not applied)")
     reference = "the reference model is the base with the adapter disabled (no second copy in memory)"
     if objective == "kto":
         kto = config.kto

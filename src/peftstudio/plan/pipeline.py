@@ -25,8 +25,7 @@ from peftstudio.plan.checks import Findings, check
 from peftstudio.plan.distributed_checks import launcher_mismatch
 from peftstudio.plan.fit import check_fit
 from peftstudio.plan.hardware import HardwareProfile, detect
-from peftstudio.plan.objectives import (data_arguments, measure_objective_data, objective_notes,
-                                       refuse_unplannable)
+from peftstudio.plan.objectives import data_arguments, measure_objective_data, refuse_unplannable
 from peftstudio.plan.platforms import compose_for_platform
 from peftstudio.plan.resolve import resolve
 from peftstudio.plan.runplan import (DataSummary, Decision, OriginKind, RunPlan, Schedule, decisions_of, fingerprint,
@@ -70,7 +69,7 @@ def plan_with_data(overrides: list[str] | None = None, config_file: Path | None 
     findings = check(resolution.config, hardware, schedule.optimizer_steps, summary.validation_rows, place)
     _raise(findings)
     return _assemble(requested, composition, resolution, hardware, summary, schedule,
-                     objective_notes(resolution.config) + token_warnings + findings.warnings), tokens
+                     token_warnings + findings.warnings), tokens
 
 
 def _assemble(requested: RunConfig, composition: Composition, resolution, hardware: HardwareProfile,
