@@ -171,7 +171,7 @@ def estimate_memory(config: RunConfig, *, micro_batch_size: int | None = None, s
         "framework overhead": FRAMEWORK_OVERHEAD_BYTES.get(settings.device, FRAMEWORK_OVERHEAD_BYTES["cuda"]),
     }
     components = objective_components(config, components, batch, seq, lambda length, b: _activation_bytes_per_sequence(
-        settings, config, length, b), _logit_bytes_per_token(settings), settings.compute_bytes)  # dpo/kto/grpo
+        settings, config, length, b), lambda tokens: _loss_bytes(settings, tokens), settings.compute_bytes)  # dpo/kto/grpo
     components = {name: int(value) for name, value in components.items()}
     return MemoryEstimate(sum(components.values()), components, base + adapter_parameters(arch, peft), trainable,
                           batch, seq, base, settings.device, _notes(settings), _load_peak_bytes(settings))

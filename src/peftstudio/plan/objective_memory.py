@@ -8,8 +8,10 @@ per-sequence activation and per-token logit functions, and takes the components 
 - KTO: the B completions plus, for the KL estimate, B mismatched completions run without grad;
   their transient logits are gone before the backward peak; log-probs stay.
 - GRPO: training.micro_batch_size counts completions (B = prompts × G). Training runs B
-  sequences of prompt + completion, with logits for the completion tokens only (TRL keeps
-  `logits_to_keep`): B · C · V. Before that, generation samples the whole generation batch
+  sequences of prompt + completion, scored on the completion tokens only (TRL keeps
+  `logits_to_keep`): the B·G·C·V logits of the usual formula, except that TRL 1.16 scores every
+  objective through its fused LM head (`training.loss_impl=chunked`), so what is held is one
+  tile plus a few values per token, growing with B · C rather than B · C · V. Before that, generation samples the whole generation batch
   (B × gradient_accumulation_steps completions) at once: its KV cache, 2 · layers · kv_heads ·
   head_dim · (P + C) per completion, is the generation-time peak; counted where it exceeds the
   training transient (activations + logits), since both never live at the same time. Old and
@@ -33,33 +35,34 @@ def sequence_length(config: RunConfig) -> int:
 
 
 def objective_components(config: RunConfig, components: dict[str, int], batch: int, seq: int,
-                         activations: Callable[[int, int], int], logits_per_token: int,
+                         activations: Callable[[int, int], int], loss_bytes: Callable[[int], int],
                          compute_bytes: int) -> dict[str, int]:
     """The components of an objective run: `components` (SFT's) with the objective's terms.
-    `activations(seq_len, micro_batch)` gives one sequence's saved activations."""
+    `activations(seq_len, micro_batch)` gives one sequence's saved activations, `loss_bytes(tokens)`
+    the head and loss over that many positions (TRL's fused LM head for every objective here)."""
     objective = config.objective
     if objective in ("dpo", "orpo"):
         pairs = 2 * batch  # chosen + rejected, concatenated
         updated = {**components, "activations": pairs * activations(seq, pairs),
-                   "logits and loss": pairs * seq * logits_per_token}
+                   "logits and loss": loss_bytes(pairs * seq)}
         if objective == "dpo":
             updated["reference log-probs"] = FP32 * pairs * seq
         return updated
     if objective == "kto":
         return {**components, "reference log-probs": FP32 * 2 * batch * seq}
     if objective == "grpo":
-        return _grpo_components(config, components, batch, activations, logits_per_token, compute_bytes)
+        return _grpo_components(config, components, batch, activations, loss_bytes, compute_bytes)
     return components
 
 
 def _grpo_components(config: RunConfig, components: dict[str, int], batch: int, activations: Callable[[int, int], int],
-                     logits_per_token: int, compute_bytes: int) -> dict[str, int]:
+                     loss_bytes: Callable[[int], int], compute_bytes: int) -> dict[str, int]:
     grpo, arch = config.grpo, config.model.architecture
     prompt, completion = grpo.max_prompt_length, grpo.max_completion_length
     length = prompt + completion
     generation_batch = batch * config.training.gradient_accumulation_steps
     train_activations = batch * activations(length, batch)
-    train_logits = batch * completion * logits_per_token
+    train_logits = loss_bytes(batch * completion)
     head = arch.head_dim or arch.hidden_size // arch.num_heads
     kv_cache = generation_batch * length * 2 * arch.num_layers * arch.num_kv_heads * head * compute_bytes
     # Each decoding step's logits (last position only, fp32 for sampling) for the whole batch.
@@ -69,7 +72,3 @@ def _grpo_components(config: RunConfig, components: dict[str, int], batch: int, 
             "generation KV cache (beyond training)": max(0, kv_cache + sampling - train_activations - train_logits),
             "old and reference log-probs": log_probs}
 
-
-def grpo_logits_bytes(config: RunConfig, batch: int, logits_per_token: int) -> int:
-    """B·G·C·V-style logits term of a GRPO micro-batch of `batch` completions (for tests and notes)."""
-    return batch * config.grpo.max_completion_length * logits_per_token

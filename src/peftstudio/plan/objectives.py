@@ -50,6 +50,15 @@ def objective_problems(config: RunConfig) -> list[Problem]:
     if config.data.overlong == "drop":
         problems.append(Problem("data.overlong", f"drop with objective={objective}: TRL's trainer truncates instead",
                                 "use data.overlong=truncate (or error)"))
+    if config.training.loss_impl == "plain":
+        problems.append(Problem("training.loss_impl", f"plain with objective={objective}: TRL's trainer always scores "
+                                "with its fused LM head", "set training.loss_impl=auto (or chunked)"))
+    targets = config.peft.target_modules
+    if (isinstance(targets, list) and "lm_head" in targets) or config.data.add_special_tokens:
+        key = "data.add_special_tokens" if config.data.add_special_tokens else "peft.target_modules"
+        problems.append(Problem(key, f"objective={objective} trains no output-head weights: TRL's fused LM head "
+                                "scores with the base head alone", "leave lm_head out of the targets and "
+                                "data.add_special_tokens=false"))
     if config.training.packing == "on":
         problems.append(Problem("training.packing", f"on with objective={objective}: packing is for sft",
                                 "set training.packing=off (or auto)"))

@@ -157,6 +157,9 @@ def _attention(values: dict[str, Any], hardware: HardwareProfile, _waste: float 
 
 
 def _loss_impl(values: dict[str, Any], hardware: HardwareProfile, _waste: float | None) -> tuple[str, str]:
+    if values.get("objective", "sft") != "sft":
+        return "chunked", (f"objective={values['objective']}: TRL's trainer always scores its log-probs with its fused "
+                           "LM head (4096-token tiles, never the full logits)")
     # Before gradient checkpointing resolves: an `auto` one is taken as off, the larger estimate.
     checkpointing = values["training"]["gradient_checkpointing"]
     try:

@@ -102,24 +102,13 @@ class CheckpointingMixin:
     `faults.kill_in_checkpoint` kills it between staging a checkpoint and committing it."""
 
     def __init__(self, *args, checkpoints: CheckpointDir, metrics: MetricsCallback, save_total_limit: int,
-                 faults: Faults = NO_FAULTS, loss_impl: str = "chunked", **kwargs):
+                 faults: Faults = NO_FAULTS, **kwargs):
         super().__init__(*args, **kwargs)
-        self.loss_impl = loss_impl
         self.checkpoints = checkpoints
         self.metrics = metrics
         self.save_total_limit = save_total_limit
         self.faults = faults
         self._staging: Path | None = None
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """chunked: SFTTrainer's own loss, through the fused LM head TRL adds to the model (the
-        full logits never exist). plain: the model's forward with labels (full logits, then
-        transformers' fp32 cross-entropy), as Trainer computes it; TRL's token-accuracy and
-        entropy metrics need the fused head and are not logged then."""
-        if self.loss_impl == "chunked":
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        inputs["use_cache"] = False
-        return super(SFTTrainer, self).compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         self.metrics.count_tokens(self._batch_tokens(inputs))
@@ -170,4 +159,19 @@ class CheckpointingMixin:
 
 
 class CheckpointingSFTTrainer(CheckpointingMixin, SFTTrainer):
-    """SFTTrainer with peftstudio's token counting and atomic checkpoints."""
+    """SFTTrainer with peftstudio's token counting and atomic checkpoints, and the loss
+    training.loss_impl chose."""
+
+    def __init__(self, *args, loss_impl: str = "chunked", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss_impl = loss_impl
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """chunked: SFTTrainer's own loss, through the fused LM head TRL adds to the model (the
+        full logits never exist). plain: the model's forward with labels (full logits, then
+        transformers' fp32 cross-entropy), as Trainer computes it; TRL's token-accuracy and
+        entropy metrics need the fused head and are not logged then."""
+        if self.loss_impl == "chunked":
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        inputs["use_cache"] = False
+        return super(SFTTrainer, self).compute_loss(model, inputs, return_outputs, num_items_in_batch)
