@@ -175,3 +175,34 @@ def test_grpo_estimate_grows_with_num_generations():
         values = [estimates[g].components[name] for g in (2, 4, 8, 16)]
         assert values == sorted(values) and len(set(values)) == 4, name
     assert estimates[4].components["old and reference log-probs"] == 2 * estimates[2].components["old and reference log-probs"]
+
+
+def grpo_evidence(tmp_path, **series):
+    from peftstudio.diagnose.evidence import RunEvidence
+
+    steps = len(next(iter(series.values())))
+    records = [{"step": i + 1, "loss": 0.01 * (-1) ** i, **{k.replace("__", "/"): v[i] for k, v in series.items()}}
+               for i in range(steps)]
+    return RunEvidence(tmp_path, records, [])
+
+
+def found(evidence):
+    from peftstudio.diagnose.rules import diagnose_evidence
+
+    return {f.problem: f for f in diagnose_evidence(evidence)}
+
+
+def test_diagnose_grpo_failure_shapes(tmp_path):
+    flat = found(grpo_evidence(tmp_path, reward=[0.0] * 6, rewards__exact_match__mean=[0.0] * 6, kl=[0.01] * 6))
+    assert "rewards_flat_zero" in flat and "exact_match" in flat["rewards_flat_zero"].evidence
+    assert "no_progress" not in flat and "divergence" not in flat, "a GRPO loss is no progress measure"
+    blowup = found(grpo_evidence(tmp_path, reward=[0.5] * 6, kl=[0.02, 0.05, 0.3, 0.9, 2.5, 4.0]))
+    assert "kl_blowup" in blowup and any(o.startswith("grpo.beta=") for o in blowup["kl_blowup"].overrides)
+    cut = found(grpo_evidence(tmp_path, reward=[0.5] * 6, completions__clipped_ratio=[0.2, 0.4, 0.7, 0.8, 0.9, 0.9]))
+    assert "completions_truncated" in cut
+    hacked = found(grpo_evidence(tmp_path, reward=[0.5] * 6, rewards__contains__mean=[0.1, 0.1, 0.4, 0.6, 0.9, 0.9],
+                                 rewards__exact_match__mean=[0.5, 0.5, 0.3, 0.2, 0.0, 0.0]))
+    assert "reward_hacking" in hacked and "contains +" in hacked["reward_hacking"].evidence
+    healthy = found(grpo_evidence(tmp_path, reward=[0.1, 0.2, 0.3, 0.3, 0.4, 0.4], kl=[0.01, 0.02, 0.03, 0.03, 0.04, 0.05],
+                                  completions__clipped_ratio=[0.0] * 6))
+    assert not healthy

@@ -42,8 +42,12 @@ class Finding:
 
 def diagnose_evidence(evidence: RunEvidence) -> list[Finding]:
     """Every rule's finding for this run, most severe first."""
+    from peftstudio.diagnose.objective_rules import GRPO_RULES, is_grpo
+
+    # A GRPO loss hovers near zero by construction: its rules read rewards and KL instead.
+    rules = [r for r in RULES if r not in (divergence, no_progress)] + list(GRPO_RULES) if is_grpo(evidence) else RULES
     findings = []
-    for rule in RULES:
+    for rule in rules:
         finding = rule(evidence)
         if finding is not None:
             findings.append(finding)
