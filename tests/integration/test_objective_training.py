@@ -32,6 +32,7 @@ def test_dpo_learns_the_preferences(dpo_run):
     assert logged[-1]["rewards/accuracies"] > 0.5
     assert logged[-1]["rewards/margins"] > logged[0]["rewards/margins"]
     assert {"rewards/chosen", "rewards/rejected", "logps/chosen"} <= set(logged[-1])
+    assert (dpo_run / "outputs/rewards.png").stat().st_size > 0
 
 
 def test_dpo_resume_after_sigkill_is_exact(dpo_run, tmp_path):
@@ -81,6 +82,7 @@ def test_grpo_logs_each_reward_and_the_kl(grpo_run):
                 "completions/clipped_ratio"):
         assert key in logged[-1], key
     assert (grpo_run / "checkpoints/ckpts/checkpoint-2").is_dir()
+    assert (grpo_run / "outputs/rewards.png").stat().st_size > 0
 
 
 def test_grpo_resume_after_sigkill_is_exact(grpo_run, tmp_path):

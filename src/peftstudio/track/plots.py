@@ -34,3 +34,36 @@ def plot_loss(records: list[dict[str, Any]], path: Path, title: str) -> Path:
     plt.close(figure)
     write_bytes(path, image.getvalue())
     return path
+
+
+# What each objective's curve shows: GRPO's mean reward per function (and the total), DPO / KTO's
+# preference accuracy and margin.
+OBJECTIVE_CURVES = ("reward", "rewards/accuracies", "rewards/margins")
+
+
+def plot_objective(records: list[dict[str, Any]], path: Path, title: str) -> Path | None:
+    """RUN_DIR/rewards.png for DPO / KTO / GRPO runs (None, nothing written, for SFT)."""
+    keys = sorted({k for r in records for k in r
+                   if k in OBJECTIVE_CURVES or (k.startswith("rewards/") and k.endswith("/mean"))})
+    if not keys:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4), dpi=100)
+    for key in keys:
+        points = [(r["step"], r[key]) for r in records if r.get(key) is not None and "loss" in r]
+        if points:
+            axis.plot(*zip(*points), label=key)
+    axis.set_xlabel("optimizer step")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    image = io.BytesIO()
+    figure.savefig(image, format="png")
+    plt.close(figure)
+    write_bytes(path, image.getvalue())
+    return path

@@ -298,13 +298,14 @@ def _write_summary(run_dir: RunDir, trainer, stopped_early: bool, losses: list[f
 
 
 def _result(plan: RunPlan, run_dir: RunDir, resume_from: Path | None, trainer) -> TrainResult:
-    from peftstudio.track.plots import plot_loss
+    from peftstudio.track.plots import plot_loss, plot_objective
 
     stopped = trainer.state.global_step < trainer.state.max_steps
     if not is_main_process():
         return TrainResult(run_dir, resume_from, trainer.state.global_step, None, None, stopped, report=False)
     records = read_metrics(run_dir.metrics)
     plot_loss(records, run_dir.loss_plot, f"{plan.config.model.name_or_path} · {plan.config.peft.method}")
+    plot_objective(records, run_dir.root / "rewards.png", f"{plan.config.objective} · {plan.config.peft.method}")
     losses = [r["loss"] for r in records if "loss" in r]
     _write_summary(run_dir, trainer, stopped, losses)
     return TrainResult(run_dir, resume_from, trainer.state.global_step, losses[0] if losses else None,
