@@ -5,7 +5,8 @@ import json
 import pytest
 
 from peftstudio.errors import UserError
-from peftstudio.train.checkpoints import STATE_FILE, CheckpointDir, TrainingProgress, choose_resume
+from peftstudio.train.checkpoints import (MANIFEST_FILE, STATE_FILE, CheckpointDir, TrainingProgress, choose_resume,
+                                          damage, resume_target)
 
 
 def make_checkpoint(root, step, fingerprint="abc", complete=True):
@@ -72,3 +73,71 @@ def test_changed_settings_lists_what_differs():
     saved = {"optim.learning_rate": 0.005, "training.resume": "auto", "seed": 42}
     current = {"optim.learning_rate": 0.001, "training.resume": "never", "seed": 42}
     assert changed_settings(saved, current) == ["optim.learning_rate: 0.005 → 0.001"]
+
+
+def committed(root, step, files=None):
+    """A checkpoint committed as the trainer does: state and manifest inside the atomic rename."""
+    checkpoints = CheckpointDir(root)
+    staged = checkpoints.new_staging(step) / f"checkpoint-{step}"
+    staged.mkdir()
+    for name, data in (files or {"adapter_model.safetensors": b"weights" * 20, "optimizer.pt": b"optim" * 20,
+                                 "rng_state.pth": b"rng" * 20}).items():
+        (staged / name).write_bytes(data)
+    checkpoints.commit(staged, TrainingProgress(step=step, fingerprint="abc"))
+    return root / f"checkpoint-{step}"
+
+
+CORRUPTIONS = {
+    "truncated adapter": lambda c: (c / "adapter_model.safetensors").write_bytes(b"weights"),
+    "zeroed optimizer": lambda c: (c / "optimizer.pt").write_bytes(b"\0" * 100),
+    "truncated rng state": lambda c: (c / "rng_state.pth").write_bytes(b"rn"),
+    "broken state json": lambda c: (c / STATE_FILE).write_text((c / STATE_FILE).read_text()[:-10]),
+    "deleted file": lambda c: (c / "optimizer.pt").unlink(),
+}
+
+
+@pytest.mark.parametrize("kind", CORRUPTIONS)
+def test_a_damaged_checkpoint_is_moved_aside_and_the_next_newest_used(tmp_path, kind):
+    committed(tmp_path, 5)
+    newest = committed(tmp_path, 10)
+    CORRUPTIONS[kind](newest)
+    reports = []
+    chosen = choose_resume(CheckpointDir(tmp_path), "auto", "abc", {}, report=reports.append)
+    assert chosen.name == "checkpoint-5"
+    assert (tmp_path / "checkpoint-10.corrupt").is_dir() and not newest.exists()
+    assert len(reports) == 1 and "checkpoint-10" in reports[0] and "moved aside to checkpoint-10.corrupt" in reports[0]
+    named = {"truncated adapter": "adapter_model.safetensors", "zeroed optimizer": "optimizer.pt",
+             "truncated rng state": "rng_state.pth", "broken state json": STATE_FILE, "deleted file": "optimizer.pt"}
+    assert named[kind] in reports[0], reports[0]
+    assert "weights_only" not in reports[0]
+
+
+def test_no_sound_checkpoint_left_is_a_user_error(tmp_path):
+    CORRUPTIONS["truncated adapter"](committed(tmp_path, 5))
+    with pytest.raises(UserError) as caught:
+        choose_resume(CheckpointDir(tmp_path), "auto", "abc", {})
+    text = caught.value.render()
+    assert caught.value.exit_code == 2 and "no usable checkpoint left" in text and "training.resume=never" in text
+    assert "adapter_model.safetensors" in text and (tmp_path / "checkpoint-5.corrupt").is_dir()
+
+
+def test_a_launcher_looks_without_moving_anything(tmp_path):
+    committed(tmp_path, 5)
+    CORRUPTIONS["zeroed optimizer"](committed(tmp_path, 10))
+    assert resume_target(CheckpointDir(tmp_path), "auto", "abc", {}).name == "checkpoint-5"
+    assert (tmp_path / "checkpoint-10").is_dir()
+
+
+def test_an_explicit_damaged_checkpoint_is_named(tmp_path):
+    path = committed(tmp_path, 5)
+    CORRUPTIONS["truncated rng state"](path)
+    with pytest.raises(UserError) as caught:
+        choose_resume(CheckpointDir(tmp_path), str(path), "abc", {})
+    assert "rng_state.pth" in caught.value.render() and "is damaged" in caught.value.render()
+
+
+def test_the_manifest_covers_every_file_and_the_state(tmp_path):
+    path = committed(tmp_path, 5)
+    manifest = json.loads((path / MANIFEST_FILE).read_text())
+    assert set(manifest) == {"adapter_model.safetensors", "optimizer.pt", "rng_state.pth", STATE_FILE}
+    assert damage(path) is None

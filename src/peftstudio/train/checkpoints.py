@@ -1,17 +1,24 @@
-"""Checkpoints that are visible only when complete, and the choice of where to resume.
+"""Checkpoints that are visible only when complete, verified before use, and the choice of
+where to resume.
 
 The trainer writes each checkpoint into a staging directory; once every file is on disk the
-run's own state (`peftstudio_state.json`) is added and the directory is renamed to
-`checkpoint-N` in one atomic step. A directory named `checkpoint-N` is therefore always
-complete, whatever moment the process was killed at. Rotation renames before deleting, for
-the same reason.
+run's own state (`peftstudio_state.json`) and a manifest of every file's size and sha256
+(`manifest.json`) are added and the directory is renamed to `checkpoint-N` in one atomic step.
+A directory named `checkpoint-N` is therefore always complete, whatever moment the process was
+killed at. Rotation renames before deleting, for the same reason.
+
+A complete checkpoint can still be damaged later (a disk error, a copy cut short, a stray
+edit): resume checks it against its manifest first. One that fails is moved aside as
+`checkpoint-N.corrupt` (kept for inspection, never loaded) and the next newest is tried.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +27,8 @@ from peftstudio.errors import Problem, UserError
 from peftstudio.files import fsync_dir, fsync_tree, replace_dir, write_json
 
 STATE_FILE = "peftstudio_state.json"
+MANIFEST_FILE = "manifest.json"
+HISTORY_FILE = "metrics.jsonl"
 STATE_VERSION = 1
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -40,7 +49,14 @@ class TrainingProgress:
 
     @classmethod
     def read(cls, checkpoint: Path) -> "TrainingProgress":
-        data = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
+        try:
+            data = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise UserError(Problem(str(checkpoint / STATE_FILE), f"unreadable checkpoint state ({error})",
+                                    "resume from another checkpoint, or training.resume=never")) from None
+        if not isinstance(data, dict):
+            raise UserError(Problem(str(checkpoint / STATE_FILE), "checkpoint state is not a JSON object",
+                                    "resume from another checkpoint, or training.resume=never"))
         if data.get("version") != STATE_VERSION:
             raise UserError(Problem(str(checkpoint), f"checkpoint state version {data.get('version')} is not "
                                     f"{STATE_VERSION}", "resume with the peftstudio version that wrote it, or training.resume=never"))
@@ -90,9 +106,14 @@ class CheckpointDir:
         staging.mkdir(parents=True)
         return staging
 
-    def commit(self, staged: Path, progress: TrainingProgress) -> Path:
-        """Add the run's state to a fully written checkpoint and make it visible."""
+    def commit(self, staged: Path, progress: TrainingProgress, history: Path | None = None) -> Path:
+        """Add the run's state, its metrics history (`history`, metrics.jsonl: a run whose output
+        dir is recreated from the checkpoints keeps it) and the manifest to a fully written
+        checkpoint, and make it visible."""
         write_json(staged / STATE_FILE, asdict(progress))
+        if history is not None and history.is_file():
+            shutil.copyfile(history, staged / HISTORY_FILE)
+        write_json(staged / MANIFEST_FILE, manifest_of(staged))
         fsync_tree(staged)
         final = self.root / staged.name
         replace_dir(staged, final)
@@ -114,6 +135,57 @@ class CheckpointDir:
         return len(checkpoints)
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def manifest_of(checkpoint: Path) -> dict[str, dict[str, Any]]:
+    """relative path → {bytes, sha256} of every file in a checkpoint (the manifest aside)."""
+    return {str(path.relative_to(checkpoint)): {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+            for path in sorted(checkpoint.rglob("*")) if path.is_file() and path.name != MANIFEST_FILE}
+
+
+def damage(checkpoint: Path) -> str | None:
+    """Why `checkpoint` cannot be used (the file and the reason), or None when it checks out:
+    every file of its manifest present with its size and sha256, and its state readable. A
+    checkpoint written before manifests existed is checked on its state alone."""
+    manifest_path = checkpoint / MANIFEST_FILE
+    if manifest_path.is_file():
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            entries = [(name, int(entry["bytes"]), str(entry["sha256"])) for name, entry in manifest.items()]
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as error:
+            return f"{MANIFEST_FILE}: unreadable ({error})"
+        for name, size, sha in entries:
+            path = checkpoint / name
+            if not path.is_file():
+                return f"{name}: missing"
+            if path.stat().st_size != size:
+                return f"{name}: {path.stat().st_size} bytes, the manifest says {size} (truncated or overwritten)"
+            if _sha256(path) != sha:
+                return f"{name}: sha256 differs from the manifest (the content changed after it was written)"
+    try:
+        TrainingProgress.read(checkpoint)
+    except UserError as error:
+        return f"{STATE_FILE}: {error.problems[0].message}"
+    return None
+
+
+def move_aside(checkpoint: Path) -> Path:
+    """Rename a damaged checkpoint to `checkpoint-N.corrupt` (numbered if that exists): kept
+    for inspection, never picked for resume or rotated away."""
+    target, number = checkpoint.with_name(f"{checkpoint.name}.corrupt"), 1
+    while target.exists():
+        number += 1
+        target = checkpoint.with_name(f"{checkpoint.name}.corrupt{number}")
+    checkpoint.rename(target)
+    return target
+
+
 def changed_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """`key: old → new` for settings that differ from the checkpoint's (resume itself aside)."""
     ignored = {"training.resume"}
@@ -121,27 +193,35 @@ def changed_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str
             if key not in ignored and saved.get(key) != current.get(key)]
 
 
-def choose_resume(checkpoints: CheckpointDir, resume: str, fingerprint: str, identity: dict[str, Any]) -> Path | None:
+def choose_resume(checkpoints: CheckpointDir, resume: str, fingerprint: str, identity: dict[str, Any],
+                  report: Callable[[str], None] = lambda message: None) -> Path | None:
     """The checkpoint to resume from (None: start fresh), refusing another run's checkpoints.
-    Cleans what a killed run left half-written and, with resume=never, deletes the checkpoints."""
+    Cleans what a killed run left half-written and, with resume=never, deletes the checkpoints;
+    a damaged checkpoint is moved aside (`report` says which, why, and where it went)."""
     checkpoints.clean_staging()
     if resume == "never":
         checkpoints.remove_all()
         return None
-    return resume_target(checkpoints, resume, fingerprint, identity)
+    return resume_target(checkpoints, resume, fingerprint, identity, move_damaged=True, report=report)
 
 
-def resume_target(checkpoints: CheckpointDir, resume: str, fingerprint: str, identity: dict[str, Any]) -> Path | None:
-    """What `choose_resume` would pick, touching nothing: a launcher checks it before starting
-    processes, and the other ranks follow rank 0's choice with it."""
+def resume_target(checkpoints: CheckpointDir, resume: str, fingerprint: str, identity: dict[str, Any],
+                  move_damaged: bool = False, report: Callable[[str], None] = lambda message: None) -> Path | None:
+    """What `choose_resume` would pick; without `move_damaged` it touches nothing (a launcher
+    checks it before starting processes, and the other ranks follow rank 0's choice with it)."""
     if resume == "never":
         return None
-    target = checkpoints.latest() if resume == "auto" else Path(resume).expanduser()
+    target = _newest_sound(checkpoints, move_damaged, report) if resume == "auto" else Path(resume).expanduser()
     if target is None:
         return None
     if not (target / STATE_FILE).is_file():
         raise UserError(Problem("training.resume", f"{target} is not a complete peftstudio checkpoint",
                                 "point it at a checkpoint-N directory that holds peftstudio_state.json"))
+    reason = damage(target) if resume != "auto" else None
+    if reason is not None:
+        raise UserError(Problem("training.resume", f"{target} is damaged: {reason}",
+                                "resume from another checkpoint (training.resume=auto picks the newest sound "
+                                "one), or start over with training.resume=never"))
     saved = TrainingProgress.read(target)
     if saved.fingerprint != fingerprint:
         changed = [part for part in identity if identity[part] != saved.identity.get(part)]
@@ -153,3 +233,25 @@ def resume_target(checkpoints: CheckpointDir, resume: str, fingerprint: str, ide
             "training.checkpoint_dir",
         ))
     return target
+
+
+def _newest_sound(checkpoints: CheckpointDir, move_damaged: bool, report: Callable[[str], None]) -> Path | None:
+    """The newest checkpoint that passes `damage`; damaged ones newer than it are reported
+    (and moved aside with `move_damaged`). Only damaged ones found: a user error."""
+    damaged = []
+    for step, path in reversed(checkpoints.complete()):
+        reason = damage(path)
+        if reason is None:
+            return path
+        damaged.append(f"{path.name}: {reason}")
+        if move_damaged:
+            moved = move_aside(path)
+            report(f"{path} is damaged ({reason}); moved aside to {moved.name}, trying the next newest checkpoint")
+        else:
+            report(f"{path} is damaged ({reason}); the next newest checkpoint will be used")
+    if damaged:
+        raise UserError(Problem("training.checkpoint_dir", f"no usable checkpoint left in {checkpoints.root}: "
+                                + "; ".join(damaged),
+                                "start over with training.resume=never (the damaged checkpoints are kept as "
+                                "checkpoint-N.corrupt), or restore a checkpoint from a backup"))
+    return None

@@ -18,7 +18,8 @@ from peftstudio.settings import process_place
 from peftstudio.track.metrics import JsonlSink, MetricsSink, TensorBoardSink, read_metrics, truncate_metrics
 from peftstudio.files import replace_dir, write_json
 from peftstudio.track.runs import RunDir
-from peftstudio.train.checkpoints import CheckpointDir, TrainingProgress, changed_settings, choose_resume, resume_target
+from peftstudio.train.checkpoints import (HISTORY_FILE, CheckpointDir, TrainingProgress, changed_settings, choose_resume,
+                                          resume_target)
 from peftstudio.train.distributed import all_gather, is_main_process, main_process_first
 from peftstudio.train.faults import NO_FAULTS, Faults
 from peftstudio.train.watchdog import WatchdogStopped
@@ -51,6 +52,8 @@ def run_training(plan: RunPlan, data: TokenizedData, console, callbacks: list | 
     run_dir, checkpoints = RunDir.at(training.output_dir), CheckpointDir.at(training.checkpoint_dir)
     with main_process_first(plan.config.device):
         resume_from = _start(plan, console, run_dir, checkpoints)
+    if _already_finished(plan, run_dir, resume_from):
+        return _finished_result(run_dir, resume_from)
     handler = _log_to_file(run_dir.log) if is_main_process() else None
     sinks: list[MetricsSink] = []
     try:
@@ -98,8 +101,14 @@ def _start(plan: RunPlan, console, run_dir: RunDir, checkpoints: CheckpointDir) 
     training = plan.config.training
     if not is_main_process():
         return resume_target(checkpoints, training.resume, plan.fingerprint, plan.identity)
-    resume_from = choose_resume(checkpoints, training.resume, plan.fingerprint, plan.identity)
+    resume_from = choose_resume(checkpoints, training.resume, plan.fingerprint, plan.identity,
+                                report=lambda message: _warn(console, message))
     step = TrainingProgress.read(resume_from).step if resume_from else 0
+    if _already_finished(plan, run_dir, resume_from):
+        console.print(f"[bold]already finished[/] at step {step} ({resume_from}), with its adapter in "
+                      f"{run_dir.adapter}: nothing to do. Raise training.num_batches to train further, or pass "
+                      "training.resume=never to train again from scratch.")
+        return resume_from
     _prepare_run_dir(plan, run_dir, resume_from, step)
     checkpoints.root.mkdir(parents=True, exist_ok=True)
     if resume_from and step >= plan.schedule.optimizer_steps:
@@ -108,6 +117,29 @@ def _start(plan: RunPlan, console, run_dir: RunDir, checkpoints: CheckpointDir) 
     elif resume_from:
         console.print(f"[bold]resuming[/] from {resume_from} (step {step})")
     return resume_from
+
+
+def _warn(console, message: str) -> None:
+    console.print(f"[yellow]warning[/]   {message}", markup=True, highlight=False)
+    log.warning("%s", message)
+
+
+def _already_finished(plan: RunPlan, run_dir: RunDir, resume_from: Path | None) -> bool:
+    """The newest checkpoint is at (or past) the planned last step and the run's outputs are
+    there: a rerun of a finished run has nothing to do. A longer run (training.num_batches
+    raised) or missing outputs (the output dir deleted) are not finished."""
+    if resume_from is None or not (run_dir.adapter.is_dir() and run_dir.summary.is_file()):
+        return False
+    return TrainingProgress.read(resume_from).step >= plan.schedule.optimizer_steps
+
+
+def _finished_result(run_dir: RunDir, resume_from: Path) -> TrainResult:
+    import json
+
+    summary = json.loads(run_dir.summary.read_text(encoding="utf-8"))
+    return TrainResult(run_dir, resume_from, summary["final_step"], summary.get("first_loss"),
+                       summary.get("last_loss"), bool(summary.get("stopped_early")),
+                       report=is_main_process() and not process_place().launched)
 
 
 def _warn_changed_settings(console, progress: TrainingProgress, settings: dict) -> None:
@@ -123,6 +155,10 @@ def _prepare_run_dir(plan: RunPlan, run_dir: RunDir, resume_from: Path | None, s
     run_dir.write_plan(plan.to_json(), plan.config.model_dump(mode="json"))
     run_dir.summary.unlink(missing_ok=True)  # rewritten when this run ends
     if resume_from:
+        kept = resume_from / HISTORY_FILE
+        if not run_dir.metrics.is_file() and kept.is_file():
+            # The output dir was deleted or replaced: the history up to the checkpoint travels with it.
+            shutil.copyfile(kept, run_dir.metrics)
         truncate_metrics(run_dir.metrics, step)
         return
     run_dir.metrics.unlink(missing_ok=True)
@@ -207,6 +243,7 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
         callbacks=callbacks,
         checkpoints=checkpoints,
         metrics=metrics,
+        history=RunDir.at(training.output_dir).metrics,
         save_total_limit=training.save_total_limit,
         faults=faults,
         loss_impl=training.loss_impl,

@@ -102,9 +102,10 @@ class CheckpointingMixin:
     `faults.kill_in_checkpoint` kills it between staging a checkpoint and committing it."""
 
     def __init__(self, *args, checkpoints: CheckpointDir, metrics: MetricsCallback, save_total_limit: int,
-                 faults: Faults = NO_FAULTS, **kwargs):
+                 faults: Faults = NO_FAULTS, history: Path | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.checkpoints = checkpoints
+        self.history = history  # metrics.jsonl, copied into each checkpoint
         self.metrics = metrics
         self.save_total_limit = save_total_limit
         self.faults = faults
@@ -154,7 +155,7 @@ class CheckpointingMixin:
         progress.step = self.state.global_step
         if self.faults.kill_in_checkpoint == self.state.global_step:
             kill_self()
-        self.checkpoints.commit(staged, progress)
+        self.checkpoints.commit(staged, progress, self.history)
         self.checkpoints.rotate(self.save_total_limit, progress.best_step)
 
 
