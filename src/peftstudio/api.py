@@ -43,14 +43,54 @@ def train(overrides: list[str] | None = None, config_file: Path | None = None, c
     console = console or Console()
     place = process_place()
     run_plan, data = _plan_to_execute(overrides, config_file, plan_file, hardware, place)
-    if run_plan.decisions["training.micro_batch_size"].origin == "auto" and not place.launched:
-        run_plan = _measure_micro_batch(run_plan, data, console, memory_budget)
-    if on_plan is not None and not place.launched:
-        on_plan(run_plan)
-    quiet_libraries(interactive=console.is_terminal)
-    if run_plan.config.training.num_processes > 1 and not place.launched:
-        return _launch(run_plan, console, faults)
-    return _train_here(run_plan, data, console, callbacks, faults)
+    with _hold_run_dirs(run_plan, console, place), _signals_interrupt():
+        if run_plan.decisions["training.micro_batch_size"].origin == "auto" and not place.launched:
+            run_plan = _measure_micro_batch(run_plan, data, console, memory_budget)
+        if on_plan is not None and not place.launched:
+            on_plan(run_plan)
+        quiet_libraries(interactive=console.is_terminal)
+        if run_plan.config.training.num_processes > 1 and not place.launched:
+            return _launch(run_plan, console, faults)
+        return _train_here(run_plan, data, console, callbacks, faults)
+
+
+def _hold_run_dirs(run_plan: RunPlan, console, place):
+    """The run's lock on its output and checkpoint dirs, held by the process that plans it (the
+    launcher of a multi-process run, whose workers train under its lock)."""
+    from contextlib import nullcontext
+
+    from peftstudio.train.lock import RunLock
+
+    if place.launched:
+        return nullcontext()
+    training = run_plan.config.training
+    return RunLock({"training.output_dir": Path(training.output_dir), "training.checkpoint_dir":
+                    Path(training.checkpoint_dir)},
+                   report=lambda message: console.print(f"[yellow]note[/]      {message}", highlight=False))
+
+
+def _signals_interrupt():
+    """SIGTERM stops a run as Ctrl-C does, so both unwind through the run's cleanup (sinks
+    closed, locks released) and say where the run stopped (train/run.py)."""
+    import signal
+    import threading
+    from contextlib import contextmanager
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+
+    @contextmanager
+    def installed():
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGTERM, stop)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    return installed()
 
 
 def _plan_to_execute(overrides, config_file, plan_file, hardware, place):

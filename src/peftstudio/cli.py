@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from peftstudio.errors import EXIT_ENVIRONMENT, EXIT_OK, EXIT_RUN_FAILED, EXIT_USER_ERROR, PeftStudioError
+from peftstudio.errors import EXIT_ENVIRONMENT, EXIT_OK, EXIT_RUN_FAILED, EXIT_USER_ERROR, Interrupted, PeftStudioError
 from peftstudio.settings import quiet_tokenizer_threads
 
 app = typer.Typer(
@@ -442,6 +442,10 @@ def main() -> None:
         code = app(standalone_mode=False)
     except typer.TyperException as error:
         sys.exit(_report_click_error(error))
+    except Interrupted as error:
+        errors.print("stopped:", style="bold yellow", end=" ")
+        errors.print(error.problems[0].message, markup=False, highlight=False)
+        sys.exit(error.exit_code)
     except PeftStudioError as error:
         if debug:
             raise

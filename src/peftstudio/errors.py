@@ -61,3 +61,12 @@ class EnvironmentProblem(PeftStudioError):
     """The environment cannot run the request (missing package, no accelerator): exit 3."""
 
     exit_code = EXIT_ENVIRONMENT
+
+
+class Interrupted(PeftStudioError):
+    """The run was stopped by a signal (SIGINT: exit 130, SIGTERM: exit 143); the message says
+    where it stopped and how to resume."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(Problem("stopped", message))
+        self.exit_code = exit_code

@@ -21,6 +21,7 @@ from peftstudio.settings import child_environment
 from peftstudio.studio.jobs import (CANCELLED, FAILED, INTERRUPTED, QUEUED, RUNNING, SUCCEEDED, Job, JobStore,
                                     process_alive, worker_command)
 from peftstudio.studio.worker import EXIT_STATUS
+from peftstudio.train.lock import Holder, holder_of
 
 LOST_MESSAGE = ("the studio stopped while this job ran and the run did not finish; "
                 "resume continues from its last complete checkpoint")
@@ -86,19 +87,23 @@ class JobRunner:
         child = self._children.get(job.id)
         job_dir = self.store.job_dir(job.id)
         alive = child.poll() is None if child is not None else bool(job.pid) and process_alive(job.pid, job_dir)
-        if alive:
-            return
+        if alive or run_holder(job_dir) is not None:
+            return  # a training whose worker died (a killed studio) still holds its run: not interrupted
         self._children.pop(job.id, None)
         status, code, message = self._outcome(job, job_dir)
         self.store.update(job.id, status=status, exit_code=code, finished_at=time.time(), pid=None, message=message)
 
     @staticmethod
     def _outcome(job: Job, job_dir: Path) -> tuple[str, int | None, str]:
+        """What the worker recorded; without a record (the worker died), a run that wrote its
+        summary at its last step succeeded, anything else is interrupted."""
         try:
             code = int(json.loads((job_dir / EXIT_STATUS).read_text(encoding="utf-8"))["exit_code"])
         except (OSError, ValueError, KeyError, TypeError):
             if job.cancel_requested:
                 return CANCELLED, None, "cancelled; resume continues from the last complete checkpoint"
+            if _finished_unattended(job_dir):
+                return SUCCEEDED, None, "finished while the studio was away"
             return INTERRUPTED, None, LOST_MESSAGE
         if code == 0:
             return SUCCEEDED, code, ""
@@ -129,7 +134,7 @@ class JobRunner:
                 try:
                     os.killpg(job.pid, signal.SIGTERM)
                 except (ProcessLookupError, PermissionError, TypeError):
-                    pass  # already gone: the next tick records the outcome
+                    _stop_orphan(self.store.job_dir(job.id))  # its worker is gone; the training may not be
             else:
                 raise UserError(Problem(f"job {job.id}", f"is {job.status}; only queued or running jobs can be cancelled",
                                         "resume it instead" if job.resumable else "start a new job"))
@@ -143,6 +148,10 @@ class JobRunner:
             if not job.resumable:
                 raise UserError(Problem(f"job {job.id}", f"is {job.status}; only cancelled, failed or interrupted "
                                         "jobs can be resumed", "wait for it to finish, or start a new job"))
+            holder = run_holder(self.store.job_dir(job.id))
+            if holder is not None:
+                raise UserError(Problem(f"job {job.id}", f"its training is still running ({holder})",
+                                        "wait for it to end, or cancel the job first"))
             self.store.requeue(job.id)
             return self.store.get(job.id)
 
@@ -163,3 +172,25 @@ class JobRunner:
                     child.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     os.killpg(child.pid, signal.SIGKILL)
+
+
+def run_holder(job_dir: Path) -> Holder | None:
+    """The live training process holding a job's run dirs (see train/lock.py), if any."""
+    return holder_of(job_dir / "outputs") or holder_of(job_dir / "checkpoints")
+
+
+def _stop_orphan(job_dir: Path) -> None:
+    holder = run_holder(job_dir)
+    if holder is not None and holder.pid > 0:
+        try:
+            os.kill(holder.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _finished_unattended(job_dir: Path) -> bool:
+    try:
+        summary = json.loads((job_dir / "outputs" / "summary.json").read_text(encoding="utf-8"))
+        return summary["final_step"] >= summary["max_steps"] or bool(summary["stopped_early"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False

@@ -135,6 +135,18 @@ class KillAtStep(TrainerCallback):
             kill_self()
 
 
+class TermAtStep(TrainerCallback):
+    """Sends itself SIGTERM at the end of optimizer step `step`, as a scheduler or `kill` would
+    (fault injection for tests): the run stops through its real signal handling."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 class InfWeightsAtStep(TrainerCallback):
     """Sets one adapter weight matrix to infinity before optimizer step `step` (fault injection
     for tests): the forward pass, the loss and every later update turn NaN, as in a real

@@ -21,6 +21,8 @@ class Faults:
     """SIGKILL at the end of this optimizer step."""
     kill_in_checkpoint: int | None = None
     """SIGKILL while the checkpoint of this step is staged, before it is renamed into place."""
+    term_at_step: int | None = None
+    """SIGTERM at the end of this optimizer step (the run stops as a user's `kill` stops it)."""
     inf_weights: int | None = None
     """One adapter weight set to infinity before this step: the loss really turns NaN."""
 
@@ -49,11 +51,13 @@ class Faults:
 
     def callbacks(self) -> list:
         """The trainer callbacks that inject the step faults (kill_in_checkpoint is the trainer's own)."""
-        from peftstudio.train.callbacks import InfWeightsAtStep, KillAtStep
+        from peftstudio.train.callbacks import InfWeightsAtStep, KillAtStep, TermAtStep
 
         injected = []
         if self.kill_at_step is not None:
             injected.append(KillAtStep(self.kill_at_step))
+        if self.term_at_step is not None:
+            injected.append(TermAtStep(self.term_at_step))
         if self.inf_weights is not None:
             injected.append(InfWeightsAtStep(self.inf_weights))
         return injected

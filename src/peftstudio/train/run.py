@@ -12,6 +12,7 @@ from rich.console import Console
 
 from peftstudio.config.introspect import flatten
 from peftstudio.data.tokenization import TokenizedData
+from peftstudio.errors import Interrupted
 from peftstudio.plan.distributed_checks import SHARDED
 from peftstudio.plan.runplan import RunPlan
 from peftstudio.settings import process_place
@@ -67,6 +68,8 @@ def run_training(plan: RunPlan, data: TokenizedData, console, callbacks: list | 
         trainer = _build_trainer(plan, data, checkpoints, progress, sinks, console, callbacks or [], faults)
         try:
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        except KeyboardInterrupt as interrupt:
+            raise _stopped(interrupt, trainer.state.global_step, plan, checkpoints) from None
         except Exception as error:
             # In the run's log, so `peftstudio diagnose` can name it (out of memory, ...) later.
             log.error("run failed: %s: %s", type(error).__name__, error)
@@ -81,6 +84,18 @@ def run_training(plan: RunPlan, data: TokenizedData, console, callbacks: list | 
             logging.getLogger().removeHandler(handler)
             handler.close()
     return _result(plan, run_dir, resume_from, trainer)
+
+
+def _stopped(interrupt: KeyboardInterrupt, step: int, plan: RunPlan, checkpoints: CheckpointDir) -> Interrupted:
+    """Where a run stopped by SIGINT / SIGTERM is, and how it goes on."""
+    signal_name = interrupt.args[0] if interrupt.args else "SIGINT"
+    latest = checkpoints.latest()
+    saved = (f"its newest checkpoint is {latest} (step {TrainingProgress.read(latest).step}): rerun the same "
+             "command to resume from there" if latest else "no checkpoint was written yet: rerun the same command "
+             "to start again")
+    message = f"{signal_name} at step {step} of {plan.schedule.optimizer_steps}; {saved}"
+    log.warning("run stopped: %s", message)
+    return Interrupted(message, 143 if signal_name == "SIGTERM" else 130)
 
 
 def _stop_if_watchdog_tripped(trainer, run_dir: RunDir) -> None:
