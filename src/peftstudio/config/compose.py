@@ -27,6 +27,11 @@ from peftstudio.config.schema import RunConfig, canonical_key
 from peftstudio.errors import Problem, UserError
 
 CONF_DIR = Path(__file__).parent / "conf"
+# Bounds on a config file, checked before it is built: real configs are a few KiB, a few levels
+# deep and a few hundred values even with anchors; hostile ones are refused in milliseconds.
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_DEPTH = 32
+MAX_YAML_VALUES = 100_000
 # Merge order of the groups; later groups override earlier ones on shared keys.
 GROUP_ORDER = ("training", "optim", "peft", "data", "logging", "model", "platform", "objective")
 OPTIONAL_GROUPS = ("experiment",)
@@ -94,23 +99,66 @@ def group_options(group: str) -> list[str]:
 def read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
     """Parse a YAML (or JSON) file safely; return the data and a dotted key → line map."""
     try:
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise UserError(Problem(str(path), f"{size} bytes: larger than a config file can be "
+                                    f"({MAX_YAML_BYTES} bytes at most)", "pass the run's config file, not a data file"))
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         raise UserError(Problem(str(path), f"not UTF-8 text ({error.reason})", "save the file as UTF-8")) from None
     except OSError as error:
         raise UserError(Problem(str(path), f"cannot read: {error.strerror}", "check the path")) from None
+    return parse_yaml(text, str(path))
+
+
+def parse_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
+    """Parse YAML (or JSON) text from `source` with the safe loader, after refusing what would
+    explode when built (see `_check_shape`); the data and a dotted key → line map. Every
+    problem is a UserError naming `source`:line. The CLI's files and the studio's pasted YAML
+    both come through here."""
     loader = yaml.SafeLoader(text)
     try:
+        _check_shape(text, source)
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else {}
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        where = f"{source}:{mark.line + 1}" if mark else source
         problem = getattr(error, "problem", None) or str(error)
         raise UserError(Problem(where, f"invalid YAML/JSON: {problem}", "fix the syntax at that line")) from None
     finally:
         loader.dispose()
     return data, _node_lines(node)
+
+
+def _check_shape(text: str, source: str) -> None:
+    """Refuse YAML whose built form would be huge or too deep, from the event stream alone (the
+    parser is iterative; building nodes recurses, and expanding aliases multiplies): a "billion
+    laughs" file of a few lines expands to 10^9 values, and 5000 nested brackets overflow the
+    stack. Counts every value as built, each alias as the size of what it names."""
+    if len(text) > MAX_YAML_BYTES:
+        raise UserError(Problem(source, f"{len(text)} characters: larger than a config can be "
+                                f"({MAX_YAML_BYTES} at most)", "pass the run's config, not a data file"))
+    built, open_collections, anchored = 0, [], {}
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            open_collections.append((event.anchor, built))
+            if len(open_collections) > MAX_YAML_DEPTH:
+                raise UserError(Problem(f"{source}:{event.start_mark.line + 1}", f"nested more than {MAX_YAML_DEPTH} "
+                                        "levels deep", "a config nests a few levels: flatten the structure"))
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, start = open_collections.pop()
+            if anchor is not None:
+                anchored[anchor] = built - start + 1
+        built += 1 if isinstance(event, (yaml.ScalarEvent, yaml.CollectionStartEvent)) else 0
+        if isinstance(event, yaml.ScalarEvent) and event.anchor is not None:
+            anchored[event.anchor] = 1
+        elif isinstance(event, yaml.AliasEvent):
+            built += anchored.get(event.anchor, 1)
+        if built > MAX_YAML_VALUES:
+            raise UserError(Problem(f"{source}:{event.start_mark.line + 1}", f"expands to more than {MAX_YAML_VALUES} "
+                                    "values (aliases repeating aliases, as in a 'billion laughs' file)",
+                                    "write the values out instead of nesting anchors and aliases"))
 
 
 def _node_lines(node: Any, prefix: str = "") -> dict[str, int]:

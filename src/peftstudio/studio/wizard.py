@@ -22,11 +22,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field
 
-from peftstudio.config.compose import ALL_GROUPS, group_options
+from peftstudio.config.compose import ALL_GROUPS, group_options, parse_yaml
 from peftstudio.config.introspect import find_field, flatten
 from peftstudio.config.overrides import override_value, quoted
 from peftstudio.config.schema import EMBEDDED_MODEL_ID
-from peftstudio.errors import Problem
+from peftstudio.errors import Problem, UserError
 
 # Keys the studio sets itself for every job; the user cannot point them elsewhere.
 STUDIO_OWNED = ("training.output_dir", "training.checkpoint_dir", "training.resume", "data.path",
@@ -153,12 +153,9 @@ def check_model_path(value: str) -> Problem | None:
 def state_from_yaml(text: str, dataset: str | None) -> tuple[WizardState, list[Problem]]:
     """A pasted YAML config as wizard state, loaded with the safe loader only."""
     try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"yaml:{mark.line + 1}" if mark else "yaml"
-        return WizardState(), [Problem(where, f"invalid YAML: {getattr(error, 'problem', None) or error}",
-                                       "fix the syntax at that line")]
+        data = parse_yaml(text, "yaml")[0] or {}
+    except UserError as error:  # bad syntax, or a file that would explode when built: as the CLI says it
+        return WizardState(), error.problems
     if not isinstance(data, dict):
         return WizardState(), [Problem("yaml", "the top level must be a mapping of keys", "write `section: {key: value}`")]
     data = dict(data)
