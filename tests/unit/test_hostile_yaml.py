@@ -7,7 +7,6 @@ import pytest
 from peftstudio.config.compose import MAX_YAML_BYTES
 from peftstudio.config.validate import load_config
 from peftstudio.errors import UserError
-from tests.unit.test_studio_api import client  # noqa: F401
 
 LAUGHS = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
     f"{b}: &{b} [{', '.join(['*' + a] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi"))
@@ -45,9 +44,3 @@ def test_ordinary_anchors_still_work(tmp_path):
     config, _ = load_config([], path)
     assert config.training.eval_interval_steps == 3 and config.optim.learning_rate == 0.0005
 
-
-@pytest.mark.parametrize("kind", HOSTILE)
-def test_the_studio_refuses_the_same_files_with_the_same_message(client, kind):
-    text, words = HOSTILE[kind]
-    checked = client.post("/api/validate", json={"yaml_text": text}).json()
-    assert not checked["ok"] and words in checked["problems"][0]["message"]

@@ -15,6 +15,7 @@ from peftstudio.studio.context import StudioSettings
 from peftstudio.studio.server import create_app
 from peftstudio.units import GIB
 from tests.conftest import CPU
+from tests.unit.test_hostile_yaml import HOSTILE as HOSTILE_YAML
 
 STAND_IN = """
 import json, pathlib, sys, time
@@ -332,3 +333,10 @@ def test_no_asset_comes_from_the_internet():
     for path in static.iterdir():
         text = path.read_text(encoding="utf-8").replace("http://www.w3.org/2000/svg", "")  # a namespace, not a fetch
         assert not re.search(r"https?://|//cdn|@import", text), path.name
+
+
+@pytest.mark.parametrize("kind", HOSTILE_YAML)
+def test_the_studio_refuses_the_same_files_with_the_same_message(client, kind):
+    text, words = HOSTILE_YAML[kind]
+    checked = client.post("/api/validate", json={"yaml_text": text}).json()
+    assert not checked["ok"] and words in checked["problems"][0]["message"]
