@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from peftstudio.errors import EXIT_ENVIRONMENT, EXIT_OK, EXIT_RUN_FAILED, EXIT_USER_ERROR, Interrupted, PeftStudioError
+from peftstudio.redact import scrub
 from peftstudio.settings import quiet_tokenizer_threads
 
 app = typer.Typer(
@@ -444,13 +445,13 @@ def main() -> None:
         sys.exit(_report_click_error(error))
     except Interrupted as error:
         errors.print("stopped:", style="bold yellow", end=" ")
-        errors.print(error.problems[0].message, markup=False, highlight=False)
+        errors.print(scrub(error.problems[0].message), markup=False, highlight=False)
         sys.exit(error.exit_code)
     except PeftStudioError as error:
         if debug:
             raise
         errors.print("error:", style="bold red", end=" ")
-        errors.print(error.render(), markup=False, highlight=False)
+        errors.print(scrub(error.render()), markup=False, highlight=False)
         sys.exit(error.exit_code)
     except typer.Exit as exit_:
         sys.exit(exit_.exit_code)
@@ -461,7 +462,7 @@ def main() -> None:
         if debug:
             raise
         errors.print("run failed:", style="bold red", end=" ")
-        errors.print(f"{type(error).__name__}: {error}\n(rerun with --debug for the traceback)",
+        errors.print(scrub(f"{type(error).__name__}: {error}\n(rerun with --debug for the traceback)"),
                      markup=False, highlight=False)
         sys.exit(EXIT_RUN_FAILED)
     sys.exit(code if isinstance(code, int) else EXIT_OK)

@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 
-def write_bytes(path: Path, data: bytes) -> None:
-    """Replace `path` with `data`; the temporary file is removed if the write fails."""
+def write_bytes(path: Path, data: bytes, private: bool = False) -> None:
+    """Replace `path` with `data`; the temporary file is removed if the write fails. `private`:
+    readable and writable by the owner only (0600), from the moment it exists."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp")
     try:
-        with temporary.open("wb") as handle:
+        temporary.unlink(missing_ok=True)
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o666)
+        with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -30,14 +33,14 @@ def write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def write_text(path: Path, text: str) -> None:
+def write_text(path: Path, text: str, private: bool = False) -> None:
     """Replace `path` with `text` (UTF-8)."""
-    write_bytes(path, text.encode("utf-8"))
+    write_bytes(path, text.encode("utf-8"), private)
 
 
-def write_json(path: Path, value: Any) -> None:
+def write_json(path: Path, value: Any, private: bool = False) -> None:
     """Replace `path` with `value` as indented JSON."""
-    write_text(path, json.dumps(value, indent=2) + "\n")
+    write_text(path, json.dumps(value, indent=2) + "\n", private)
 
 
 def replace_dir(staged: Path, final: Path) -> None:

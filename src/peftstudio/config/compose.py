@@ -15,6 +15,7 @@ Nothing here imports torch: config errors surface in a fraction of a second.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from peftstudio.config.introspect import ABSENT, find_field, is_section_key, loo
 from peftstudio.config.overrides import quoted
 from peftstudio.config.schema import RunConfig, canonical_key
 from peftstudio.errors import Problem, UserError
+from peftstudio.redact import remember_secret, scrub, uri_credentials
 
 CONF_DIR = Path(__file__).parent / "conf"
 # Bounds on a config file, checked before it is built: real configs are a few KiB, a few levels
@@ -426,14 +428,52 @@ def _delete(composition: Composition, key: str, line: str, problems: list[Proble
         _merge(composition, _nest(key, default), _Layer({}, RANK_DEFAULT, "default"))
 
 
+_ENV_REFERENCE = re.compile(r"\$\{oc\.env:\s*([^,}\s]+)")
+
+
 def _resolve_interpolations(values: dict[str, Any]) -> dict[str, Any]:
-    """Resolve OmegaConf `${a.b}` references across the merged tree."""
+    """Resolve OmegaConf `${a.b}` references across the merged tree. Values taken from the
+    environment (`${oc.env:NAME}`) and passwords inside URIs are remembered as secrets first
+    (redact.py), so that no file, log or message shows them: saved files keep `${oc.env:NAME}`."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    _remember_secrets(values)
     try:
         return OmegaConf.to_container(OmegaConf.create(values), resolve=True)
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", "") or "config"
-        raise UserError(Problem(str(key), f"cannot resolve interpolation: {error.msg}",
-                                "point ${...} at an existing key")) from None
+        raise UserError(Problem(str(key), f"cannot resolve interpolation: {scrub(str(error.msg))}",
+                                "point ${...} at an existing key, or set the environment variable it names")) from None
+
+
+def resolve_environment(values: dict[str, Any]) -> dict[str, Any]:
+    """A saved config (plan.json) with its `${oc.env:NAME}` values resolved again, in memory.
+    A config without them is returned as it is (its other `${` text was resolved, or escaped,
+    when it was composed)."""
+    import json
+
+    return _resolve_interpolations(values) if "${oc.env:" in json.dumps(values) else values
+
+
+def _remember_secrets(value: Any) -> None:
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(value, dict):
+        for item in value.values():
+            _remember_secrets(item)
+    elif isinstance(value, list):
+        for item in value:
+            _remember_secrets(item)
+    elif isinstance(value, str):
+        for password in uri_credentials(value):
+            remember_secret(password, "***")
+        for name in _ENV_REFERENCE.findall(value):
+            try:
+                resolved = OmegaConf.create({"value": f"${{oc.env:{name}}}"}).value
+            except OmegaConfBaseException:
+                continue  # unset: resolution reports it
+            remember_secret(str(resolved), f"${{oc.env:{name}}}")
+            for password in uri_credentials(str(resolved)):
+                remember_secret(password, "***")

@@ -15,11 +15,13 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from peftstudio.config.compose import resolve_environment
 from peftstudio.config.introspect import flatten
 from peftstudio.config.schema import RunConfig
 from peftstudio.errors import Problem, UserError
 from peftstudio.files import write_text
 from peftstudio.plan.hardware import HardwareProfile
+from peftstudio.redact import scrub_tree, secrets_known
 
 # Bump when the shape of plan.json changes; readers refuse every other version.
 PLAN_VERSION = 2
@@ -106,7 +108,9 @@ class RunPlan:
         return {key: decision for key, decision in self.decisions.items() if decision.chosen}
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The plan as saved and shown: values from the environment stay `${oc.env:NAME}` and
+        URI credentials are masked (redact.py); `from_dict` resolves them again in memory."""
+        return scrub_tree({
             "version": PLAN_VERSION,
             "requested": self.requested.model_dump(mode="json"),
             "config": self.config.model_dump(mode="json"),
@@ -118,7 +122,7 @@ class RunPlan:
             "fingerprint": self.fingerprint,
             "memory": self.memory,
             "batch_size_search": self.batch_size_search,
-        }
+        })
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -135,8 +139,8 @@ class RunPlan:
                                                                     "plan OVERRIDES --out plan.json"))
         try:
             return cls(
-                requested=RunConfig.model_validate(raw["requested"]),
-                config=RunConfig.model_validate(raw["config"]),
+                requested=RunConfig.model_validate(resolve_environment(raw["requested"])),
+                config=RunConfig.model_validate(resolve_environment(raw["config"])),
                 decisions={key: Decision(**value) for key, value in raw["decisions"].items()},
                 hardware=_dataclass(HardwareProfile, raw["hardware"]),
                 data=_dataclass(DataSummary, raw["data"]),
@@ -159,8 +163,9 @@ class RunPlan:
         return cls.from_dict(raw, source)
 
     def write(self, path: Path) -> None:
-        """Save the plan atomically: `read` gives it back exactly."""
-        write_text(Path(path), self.to_json())
+        """Save the plan atomically: `read` gives it back exactly (owner-only when the run met a
+        secret, see redact.secrets_known)."""
+        write_text(Path(path), self.to_json(), private=secrets_known())
 
     @classmethod
     def read(cls, path: Path) -> "RunPlan":
@@ -183,7 +188,7 @@ def _dataclass(kind, raw: dict):
 
 def decisions_of(config: RunConfig, origins: dict[str, tuple[OriginKind, str]]) -> dict[str, Decision]:
     """One Decision per leaf key of `config`; `origins` gives (kind, reason) per key."""
-    return {key: Decision(value, *origins.get(key, ("default", "default")))
+    return {key: Decision(scrub_tree(value), *origins.get(key, ("default", "default")))
             for key, value in flatten(config.model_dump(mode="json")).items()}
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from peftstudio.redact import scrub_tree
 from peftstudio.studio import catalog
 from peftstudio.studio.context import Checked, Studio
 from peftstudio.studio.estimate import memory_estimate
@@ -74,7 +75,7 @@ def checked_dict(checked: Checked) -> dict[str, Any]:
         result["yaml"] = config_yaml(checked.translation.overrides)
         result["plan"] = {"data": vars(plan.data), "schedule": vars(plan.schedule), "decisions": {k: d.describe() for k, d in plan.decisions.items()},
                           "config": plan.config.model_dump(mode="json")}
-    return result
+    return scrub_tree(result)  # values from the studio's environment are never echoed
 
 
 @router.post("/estimate", summary="Memory, time and cost of the state on a compute target")
@@ -89,4 +90,4 @@ def post_estimate(body: EstimateRequest, request: Request) -> dict[str, Any]:
         result["memory"] = memory_estimate(checked.plan.config, hardware)
         result["cost"] = cost_estimate(checked.plan, body.target.provider, body.target.gpu)
         result["schedule"] = vars(checked.plan.schedule)
-    return result
+    return scrub_tree(result)

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
+from peftstudio.redact import scrub_tree
 from peftstudio.errors import PeftStudioError
 from peftstudio.studio.datasets import UploadTooLarge
 from peftstudio.studio.routes_config import studio_of
@@ -63,13 +64,13 @@ async def post_preview(state: WizardState, request: Request) -> dict[str, Any]:
     checked = studio.check(state.model_copy(update={"values": {k: v for k, v in state.values.items()
                                                                if k.startswith(("model.", "data.", "training.loss_on"))}}))
     if checked.plan is None:
-        return {"ok": False, "problems": [vars(p) for p in checked.problems]}
+        return scrub_tree({"ok": False, "problems": [vars(p) for p in checked.problems]})
     config = checked.plan.config
     path = studio.dataset_path(state) or config.data.path  # an upload, or the bundled sample
     try:
         shown = await run_in_threadpool(_locked, studio, preview, path, config)
     except PeftStudioError as error:
-        return {"ok": False, "problems": [vars(studio.shown_problem(p, state)) for p in error.problems]}
+        return scrub_tree({"ok": False, "problems": [vars(studio.shown_problem(p, state)) for p in error.problems]})
     # The plan read the same file with the user's own data.format, so its reason is the one to
     # show (the resolved config passed to the preview already names the detected format).
     return {"ok": True, "problems": [], **shown, "format_reason": checked.plan.data.format_reason}

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Form, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
+from peftstudio.redact import scrub_tree
 from peftstudio.errors import PeftStudioError
 from peftstudio.studio import routes_config, routes_data, routes_jobs
 from peftstudio.studio.auth import COOKIE, AccessMiddleware, check_bind, safe_next, token_matches_text
@@ -51,7 +52,7 @@ def create_app(settings: StudioSettings, runner_command=None, run_queue: bool = 
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PeftStudioError)
     async def user_error(_request: Request, error: PeftStudioError) -> JSONResponse:
-        return JSONResponse({"detail": error.render(), "problems": [vars(p) for p in error.problems]},
+        return JSONResponse(scrub_tree({"detail": error.render(), "problems": [vars(p) for p in error.problems]}),
                             status_code=400 if error.exit_code == 2 else 409)
 
     @app.exception_handler(LookupError)

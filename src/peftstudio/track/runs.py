@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from peftstudio.files import write_text
+from peftstudio.redact import scrub, scrub_tree, secrets_known
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,9 @@ class RunDir:
         return self.root / "summary.json"
 
     def write_plan(self, plan_json: str, config: dict) -> None:
+        """plan.json and config.resolved.yaml, without secrets (redact.py), owner-only when the
+        run met one."""
         self.root.mkdir(parents=True, exist_ok=True)
-        write_text(self.plan, plan_json)
-        write_text(self.config, yaml.safe_dump(config, sort_keys=False))
+        private = secrets_known()
+        write_text(self.plan, scrub(plan_json), private)
+        write_text(self.config, yaml.safe_dump(scrub_tree(config), sort_keys=False), private)

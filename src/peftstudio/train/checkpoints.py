@@ -25,6 +25,7 @@ from typing import Any
 
 from peftstudio.errors import Problem, UserError
 from peftstudio.files import fsync_dir, fsync_tree, replace_dir, write_json
+from peftstudio.redact import secrets_known
 
 STATE_FILE = "peftstudio_state.json"
 MANIFEST_FILE = "manifest.json"
@@ -110,7 +111,7 @@ class CheckpointDir:
         """Add the run's state, its metrics history (`history`, metrics.jsonl: a run whose output
         dir is recreated from the checkpoints keeps it) and the manifest to a fully written
         checkpoint, and make it visible."""
-        write_json(staged / STATE_FILE, asdict(progress))
+        write_json(staged / STATE_FILE, asdict(progress), private=secrets_known())
         if history is not None and history.is_file():
             shutil.copyfile(history, staged / HISTORY_FILE)
         write_json(staged / MANIFEST_FILE, manifest_of(staged))

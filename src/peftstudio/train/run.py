@@ -15,6 +15,7 @@ from peftstudio.data.tokenization import TokenizedData
 from peftstudio.errors import Interrupted
 from peftstudio.plan.distributed_checks import SHARDED
 from peftstudio.plan.runplan import RunPlan
+from peftstudio.redact import scrub, scrub_tree, secrets_known
 from peftstudio.settings import process_place
 from peftstudio.track.metrics import JsonlSink, MetricsSink, TensorBoardSink, read_metrics, truncate_metrics
 from peftstudio.files import replace_dir, write_json
@@ -58,7 +59,7 @@ def run_training(plan: RunPlan, data: TokenizedData, console, callbacks: list | 
     handler = _log_to_file(run_dir.log) if is_main_process() else None
     sinks: list[MetricsSink] = []
     try:
-        settings = flatten(plan.config.model_dump(mode="json"))
+        settings = saved_settings(plan)
         progress = TrainingProgress.read(resume_from) if resume_from else TrainingProgress(
             fingerprint=plan.fingerprint, identity=plan.identity, settings=settings)
         if resume_from:
@@ -182,8 +183,24 @@ def _prepare_run_dir(plan: RunPlan, run_dir: RunDir, resume_from: Path | None, s
         (run_dir.root / tracker_id).unlink(missing_ok=True)
 
 
+def saved_settings(plan: RunPlan) -> dict:
+    """The resolved config, flattened, as checkpoints and trackers keep it: no secrets (redact.py)."""
+    return scrub_tree(flatten(plan.config.model_dump(mode="json")))
+
+
+class _ScrubSecrets(logging.Filter):
+    """Every log record as it would be shown: secrets replaced (redact.scrub)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = scrub(record.getMessage()), None
+        return True
+
+
 def _log_to_file(path: Path) -> logging.Handler:
     handler = logging.FileHandler(path, encoding="utf-8")
+    if secrets_known():
+        path.chmod(0o600)
+    handler.addFilter(_ScrubSecrets())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
@@ -199,7 +216,7 @@ def _open_sinks(plan: RunPlan, run_dir: RunDir, resumed_step: int | None) -> lis
         purge = resumed_step + 1 if resumed else None
         sinks.append(TensorBoardSink(run_dir.tensorboard, purge_step=purge))
     name = f"{plan.config.peft.method}-{plan.fingerprint[:8]}"
-    settings = flatten(plan.config.model_dump(mode="json"))
+    settings = saved_settings(plan)
     if logging_settings.wandb:
         from peftstudio.track.trackers import WandbSink
 
