@@ -31,7 +31,13 @@ HONOURED = {
     "WANDB_MODE": "`logging.wandb`'s mode (e.g. online, offline, disabled) when set, whatever `WANDB_API_KEY` says",
     "MLFLOW_TRACKING_URI": "`logging.mlflow`'s server or store when `logging.mlflow_tracking_uri` is null "
                            "(else `RUN_DIR/mlruns`)",
-    "MLFLOW_TRACKING_TOKEN": "bearer token for an MLflow server (read by mlflow)",
+    "MLFLOW_TRACKING_TOKEN": "bearer token for an MLflow server (read by mlflow, and by the plan-time check)",
+    "MLFLOW_TRACKING_USERNAME": "basic-auth user for an MLflow server (read by mlflow, and by the plan-time check)",
+    "MLFLOW_TRACKING_PASSWORD": "basic-auth password for an MLflow server (read by mlflow, and by the plan-time check)",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "set to `2` for a run's MLflow client unless already set (mlflow's own default "
+                                       "retries for minutes)",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "set to `10` (seconds) for a run's MLflow client unless already set",
+    "WANDB_BASE_URL": "the W&B server an online run logs to (default https://api.wandb.ai); checked at plan time",
     "MLFLOW_ALLOW_FILE_STORE": "set to `true` for a run logging to a file store, unless already set "
                                "(MLflow 3 keeps its file store behind this opt-in)",
     "TOKENIZERS_PARALLELISM": "set to `false` by the CLI unless already set (the tokenizers library warns "
@@ -109,3 +115,21 @@ def quiet_tokenizer_threads() -> None:
 def child_environment(extra: dict[str, str]) -> dict[str, str]:
     """The environment for a child process: this one's, plus `extra` (a job's secrets)."""
     return {**os.environ, **extra}
+
+
+def mlflow_credentials() -> tuple[str | None, str | None, str | None]:
+    """(MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_TOKEN), each when set."""
+    return tuple(os.environ.get(name) or None for name in  # type: ignore[return-value]
+                 ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"))
+
+
+def bound_mlflow_requests() -> None:
+    """Bound the MLflow client's retries and timeout (its defaults retry for minutes, and a run
+    must never wait that long on a tracker), unless the user decided otherwise."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
+def wandb_base_url() -> str:
+    """WANDB_BASE_URL, else W&B's cloud."""
+    return os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"

@@ -349,6 +349,10 @@ class LoggingSettings(Section):
     """MLflow tracking server or store URI; null means RUN_DIR/mlruns (or MLFLOW_TRACKING_URI when set)."""
     mlflow_experiment: str = "peftstudio"
     """MLflow experiment name."""
+    on_error: Literal["fail", "warn"] = "fail"
+    """What an unreachable tracker (MLflow server, W&B online) does when the run is planned: fail
+    stops it (exit 3, with the fix); warn goes on with metrics.jsonl alone and says so. A tracker
+    that fails during training never stops it: it is dropped with a warning."""
 
 
 class RunConfig(Section):

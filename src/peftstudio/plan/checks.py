@@ -239,10 +239,37 @@ def _check_paths(config: RunConfig, findings: Findings) -> None:
 def _check_trackers(config: RunConfig, findings: Findings) -> None:
     import importlib.util
 
+    missing = []
     for key, package, pip_name in (("wandb", "wandb", "wandb"), ("mlflow", "mlflow", "mlflow-skinny")):
         if getattr(config.logging, key) and importlib.util.find_spec(package) is None:
+            missing.append(key)
             findings.environment.append(Problem(f"logging.{key}", f"on, but the {package} package is not installed",
                                                 f"pip install {pip_name}, or drop {key} from logging=[...]"))
+    for key, reason in _unreachable_trackers(config, missing):
+        if config.logging.on_error == "warn":
+            findings.warnings.append(f"logging.{key}: {reason}; training goes on without it (logging.on_error=warn), "
+                                     "metrics in metrics.jsonl")
+        else:
+            findings.environment.append(Problem(f"logging.{key}", reason,
+                                                "start or fix the tracker (URI, credentials), drop it from logging=[...], "
+                                                "or pass logging.on_error=warn to train on metrics.jsonl alone"))
+
+
+def _unreachable_trackers(config: RunConfig, missing: list[str]) -> list[tuple[str, str]]:
+    """(tracker, why) for each tracker server this run would log to that does not answer:
+    checked with a short timeout, so an unreachable server fails the plan instead of hanging
+    the run. A local store (MLflow's file store, W&B offline) needs no check."""
+    from peftstudio.settings import wandb_variables
+    from peftstudio.track.trackers import check_mlflow_server, check_wandb_server, mlflow_server, wandb_mode
+
+    found = []
+    server = mlflow_server(config.logging.mlflow_tracking_uri) if config.logging.mlflow else None
+    if server and "mlflow" not in missing and (reason := check_mlflow_server(server)):
+        found.append(("mlflow", reason))
+    online = config.logging.wandb and wandb_mode(*wandb_variables())[0] == "online"
+    if online and "wandb" not in missing and (reason := check_wandb_server()):
+        found.append(("wandb", reason))
+    return found
 
 
 def _warn_hyperparameters(config: RunConfig, findings: Findings) -> None:

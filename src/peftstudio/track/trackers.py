@@ -9,13 +9,26 @@ dropped anyway; W&B's console and environment capture are off.
 
 from __future__ import annotations
 
+import base64
 import logging
+import queue
+import threading
+import urllib.error
+import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-from peftstudio.redact import is_secret_name
-from peftstudio.settings import allow_mlflow_file_store, mlflow_tracking_uri, wandb_variables
+from peftstudio.redact import is_secret_name, scrub
+from peftstudio.settings import (allow_mlflow_file_store, bound_mlflow_requests, mlflow_credentials,
+                                 mlflow_tracking_uri, wandb_base_url, wandb_variables)
+
+# How long plan waits for a tracker server to answer, and how long a finished run waits for a
+# slow tracker to take its last records before leaving them (metrics.jsonl holds them all).
+PROBE_SECONDS = 5.0
+CLOSE_SECONDS = 15.0
 
 
 def loggable_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -73,6 +86,7 @@ class MlflowSink:
         uri = tracking_uri or mlflow_tracking_uri() or (run_dir / "mlruns").resolve().as_uri()
         if uri.startswith("file:"):
             allow_mlflow_file_store()
+        bound_mlflow_requests()
         from mlflow import MlflowClient
 
         self._client = MlflowClient(tracking_uri=uri)
@@ -107,3 +121,99 @@ class MlflowSink:
 
     def close(self) -> None:
         self._client.set_terminated(self._run_id)
+
+
+def mlflow_server(tracking_uri: str | None) -> str | None:
+    """The http(s) server a run's MLflow logging talks to, or None for a local store."""
+    uri = tracking_uri or mlflow_tracking_uri()
+    return uri if uri and urlsplit(uri).scheme in ("http", "https") else None
+
+
+def check_mlflow_server(uri: str, timeout: float = PROBE_SECONDS) -> str | None:
+    """Why the MLflow server at `uri` cannot take a run (unreachable, refusing the credentials),
+    or None when it answers. One API call, `timeout` seconds at most; credentials masked."""
+    parts = urlsplit(uri)
+    user, password, token = mlflow_credentials()
+    user, password = parts.username or user, parts.password or password
+    netloc = parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else parts.netloc
+    endpoint = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/api/2.0/mlflow/experiments/search", "",
+                           "")) + "?max_results=1"
+    request = urllib.request.Request(endpoint)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    elif user:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password or ''}".encode()).decode())
+    return _probe(request, scrub(uri), timeout)
+
+
+def check_wandb_server(timeout: float = PROBE_SECONDS) -> str | None:
+    """Why the W&B server an online run logs to cannot be reached, or None."""
+    base = wandb_base_url()
+    return _probe(urllib.request.Request(base.rstrip("/") + "/healthz"), scrub(base), timeout, any_answer=True)
+
+
+def _probe(request: urllib.request.Request, shown: str, timeout: float, any_answer: bool = False) -> str | None:
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):  # noqa: S310 - the user's own tracker URL
+            return None
+    except urllib.error.HTTPError as error:
+        if error.code in (401, 403):
+            return f"{shown} refused the credentials (HTTP {error.code})"
+        return None if any_answer or error.code < 500 else f"{shown} answered HTTP {error.code}"
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", None) or error
+        return f"{shown} is unreachable ({scrub(str(reason))}; waited at most {timeout:g} s)"
+
+
+class GuardedSink:
+    """A tracker sink that can neither stop nor stall training: it is built and fed on a
+    thread of its own; the first error drops it with one warning (metrics.jsonl keeps every
+    record), and a run ends without waiting more than CLOSE_SECONDS for it."""
+
+    def __init__(self, name: str, build: Callable[[], Any], warn: Callable[[str], None], build_here: bool = False):
+        """`build_here`: build the sink in this thread (a library that must start on the main
+        thread, such as W&B); its failure is dropped with a warning all the same."""
+        self.name, self._build, self._warn = name, build, warn
+        self._records: queue.Queue = queue.Queue(maxsize=10_000)
+        self._failed = False
+        self._sink = None
+        if build_here:
+            try:
+                self._sink = build()
+            except Exception as error:  # noqa: BLE001 - a tracker never stops the run
+                self._fail(f"{type(error).__name__}: {error}")
+                return
+        self._thread = threading.Thread(target=self._run, name=f"tracker-{name}", daemon=True)
+        self._thread.start()
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self._failed:
+            return
+        try:
+            self._records.put_nowait(record)
+        except queue.Full:
+            self._fail("it does not keep up with training")
+
+    def close(self) -> None:
+        if not hasattr(self, "_thread"):
+            return
+        if not self._failed:
+            self._records.put(None)
+        self._thread.join(CLOSE_SECONDS)
+        if self._thread.is_alive() and not self._failed:
+            self._fail(f"it did not finish within {CLOSE_SECONDS:g} s")
+
+    def _run(self) -> None:
+        try:
+            sink = self._sink or self._build()
+            while (record := self._records.get()) is not None:
+                sink.write(record)
+            sink.close()
+        except Exception as error:  # noqa: BLE001 - any tracker failure drops the tracker, never the run
+            self._fail(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+
+    def _fail(self, reason: str) -> None:
+        if not self._failed:
+            self._failed = True
+            self._warn(scrub(f"{self.name} stopped logging ({reason}); training goes on, every metric is in "
+                             "metrics.jsonl"))

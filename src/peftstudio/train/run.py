@@ -65,7 +65,7 @@ def run_training(plan: RunPlan, data: TokenizedData, console, callbacks: list | 
         if resume_from:
             log.info("resuming from %s at step %d", resume_from, progress.step)
             _warn_changed_settings(console, progress, settings)
-        sinks = _open_sinks(plan, run_dir, progress.step if resume_from else None) if is_main_process() else []
+        sinks = _open_sinks(plan, run_dir, progress.step if resume_from else None, console) if is_main_process() else []
         trainer = _build_trainer(plan, data, checkpoints, progress, sinks, console, callbacks or [], faults)
         try:
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -208,7 +208,7 @@ def _log_to_file(path: Path) -> logging.Handler:
     return handler
 
 
-def _open_sinks(plan: RunPlan, run_dir: RunDir, resumed_step: int | None) -> list[MetricsSink]:
+def _open_sinks(plan: RunPlan, run_dir: RunDir, resumed_step: int | None, console) -> list[MetricsSink]:
     """metrics.jsonl always, then each tracker `logging` switches on (hyperparameters once)."""
     logging_settings, resumed = plan.config.logging, resumed_step is not None
     sinks: list[MetricsSink] = [JsonlSink(run_dir.metrics)]
@@ -217,16 +217,26 @@ def _open_sinks(plan: RunPlan, run_dir: RunDir, resumed_step: int | None) -> lis
         sinks.append(TensorBoardSink(run_dir.tensorboard, purge_step=purge))
     name = f"{plan.config.peft.method}-{plan.fingerprint[:8]}"
     settings = saved_settings(plan)
+    from peftstudio.track.trackers import GuardedSink, MlflowSink, WandbSink
+
+    def warn(message: str) -> None:
+        log.warning("%s", message)
+        console.print(f"[yellow]warning[/]   {message}", highlight=False, markup=True)
+
     if logging_settings.wandb:
-        from peftstudio.track.trackers import WandbSink
-
-        sinks.append(WandbSink(run_dir.root, logging_settings.wandb_project, name, settings, resumed))
-    if logging_settings.mlflow:
-        from peftstudio.track.trackers import MlflowSink
-
-        sinks.append(MlflowSink(run_dir.root, logging_settings.mlflow_tracking_uri, logging_settings.mlflow_experiment,
-                                name, settings, resumed))
+        sinks.append(GuardedSink("W&B", lambda: WandbSink(run_dir.root, logging_settings.wandb_project, name, settings,
+                                                          resumed), warn, build_here=True))
+    if logging_settings.mlflow and not _skipped("logging.mlflow", plan):
+        sinks.append(GuardedSink("MLflow", lambda: MlflowSink(
+            run_dir.root, logging_settings.mlflow_tracking_uri, logging_settings.mlflow_experiment, name, settings,
+            resumed), warn))
     return sinks
+
+
+def _skipped(tracker_key: str, plan: RunPlan) -> bool:
+    """A tracker plan found unreachable under logging.on_error=warn: the run goes on without it."""
+    return any(warning.startswith(f"{tracker_key}: ") and "training goes on without it" in warning
+               for warning in plan.warnings)
 
 
 def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDir, progress: TrainingProgress,
