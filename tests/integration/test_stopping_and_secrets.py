@@ -54,3 +54,39 @@ def test_trackers_log_and_secrets_never_leak(model_cache, tmp_path):
             assert value.encode() not in content, f"{value} leaked into {path}"
     for value in secrets.values():
         assert value not in result.stdout + result.stderr
+
+
+def test_no_secret_channel_reaches_any_file_the_run_writes(model_cache, tmp_path):
+    """Every channel a secret can come in by: environment variables, a .env file, a URI with
+    credentials, ${oc.env:...} interpolation; grepped for in every file the run writes, its
+    output and its error messages."""
+    import stat
+
+    secrets = {"HF_TOKEN": "hf_FAKEsecretTOKEN55555", "MY_URI": "http://alice:UriPassw0rd777@127.0.0.1:9",
+               "MY_PROJECT": "project-s3cr3t-from-env", "MY_TEMPLATE": "template-s3cr3t-from-env"}
+    (tmp_path / ".env").write_text("DOTENV_SECRET=dotenv-s3cr3t-value\n")
+    result = run_cli("train", "training.num_batches=2", "training.save_interval_steps=2", "data.max_samples=40",
+                     "logging=mlflow", "logging.mlflow_tracking_uri=${oc.env:MY_URI}", "logging.on_error=warn",
+                     "logging.wandb_project=${oc.env:MY_PROJECT}", cwd=tmp_path, env=secrets)
+    assert result.returncode == 0, result.stderr
+    assert "unreachable" in result.stdout and "training goes on without it" in result.stdout
+    direct = run_cli("plan", "logging=mlflow", "logging.mlflow_tracking_uri=http://bob:DirectPassw0rd888@127.0.0.1:9",
+                     "--out", "plan-direct.json", cwd=tmp_path)
+    assert direct.returncode == 3 and "bob:***@127.0.0.1:9" in direct.stderr
+    echoed = run_cli("plan", "data.chat_template=${oc.env:MY_TEMPLATE}", cwd=tmp_path, env=secrets)
+    assert echoed.returncode == 2 and "${oc.env:MY_TEMPLATE}" in echoed.stderr
+    values = ["hf_FAKEsecretTOKEN55555", "UriPassw0rd777", "project-s3cr3t-from-env", "template-s3cr3t-from-env",
+              "dotenv-s3cr3t-value", "DirectPassw0rd888"]
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != ".env"]
+    assert {"config.resolved.yaml", "plan.json", "peftstudio_state.json", "train.log", "metrics.jsonl"} <= \
+        {p.name for p in files}
+    for path in files:
+        content = path.read_bytes()
+        assert not [v for v in values if v.encode() in content], f"a secret leaked into {path}"
+    for text in (result.stdout + result.stderr, direct.stdout + direct.stderr, echoed.stdout + echoed.stderr):
+        assert not [v for v in values if v in text]
+    saved = (tmp_path / "outputs/config.resolved.yaml").read_text()
+    assert "${oc.env:MY_URI}" in saved and "${oc.env:MY_PROJECT}" in saved, "interpolations are kept unresolved"
+    for name in ("outputs/config.resolved.yaml", "outputs/plan.json", "outputs/train.log",
+                 "checkpoints/ckpts/checkpoint-2/peftstudio_state.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, f"{name} is readable by others"
