@@ -180,8 +180,8 @@ def test_the_job_yaml_composes_to_the_same_config_as_the_overrides(client, tmp_p
     ({"training.output_dir": "/etc"}, "training.output_dir", "set by the studio"),
     ({"data.path": "/etc/passwd"}, "data.path", "set by the studio"),
     ({"data.chat_template": "/etc/passwd"}, "data.chat_template", "template files"),
-    ({"model.name_or_path": "../../secret"}, "model.name_or_path", "neither a hub id"),
-    ({"model.name_or_path": "https://example.com/model"}, "model.name_or_path", "neither a hub id"),
+    ({"model.name_or_path": "../../secret"}, "model.name_or_path", "not a hub id (org/name) nor a model directory"),
+    ({"model.name_or_path": "https://example.com/model"}, "model.name_or_path", "not a hub id (org/name) nor a model directory"),
     ({"training.nope": 1}, "training.nope", "not a config key"),
     ({"peft.r": "8,16"}, "peft.r", "sweep"),
 ])
@@ -340,3 +340,18 @@ def test_the_studio_refuses_the_same_files_with_the_same_message(client, kind):
     text, words = HOSTILE_YAML[kind]
     checked = client.post("/api/validate", json={"yaml_text": text}).json()
     assert not checked["ok"] and words in checked["problems"][0]["message"]
+
+
+def test_a_local_dir_that_is_not_a_model_gets_4xx_and_the_same_answer_as_a_missing_one(client, tmp_path):
+    not_a_model = tmp_path / "not-a-model"
+    not_a_model.mkdir()
+    (not_a_model / "notes.txt").write_text("hello")
+    answers = []
+    for path in (not_a_model, tmp_path / "missing"):
+        response = client.post("/api/jobs", json={"state": {"groups": {"model": "tiny"},
+                                                            "values": {"model.name_or_path": str(path)}}})
+        assert response.status_code == 400, response.text
+        problem = response.json()["detail"]["problems"][0]
+        assert problem["where"] == "model.name_or_path" and "no config.json / tokenizer files" in problem["message"]
+        answers.append(problem["message"].replace(str(path), "PATH"))
+    assert answers[0] == answers[1], "the answer must not tell an existing directory from a missing one"

@@ -16,6 +16,7 @@ from pathlib import Path
 from peftstudio.config.compose import (RANK_AUTO, RANK_DEFAULT, RANK_EXPERIMENT, RANK_GROUP, RANK_OVERRIDE,
                                        RANK_USER_FILE, Composition)
 from peftstudio.config.introspect import flatten
+from peftstudio.config.model_source import local_model_problem
 from peftstudio.config.schema import EMBEDDED_MODEL_ID, RunConfig
 from peftstudio.config.validate import load_config
 from peftstudio.data.prepare import PreparedData, prepare_data
@@ -58,6 +59,8 @@ def plan_with_data(overrides: list[str] | None = None, config_file: Path | None 
     figures estimates (with a warning) instead of an error."""
     requested, composition = load_config(overrides, config_file)
     refuse_unplannable(requested)
+    if (problem := local_model_problem(requested.model.name_or_path)) is not None:
+        raise UserError(problem)  # before the data is read or a tokenizer loader fails on it
     data = prepare_data(requested.data, *data_arguments(requested))
     hardware = hardware or detect(requested.training.output_dir)
     composed, composition = compose_for_platform(requested, composition, overrides, config_file, hardware)

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from peftstudio.config.compose import ALL_GROUPS, group_options, parse_yaml
 from peftstudio.config.introspect import find_field, flatten
+from peftstudio.config.model_source import missing_model_files
 from peftstudio.config.overrides import override_value, quoted
 from peftstudio.config.schema import EMBEDDED_MODEL_ID
 from peftstudio.errors import Problem, UserError
@@ -144,10 +145,14 @@ def check_model_path(value: str) -> Problem | None:
     if value == EMBEDDED_MODEL_ID or (HUB_ID.match(value) and ".." not in value):
         return None
     path = Path(value)
-    if path.is_absolute() and path.is_dir():
+    if path.is_absolute() and path.is_dir() and not missing_model_files(path):
         return None
-    return Problem("model.name_or_path", f"{value!r} is neither a hub id (org/name) nor an existing local directory",
-                   f"type a hub id such as Qwen/Qwen2.5-0.5B, an absolute directory path, or {EMBEDDED_MODEL_ID}")
+    # One answer for a missing path, a file, and a directory that is not a model: the studio
+    # says no more about the server's files than the CLI user on it would read.
+    return Problem("model.name_or_path", f"no config.json / tokenizer files in {value!r}: not a hub id (org/name) "
+                   "nor a model directory on this machine",
+                   f"type a hub id such as Qwen/Qwen2.5-0.5B, the absolute path of a model directory, or "
+                   f"{EMBEDDED_MODEL_ID}")
 
 
 def state_from_yaml(text: str, dataset: str | None) -> tuple[WizardState, list[Problem]]:
