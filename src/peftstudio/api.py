@@ -113,11 +113,15 @@ def _plan_to_execute(overrides, config_file, plan_file, hardware, place):
 def _train_here(run_plan: RunPlan, data, console, callbacks, faults: Faults):
     """Execute the plan in this process; a run the watchdog stopped gets its diagnosis."""
     from peftstudio.diagnose.report import DIAGNOSIS_FILE, write_diagnosis
-    from peftstudio.train.run import run_training
+    from peftstudio.train.run import out_of_disk, run_training
     from peftstudio.train.watchdog import WatchdogStopped
 
     try:
         return run_training(run_plan, data, console, callbacks, faults)
+    except OSError as error:  # a full disk anywhere in the run (checkpoint, adapter, metrics): exit 3, named
+        raise out_of_disk(error, run_plan) or error
+    except RuntimeError as error:  # torch.save's own words for a full disk
+        raise out_of_disk(error, run_plan) or error
     except WatchdogStopped as stopped:
         if not process_place().is_main:
             raise

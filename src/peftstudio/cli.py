@@ -425,7 +425,8 @@ def studio(host: str = typer.Option("127.0.0.1", help="address to bind; anything
            data_dir: Path = typer.Option(Path("./studio-data"), "--data-dir",
                                          help="where jobs (SQLite), uploads and runs are kept"),
            token: Optional[str] = typer.Option(None, "--token", envvar="PEFTSTUDIO_STUDIO_TOKEN",
-                                               help="required on every page and API call when set"),
+                                               help="required on every page and API call when set: at least 16 "
+                                                    "characters, or `generate` for a random one printed once"),
            max_upload_mb: int = typer.Option(200, min=1, help="largest dataset upload, in MiB"),
            max_running: int = typer.Option(1, min=1, help="jobs run at once per device; the rest queue")) -> None:
     """Web wizard and job monitor (FastAPI) calling the same API as the CLI."""

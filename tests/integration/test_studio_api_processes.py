@@ -27,6 +27,9 @@ def test_non_loopback_without_token_is_refused_with_exit_2(tmp_path):
     assert "--host 0.0.0.0" in result.stderr and "--token" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "d").exists(), "nothing is created before the refusal"
+    short = run_cli("studio", "--host", "0.0.0.0", "--token", "s3cret", "--data-dir", str(tmp_path / "d"), cwd=tmp_path)
+    assert short.returncode == 2 and "at least 16" in short.stderr and "s3cret" not in short.stderr
+    assert not (tmp_path / "d").exists()
 
 
 def wait_for(predicate, timeout=20.0):

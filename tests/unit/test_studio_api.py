@@ -355,3 +355,34 @@ def test_a_local_dir_that_is_not_a_model_gets_4xx_and_the_same_answer_as_a_missi
         assert problem["where"] == "model.name_or_path" and "no config.json / tokenizer files" in problem["message"]
         answers.append(problem["message"].replace(str(path), "PATH"))
     assert answers[0] == answers[1], "the answer must not tell an existing directory from a missing one"
+
+
+def test_a_short_studio_token_is_refused_and_generate_makes_a_long_one():
+    from peftstudio.errors import UserError
+    from peftstudio.studio.auth import MIN_TOKEN_LENGTH, studio_token
+
+    with pytest.raises(UserError) as caught:
+        studio_token("x")
+    assert caught.value.exit_code == 2 and "at least 16" in caught.value.render() and "--token generate" in caught.value.render()
+    token, generated = studio_token("generate")
+    assert generated and len(token) >= MIN_TOKEN_LENGTH and studio_token("generate")[0] != token
+    assert studio_token("a-long-enough-token!") == ("a-long-enough-token!", False)
+
+
+def test_wrong_tokens_make_a_client_wait_longer_each_time(tmp_path):
+    token = "right-token-of-16-chars"
+    with make_client(tmp_path / "s", token=token) as client:
+        now = [1000.0]
+        client.app.state.failed_logins._clock = lambda: now[0]
+        for _ in range(5):  # a few typos cost nothing
+            assert client.post("/login", data={"token": "wrong"}).status_code == 401
+        assert client.get("/api/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        waiting = client.get("/api/jobs", headers={"Authorization": f"Bearer {token}"})
+        assert waiting.status_code == 429 and waiting.headers["Retry-After"] == "1", "even the right token waits"
+        assert client.post("/login", data={"token": token}).status_code == 429
+        now[0] += 1.5
+        assert client.get("/api/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.get("/api/jobs", headers={"Authorization": f"Bearer {token}"}).headers["Retry-After"] == "2"
+        now[0] += 2.5
+        assert client.get("/api/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert client.post("/login", data={"token": "wrong"}).status_code == 401, "a right token cleared the count"

@@ -168,7 +168,7 @@ class TrainingSettings(Section):
     gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024)
     """Micro-batches summed before each optimizer step. Effective batch = micro_batch_size ×
     gradient_accumulation_steps × processes."""
-    num_batches: int = Field(default=3738, ge=1)
+    num_batches: int = Field(default=3738, ge=1, le=100_000_000)
     """Length of the run in optimizer steps (the data repeats as needed)."""
     num_epochs: int = Field(default=1, ge=1, le=10)
     """Passes over the training data. Used only when set more explicitly than num_batches
@@ -358,7 +358,7 @@ class LoggingSettings(Section):
 class RunConfig(Section):
     """A whole run: what `plan` checks and `train` executes."""
 
-    seed: int = 42
+    seed: int = Field(default=42, ge=0, le=2**32 - 1)
     """Seed for weights init, dropout and data order; same seed, same data, same machine → same run."""
     device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
     """Where to train. auto picks CUDA, then MPS, then CPU."""

@@ -91,7 +91,7 @@ def _local_accelerator(hardware, prices: PriceFile) -> str | None:
 
 def _disk_gb(config) -> int:
     """The base model's download (bf16 safetensors) with room to spare, plus the checkpoints."""
-    from peftstudio.doctor.run_checks import checkpoint_disk_bytes
+    from peftstudio.plan.disk import checkpoint_disk_bytes
     from peftstudio.plan.architecture import architecture_of, base_parameters
 
     weights = 2 * base_parameters(architecture_of(config))

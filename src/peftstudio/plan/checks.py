@@ -39,6 +39,7 @@ def check(config: RunConfig, hardware: HardwareProfile, optimizer_steps: int, va
     _check_schedule(config, optimizer_steps, validation_rows, findings)
     _check_model(config, findings)
     _check_paths(config, findings)
+    _check_disk(config, hardware, findings)
     _check_trackers(config, findings)
     _warn_hyperparameters(config, findings)
     findings.errors += objective_problems(config)  # dpo / kto / grpo: plan/objectives.py
@@ -54,6 +55,9 @@ def _check_method(config: RunConfig, findings: Findings) -> None:
         key = needs[peft.method][0]
         findings.errors.append(Problem(key, f"peft.method={peft.method} but {key}={getattr(peft, key[5:])!r}",
                                        f"use peft={peft.method} (the group sets both) or change peft.method"))
+    if isinstance(peft.target_modules, list) and not peft.target_modules:
+        findings.errors.append(Problem("peft.target_modules", "[] (no module to adapt: nothing would train)",
+                                       "name the modules (e.g. [q_proj,v_proj]) or use all-linear"))
     if peft.use_dora and peft.method not in ("dora", "qdora"):
         findings.errors.append(Problem("peft.use_dora", f"true while peft.method={peft.method}",
                                        "use peft=dora (or peft=qdora on a 4-bit base)"))
@@ -230,10 +234,50 @@ def _check_paths(config: RunConfig, findings: Findings) -> None:
         if not existing.is_dir() or not os.access(existing, os.W_OK):
             findings.errors.append(Problem(f"training.{key}", f"{path} cannot be created ({existing} is not a writable directory)",
                                            f"set training.{key} to a writable location"))
+        elif (too_long := _too_long(path.absolute(), existing)) is not None:
+            findings.errors.append(Problem(f"training.{key}", f"{path}: {too_long}",
+                                           f"set training.{key} to a shorter path"))
     resume = config.training.resume
     if resume not in ("auto", "never") and not Path(resume).expanduser().is_dir():
         findings.errors.append(Problem("training.resume", f"checkpoint {resume} not found",
                                        "use auto, never, or the path of a checkpoint-N directory"))
+
+
+# Room below a run dir for what the run writes there (checkpoint-N/.staging-step-N/file names).
+_RUN_FILE_ROOM = 96
+
+
+def _too_long(path: Path, existing: Path) -> str | None:
+    """Why the filesystem would refuse `path` (or the files a run writes under it), or None."""
+    try:
+        name_max, path_max = os.pathconf(existing, "PC_NAME_MAX"), os.pathconf(existing, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    longest = max(path.parts, key=lambda part: len(part.encode()))
+    if len(longest.encode()) > name_max:
+        return f"the name {longest[:40]}… is {len(longest.encode())} bytes; this filesystem allows {name_max}"
+    if len(str(path).encode()) + _RUN_FILE_ROOM > path_max:
+        return (f"{len(str(path).encode())} bytes long; this filesystem allows {path_max} for a whole path, and the "
+                f"run's files add up to {_RUN_FILE_ROOM} more")
+    return None
+
+
+def _check_disk(config: RunConfig, hardware: HardwareProfile, findings: Findings) -> None:
+    """The most checkpoint space the run holds at once (kept checkpoints, one being written, the
+    adapter) against the free disk planning measured (0: not measured, e.g. a fake profile)."""
+    from peftstudio.plan.disk import checkpoint_disk_bytes
+    from peftstudio.units import format_gib
+
+    sizes = checkpoint_disk_bytes(config)
+    free = hardware.disk_free_bytes
+    if sizes is None or not free or sizes[1] <= free:
+        return
+    one, need = sizes
+    findings.environment.append(Problem(
+        "training.checkpoint_dir", f"the checkpoints need up to {format_gib(need, 2)} (keep "
+        f"{config.training.save_total_limit} of {format_gib(one, 2)}, +1 being written, + the adapter) but "
+        f"{format_gib(free, 2)} is free", "free disk space, lower training.save_total_limit, or move "
+        "training.checkpoint_dir to a larger disk"))
 
 
 def _check_trackers(config: RunConfig, findings: Findings) -> None:

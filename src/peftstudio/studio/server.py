@@ -17,7 +17,8 @@ from fastapi.staticfiles import StaticFiles
 from peftstudio.redact import scrub_tree
 from peftstudio.errors import PeftStudioError
 from peftstudio.studio import routes_config, routes_data, routes_jobs
-from peftstudio.studio.auth import COOKIE, AccessMiddleware, check_bind, safe_next, token_matches_text
+from peftstudio.studio.auth import (COOKIE, AccessMiddleware, FailedLogins, check_bind, client_address, safe_next,
+                                    too_many_failures, token_matches_text)
 from peftstudio.studio.context import Studio, StudioSettings
 
 STATIC = Path(__file__).parent / "static"
@@ -40,7 +41,8 @@ def create_app(settings: StudioSettings, runner_command=None, run_queue: bool = 
     app = FastAPI(title="peftstudio studio", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url="/api/openapi.json")
     app.state.studio = studio
-    app.add_middleware(AccessMiddleware, token=settings.token)
+    app.state.failed_logins = FailedLogins()  # shared by the login form and API bearer tokens
+    app.add_middleware(AccessMiddleware, token=settings.token, failures=app.state.failed_logins)
     for router in (routes_config.router, routes_data.router, routes_jobs.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -88,12 +90,17 @@ def _add_pages(app: FastAPI, settings: StudioSettings) -> None:
         return _page("login.html")
 
     @app.post("/login", include_in_schema=False)
-    def login(token: str = Form(""), next: str = Form("/")):
+    def login(request: Request, token: str = Form(""), next: str = Form("/")):
         if settings.token is None:
             return RedirectResponse(safe_next(next), status_code=303)
+        failures, client = app.state.failed_logins, client_address(request)
+        if (wait := failures.wait_seconds(client)) > 0:
+            return too_many_failures(wait)
         if not token_matches_text(token, settings.token):
+            failures.failed(client)
             return HTMLResponse((STATIC / "login.html").read_text(encoding="utf-8").replace(
                 "<!--error-->", '<p class="error">Wrong token.</p>'), status_code=401)
+        failures.succeeded(client)
         response = RedirectResponse(safe_next(next), status_code=303)
         response.set_cookie(COOKIE, settings.token, httponly=True, samesite="strict")
         return response

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from peftstudio.config.introspect import flatten
 from peftstudio.data.tokenization import TokenizedData
-from peftstudio.errors import Interrupted
+from peftstudio.errors import EnvironmentProblem, Interrupted, Problem
 from peftstudio.plan.distributed_checks import SHARDED
 from peftstudio.plan.runplan import RunPlan
 from peftstudio.redact import scrub, scrub_tree, secrets_known
@@ -85,6 +85,39 @@ def run_training(plan: RunPlan, data: TokenizedData, console, callbacks: list | 
             logging.getLogger().removeHandler(handler)
             handler.close()
     return _result(plan, run_dir, resume_from, trainer)
+
+
+# What a full disk looks like from inside torch.save and safetensors, besides ENOSPC itself.
+_DISK_FULL_TEXT = ("No space left on device", "unexpected pos", "file write failed")
+
+
+def out_of_disk(error: BaseException, plan: RunPlan) -> EnvironmentProblem | None:
+    """A disk-full failure (anywhere in `error`'s chain) as an environment problem naming the
+    path, the free space and what the run needs; None for any other failure."""
+    import errno
+
+    from peftstudio.plan.disk import checkpoint_disk_bytes
+    from peftstudio.units import format_gib
+
+    chain, seen = [], error
+    while seen is not None and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    full = [e for e in chain if (isinstance(e, OSError) and e.errno == errno.ENOSPC)
+            or any(text in str(e) for text in _DISK_FULL_TEXT)]
+    if not full:
+        return None
+    filename = getattr(full[0], "filename", None)
+    where = Path(filename) if filename else Path(plan.config.training.checkpoint_dir).expanduser()
+    existing = next((p for p in (where, *where.parents) if p.exists()), Path("."))
+    sizes = checkpoint_disk_bytes(plan.config)
+    needs = (f"about {format_gib(sizes[0], 2)} per checkpoint and up to {format_gib(sizes[1], 2)} in all"
+             if sizes else "an unknown amount (no architecture numbers to estimate it)")
+    return EnvironmentProblem(Problem(str(where), f"disk full while the run wrote here ({format_gib(shutil.disk_usage(existing).free, 2)} "
+                                      f"free; its checkpoints need {needs})",
+                                      "free disk space, lower training.save_total_limit, or move training.checkpoint_dir "
+                                      "and training.output_dir to a larger disk; then rerun the same command to resume "
+                                      "from the last complete checkpoint"))
 
 
 def _stopped(interrupt: KeyboardInterrupt, step: int, plan: RunPlan, checkpoints: CheckpointDir) -> Interrupted:
