@@ -60,3 +60,51 @@ def test_a_local_dir_that_is_not_a_model_is_refused_at_plan_time(tmp_path):
         make_plan([f"model.name_or_path={tmp_path}"], hardware=CPU)
     assert caught.value.exit_code == 2
     assert f"no tokenizer files in {tmp_path}: not a model directory" in caught.value.render()
+
+
+@pytest.mark.parametrize("override, where, words", [
+    ("seed=-1", "seed", "greater than or equal to 0"),
+    ("seed=4294967296", "seed", "less than or equal to 4294967295"),
+    ("peft.target_modules=[]", "peft.target_modules", "nothing would train"),
+    ("training.num_batches=100000000000000000000000000", "training.num_batches", "less than or equal to 100000000"),
+])
+def test_plan_refuses_what_train_would_fail_on(override, where, words):
+    with pytest.raises(UserError) as caught:
+        make_plan([override], hardware=CPU)
+    problem = next(p for p in caught.value.problems if p.where == where)
+    assert words in problem.message and caught.value.exit_code == 2
+
+
+def test_a_path_too_long_for_the_filesystem_is_refused(tmp_path):
+    with pytest.raises(UserError) as caught:
+        make_plan([f"training.output_dir={tmp_path / ('x' * 300)}"], hardware=CPU)
+    assert "bytes; this filesystem allows" in caught.value.render() and "training.output_dir" in caught.value.render()
+    with pytest.raises(UserError) as caught:
+        make_plan([f"training.checkpoint_dir={tmp_path}/{'/'.join(['y' * 200] * 21)}"], hardware=CPU)
+    assert "for a whole path" in caught.value.render()
+
+
+def test_checkpoints_larger_than_the_free_disk_stop_the_plan():
+    from dataclasses import replace
+
+    full = replace(CPU, disk_free_bytes=30 * 1024 * 1024)
+    with pytest.raises(EnvironmentProblem) as caught:
+        make_plan(["training.save_total_limit=3"], hardware=full)
+    text = caught.value.render()
+    assert caught.value.exit_code == 3 and "the checkpoints need up to" in text and "training.save_total_limit" in text
+
+
+def test_a_full_disk_during_a_run_is_exit_3_naming_path_and_bytes(tmp_path):
+    import errno
+
+    from peftstudio.train.run import out_of_disk
+
+    plan = make_plan([f"training.checkpoint_dir={tmp_path}"], hardware=CPU)
+    full = out_of_disk(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "checkpoint-5")), plan)
+    assert full.exit_code == 3 and str(tmp_path / "checkpoint-5") in full.render()
+    assert "GiB free" in full.render() and "per checkpoint" in full.render() and "resume" in full.render()
+    try:
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 371968 vs 371856")
+    except RuntimeError as error:
+        assert out_of_disk(error, plan).exit_code == 3
+    assert out_of_disk(ValueError("something else"), plan) is None

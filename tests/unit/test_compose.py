@@ -127,3 +127,10 @@ def test_naming_a_model_without_a_preset_drops_the_embedded_presets_numbers(tmp_
     # A preset chosen on purpose keeps its numbers for a sibling checkpoint (e.g. the instruct model).
     config, _ = load_config(["model=llama3_8b", "model.name_or_path=meta-llama/Llama-3.1-8B-Instruct"])
     assert config.model.architecture.num_layers == 32
+
+
+def test_non_ascii_override_values_are_accepted():
+    from peftstudio.config.validate import load_config
+
+    config, _ = load_config(["logging.wandb_project=проект-café", "logging.mlflow_experiment='déjà'"])
+    assert config.logging.wandb_project == "проект-café" and config.logging.mlflow_experiment == "déjà"

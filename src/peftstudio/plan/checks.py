@@ -230,7 +230,7 @@ def _warn_unquantized(config: RunConfig, architecture, findings: Findings) -> No
 def _check_paths(config: RunConfig, findings: Findings) -> None:
     for key in ("output_dir", "checkpoint_dir"):
         path = Path(getattr(config.training, key)).expanduser()
-        existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+        existing = next((p for p in (path, *path.parents) if _exists(p)), Path("."))
         if not existing.is_dir() or not os.access(existing, os.W_OK):
             findings.errors.append(Problem(f"training.{key}", f"{path} cannot be created ({existing} is not a writable directory)",
                                            f"set training.{key} to a writable location"))
@@ -241,6 +241,13 @@ def _check_paths(config: RunConfig, findings: Findings) -> None:
     if resume not in ("auto", "never") and not Path(resume).expanduser().is_dir():
         findings.errors.append(Problem("training.resume", f"checkpoint {resume} not found",
                                        "use auto, never, or the path of a checkpoint-N directory"))
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long for the filesystem: `_too_long` says so
+        return False
 
 
 # Room below a run dir for what the run writes there (checkpoint-N/.staging-step-N/file names).

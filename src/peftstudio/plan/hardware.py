@@ -192,7 +192,12 @@ def detect(output_dir: str | Path = ".") -> HardwareProfile:
     import torch
 
     path = Path(output_dir).expanduser()
-    while not path.exists() and path != path.parent:
+    while path != path.parent:
+        try:
+            if path.exists():
+                break
+        except OSError:  # a name too long for the filesystem: plan's path check names it
+            pass
         path = path.parent
     flags = cpu_bf16_flags()
     common = dict(
