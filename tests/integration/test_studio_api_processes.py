@@ -182,3 +182,35 @@ def test_a_reused_pid_is_not_mistaken_for_a_job(tmp_path):
         child.kill()
         child.wait()
     assert not process_alive(child.pid, tmp_path / "10")
+
+
+def test_a_training_that_outlived_its_worker_is_not_called_interrupted(tmp_path):
+    """A studio and its worker killed, the training itself still alive (it holds its run dirs'
+    lock): the next studio keeps the job running and refuses to resume on top of it."""
+    import subprocess
+    import sys
+
+    data_dir = tmp_path / "studio"
+    with make_client(data_dir) as client:
+        job_id = create_job(client, "a")
+        pid = client.get(f"/api/jobs/{job_id}").json()["pid"]
+        client.app.state.studio.runner.stop()
+    outputs = data_dir / "jobs" / str(job_id) / "outputs"
+    orphan = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
+                               "from peftstudio.train.lock import RunLock\n"
+                               "with RunLock({'training.output_dir': Path(sys.argv[1])}):\n"
+                               "    print('held', flush=True); time.sleep(120)", str(outputs)],
+                              stdout=subprocess.PIPE, text=True)
+    assert orphan.stdout.readline().strip() == "held"
+    os.killpg(pid, signal.SIGKILL)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3])
+    try:
+        with make_client(data_dir) as client:
+            client.app.state.studio.runner.recover()
+            assert status(client, job_id) == "running"
+            client.app.state.studio.runner.cancel(job_id)  # the worker is gone: the training itself is stopped
+            orphan.wait(timeout=10)
+            client.app.state.studio.runner.recover()
+            assert status(client, job_id) == "cancelled"
+    finally:
+        orphan.kill()

@@ -134,7 +134,8 @@ class JobRunner:
                 try:
                     os.killpg(job.pid, signal.SIGTERM)
                 except (ProcessLookupError, PermissionError, TypeError):
-                    _stop_orphan(self.store.job_dir(job.id))  # its worker is gone; the training may not be
+                    pass
+                _stop_orphan(self.store.job_dir(job.id), job.pid)  # its worker is gone; the training may not be
             else:
                 raise UserError(Problem(f"job {job.id}", f"is {job.status}; only queued or running jobs can be cancelled",
                                         "resume it instead" if job.resumable else "start a new job"))
@@ -179,13 +180,17 @@ def run_holder(job_dir: Path) -> Holder | None:
     return holder_of(job_dir / "outputs") or holder_of(job_dir / "checkpoints")
 
 
-def _stop_orphan(job_dir: Path) -> None:
+def _stop_orphan(job_dir: Path, group: int | None) -> None:
+    """SIGTERM the training holding a job's run dirs unless the job's process group (already
+    signalled) holds it: one SIGTERM lets it stop cleanly, a second would cut that short."""
     holder = run_holder(job_dir)
-    if holder is not None and holder.pid > 0:
-        try:
+    if holder is None or holder.pid <= 0:
+        return
+    try:
+        if os.getpgid(holder.pid) != group:
             os.kill(holder.pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _finished_unattended(job_dir: Path) -> bool:
