@@ -14,10 +14,9 @@ import itertools
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from peftstudio.config.compose import ALL_GROUPS
+from peftstudio.config.compose import ALL_GROUPS, read_yaml
 from peftstudio.config.introspect import find_field
 from peftstudio.config.overrides import override_text
 from peftstudio.config.validate import load_config
@@ -118,10 +117,7 @@ def load_sweep(path: Path) -> SweepSpec:
     path = Path(path)
     if not path.is_file():
         raise UserError(Problem(str(path), "sweep file not found", "pass the path of a sweep YAML file"))
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise UserError(Problem(str(path), f"not valid YAML: {error}".splitlines()[0], "fix the YAML syntax"))
+    raw, _ = read_yaml(path)  # safe loader, hostile files refused as for --config
     try:
         spec = SweepSpec.model_validate(raw if raw is not None else {})
     except ValidationError as error:
