@@ -386,3 +386,17 @@ def test_wrong_tokens_make_a_client_wait_longer_each_time(tmp_path):
         now[0] += 2.5
         assert client.get("/api/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
         assert client.post("/login", data={"token": "wrong"}).status_code == 401, "a right token cleared the count"
+
+
+
+def test_the_studio_never_echoes_its_own_environment(client, monkeypatch):
+    monkeypatch.setenv("STUDIO_SIDE_SECRET", "studio-s3cr3t-value")
+    for value in ("${oc.env:STUDIO_SIDE_SECRET}", "http://u:${oc.env:STUDIO_SIDE_SECRET}@h"):
+        checked = client.post("/api/validate", json={**TINY, "values": {**TINY["values"], "logging.wandb_project": value}})
+        assert not checked.json()["ok"] and "studio-s3cr3t-value" not in checked.text
+    pasted = client.post("/api/validate", json={"yaml_text": "defaults:\n- model: tiny\nlogging:\n  wandb_project: "
+                                                             "${oc.env:STUDIO_SIDE_SECRET}\n"})
+    assert "studio-s3cr3t-value" not in pasted.text
+    masked = client.post("/api/validate", json={**TINY, "values": {**TINY["values"],
+                                                                   "logging.wandb_project": "http://u:pw-s3cr3t@h/x"}})
+    assert masked.json()["ok"] and "pw-s3cr3t" not in masked.text and "http://u:***@h/x" in masked.text

@@ -23,6 +23,7 @@ from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from peftstudio.files import write_text
 from peftstudio.studio.worker import CONFIG_FILE
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED = (
@@ -105,7 +106,8 @@ class JobStore:
             job_id = cursor.lastrowid
             job_dir = self.job_dir(job_id)
             job_dir.mkdir(parents=True, exist_ok=True)
-            (job_dir / CONFIG_FILE).write_text(config_yaml(job_dir), encoding="utf-8")
+            # What the user typed may hold a credential (a tracker URI): readable by the owner only.
+            write_text(job_dir / CONFIG_FILE, config_yaml(job_dir), private=True)
         return self.get(job_id)
 
     def get(self, job_id: int) -> Job | None:
