@@ -192,7 +192,7 @@ def _finished_result(run_dir: RunDir, resume_from: Path) -> TrainResult:
 
 
 def _warn_changed_settings(console, progress: TrainingProgress, settings: dict) -> None:
-    changes = changed_settings(progress.settings, settings)
+    changes = [scrub(change) for change in changed_settings(progress.settings, settings)]  # older states held values
     if changes:
         console.print("[yellow]warning[/]   resuming with settings changed since the checkpoint (the result will "
                       "match an uninterrupted run of neither config): " + "; ".join(changes), markup=True)
