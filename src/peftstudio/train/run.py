@@ -305,7 +305,8 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
 
         trainer = objective_trainer(plan, model, tokenizer, data.prepared.train_rows, data.prepared.validation_rows,
                                     checkpoints.root, callbacks=callbacks, checkpoints=checkpoints, metrics=metrics,
-                                    save_total_limit=training.save_total_limit, faults=faults)
+                                    save_total_limit=training.save_total_limit, faults=faults,
+                                    history=RunDir.at(training.output_dir).metrics)
         trainer.remove_callback(PrinterCallback)
         return trainer
     validation = Dataset.from_dict(data.as_columns(data.validation)) if data.validation else None
