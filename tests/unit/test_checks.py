@@ -55,11 +55,11 @@ def test_eight_bit_optimizers_need_bitsandbytes():
 
 
 def test_a_local_dir_that_is_not_a_model_is_refused_at_plan_time(tmp_path):
-    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "tokenizer.json").write_text("{}")
     with pytest.raises(UserError) as caught:
         make_plan([f"model.name_or_path={tmp_path}"], hardware=CPU)
     assert caught.value.exit_code == 2
-    assert f"no tokenizer files in {tmp_path}: not a model directory" in caught.value.render()
+    assert f"no config.json in {tmp_path}: not a model directory" in caught.value.render()
 
 
 @pytest.mark.parametrize("override, where, words", [

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from peftstudio.errors import Problem
 
-# Any of these makes a directory's tokenizer loadable (fast tokenizers, sentencepiece, BPE vocab).
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
+# Any of these makes a directory's tokenizer loadable (fast tokenizers, sentencepiece, BPE and
+# WordPiece vocabularies, Mistral's tekken); tokenizer_config.json alone does not.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt", "tekken.json")
 FIX = ("point model.name_or_path at a directory written by save_pretrained (model and tokenizer), "
        "or at a hub id such as Qwen/Qwen2.5-0.5B")
 
@@ -23,12 +24,14 @@ def missing_model_files(directory: Path) -> list[str]:
 
 
 def local_model_problem(name_or_path: str) -> Problem | None:
-    """A problem when `name_or_path` is an existing local directory that is not a model; None for
-    a model directory and for anything that is not a local directory (a hub id)."""
+    """A problem when `name_or_path` is an existing local directory without a config.json (not
+    a model); None for a model directory, for anything that is not a local directory (a hub id),
+    and for a directory with only a config.json, which plans with estimated token figures (train
+    needs its tokenizer: plan.pipeline.require_tokenizer_files)."""
     directory = Path(name_or_path).expanduser()
     if not directory.is_dir():
         return None
     missing = missing_model_files(directory)
-    if not missing:
+    if "config.json" not in missing:
         return None
     return Problem("model.name_or_path", f"no {' / '.join(missing)} in {directory}: not a model directory", FIX)

@@ -16,7 +16,7 @@ from pathlib import Path
 from peftstudio.config.compose import (RANK_AUTO, RANK_DEFAULT, RANK_EXPERIMENT, RANK_GROUP, RANK_OVERRIDE,
                                        RANK_USER_FILE, Composition)
 from peftstudio.config.introspect import flatten
-from peftstudio.config.model_source import local_model_problem
+from peftstudio.config.model_source import TOKENIZER_FILES, local_model_problem, missing_model_files
 from peftstudio.config.schema import EMBEDDED_MODEL_ID, RunConfig
 from peftstudio.config.validate import load_config
 from peftstudio.data.prepare import PreparedData, prepare_data
@@ -36,7 +36,6 @@ from peftstudio.settings import ProcessPlace
 ORIGIN_KINDS: dict[int, OriginKind] = {RANK_DEFAULT: "default", RANK_GROUP: "group", RANK_EXPERIMENT: "experiment",
                                        RANK_USER_FILE: "file", RANK_OVERRIDE: "override", RANK_AUTO: "auto"}
 # Files one of which every tokenizer transformers loads from a directory has.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt", "tekken.json")
 # What a plan depends on in the machine it was made for: resolution reads these, so a plan made
 # on other hardware would not be the plan this machine gets.
 HARDWARE_KEYS = ("accelerator", "device_count", "device_names", "device_memory_bytes", "compute_capability", "gpu_bf16",
@@ -140,12 +139,11 @@ def missing_tokenizer(config: RunConfig) -> str | None:
     directory = Path(config.model.name_or_path).expanduser()
     if config.model.name_or_path == EMBEDDED_MODEL_ID or not directory.is_dir():
         return None
-    if any((directory / name).is_file() for name in TOKENIZER_FILES):
+    missing = missing_model_files(directory)
+    if not missing:
         return None
-    if not (directory / "config.json").is_file():
-        raise UserError(Problem("model.name_or_path", f"no config.json / tokenizer files in {directory}",
-                                "point model.name_or_path at a model directory (config.json, tokenizer.json or "
-                                "tokenizer.model, weights) or at a hub id"))
+    if "config.json" in missing:
+        raise UserError(local_model_problem(str(directory)))
     return f"{directory} has a config.json but no tokenizer files ({', '.join(TOKENIZER_FILES)})"
 
 
