@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from peftstudio.config.compose import parse_yaml
 from peftstudio.config.importers import axolotl, hf, llamafactory, torchtune, wizard
 from peftstudio.config.importers.table import Dialect, Outcome, Verdict, describe_value, judge
 from peftstudio.errors import Problem, UserError
@@ -71,7 +72,8 @@ def read_source(path: Path) -> tuple[dict[str, Any], str]:
         raise UserError(Problem(str(path), "file not found", "pass an existing JSON or YAML file"))
     try:
         text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        # YAML through the one safe reader that refuses alias bombs and deep nesting before building.
+        data = json.loads(text) if path.suffix.lower() == ".json" else parse_yaml(text, str(path))[0]
     except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as error:
         raise UserError(Problem(str(path), f"cannot be read: {str(error).splitlines()[0]}",
                                 "pass a valid JSON or YAML file")) from None
