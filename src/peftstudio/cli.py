@@ -37,6 +37,11 @@ INJECT_FAULT = typer.Option(None, "--inject-fault", hidden=True)
 @app.callback()
 def _main(debug: bool = typer.Option(False, "--debug", help="show tracebacks for errors")) -> None:
     _state["debug"] = debug
+    from peftstudio import redact, settings
+
+    for name, value in settings.load_dotenv().items():  # ./.env: tokens and keys, never written anywhere
+        if redact.is_secret_name(name) or name.endswith("_TOKEN"):
+            redact.remember_secret(value)
 
 
 @app.command()

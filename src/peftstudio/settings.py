@@ -24,6 +24,7 @@ HONOURED = {
     "HF_TOKEN": "Hugging Face token for gated or private models and datasets (read by huggingface_hub); "
                 "`doctor` says whether it is set, `launch` passes it to the SkyPilot task as a secret",
     "HUGGING_FACE_HUB_TOKEN": "the older name of `HF_TOKEN`; `doctor` counts either",
+    "HUGGINGFACE_TOKEN": "the name tutorials' `.env` files use for `HF_TOKEN`: copied to `HF_TOKEN` when that is not set",
     "HF_HOME": "huggingface_hub's cache, where `huggingface-cli login` keeps the token `doctor` looks for",
     "XDG_CACHE_HOME": "the parent of `HF_HOME` when that is not set (default `~/.cache`)",
     "HF_HUB_OFFLINE": "`1`: never reach the hub (read by huggingface_hub and transformers)",
@@ -43,6 +44,27 @@ HONOURED = {
     "TOKENIZERS_PARALLELISM": "set to `false` by the CLI unless already set (the tokenizers library warns "
                               "about forked processes otherwise)",
 }
+
+
+# Names some guides use, and the variable the libraries read.
+ALIASES = {"HUGGINGFACE_TOKEN": "HF_TOKEN"}
+
+
+def load_dotenv(directory: Path | None = None) -> dict[str, str]:
+    """Set the variables of `DIRECTORY/.env` (default: the working directory) that the
+    environment does not set already (the shell wins), then the aliases (`HUGGINGFACE_TOKEN` →
+    `HF_TOKEN`). The libraries (huggingface_hub, wandb, mlflow) read os.environ themselves, so
+    the values go there. Returns the variables set (name → value), for redaction."""
+    from dotenv import dotenv_values
+
+    path = (directory or Path.cwd()) / ".env"
+    values = {name: value for name, value in dotenv_values(path).items() if value is not None} if path.is_file() else {}
+    added = {name: value for name, value in values.items() if name not in os.environ}
+    os.environ.update(added)
+    for alias, name in ALIASES.items():
+        if alias in os.environ and name not in os.environ:
+            os.environ[name] = added[name] = os.environ[alias]
+    return added
 
 
 def environment_table() -> str:

@@ -47,3 +47,18 @@ def test_wandb_mode_follows_the_variables():
     assert wandb_mode("disabled", True)[0] == "disabled"
     assert wandb_mode(None, True)[0] == "online"
     assert wandb_mode(None, False)[0] == "offline"
+
+
+def test_a_dotenv_file_fills_what_the_shell_does_not_set_and_aliases_the_tutorials_token_name(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_text("HUGGINGFACE_TOKEN=hf_from_dotenv\nWANDB_MODE=offline\nMODEL_NAME=google/gemma-3-4b-it\n"
+                                   "# a comment\nWANDB_API_KEY=\"quoted key\"\n")
+    for name in ("HUGGINGFACE_TOKEN", "HF_TOKEN", "MODEL_NAME", "WANDB_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # the shell wins over .env
+    added = settings.load_dotenv(tmp_path)
+    import os
+
+    assert added == {"HUGGINGFACE_TOKEN": "hf_from_dotenv", "MODEL_NAME": "google/gemma-3-4b-it",
+                     "WANDB_API_KEY": "quoted key", "HF_TOKEN": "hf_from_dotenv"}
+    assert os.environ["HF_TOKEN"] == "hf_from_dotenv" and os.environ["WANDB_MODE"] == "disabled"
+    assert settings.load_dotenv(tmp_path / "nowhere") == {}
