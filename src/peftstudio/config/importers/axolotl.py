@@ -196,8 +196,8 @@ RULES = {
     "lora_target_modules": lora_targets,
     "lora_target_linear": when_set(lambda _v, _s: mapped(("peft.target_modules", "all-linear"))),
     "lora_modules_to_save": lambda v, _s: approx([("data.add_special_tokens", True)], (
-        "peftstudio does not train whole embed_tokens/lm_head; it trains the embedding rows of the tokens the chat "
-        "template adds (data.add_special_tokens), which is what these are usually saved for"))
+        "peftstudio trains the whole embed_tokens/lm_head only when data.add_special_tokens=true adds the chat "
+        "template's missing control tokens (what these are usually saved for); with no token to add they stay frozen"))
     if set(v) <= {"embed_tokens", "lm_head"} else common.fail(f"trains whole modules {v} beside the adapter"),
     "sequence_len": to("training.max_seq_length", int),
     "sample_packing": to("training.packing", switch),
