@@ -115,10 +115,11 @@ def image_token_stats(rows: list) -> dict[str, Any] | None:
         return None
     image_tokens = sum(row.image_tokens for row in image_rows)
     total = sum(len(row.input_ids) for row in rows)
-    images = sum(len(json.loads(row.images)) for row in image_rows)
+    images = sum(len(row.image_spans) for row in image_rows)  # as the model sees them: a grid is one
     longest = max(range(len(rows)), key=lambda i: len(rows[i].input_ids))
     return {"rows_with_images": len(image_rows), "images": images, "image_tokens": image_tokens,
             "text_tokens": total - image_tokens,
             "image_tokens_per_image": round(image_tokens / images, 1) if images else 0,
-            "max_images_per_row": max(len(json.loads(row.images)) for row in image_rows),
+            "max_images_per_row": max(len(row.image_spans) for row in image_rows),
+            "files": sum(len(json.loads(row.images)) for row in image_rows),
             "longest_row_index": longest}
