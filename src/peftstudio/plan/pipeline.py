@@ -29,7 +29,7 @@ from peftstudio.plan.hardware import HardwareProfile, detect
 from peftstudio.plan.objectives import data_arguments, measure_objective_data, refuse_unplannable
 from peftstudio.plan.platforms import compose_for_platform
 from peftstudio.plan.resolve import resolve
-from peftstudio.plan.vision_memory import without_image_packing
+from peftstudio.plan.vision_memory import refuse_unreadable_images, without_image_packing
 from peftstudio.plan.runplan import (DataSummary, Decision, OriginKind, RunPlan, Schedule, decisions_of, fingerprint,
                                      run_identity)
 from peftstudio.settings import ProcessPlace
@@ -106,6 +106,7 @@ def _tokenize(config: RunConfig, data: PreparedData, hardware: HardwareProfile,
     from peftstudio.data.tokenization import Masking, tokenize_data
     from peftstudio.data.tokenizer import prepare_tokenizer
 
+    refuse_unreadable_images(config, data)  # before any tokenizer loads (plan/vision_memory.py)
     if required:
         require_tokenizer_files(config, "training")
     missing = missing_tokenizer(config)

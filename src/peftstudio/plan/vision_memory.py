@@ -69,7 +69,24 @@ def modality_of(config: RunConfig, data, image_stats: dict | None) -> dict[str, 
                                            "(its vision tower unused)" if reads_images else "")
         return {"modality": "text", "modality_reason": reason}
     with_images = sum("images" in row for row in data.train_rows + data.validation_rows)
-    if reads_images is None:
+    refuse_unreadable_images(config, data)
+    grid = f"; data.image_grid={config.data.image_grid}: each record's images composed into one grid image " \
+           "(row-major, tiles the size of the first image)" if config.data.image_grid else ""
+    reason = (f"{with_images} of {len(data.train_rows) + len(data.validation_rows)} records have images and the model "
+              f"reads them ({reads_images}); loaded with AutoModelForImageTextToText, LoRA on the language model only, "
+              f"vision tower and projector frozen{grid}")
+    return {"modality": "image-text", "modality_reason": reason, "images": image_stats or {}}
+
+
+def refuse_unreadable_images(config: RunConfig, data) -> None:
+    """Image data on a text-only model, or packed image rows: refused before any tokenizer or
+    model loads."""
+    from peftstudio.data.vision_processor import image_text_reason
+
+    if data.modality != "image-text":
+        return
+    if image_text_reason(config) is None:
+        with_images = sum("images" in row for row in data.train_rows + data.validation_rows)
         raise UserError(Problem("model.name_or_path", f"{with_images} record(s) of {data.source} have images, but "
                                 f"{config.model.name_or_path!r} is a text-only model",
                                 "use an image-text model (model=tiny_vision, gemma3_4b, qwen2_5_vl_3b, qwen2_5_vl_7b, or "
@@ -78,12 +95,6 @@ def modality_of(config: RunConfig, data, image_stats: dict | None) -> dict[str, 
         raise UserError(Problem("training.packing", "packing is not supported for image-text data: packed rows would "
                                 "share one attention span across images and the pixel tensors would no longer line up "
                                 "with their image tokens", "set training.packing=off (or auto)"))
-    grid = f"; data.image_grid={config.data.image_grid}: each record's images composed into one grid image " \
-           "(row-major, tiles the size of the first image)" if config.data.image_grid else ""
-    reason = (f"{with_images} of {len(data.train_rows) + len(data.validation_rows)} records have images and the model "
-              f"reads them ({reads_images}); loaded with AutoModelForImageTextToText, LoRA on the language model only, "
-              f"vision tower and projector frozen{grid}")
-    return {"modality": "image-text", "modality_reason": reason, "images": image_stats or {}}
 
 
 def describe_images(plan) -> str:
