@@ -24,7 +24,7 @@ def image_text_reason(config: RunConfig) -> str | None:
     if model.name_or_path == EMBEDDED_VISION_ID:
         return "the embedded tiny image-text model (Gemma-3 architecture)"
     if model.architecture is not None and model.architecture.vision is not None:
-        return f"model.architecture.vision: a {model.architecture.model_type} vision tower"
+        return f"model.architecture.vision: a {model.architecture.vision.num_layers}-block vision tower"
     local = Path(model.name_or_path).expanduser() / "config.json"
     if local.is_file() and "vision_config" in json.loads(local.read_text(encoding="utf-8")):
         return f"{local} has a vision_config"

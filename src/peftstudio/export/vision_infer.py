@@ -25,13 +25,15 @@ def load_image_text_run(path: Path):
 
     from peftstudio.data.vision_processor import load_processor
     from peftstudio.model.load import load_base_model, load_tokenizer, model_location, quantization_config
+    from peftstudio.model.vision import keep_vision_unquantized
 
     run_dir, config = finished_run(path)
     tokenizer = load_tokenizer(str(run_dir.adapter), config.model)
     on_gpu = config.device == "cuda" and torch.cuda.is_available()
     precision = config.training.precision if on_gpu else "fp32"
     base = load_base_model(model_location(config.model), config.model, precision, "sdpa",
-                           quantization_config(config.peft), "cuda" if on_gpu else "cpu", image_text=True)
+                           keep_vision_unquantized(quantization_config(config.peft)), "cuda" if on_gpu else "cpu",
+                           image_text=True)
     model = PeftModel.from_pretrained(base, str(run_dir.adapter))
     model.eval()
     return model, load_processor(config, tokenizer), config

@@ -55,3 +55,16 @@ def attach_image_text_adapter(model, peft: PeftSettings, seed: int, gradient_che
     config = lora_config(peft)
     config.target_modules = language_target_pattern(model, peft)
     return get_peft_model(model, config)
+
+
+# What bitsandbytes must leave at the compute precision in an image-text model: the vision
+# tower and projector (QLoRA quantizes the language model only, as the tutorial does) and the
+# output head (transformers' own default, replaced when a list is given).
+UNQUANTIZED = [r".*vision_tower", r".*multi_modal_projector", r".*visual", "lm_head"]
+
+
+def keep_vision_unquantized(quantization):
+    """The quantization config with the vision tower and projector left unquantized (None stays None)."""
+    if quantization is not None:
+        quantization.llm_int8_skip_modules = list(UNQUANTIZED)
+    return quantization

@@ -29,7 +29,7 @@ from peftstudio.plan.hardware import HardwareProfile, detect
 from peftstudio.plan.objectives import data_arguments, measure_objective_data, refuse_unplannable
 from peftstudio.plan.platforms import compose_for_platform
 from peftstudio.plan.resolve import resolve
-from peftstudio.plan.vision_memory import refuse_unreadable_images, without_image_packing
+from peftstudio.plan.vision_memory import estimated_lengths, refuse_unreadable_images, without_image_packing
 from peftstudio.plan.runplan import (DataSummary, Decision, OriginKind, RunPlan, Schedule, decisions_of, fingerprint,
                                      run_identity)
 from peftstudio.settings import ProcessPlace
@@ -161,7 +161,7 @@ def _data_summary(config: RunConfig, data: PreparedData, tokens: TokenizedData |
                   **modality_of(config, data, tokens.image_stats if tokens is not None else None))
     if tokens is None:
         micro_batch = _planned_micro_batch(config, hardware)
-        lengths = [sum(len(str(value)) for value in row.values()) // 4 + 1 for row in data.train_rows]
+        lengths = estimated_lengths(config, data)  # text at 4 characters per token, plus image tokens
         return DataSummary(**common, train_rows=len(data.train_rows), validation_rows=len(data.validation_rows),
                            padding_waste=round(padding_waste(lengths, micro_batch), 4),
                            token_lengths=percentiles(lengths), tokens_measured=False,

@@ -19,6 +19,7 @@ most images any sample has.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from peftstudio.config.schema import RunConfig, VisionTower
@@ -75,7 +76,25 @@ def modality_of(config: RunConfig, data, image_stats: dict | None) -> dict[str, 
     reason = (f"{with_images} of {len(data.train_rows) + len(data.validation_rows)} records have images and the model "
               f"reads them ({reads_images}); loaded with AutoModelForImageTextToText, LoRA on the language model only, "
               f"vision tower and projector frozen{grid}")
-    return {"modality": "image-text", "modality_reason": reason, "images": image_stats or {}}
+    return {"modality": "image-text", "modality_reason": reason,
+            "images": image_stats or estimated_image_stats(config, data)}
+
+
+def estimated_image_stats(config: RunConfig, data) -> dict[str, Any]:
+    """Image and text tokens from the architecture numbers when the tokenizer is not at hand
+    (a hub model not downloaded): each image (a grid counts once) is the preset's tokens per
+    image plus the text wrapped around it; text is 4 characters per token."""
+    arch = config.model.architecture
+    if arch is None or arch.vision is None:
+        return {}
+    per_image = arch.vision.tokens_per_image + arch.vision.extra_tokens_per_image
+    counts = [min(len(row.get("images", [])), 1 if config.data.image_grid else 10**6) for row in data.train_rows]
+    text = sum(len(json.dumps({k: v for k, v in row.items() if k != "images"})) // 4 for row in data.train_rows)
+    images = sum(counts)
+    return {"rows_with_images": sum(1 for n in counts if n), "images": images, "image_tokens": images * per_image,
+            "text_tokens": text, "image_tokens_per_image": per_image, "max_images_per_row": max(counts, default=0),
+            "files": sum(len(row.get("images", [])) for row in data.train_rows), "estimated": True,
+            "longest_row": None}
 
 
 def refuse_unreadable_images(config: RunConfig, data) -> None:
@@ -103,6 +122,10 @@ def describe_images(plan) -> str:
     if not stats:
         return "token figures not measured (no tokenizer)"
     longest = plan.data.token_lengths.get("max")
+    if stats.get("estimated"):
+        return (f"{stats['images']} image(s) from {stats['files']} files in {stats['rows_with_images']} training rows; "
+                f"~{stats['image_tokens']:,} image tokens ({stats['image_tokens_per_image']} per image, from "
+                f"model.architecture.vision) + ~{stats['text_tokens']:,} text tokens (estimated: no tokenizer here)")
     files = f" from {stats['files']} files" if stats.get("files", stats["images"]) != stats["images"] else ""
     return (f"{stats['images']} image(s){files} in {stats['rows_with_images']} training rows (at most "
             f"{stats['max_images_per_row']} per row); {stats['image_tokens']:,} image tokens "
@@ -120,3 +143,17 @@ def without_image_packing(resolution, summary):
     config = resolution.config.model_copy(update={"training": training.model_copy(update={"packing": "off"})})
     reason = "image-text data is never packed (the pixel tensors must line up with each row's image tokens)"
     return replace(resolution, config=config, reasons={**resolution.reasons, "training.packing": reason})
+
+
+def estimated_lengths(config: RunConfig, data) -> list[int]:
+    """Tokens per training row without a tokenizer: 4 characters per text token, plus each
+    image's tokens from model.architecture.vision (a grid counts once)."""
+    arch = config.model.architecture
+    per_image = arch.vision.tokens_per_image + arch.vision.extra_tokens_per_image if arch and arch.vision else 0
+    lengths = []
+    for row in data.train_rows:
+        images = len(row.get("images", []))
+        images = min(images, 1) if config.data.image_grid else images
+        text = sum(len(str(value)) for key, value in row.items() if key != "images")
+        lengths.append(text // 4 + 1 + images * per_image)
+    return lengths

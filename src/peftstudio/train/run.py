@@ -288,8 +288,13 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
     location = model_location(config.model)
     tokenizer = data.setup.tokenizer  # the one plan measured with: template set, pad token fixed
     image_text = getattr(data, "image_stats", None) is not None
+    quantization = quantization_config(config.peft)
+    if image_text:
+        from peftstudio.model.vision import keep_vision_unquantized
+
+        quantization = keep_vision_unquantized(quantization)
     base = load_base_model(location, config.model, training.precision, training.attention,
-                           quantization_config(config.peft), config.device, image_text=image_text)
+                           quantization, config.device, image_text=image_text)
     match_vocabulary(base, tokenizer)
     if image_text:
         from peftstudio.model.vision import attach_image_text_adapter
