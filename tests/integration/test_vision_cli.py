@@ -70,6 +70,7 @@ def test_adapter_targets_the_language_model_and_loads_with_peft(trained, vision_
     saved = load_file(workdir / "outputs/adapter/adapter_model.safetensors")
     assert saved and all("language_model" in name for name in saved), "vision tower and projector stay frozen"
     base = AutoModelForImageTextToText.from_pretrained(vision_cache)
+    assert torch.count_nonzero(base.model.multi_modal_projector.mm_input_projection_weight), "not a blind model"
     model = PeftModel.from_pretrained(base, workdir / "outputs/adapter")
     trained_b = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert trained_b and any(torch.count_nonzero(p) for p in trained_b)

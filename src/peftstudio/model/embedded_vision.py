@@ -4,8 +4,8 @@
 `AutoProcessor` and `AutoTokenizer` load like a hub checkout of a Gemma-3 model: a
 `Gemma3ForConditionalGeneration` (SigLIP tower, average-pooling projector, Gemma-3 text
 model) initialised from a fixed seed, and the processor of `data/embedded_vision.py`. The
-language model starts as the embedded text model's? No: Gemma-3 blocks differ from Llama's,
-so the whole model starts from the seed; it is a test bed for the image-text machinery
+whole model starts from the seed (Gemma-3 blocks differ from the embedded text model's Llama
+blocks, so those weights cannot be reused); it is a test bed for the image-text machinery
 (image checks, collation, LoRA on the language model, resume, generate with an image), and
 fine-tuning it on the bundled image sample visibly lowers its loss. Built once into the cache
 (a few seconds), with the same staging, lock and rename as the text model.
@@ -73,12 +73,18 @@ def gemma3_config(tokenizer):
 
 def build_embedded_vision_model(output_dir: Path) -> None:
     """Initialise the model from the recipe's seed and save it with its processor."""
+    import torch
     from transformers import Gemma3ForConditionalGeneration, GenerationConfig
 
     processor = vision_processor()
     tokenizer = processor.tokenizer
     with _deterministic_torch(int(BUILD_SETTINGS["seed"]), int(BUILD_SETTINGS["threads"])):
         model = Gemma3ForConditionalGeneration(gemma3_config(tokenizer))
+        # transformers initialises Gemma 3's projector to zeros (a pretrained checkpoint always
+        # overwrites it): every image would reach the language model as the same zero vector,
+        # a blind model. Random, scaled so image embeddings have the text embeddings' size.
+        projection = model.model.multi_modal_projector.mm_input_projection_weight
+        torch.nn.init.normal_(projection, std=float(BUILD_SETTINGS["projector_std"]))
     model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                                pad_token_id=tokenizer.pad_token_id)
     model.save_pretrained(output_dir, safe_serialization=True)
