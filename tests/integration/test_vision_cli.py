@@ -90,3 +90,19 @@ def test_generate_with_an_image(trained):
     assert "prompt   'What colour is the shape?'" in result.stdout and "adapter" in result.stdout
     missing = run_cli("generate", "outputs", "--prompt", "?", "--image", "nope.png", cwd=workdir)
     assert missing.returncode == 2 and "nope.png not found" in missing.stderr
+
+
+def test_qlora_quantizes_the_language_model_only(vision_cache):
+    from peftstudio.config.validate import load_config
+    from peftstudio.model.load import load_base_model, quantization_config
+    from peftstudio.model.vision import attach_image_text_adapter, keep_vision_unquantized
+
+    config = load_config(["model=tiny_vision", "peft=qlora", "peft.compute_dtype=fp32"])[0]
+    model = load_base_model(str(vision_cache), config.model, "fp32", "sdpa",
+                            keep_vision_unquantized(quantization_config(config.peft)), "cpu", image_text=True)
+    kinds = {(("vision" if "vision_tower" in n else "language"), type(m).__name__) for n, m in model.named_modules()
+             if type(m).__name__ in ("Linear", "Linear4bit")}
+    assert ("vision", "Linear4bit") not in kinds and ("language", "Linear4bit") in kinds
+    wrapped = attach_image_text_adapter(model, config.peft, 0)
+    trainable = [n for n, p in wrapped.named_parameters() if p.requires_grad]
+    assert trainable and all("language_model" in n for n in trainable)
