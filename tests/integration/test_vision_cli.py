@@ -106,3 +106,16 @@ def test_qlora_quantizes_the_language_model_only(vision_cache):
     wrapped = attach_image_text_adapter(model, config.peft, 0)
     trainable = [n for n, p in wrapped.named_parameters() if p.requires_grad]
     assert trainable and all("language_model" in n for n in trainable)
+
+
+@pytest.mark.parametrize("scope", ["vision", "all"])
+def test_target_scope_puts_adapters_on_the_named_parts(vision_cache, scope):
+    from peftstudio.config.validate import load_config
+    from peftstudio.model.load import load_base_model
+    from peftstudio.model.vision import attach_image_text_adapter
+
+    config = load_config(["model=tiny_vision", f"peft.target_scope={scope}"])[0]
+    model = load_base_model(str(vision_cache), config.model, "fp32", "sdpa", None, "cpu", image_text=True)
+    trainable = [n for n, p in attach_image_text_adapter(model, config.peft, 0).named_parameters() if p.requires_grad]
+    parts = {"vision" if "vision_tower" in n else "language" if "language_model" in n else "other" for n in trainable}
+    assert parts == ({"vision"} if scope == "vision" else {"vision", "language"})

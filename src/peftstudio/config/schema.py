@@ -145,6 +145,9 @@ class PeftSettings(Section):
     """Dropout on the LoRA input. 0.05-0.1 on small datasets; 0 for speed."""
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
     """Modules that get adapters: `all-linear`, or a list of names such as [q_proj, v_proj]."""
+    target_scope: Literal["language", "vision", "all"] = "language"
+    """Image-text models: which part's layers get adapters: the language model (default), the
+    vision tower, or both. The projector and everything else stay frozen. Ignored for text-only runs."""
     bias: Literal["none", "all", "lora_only"] = "none"
     """Which biases to train along with the adapter."""
     use_rslora: bool = False

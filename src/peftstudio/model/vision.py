@@ -1,11 +1,11 @@
-"""Image-text models: loading through `AutoModelForImageTextToText`, and LoRA on the language
-model only.
+"""Image-text models: LoRA on the part `peft.target_scope` names (the language model by
+default), and QLoRA that leaves the vision tower unquantized.
 
-The vision tower and the projector stay frozen at the training precision (peft freezes every
-base weight; the adapter's layers are chosen here): the default `peft.target_modules` would
-otherwise also match the vision tower's Linear layers (`all-linear` matches every one).
-Targets are given to peft as one regular expression over full module names, so a layer of
-the same name in the vision tower (`q_proj` in SigLIP) is never touched.
+The base stays frozen at the training precision (peft freezes every base weight; the adapter's
+layers are chosen here): `all-linear` would otherwise match the vision tower's Linear layers
+too. Targets are given to peft as one regular expression of full module names, so a layer of
+the same name in the other part (`q_proj` in SigLIP and in Gemma) is never touched by mistake.
+The projector is never a target.
 """
 
 from __future__ import annotations
@@ -14,30 +14,38 @@ import re
 
 from peftstudio.config.schema import PeftSettings
 
-VISION_PARTS = ("vision_tower", "visual", "vision_model", "multi_modal_projector", "mm_projector")
+TOWERS = ("vision_tower", "visual", "vision_model")
+PROJECTORS = ("multi_modal_projector", "mm_projector", "merger")
 
 
-def language_linear_names(model, wanted: list[str] | str) -> list[str]:
-    """Full names of the language model's Linear layers that `wanted` (all-linear or short
-    names) selects; the output head is never one."""
+def scoped_linear_names(model, wanted: list[str] | str, scope: str = "language") -> list[str]:
+    """Full names of the Linear layers that `wanted` (all-linear or short names) selects in the
+    part `scope` names (language, vision or all); the output head and the projector never."""
     import torch
 
     head = id(model.get_output_embeddings())
     found = []
     for name, module in model.named_modules():
-        if not isinstance(module, torch.nn.Linear) or id(module) == head or "language_model" not in name:
+        if not isinstance(module, torch.nn.Linear) or id(module) == head:
             continue
-        if any(part in name.split(".") for part in VISION_PARTS):
+        parts = name.split(".")
+        if any(p in parts for p in PROJECTORS):
             continue
-        if wanted == "all-linear" or name.rpartition(".")[2] in wanted:
+        part = "vision" if any(p in parts for p in TOWERS) else "language" if "language_model" in parts else None
+        if part is None or scope not in (part, "all"):
+            continue
+        if wanted == "all-linear" or parts[-1] in wanted:
             found.append(name)
     return found
 
 
-def language_target_pattern(model, peft: PeftSettings) -> str:
-    """One regex peft full-matches against module names: the language model's targets only."""
-    suffixes = sorted({name.rpartition(".")[2] for name in language_linear_names(model, peft.target_modules)})
-    return rf".*language_model.*\.({'|'.join(map(re.escape, suffixes))})"
+def target_pattern(model, peft: PeftSettings) -> str:
+    """One regex peft full-matches against module names: the scope's targets only."""
+    names = scoped_linear_names(model, peft.target_modules, peft.target_scope)
+    if not names:
+        raise ValueError(f"peft.target_modules={peft.target_modules} matches no Linear layer in the "
+                         f"{peft.target_scope} part of this model")
+    return "|".join(re.escape(name) for name in names)
 
 
 def attach_image_text_adapter(model, peft: PeftSettings, seed: int, gradient_checkpointing: bool = False):
@@ -53,7 +61,7 @@ def attach_image_text_adapter(model, peft: PeftSettings, seed: int, gradient_che
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     config = lora_config(peft)
-    config.target_modules = language_target_pattern(model, peft)
+    config.target_modules = target_pattern(model, peft)
     return get_peft_model(model, config)
 
 

@@ -26,6 +26,11 @@ from peftstudio.config.schema import RunConfig, VisionTower
 from peftstudio.errors import Problem, UserError
 
 PRECISION_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
+SCOPES = {"language": "LoRA on the language model only (peft.target_scope=language), vision tower and projector frozen",
+          "vision": "LoRA on the vision tower only (peft.target_scope=vision), language model and projector frozen; "
+                    "the estimate counts language-model adapters only",
+          "all": "LoRA on the language model and the vision tower (peft.target_scope=all), projector frozen; "
+                 "the estimate counts language-model adapters only"}
 
 
 def vision_parameters(vision: VisionTower) -> int:
@@ -74,8 +79,7 @@ def modality_of(config: RunConfig, data, image_stats: dict | None) -> dict[str, 
     grid = f"; data.image_grid={config.data.image_grid}: each record's images composed into one grid image " \
            "(row-major, tiles the size of the first image)" if config.data.image_grid else ""
     reason = (f"{with_images} of {len(data.train_rows) + len(data.validation_rows)} records have images and the model "
-              f"reads them ({reads_images}); loaded with AutoModelForImageTextToText, LoRA on the language model only, "
-              f"vision tower and projector frozen{grid}")
+              f"reads them ({reads_images}); loaded with AutoModelForImageTextToText, {SCOPES[config.peft.target_scope]}{grid}")
     return {"modality": "image-text", "modality_reason": reason,
             "images": image_stats or estimated_image_stats(config, data)}
 
