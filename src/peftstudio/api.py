@@ -333,10 +333,11 @@ def generate(run_dir: Path, prompts: list[str] | None = None, count: int = 5, ma
 
 
 def _trained_on_images(run_dir: Path) -> bool:
-    from peftstudio.export.infer import finished_run
+    """Whether the run's plan recorded image-text data (plan.json's data.modality)."""
+    from peftstudio.plan.runs import read_run
 
-    _, config = finished_run(run_dir)
-    return config.data.path.endswith(("vision-sample", "grid-sample")) or config.data.image_grid is not None
+    record = read_run(run_dir, require_plan=True)
+    return record.plan.data.modality == "image-text"
 
 
 def _generate_with_images(run_dir: Path, prompts: list[str] | None, images: list[Path], count: int,
