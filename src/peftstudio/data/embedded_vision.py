@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
 EMBEDDED_VISION_ID = "embedded:tiny-vision"
-RECIPE_VERSION = 2  # 2: the projector is initialised randomly (transformers leaves it zero)
+RECIPE_VERSION = 3  # 2: random projector (transformers leaves it zero); 3: caption pretraining
 
 BOI_TOKEN = "<start_of_image>"
 EOI_TOKEN = "<end_of_image>"
@@ -57,7 +57,8 @@ TINY_VISION_TOWER: dict[str, int] = {
     "tokens_per_image": 16,
 }
 
-BUILD_SETTINGS: dict[str, int | float] = {"seed": 4321, "init_std": 0.05, "projector_std": 0.0625, "threads": 2}
+BUILD_SETTINGS: dict[str, int | float] = {"seed": 4321, "init_std": 0.05, "projector_std": 0.0625, "threads": 2,
+                                          "caption_steps": 100, "caption_batch": 16, "caption_lr": 3e-3}
 
 
 @functools.cache

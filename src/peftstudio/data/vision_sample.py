@@ -129,3 +129,30 @@ def _grid_row(directory: Path, index: int, rng: random.Random) -> dict:
         {"role": "user", "content": "<image><image><image><image>Which button follows the ball? Answer in JSON."},
         {"role": "assistant", "content": json.dumps({"button": button})},
     ], "images": names}
+
+
+def caption_images(count: int, seed: int) -> list[tuple[object, str]]:
+    """(image, caption) pairs drawn like the shape sample, for the tiny image-text model's
+    pretraining: captions state what the questions ask ("two blue squares", "a red circle on
+    the left"), never as a question or a chat turn."""
+    from PIL import Image, ImageDraw
+
+    rng, size, pairs = random.Random(seed), SETTINGS["size"], []
+    for _ in range(count):
+        colour, shape = rng.choice(list(COLOURS)), rng.choice(SHAPES)
+        count_here = rng.randint(1, 4) if rng.random() < 0.5 else 1
+        side = rng.choice(("left", "right"))
+        image = Image.new("RGB", (size, size), (255, 255, 255))
+        draw = ImageDraw.Draw(image)
+        for slot in range(count_here):
+            if count_here > 1:
+                x, y = (slot % 2) * 32 + 6, (slot // 2) * 32 + 6
+            else:
+                x, y = rng.randint(2, 10) + (34 if side == "right" else 0), rng.randint(10, 30)
+            _draw(draw, shape, (x, y, x + 20, y + 20), COLOURS[colour])
+        if count_here > 1:
+            caption = f"{COUNT_NAMES[count_here - 1]} {colour} {shape}s."
+        else:
+            caption = f"one {colour} {shape} on the {side}."
+        pairs.append((image, caption))
+    return pairs
