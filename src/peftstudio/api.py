@@ -308,7 +308,8 @@ class Generation:
 
 
 def generate(run_dir: Path, prompts: list[str] | None = None, count: int = 5, max_new_tokens: int = 48,
-             temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> list[Generation]:
+             temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
+             images: list[Path] | None = None) -> list[Generation]:
     """Generations from a trained run's adapter next to the base model's, with the chat
     template applied: greedy by default, seeded sampling when temperature > 0. Without
     prompts, uses the first validation samples of the run."""
@@ -319,6 +320,8 @@ def generate(run_dir: Path, prompts: list[str] | None = None, count: int = 5, ma
                                 "use temperature >= 0 (0 = greedy), 0 < top_p <= 1 and max_new_tokens >= 1"))
     sampling = Sampling(max_new_tokens, temperature, top_p, seed)
     quiet_libraries(interactive=False)
+    if images or _trained_on_images(Path(run_dir)):
+        return _generate_with_images(Path(run_dir), prompts, images or [], count, sampling)
     model, tokenizer, config = load_run_model(Path(run_dir))
     expected: list[str | None]
     if prompts:
@@ -327,6 +330,31 @@ def generate(run_dir: Path, prompts: list[str] | None = None, count: int = 5, ma
         prompts, expected = _validation_prompts(config, count)
     return [Generation(p, e, base, tuned) for p, e, (base, tuned) in
             zip(prompts, expected, run_prompts(model, tokenizer, prompts, sampling))]
+
+
+def _trained_on_images(run_dir: Path) -> bool:
+    """Whether the run's plan recorded image-text data (plan.json's data.modality)."""
+    from peftstudio.plan.runs import read_run
+
+    record = read_run(run_dir, require_plan=True)
+    return record.plan.data.modality == "image-text"
+
+
+def _generate_with_images(run_dir: Path, prompts: list[str] | None, images: list[Path], count: int,
+                          sampling) -> list[Generation]:
+    """Image-text generation (export/vision_infer.py): the prompts with --image files, or the
+    run's held-out image samples."""
+    from peftstudio.export.vision_infer import checked_images, load_image_text_run, run_image_prompts, validation_samples
+
+    refs = checked_images(images)  # before the model loads: a missing image is a user error
+    model, processor, config = load_image_text_run(run_dir)
+    if prompts:
+        samples, expected = [(p, refs) for p in prompts], [None] * len(prompts)
+    else:
+        held_out = validation_samples(config, count)
+        samples, expected = [(p, r) for p, r, _ in held_out], [e for _, _, e in held_out]
+    return [Generation(p, e, base, tuned) for (p, _), e, (base, tuned) in
+            zip(samples, expected, run_image_prompts(model, processor, config, samples, sampling))]
 
 
 def _validation_prompts(config, count: int) -> tuple[list[str], list[str | None]]:

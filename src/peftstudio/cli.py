@@ -134,11 +134,13 @@ def generate(run_dir: Path = typer.Argument(..., help="a finished run's output d
              max_new_tokens: int = typer.Option(48, help="tokens to generate per prompt"),
              temperature: float = typer.Option(0.0, help="0 = greedy (default); above 0 samples"),
              top_p: float = typer.Option(1.0, help="nucleus sampling mass (with --temperature > 0)"),
-             seed: int = typer.Option(0, help="sampling seed: the same seed gives the same text")) -> None:
+             seed: int = typer.Option(0, help="sampling seed: the same seed gives the same text"),
+             image: Optional[list[Path]] = typer.Option(None, "--image", help="an image for the prompts (repeatable; "
+                                                        "image-text runs)")) -> None:
     """Try the trained adapter (chat template applied), next to the base model without it."""
     from peftstudio import api
 
-    for item in api.generate(run_dir, prompt, count, max_new_tokens, temperature, top_p, seed):
+    for item in api.generate(run_dir, prompt, count, max_new_tokens, temperature, top_p, seed, image):
         console.print(f"[bold]prompt[/]   {item.prompt!r}")
         if item.expected is not None:
             console.print(f"expected  {item.expected!r}")

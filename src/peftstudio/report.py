@@ -60,6 +60,12 @@ def print_data_summary(console: Console, plan: RunPlan) -> None:
                   f"{training.micro_batch_size}; {data.over_limit} over max_seq_length={training.max_seq_length} "
                   f"(data.overlong={data.overlong})"
                   + (f"; {data.masked_dropped} left out with no label" if data.masked_dropped else ""))
+    if data.modality != "text" or data.modality_reason:
+        console.print(f"[bold]modality[/]  {data.modality}: {data.modality_reason}")
+    if data.images:
+        from peftstudio.plan.vision_memory import describe_images
+
+        console.print(f"[bold]images[/]    {describe_images(plan)}")
     if data.chat_template:
         console.print(f"[bold]template[/]  {data.chat_template}; loss on {_loss_on(plan)}")
     if data.added_tokens:

@@ -48,6 +48,33 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
 
 
+class VisionTower(Section):
+    """The vision encoder and projector of an image-text model, enough to plan it offline."""
+
+    num_layers: int = Field(ge=1)
+    """Encoder blocks of the vision tower."""
+    hidden_size: int = Field(ge=1)
+    """Vision tower width."""
+    intermediate_size: int = Field(ge=1)
+    """Vision tower MLP width."""
+    num_heads: int = Field(ge=1)
+    """Vision tower attention heads."""
+    patch_size: int = Field(ge=1)
+    """Pixels per patch side."""
+    image_size: int = Field(ge=1)
+    """Side of the square image the tower reads (Gemma 3: 896); for Qwen2.5-VL the default
+    resolution the token count is estimated at."""
+    tokens_per_image: int = Field(ge=1)
+    """Image tokens one image becomes in the text sequence (Gemma 3: 256 fixed; Qwen2.5-VL:
+    (side / 28)^2 at the image's resolution, between min and max pixels)."""
+    extra_tokens_per_image: int = Field(default=0, ge=0)
+    """Text tokens wrapped around each image (Gemma 3: two newlines, begin and end of image)."""
+    projector_parameters: int = Field(default=0, ge=0)
+    """Parameters of the projector from the vision width to the text width."""
+    parameters: int = Field(default=0, ge=0)
+    """All parameters of the vision tower (0: counted from the numbers above)."""
+
+
 class ModelArchitecture(Section):
     """Architecture numbers of a model, enough to plan it without downloading weights."""
 
@@ -79,6 +106,9 @@ class ModelArchitecture(Section):
     """Experts per mixture-of-experts block (Mixtral: 8); 0 for a dense MLP."""
     num_experts_per_token: int = Field(default=0, ge=0)
     """Experts each token is routed to (Mixtral: 2); 0 for a dense MLP."""
+    vision: VisionTower | None = None
+    """The vision tower and projector of an image-text model (Gemma 3 4B+, Qwen2.5-VL); null
+    for a text-only model."""
     norms_per_block: int | None = Field(default=None, ge=0)
     """Layer norms per block when the family allows several layouts (Falcon-7B: 1, Falcon-40B: 2);
     null means the family's usual."""
@@ -115,6 +145,9 @@ class PeftSettings(Section):
     """Dropout on the LoRA input. 0.05-0.1 on small datasets; 0 for speed."""
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
     """Modules that get adapters: `all-linear`, or a list of names such as [q_proj, v_proj]."""
+    target_scope: Literal["language", "vision", "all"] = "language"
+    """Image-text models: which part's layers get adapters: the language model (default), the
+    vision tower, or both. The projector and everything else stay frozen. Ignored for text-only runs."""
     bias: Literal["none", "all", "lora_only"] = "none"
     """Which biases to train along with the adapter."""
     use_rslora: bool = False
@@ -327,6 +360,10 @@ class DataSettings(Section):
     """Hub dataset configuration (subset) name, when the dataset has several."""
     revision: str | None = None
     """Hub dataset revision (branch, tag or commit); null means the default branch."""
+    image_grid: str | None = Field(default=None, pattern=r"^[1-9]x[1-9]$")
+    """Compose each record's images into one ROWSxCOLUMNS grid image (e.g. 2x2: four
+    consecutive frames, row-major, each tile the first image's size); null keeps the images
+    separate. Only for image-text data."""
     datasets: list[DataSource] = Field(default_factory=list)
     """Further datasets trained on together with data.path: each read and checked in its own
     format and columns, then all rows concatenated before the shuffle and split, e.g.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ class PreparedData:
     train_where: list[str] = field(default_factory=list)
     validation_where: list[str] = field(default_factory=list)
     split_reason: str = ""
+    modality: str = "text"  # "image-text" when any record carries images (data/images.py)
 
 
 def prepare_data(settings: DataSettings, objective: str = "sft", reward_columns: dict[str, str] | None = None) -> PreparedData:
@@ -77,8 +79,9 @@ def _finish(settings: DataSettings, source: SourceRecords, data_format: str, rea
     else:
         train, validation = _split(source.source, rows, settings.validation_split)
         split_reason = f"data.validation_split={settings.validation_split:g} of the shuffled rows"
+    modality = "image-text" if any("images" in r for _, r in train + validation) else "text"
     return PreparedData(source.source, data_format, reason, [r for _, r in train], [r for _, r in validation], digest,
-                        [w for w, _ in train], [w for w, _ in validation], split_reason)
+                        [w for w, _ in train], [w for w, _ in validation], split_reason, modality)
 
 
 def extra_rows(settings: DataSettings) -> tuple[list[tuple[str, list]], list[str]]:
@@ -105,7 +108,8 @@ def mix_rows(parts: list[tuple[str, list]]) -> tuple[list, str]:
     if "text" in shapes:
         raise UserError(Problem("data.datasets", f"formats {sorted({f for f, _ in parts})} mix plain text with "
                                 "conversations", "train text datasets in a run of their own"))
-    mixed = [(where, {"messages": row["prompt"] + row["completion"]} if "prompt" in row else row)
+    mixed = [(where, {"messages": row["prompt"] + row["completion"], **({"images": row["images"]} if "images" in row else {})}
+              if "prompt" in row else row)
              for _, rows in parts for where, row in rows]
     return mixed, "chat"
 
@@ -117,8 +121,26 @@ def _renamed(source: SourceRecords, settings: DataSettings) -> SourceRecords:
 
 def _checked_rows(source: SourceRecords, settings: DataSettings, data_format: str) -> list[tuple[str, dict]]:
     renamed = _renamed(source, settings)
-    check_records(source.source, renamed.records, data_format, settings.columns)
-    return [(record.where, to_trl(record.values, data_format)) for record in renamed.records]
+    texts, refs = _split_images(source, renamed.records, settings)
+    check_records(source.source, texts, data_format, settings.columns)
+    return [(record.where, with_images(to_trl(record.values, data_format), images))
+            for record, images in zip(texts, refs)]
+
+
+def _split_images(source: SourceRecords, records: list, settings: DataSettings) -> tuple[list, list]:
+    """Image parts / `images` columns taken out of the records and checked (data/images.py)."""
+    from peftstudio.data.images import has_images, image_records, parse_grid
+
+    if not any(has_images(record.values) for record in records):
+        return records, [[] for _ in records]
+    base = Path(source.source).parent if source.kind in ("jsonl", "json", "csv", "tsv", "parquet") else Path.cwd()
+    return image_records(records, base, parse_grid(settings.image_grid))
+
+
+def with_images(row: dict[str, Any], refs: list) -> dict[str, Any]:
+    from peftstudio.data.images import refs_to_json
+
+    return {**row, "images": refs_to_json(refs)} if refs else row
 
 
 def _split(source: str, rows: list, fraction: float) -> tuple[list, list]:

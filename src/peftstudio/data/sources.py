@@ -46,6 +46,11 @@ def resolve_source(path_text: str) -> str:
         from peftstudio.data.sample import SAMPLE_DATA_PATH
 
         return str(SAMPLE_DATA_PATH)
+    if path_text.startswith("embedded:") and path_text.endswith(("vision-sample", "grid-sample")):
+        from peftstudio.data.vision_sample import SAMPLE_FILES, sample_path
+
+        if path_text in SAMPLE_FILES:
+            return str(sample_path(path_text))
     return path_text
 
 

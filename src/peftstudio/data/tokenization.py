@@ -20,7 +20,7 @@ would have none, the run is refused with the cause and the fix.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from peftstudio.data.prepare import PreparedData
@@ -59,9 +59,13 @@ class TokenizedData:
     validation: list[TokenizedRow]
     stats: TokenStats
     warnings: list[str] = field(default_factory=list)
+    image_stats: dict | None = None  # text and image tokens apart (data/vision_tokens.py); None: text only
 
     def as_columns(self, rows: list[TokenizedRow]) -> dict[str, list[list[int]]]:
-        return {"input_ids": [r.input_ids for r in rows], "labels": [r.labels for r in rows]}
+        columns = {"input_ids": [r.input_ids for r in rows], "labels": [r.labels for r in rows]}
+        if self.image_stats is not None:  # the collator loads them (train/vision_collator.py)
+            columns["image_refs"] = [getattr(r, "images", "[]") for r in rows]
+        return columns
 
 
 @dataclass(frozen=True)
@@ -158,7 +162,7 @@ def limit_lengths(rows: list[TokenizedRow], where: list[str], max_length: int, a
         dropped = set(over)
         kept = [i for i in range(len(rows)) if i not in dropped]
         return [rows[i] for i in kept], [where[i] for i in kept], len(over)
-    cut = [TokenizedRow(r.input_ids[:max_length], r.labels[:max_length]) for r in rows]
+    cut = [replace(r, input_ids=r.input_ids[:max_length], labels=r.labels[:max_length]) for r in rows]
     return cut, where, len(over)
 
 
@@ -169,6 +173,7 @@ def tokenize_data(prepared: PreparedData, setup: TokenizerSetup, max_length: int
     train = _tokenize_rows(setup, prepared.train_rows, prepared.train_where, masking)
     validation = _tokenize_rows(setup, prepared.validation_rows, prepared.validation_where, masking)
     spread = percentiles([len(row.input_ids) for row in train])
+    image_stats = _image_checks(prepared, train, validation, max_length, overlong)
     train, train_where, over = limit_lengths(train, prepared.train_where, max_length, overlong)
     validation, validation_where, _ = limit_lengths(validation, prepared.validation_where, max_length, overlong)
     if not train:
@@ -185,7 +190,20 @@ def tokenize_data(prepared: PreparedData, setup: TokenizerSetup, max_length: int
     if dropped:
         warnings.append(f"{dropped} sample(s) have no token to learn from after masking and truncation "
                         f"(training.loss_on={loss_on}, max_seq_length={max_length}); they are left out")
-    return TokenizedData(prepared, setup, kept_train, kept_validation, stats, warnings)
+    return TokenizedData(prepared, setup, kept_train, kept_validation, stats, warnings, image_stats)
+
+
+def _image_checks(prepared: PreparedData, train: list, validation: list, max_length: int, overlong: str):
+    if prepared.modality != "image-text":
+        return None
+    from peftstudio.data.vision_tokens import image_token_stats, refuse_cut_images
+
+    refuse_cut_images(train, prepared.train_where, max_length, overlong)
+    refuse_cut_images(validation, prepared.validation_where, max_length, overlong)
+    stats = image_token_stats(train)
+    if stats is not None:
+        stats["longest_row"] = prepared.train_where[stats.pop("longest_row_index")] if prepared.train_where else None
+    return stats
 
 
 def _tokenize_rows(setup: TokenizerSetup, rows: list[dict], where: list[str], masking: Masking) -> list[TokenizedRow]:
@@ -193,6 +211,11 @@ def _tokenize_rows(setup: TokenizerSetup, rows: list[dict], where: list[str], ma
     tokenized, problems, refused = [], [], 0
     for index, row in enumerate(rows):
         try:
+            if "images" in row:
+                from peftstudio.data.vision_tokens import tokenize_image_row
+
+                tokenized.append(tokenize_image_row(setup, row, masking, setup.image_grid))
+                continue
             tokenized.append(tokenize_row(setup, row, masking))
         except TurnProblem as problem:
             refused += 1

@@ -40,6 +40,18 @@ class TokenizerSetup:
     pad_reason: str
     chat: ChatFormat
     added_tokens: list[str] = field(default_factory=list)  # data.add_special_tokens=true: new vocabulary entries
+    image_grid: str | None = None  # data.image_grid, applied when image rows are tokenized
+    processor_loader: object = None  # () -> the model's processor over this tokenizer (image-text models)
+    _processor: object = None
+
+    def image_processor(self):
+        """The model's processor (images -> pixels and image tokens), loaded on first need."""
+        if self._processor is None:
+            if self.processor_loader is None:
+                raise UserError(Problem("data.path", "the data has images, but this model has no image processor",
+                                        "use an image-text model (model=tiny_vision, gemma3_4b, qwen2_5_vl_3b, ...)"))
+            self._processor = self.processor_loader()
+        return self._processor
 
     @property
     def has_generation_markers(self) -> bool:
@@ -52,7 +64,10 @@ def prepare_tokenizer(config: RunConfig, data_format: str) -> TokenizerSetup:
     template_reason = apply_chat_template_choice(tokenizer, config.data.chat_template, data_format)
     added = _check_vocabulary(tokenizer, config) if config.data.chat_template is not None else []
     pad_reason = choose_pad_token(tokenizer)
-    return TokenizerSetup(tokenizer, template_reason, pad_reason, chat_format(tokenizer), added)
+    from peftstudio.data.vision_processor import processor_loader
+
+    return TokenizerSetup(tokenizer, template_reason, pad_reason, chat_format(tokenizer), added,
+                          config.data.image_grid, processor_loader(config, tokenizer))
 
 
 def load_plain_tokenizer(config: RunConfig):
@@ -66,6 +81,11 @@ def load_plain_tokenizer(config: RunConfig):
         if built.is_dir():
             return _load_local(built, config)
         return train_tokenizer(tokenizer_training_text(background_text()))
+    from peftstudio.data.embedded_vision import EMBEDDED_VISION_ID, embedded_vision_dir, vision_tokenizer
+
+    if config.model.name_or_path == EMBEDDED_VISION_ID:
+        built = embedded_vision_dir()
+        return _load_local(built, config) if built.is_dir() else vision_tokenizer()
     local = Path(config.model.name_or_path).expanduser()
     return _load_local(local, config) if local.is_dir() else load_tokenizer(config.model.name_or_path, config.model)
 

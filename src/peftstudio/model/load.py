@@ -25,6 +25,10 @@ def model_location(settings: ModelSettings) -> str:
         from peftstudio.model.embedded import ensure_embedded_model
 
         return str(ensure_embedded_model())
+    if settings.name_or_path == "embedded:tiny-vision":  # the embedded image-text model (issue 14)
+        from peftstudio.model.embedded_vision import ensure_embedded_vision_model
+
+        return str(ensure_embedded_vision_model())
     local = Path(settings.name_or_path).expanduser()
     return str(local) if local.exists() else settings.name_or_path
 
@@ -57,10 +61,11 @@ def quantization_config(peft: PeftSettings):
 
 
 def load_base_model(location: str, settings: ModelSettings, precision: str, attention: str,
-                    quantization=None, device: str = "cpu"):
-    """The base model in `precision`; quantized by bitsandbytes when `quantization` is given."""
+                    quantization=None, device: str = "cpu", image_text: bool = False):
+    """The base model in `precision`; quantized by bitsandbytes when `quantization` is given.
+    `image_text`: the data has images, the model loads with its vision tower (AutoModelForImageTextToText)."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
     placement = {}
     if quantization is not None and device == "cuda":
@@ -70,7 +75,7 @@ def load_base_model(location: str, settings: ModelSettings, precision: str, atte
         gpu = local_rank if local_rank is not None else torch.cuda.current_device()
         placement = {"device_map": {"": gpu}}
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model = (AutoModelForImageTextToText if image_text else AutoModelForCausalLM).from_pretrained(
             location,
             revision=settings.revision,
             trust_remote_code=settings.trust_remote_code,

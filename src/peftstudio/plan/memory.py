@@ -28,6 +28,7 @@ from peftstudio.plan.architecture import (
 )
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.objective_memory import objective_components, sequence_length
+from peftstudio.plan.vision_memory import vision_components
 
 __all__ = ["MemoryEstimate", "estimate_memory", "architecture_of", "largest_fitting_micro_batch",
            "FRAMEWORK_OVERHEAD_BYTES"]
@@ -172,6 +173,7 @@ def estimate_memory(config: RunConfig, *, micro_batch_size: int | None = None, s
     }
     components = objective_components(config, components, batch, seq, lambda length, b: _activation_bytes_per_sequence(
         settings, config, length, b), lambda tokens: _loss_bytes(settings, tokens), settings.compute_bytes)  # dpo/kto/grpo
+    components.update(vision_components(config, batch))  # image-text models (plan/vision_memory.py)
     components = {name: int(value) for name, value in components.items()}
     return MemoryEstimate(sum(components.values()), components, base + adapter_parameters(arch, peft), trainable,
                           batch, seq, base, settings.device, _notes(settings), _load_peak_bytes(settings))

@@ -29,6 +29,7 @@ from peftstudio.plan.hardware import HardwareProfile, detect
 from peftstudio.plan.objectives import data_arguments, measure_objective_data, refuse_unplannable
 from peftstudio.plan.platforms import compose_for_platform
 from peftstudio.plan.resolve import resolve
+from peftstudio.plan.vision_memory import estimated_lengths, refuse_unreadable_images, without_image_packing
 from peftstudio.plan.runplan import (DataSummary, Decision, OriginKind, RunPlan, Schedule, decisions_of, fingerprint,
                                      run_identity)
 from peftstudio.settings import ProcessPlace
@@ -66,6 +67,7 @@ def plan_with_data(overrides: list[str] | None = None, config_file: Path | None 
     tokens, token_warnings = _tokenize(composed, data, hardware, require_tokenizer)
     summary = _data_summary(composed, data, tokens, hardware)
     resolution = resolve(composed, hardware, summary.padding_waste)
+    resolution = without_image_packing(resolution, summary)
     schedule = _schedule(resolution.config, composition, summary.train_rows)
     resolution = per_epoch_cadence(resolution, schedule)
     findings = check(resolution.config, hardware, schedule.optimizer_steps, summary.validation_rows, place)
@@ -103,6 +105,7 @@ def _tokenize(config: RunConfig, data: PreparedData, hardware: HardwareProfile,
     from peftstudio.data.tokenization import Masking, tokenize_data
     from peftstudio.data.tokenizer import prepare_tokenizer
 
+    refuse_unreadable_images(config, data)  # before any tokenizer loads (plan/vision_memory.py)
     if required:
         require_tokenizer_files(config, "training")
     missing = missing_tokenizer(config)
@@ -149,11 +152,14 @@ def missing_tokenizer(config: RunConfig) -> str | None:
 
 def _data_summary(config: RunConfig, data: PreparedData, tokens: TokenizedData | None,
                   hardware: HardwareProfile) -> DataSummary:
+    from peftstudio.plan.vision_memory import modality_of
+
     common = dict(source=data.source, format=data.format, format_reason=data.format_reason, sha256=data.sha256,
-                  split_reason=data.split_reason, overlong=config.data.overlong)
+                  split_reason=data.split_reason, overlong=config.data.overlong,
+                  **modality_of(config, data, tokens.image_stats if tokens is not None else None))
     if tokens is None:
         micro_batch = _planned_micro_batch(config, hardware)
-        lengths = [sum(len(str(value)) for value in row.values()) // 4 + 1 for row in data.train_rows]
+        lengths = estimated_lengths(config, data)  # text at 4 characters per token, plus image tokens
         return DataSummary(**common, train_rows=len(data.train_rows), validation_rows=len(data.validation_rows),
                            padding_waste=round(padding_waste(lengths, micro_batch), 4),
                            token_lengths=percentiles(lengths), tokens_measured=False,

@@ -71,6 +71,9 @@ class DataSummary:
     answer_spans: str = ""  # how the trained answers are found in the chat template's rendering
     added_tokens: list[str] = field(default_factory=list)  # data.add_special_tokens=true: new vocabulary entries
     mean_tokens: float = 0.0  # tokens per training row after truncation, for the time estimate
+    modality: str = "text"  # "image-text" when the rows carry images (issue 14)
+    modality_reason: str = ""
+    images: dict[str, Any] = field(default_factory=dict)  # image / text token counts (data/vision_tokens.py)
 
 
 @dataclass(frozen=True)

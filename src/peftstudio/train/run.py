@@ -287,11 +287,22 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
     config, training = plan.config, plan.config.training
     location = model_location(config.model)
     tokenizer = data.setup.tokenizer  # the one plan measured with: template set, pad token fixed
+    image_text = getattr(data, "image_stats", None) is not None
+    quantization = quantization_config(config.peft)
+    if image_text:
+        from peftstudio.model.vision import keep_vision_unquantized
+
+        quantization = keep_vision_unquantized(quantization)
     base = load_base_model(location, config.model, training.precision, training.attention,
-                           quantization_config(config.peft), config.device)
+                           quantization, config.device, image_text=image_text)
     match_vocabulary(base, tokenizer)
-    model = attach_adapter(base, config.peft, config.seed, training.gradient_checkpointing == "on", location,
-                           train_embeddings=bool(data.setup.added_tokens))
+    if image_text:
+        from peftstudio.model.vision import attach_image_text_adapter
+
+        model = attach_image_text_adapter(base, config.peft, config.seed, training.gradient_checkpointing == "on")
+    else:
+        model = attach_adapter(base, config.peft, config.seed, training.gradient_checkpointing == "on", location,
+                               train_embeddings=bool(data.setup.added_tokens))
     if needs_conversion(config.peft) and is_main_process():
         _keep_initial_adapter(model, checkpoints.root / INITIAL_ADAPTER, fresh_start=progress.step == 0)
     metrics = MetricsCallback(sinks, progress, training.save_interval_steps, training.metric_for_best_model,
@@ -310,9 +321,17 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
         trainer.remove_callback(PrinterCallback)
         return trainer
     validation = Dataset.from_dict(data.as_columns(data.validation)) if data.validation else None
+    args = sft_config(plan, checkpoints.root, validation is not None)
+    collator = None
+    if image_text:  # the collator loads each batch's images; its image_refs column must reach it
+        from peftstudio.train.vision_collator import ImageTextCollator
+
+        args.remove_unused_columns = False
+        collator = ImageTextCollator(data.setup.image_processor(), tokenizer.pad_token_id, config.data.image_grid)
     trainer = CheckpointingSFTTrainer(
         model=model,
-        args=sft_config(plan, checkpoints.root, validation is not None),
+        args=args,
+        data_collator=collator,
         train_dataset=Dataset.from_dict(data.as_columns(data.train)),
         eval_dataset=validation,
         processing_class=tokenizer,
