@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from peftstudio.data.embedded import TINY_ARCHITECTURE
 from peftstudio.settings import cache_root
 
 if TYPE_CHECKING:
@@ -33,19 +34,9 @@ BOI_TOKEN = "<start_of_image>"
 EOI_TOKEN = "<end_of_image>"
 IMAGE_TOKEN = "<image_soft_token>"
 
-TINY_VISION_ARCHITECTURE: dict[str, int | bool | str] = {
-    "model_type": "gemma3",
-    "num_layers": 4,
-    "hidden_size": 128,
-    "num_heads": 4,
-    "num_kv_heads": 2,
-    "head_dim": 32,
-    "intermediate_size": 384,
-    "vocab_size": 1088,
-    "tie_embeddings": True,
-    "attention_bias": False,
-    "max_position_embeddings": 2048,
-}
+# The embedded text model's language model as a Gemma-3 block, its vocabulary grown by 64 for the
+# image tokens (still a multiple of 64, for bitsandbytes' CPU kernels).
+TINY_VISION_ARCHITECTURE: dict[str, int | bool | str] = {"model_type": "gemma3", **TINY_ARCHITECTURE, "vocab_size": 1088}
 
 TINY_VISION_TOWER: dict[str, int] = {
     "image_size": 64,

@@ -25,15 +25,7 @@ def plot_loss(records: list[dict[str, Any]], path: Path, title: str) -> Path:
         axis.plot(*zip(*evals), "o-", label="eval loss", color="#d62728")
     axis.set_xlabel("optimizer step")
     axis.set_ylabel("loss")
-    axis.set_title(title)
-    axis.grid(alpha=0.3)
-    axis.legend()
-    figure.tight_layout()
-    image = io.BytesIO()
-    figure.savefig(image, format="png")
-    plt.close(figure)
-    write_bytes(path, image.getvalue())
-    return path
+    return _finish(figure, axis, title, path)
 
 
 # What each objective's curve shows: GRPO's mean reward per function (and the total), DPO / KTO's
@@ -58,6 +50,13 @@ def plot_objective(records: list[dict[str, Any]], path: Path, title: str) -> Pat
         if points:
             axis.plot(*zip(*points), label=key)
     axis.set_xlabel("optimizer step")
+    return _finish(figure, axis, title, path)
+
+
+def _finish(figure, axis, title: str, path: Path) -> Path:
+    """Title, grid and legend, then the PNG written atomically to `path`."""
+    import matplotlib.pyplot as plt
+
     axis.set_title(title)
     axis.grid(alpha=0.3)
     axis.legend()
