@@ -75,7 +75,70 @@ def model_cache(tmp_path_factory) -> Path:
     return cache
 
 
-def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run `peftstudio ARGS` as a user would, in `cwd`."""
-    return subprocess.run([sys.executable, "-m", "peftstudio", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
+SUBPROCESS_ARGS = ("--inject-fault", "training.distributed=", "training.num_processes=", "training.num_machines=")
+
+
+def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600,
+            subprocess_only: bool = False) -> subprocess.CompletedProcess:
+    """Run `peftstudio ARGS` as a user would, in `cwd`: through the console entry point `main()`
+    in this process (a subprocess pays 8-10 s of torch/transformers imports per call on these
+    2 cores), or in a real subprocess when the run is meant to be killed, signalled or raced
+    (`--inject-fault`, `subprocess_only=True`), or when it launches worker processes, whose output
+    goes to the real stdout, not to a captured one."""
+    if subprocess_only or any(arg.startswith(SUBPROCESS_ARGS) for arg in args):
+        return subprocess.run([sys.executable, "-m", "peftstudio", *args], cwd=cwd, capture_output=True, text=True,
+                              env={**os.environ, **(env or {})}, timeout=timeout)
+    return _run_in_process(list(args), cwd, env or {})
+
+
+def _run_in_process(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    """`main()` with argv, cwd, environment and both streams swapped in and restored after, its
+    exit code taken from SystemExit as the shell would see it."""
+    import contextlib
+    import io
+    import logging
+
+    from peftstudio import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv
+    os.environ.update(env)
+    os.chdir(cwd)
+    sys.argv = ["peftstudio", *args]
+    code = 0
+    try:
+        _point_console_handlers(sys.stderr, err)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            cli.main()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    except Exception:  # noqa: BLE001 - `--debug` re-raises: the interpreter would print it and exit 1
+        import traceback
+
+        err.write(traceback.format_exc())
+        code = 1
+    finally:
+        _point_console_handlers(err, sys.stderr)
+        logging.getLogger().handlers[:] = [h for h in logging.getLogger().handlers
+                                           if not isinstance(h, logging.FileHandler)]
+        os.chdir(saved_cwd)
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess(["peftstudio", *args], code, out.getvalue(), err.getvalue())
+
+
+def _point_console_handlers(stream, to) -> None:
+    """Library loggers' console handlers (transformers, datasets, root) that write to `stream`
+    write to `to` instead: in a call they write to its captured stderr, as in a subprocess, and
+    those a call created lazily go back to the real stderr after it. pytest's own stay put."""
+    import logging
+
+    loggers = [logging.getLogger()] + [logger for logger in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(logger, logging.Logger)]
+    for handler in {h for logger in loggers for h in logger.handlers}:
+        if (isinstance(handler, logging.StreamHandler)
+                and not isinstance(handler, (logging.FileHandler, logging._StderrHandler))
+                and not type(handler).__module__.startswith("_pytest")
+                and (handler.stream is stream or (stream is sys.stderr and handler.stream is sys.__stderr__))):
+            handler.setStream(to)

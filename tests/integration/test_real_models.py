@@ -15,7 +15,7 @@ from tests.conftest import run_cli
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "real_tokenizers"
 pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason=f"the real tokenizers are not beside the repo ({REAL})")
-END_OF_TURN = {"llama3_2": "<|eot_id|>", "gemma3": "<end_of_turn>"}
+END_OF_TURN = {"llama3_2": "<|eot_id|>", "qwen2_5": "<|im_end|>"}
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +40,8 @@ def lora_bytes(adapter: Path) -> tuple[int, list[str]]:
 
 @pytest.mark.parametrize("family", list(END_OF_TURN))
 def test_chat_sft_on_a_real_tokenizer_trains_answers_and_saves_lora_only(shrunk, family, tmp_path):
-    """Gemma's 262k-token tokenizer takes seconds per load: its leg trains only (preview and
-    generation stops are covered per family in tests/unit/test_chat_templates.py)."""
+    """The second family trains only (preview and generation stops are covered per family,
+    Gemma-3's 262k-token tokenizer included, in tests/unit/test_chat_templates.py)."""
     run = [f"model.name_or_path={shrunk[family]}", f"data.path={REAL / 'data' / 'chat.jsonl'}",
            "training.max_seq_length=256"]
     if family == "llama3_2":

@@ -14,8 +14,8 @@ import pytest
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
-ARGS = ["training.num_batches=14", "training.save_interval_steps=5", "training.log_interval_steps=2",
-        "training.eval_interval_steps=7", "data.max_samples=60"]
+ARGS = ["training.num_batches=8", "training.save_interval_steps=3", "training.log_interval_steps=2",
+        "training.eval_interval_steps=4", "data.max_samples=60"]
 
 
 def adapter(workdir):
@@ -54,22 +54,22 @@ def test_a_second_run_on_the_same_dirs_exits_2_naming_the_holder(first):
     assert second.returncode == 2, second.stderr
     assert "is in use by another run (pid" in second.stderr and "Traceback" not in second.stderr
     assert sorted(p.name for p in (workdir / "checkpoints/ckpts").glob("checkpoint-*")) == \
-        ["checkpoint-10", "checkpoint-14", "checkpoint-5"], "the first run's checkpoints, and only those"
-    assert max(r["step"] for r in records(workdir)) == 14
+        ["checkpoint-3", "checkpoint-6", "checkpoint-8"], "the first run's checkpoints, and only those"
+    assert max(r["step"] for r in records(workdir)) == 8
 
 
 @pytest.fixture(scope="module")
 def stopped(first, tmp_path_factory):
-    """The same run stopped by SIGTERM at step 12 (checkpoints 5 and 10 on disk)."""
+    """The same run stopped by SIGTERM at step 7 (checkpoints 3 and 6 on disk)."""
     workdir = tmp_path_factory.mktemp("stopped")
-    result = run_cli("train", *ARGS, "--inject-fault", "term_at_step=12", cwd=workdir)
+    result = run_cli("train", *ARGS, "--inject-fault", "term_at_step=7", cwd=workdir)
     return workdir, result
 
 
 def test_sigterm_says_where_the_run_stopped_and_how_to_resume(stopped):
     workdir, result = stopped
     assert result.returncode == 143, result.stderr
-    assert "SIGTERM at step 12 of 14" in result.stderr and "checkpoint-10 (step 10)" in result.stderr
+    assert "SIGTERM at step 7 of 8" in result.stderr and "checkpoint-6 (step 6)" in result.stderr
     assert "rerun the same command to resume" in result.stderr and "Traceback" not in result.stderr
     assert not (workdir / "outputs/.peftstudio.lock").read_text(), "the lock was released"
 
@@ -88,20 +88,20 @@ def break_state(checkpoint):
 def test_a_damaged_newest_checkpoint_falls_back_and_ends_like_an_uninterrupted_run(first, stopped, corrupt, tmp_path):
     workdir = tmp_path / "run"
     shutil.copytree(stopped[0], workdir)
-    corrupt(workdir / "checkpoints/ckpts/checkpoint-10")
+    corrupt(workdir / "checkpoints/ckpts/checkpoint-6")
     if corrupt is break_state:
         shutil.rmtree(workdir / "outputs")  # the output dir recreated from the checkpoints keeps its history
     result = run_cli("train", *ARGS, cwd=workdir)
     assert result.returncode == 0, result.stderr
-    assert "moved aside to checkpoint-10.corrupt" in result.stdout and "checkpoint-5 (step 5)" in result.stdout
-    assert (workdir / "checkpoints/ckpts/checkpoint-10.corrupt").is_dir()
+    assert "moved aside to checkpoint-6.corrupt" in result.stdout and "checkpoint-3 (step 3)" in result.stdout
+    assert (workdir / "checkpoints/ckpts/checkpoint-6.corrupt").is_dir()
     assert adapter(workdir) == adapter(first[0]) and same_records(workdir, first[0])
 
 
 def test_no_sound_checkpoint_left_exits_2(stopped, tmp_path):
     workdir = tmp_path / "run"
     shutil.copytree(stopped[0], workdir)
-    for step in (5, 10):
+    for step in (3, 6):
         truncate_adapter(workdir / f"checkpoints/ckpts/checkpoint-{step}")
     result = run_cli("train", *ARGS, cwd=workdir)
     assert result.returncode == 2, result.stderr
@@ -114,5 +114,5 @@ def test_a_finished_run_rerun_does_nothing(first):
     before = {p.name: p.stat().st_mtime_ns for p in (workdir / "checkpoints/ckpts").glob("checkpoint-*")}
     result = run_cli("train", *ARGS, cwd=workdir)
     assert result.returncode == 0, result.stderr
-    assert "nothing to do" in result.stdout and "step    15" not in result.stdout
+    assert "nothing to do" in result.stdout and "step     2/8" not in result.stdout
     assert {p.name: p.stat().st_mtime_ns for p in (workdir / "checkpoints/ckpts").glob("checkpoint-*")} == before
