@@ -191,3 +191,26 @@ def test_target_scope_puts_adapters_on_the_named_parts(vision_cache, scope):
     trainable = [n for n, p in attach_image_text_adapter(model, config.peft, 0).named_parameters() if p.requires_grad]
     parts = {"vision" if "vision_tower" in n else "language" if "language_model" in n else "other" for n in trainable}
     assert parts == ({"vision"} if scope == "vision" else {"vision", "language"})
+
+
+def test_find_batch_size_probes_the_most_images_at_the_longest_length(vision_cache, tmp_path):
+    from PIL import Image
+
+    from peftstudio import api
+
+    for name, colour in (("r.png", "red"), ("g.png", "green"), ("b.png", "blue")):
+        Image.new("RGB", (64, 64), colour).save(tmp_path / name)
+
+    def row(images, answer):
+        parts = [{"type": "image", "path": name} for name in images]
+        return {"messages": [{"role": "user", "content": [*parts, {"type": "text", "text": "Colours?"}]},
+                             {"role": "assistant", "content": answer}]}
+
+    rows = [row(["r.png"], "red " * 40), row(["r.png", "g.png", "b.png"], "red green blue"), row(["g.png"], "green")]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = api.find_batch_size(["model=tiny_vision", f"data.path={tmp_path / 'd.jsonl'}", "data.validation_split=0",
+                                  "training.micro_batch_size=2", "training.gradient_accumulation_steps=1",
+                                  "training.precision=fp32"], max_size=2)
+    assert "most images (3 image file(s)" in result.sample and "extended to the longest sample's" in result.sample
+    # the long one-image row: 22 image tokens + 40 x "red " and the template; the probe has three images in it
+    assert result.seq_len > 3 * 22 and all(p.fits for p in result.probes) and result.micro_batch_size == 2
