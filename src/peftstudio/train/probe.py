@@ -135,7 +135,7 @@ class Prober:
         self.device = torch.device(config.device)
         self.sample = torch.tensor(sample_ids, dtype=torch.long)
         self.image_inputs = image_inputs or {}
-        self.note = "the longest training sample" if not image_inputs else ""
+        self.note = ""  # what the probe sample is, when not the plain longest row (image-text)
         self.optimizer = _optimizer(config, model)
         self._warm_optimizer_states()
 
