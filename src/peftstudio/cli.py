@@ -329,6 +329,8 @@ def find_batch_size(overrides: Optional[list[str]] = OVERRIDES, config: Optional
                   f"{result.gradient_accumulation_steps}[/] (effective batch {result.effective_batch}, sequence "
                   f"{result.seq_len}; {len(result.probes)} probes seeded at {result.seed}: {result.seed_reason}; "
                   f"limited by {result.limited_by}; budget: {result.budget_source})")
+    if result.sample:
+        console.print(f"probed on {result.sample}")
     if output is not None:
         console.print(f"written to {output}")
 

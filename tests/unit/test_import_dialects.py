@@ -174,3 +174,58 @@ def test_an_objective_maps_once_peftstudio_has_it(monkeypatch):
 
 def test_an_alias_can_be_deleted_by_its_own_name():
     assert compose(["training.seed=7", "~training.seed"]).values["seed"] == 42
+
+
+LF_IMAGE_YAML = {"model_name_or_path": "google/gemma-3-4b-it", "stage": "sft", "finetuning_type": "lora",
+                 "lora_target": "all", "dataset": "frames", "cutoff_len": 1024}
+
+
+def _lf_image_info(tmp_path, file_name="frames.json", column="images"):
+    info = {"frames": {"file_name": file_name, "formatting": "sharegpt", "columns": {"messages": "messages", "images": column},
+                       "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}}}
+    (tmp_path / "dataset_info.json").write_text(json.dumps(info))
+    return tmp_path / "dataset_info.json"
+
+
+def test_llamafactory_images_column_is_kept_where_its_meaning_is(tmp_path):
+    (tmp_path / "lf.yaml").write_text(yaml.safe_dump({**LF_IMAGE_YAML, "freeze_vision_tower": False}))
+    result = import_file(tmp_path / "lf.yaml", _lf_image_info(tmp_path))
+    config = imported_config(tmp_path, result)
+    assert config.peft.target_scope == "all"  # LLaMA-Factory's unfrozen vision tower gets LoRA too
+    dataset = next(o for o in result.outcomes if o.key == "dataset")
+    assert dataset.verdict.kind == "approximated" and "image_max_pixels" in dataset.verdict.note
+    for entry, extra, refused in [({"file_name": "sub/frames.json"}, {}, "media_dir"), ({"column": "pics"}, {}, "named images"),
+                                  ({}, {"image_max_pixels": 262144}, "resize them beforehand"),
+                                  ({}, {"freeze_multi_modal_projector": False}, "projector")]:
+        (tmp_path / "lf.yaml").write_text(yaml.safe_dump({**LF_IMAGE_YAML, **extra}))
+        with pytest.raises(ImportRefused, match=refused):
+            import_file(tmp_path / "lf.yaml", _lf_image_info(tmp_path, **entry))
+
+
+def test_axolotl_processor_type_is_kept_and_image_resizing_refused(tmp_path):
+    base = {"base_model": "google/gemma-3-4b-it", "adapter": "lora", "lora_r": 8, "sequence_len": 512,
+            "micro_batch_size": 1, "processor_type": "AutoProcessor", "skip_prepare_dataset": True,
+            "datasets": [{"path": "org/frames", "type": "chat_template"}]}
+    (tmp_path / "a.yml").write_text(yaml.safe_dump(base))
+    kinds = {o.key: o.verdict.kind for o in import_file(tmp_path / "a.yml").outcomes}
+    assert kinds["processor_type"] == "mapped" and kinds["skip_prepare_dataset"] == "ignored"
+    (tmp_path / "a.yml").write_text(yaml.safe_dump({**base, "image_size": 512}))
+    with pytest.raises(ImportRefused, match="resize"):
+        import_file(tmp_path / "a.yml")
+
+
+@pytest.mark.parametrize("scope", ["language", "all"])
+def test_convert_of_an_image_text_config_says_its_scope_and_grid(tmp_path, scope):
+    config = load_config(["model=gemma3_4b", f"peft.target_scope={scope}", "data.image_grid=2x2", "data.format=chat",
+                          "training.micro_batch_size=1"])[0]
+    converted = convert(config, "llamafactory", "run.yaml")
+    values = yaml.safe_load(converted.text)
+    assert values["freeze_vision_tower"] == (scope == "language") and values["freeze_multi_modal_projector"]
+    assert any("data.image_grid=2x2 has no equivalent" in note for note in converted.notes)
+    (tmp_path / "lf.yaml").write_text(converted.text)
+    (tmp_path / "dataset_info.json").write_text(converted.sidecars["dataset_info.json"])
+    back = imported_config(tmp_path, import_file(tmp_path / "lf.yaml", tmp_path / "dataset_info.json", allow_changes=True))
+    assert back.peft.target_scope == scope
+    axolotl = convert(config, "axolotl", "run.yaml")
+    assert yaml.safe_load(axolotl.text)["processor_type"] == "AutoProcessor"
+    assert any(f"peft.target_scope={scope}" in note for note in axolotl.notes)

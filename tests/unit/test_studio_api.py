@@ -400,3 +400,75 @@ def test_the_studio_never_echoes_its_own_environment(client, monkeypatch):
     masked = client.post("/api/validate", json={**TINY, "values": {**TINY["values"],
                                                                    "logging.wandb_project": "http://u:pw-s3cr3t@h/x"}})
     assert masked.json()["ok"] and "pw-s3cr3t" not in masked.text and "http://u:***@h/x" in masked.text
+
+
+# ---------------------------------------------------------------- image-text uploads (issue 14)
+
+def _zip(entries: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in entries.items():
+            archive.writestr(name, content)
+        for name, target in (links or {}).items():  # a symlink entry, as `zip -y` writes it
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (0o120777 << 16)
+            archive.writestr(info, target)
+    return buffer.getvalue()
+
+
+def _png(colour: str) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _image_rows(paths: list[str]) -> bytes:
+    rows = [{"messages": [{"role": "user", "content": [{"type": "image", "path": p}, {"type": "text", "text": "Colour?"}]},
+                          {"role": "assistant", "content": "red"}]} for p in paths]
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+VISION = {"groups": {"model": "tiny_vision"}, "values": {}}
+
+
+def test_zip_upload_previews_thumbnails_and_image_problems_with_file_line(client, model_cache):
+    good = _zip({"frames/data.jsonl": _image_rows(["img/a.png"] * 10), "frames/img/a.png": _png("red")})
+    info = client.post("/api/datasets", params={"name": "frames.zip"}, content=good).json()
+    assert info["kind"] == "zip" and info["data_file"] == "frames/data.jsonl"
+    shown = client.post("/api/preview", json={**VISION, "dataset": info["id"]}).json()
+    assert shown["ok"], shown["problems"]
+    assert shown["rows"] == 10 and all(t[0].startswith("data:image/png;base64,") for t in shown["thumbnails"])
+    bad = _zip({"data.jsonl": _image_rows(["a.png", "gone.png", "broken.png"] + ["a.png"] * 7), "a.png": _png("red"),
+                "broken.png": b"\x89PNG broken"})
+    info = client.post("/api/datasets", params={"name": "bad.zip"}, content=bad).json()
+    shown = client.post("/api/preview", json={**VISION, "dataset": info["id"]}).json()
+    where = {p["where"] for p in shown["problems"]}
+    assert not shown["ok"] and {"bad.zip/data.jsonl:2", "bad.zip/data.jsonl:3"} <= where, shown["problems"]
+    assert not any("datasets/" in p["message"] for p in shown["problems"]), "the stored path is never shown"
+
+
+@pytest.mark.parametrize("entries,links", [({"../evil.jsonl": b"{}"}, None), ({"/abs/evil.jsonl": b"{}"}, None),
+                                           ({"a/../../evil.jsonl": b"{}"}, None), ({"d.jsonl": b"{}"}, {"l.png": "/etc/passwd"}),
+                                           ({"C:/evil.jsonl": b"{}"}, None), ({"a.jsonl": b"{}", "b.jsonl": b"{}"}, None)])
+def test_zip_uploads_never_write_outside_the_data_dir(client, entries, links):
+    data_dir = client.app.state.studio.settings.data_dir
+    response = client.post("/api/datasets", params={"name": "x.zip"}, content=_zip(entries, links))
+    assert response.status_code == 400, response.text
+    assert list((data_dir / "datasets").iterdir()) == [], "nothing of a refused zip is kept"
+    assert not (data_dir / "evil.jsonl").exists() and not (data_dir.parent / "evil.jsonl").exists()
+
+
+def test_uploaded_data_cannot_preview_images_outside_the_upload(client, model_cache, tmp_path):
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(_png("blue"))
+    info = client.post("/api/datasets", params={"name": "d.jsonl"}, content=_image_rows([str(outside)] * 10)).json()
+    shown = client.post("/api/preview", json={**VISION, "dataset": info["id"]}).json()
+    assert not shown["ok"] and "is not a file inside the upload" in shown["problems"][0]["message"]
+    assert "thumbnails" not in shown

@@ -157,3 +157,37 @@ def test_siglip_count_from_numbers_equals_the_tiny_tower():
 
     vision = load_config(["model=tiny_vision"])[0].model.architecture.vision
     assert vision_parameters(vision) == 83520  # what transformers builds for the tiny tower
+
+
+@pytest.mark.parametrize("preset", ["tiny_vision", "gemma3_4b"])
+def test_vision_flops_per_image_equal_torch_flop_counter(preset):
+    """The time model's vision encoder FLOPs per image equal what torch counts for the tower's
+    and projector's forward (meta device: shapes only)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import Gemma3Config
+    from transformers.models.gemma3.modeling_gemma3 import Gemma3MultiModalProjector
+    from transformers.models.siglip.modeling_siglip import SiglipVisionModel
+
+    from peftstudio.config.validate import load_config
+    from peftstudio.plan.throughput import flops_per_token
+    from peftstudio.plan.vision_memory import vision_flops_per_image
+
+    config = load_config([f"model={preset}"])[0]
+    vision = config.model.architecture.vision
+    gemma = Gemma3Config(text_config={"hidden_size": config.model.architecture.hidden_size},
+                         vision_config=dict(hidden_size=vision.hidden_size, intermediate_size=vision.intermediate_size,
+                                            num_hidden_layers=vision.num_layers, num_attention_heads=vision.num_heads,
+                                            patch_size=vision.patch_size, image_size=vision.image_size,
+                                            vision_use_head=False), mm_tokens_per_image=vision.tokens_per_image)
+    gemma.vision_config._attn_implementation = "eager"
+    with torch.device("meta"):
+        tower, projector = SiglipVisionModel(gemma.vision_config), Gemma3MultiModalProjector(gemma)
+        pixels = torch.zeros(1, 3, vision.image_size, vision.image_size)
+        with FlopCounterMode(display=False) as counter:
+            projector(tower(pixels).last_hidden_state)
+    assert vision_flops_per_image(config) == pytest.approx(counter.get_total_flops(), rel=1e-3)
+    in_tower = config.model_copy(update={"peft": config.peft.model_copy(update={"target_scope": "all"})})
+    assert vision_flops_per_image(in_tower) == 2 * vision_flops_per_image(config)  # backward to the tower's inputs
+    text_only, with_image = flops_per_token(config, 300), flops_per_token(config, 300, images_per_sequence=1.0)
+    assert with_image.total - text_only.total == pytest.approx(vision_flops_per_image(config) / 300)

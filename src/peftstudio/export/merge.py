@@ -4,6 +4,11 @@ transformers model (safetensors + tokenizer).
 QLoRA / QDoRA adapters are merged onto the base loaded unquantized: merging into 4-bit
 weights would round the adapter's update away. PiSSA / OLoRA adapters were converted on save,
 so they too apply to the original base.
+
+An image-text run (plan.json's data.modality) merges into the whole model, loaded with
+AutoModelForImageTextToText (vision tower and projector unchanged: the adapter is on the
+language model unless peft.target_scope said otherwise), and saves the processor beside it,
+so the merged directory loads with AutoModelForImageTextToText + AutoProcessor.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from peftstudio.model.load import DTYPES
 from peftstudio.errors import Problem, UserError
 from peftstudio.export.infer import finished_run
 from peftstudio.files import replace_dir
+from peftstudio.plan.runs import read_run
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,9 @@ def merge_run(run_path: Path, out: Path, dtype: str = "fp32", overwrite: bool = 
     from peftstudio.model.load import load_base_model, load_tokenizer, match_vocabulary, model_location
 
     location = model_location(config.model)
-    base = load_base_model(location, config.model, dtype, "sdpa")  # no quantization config: full precision
+    image_text = read_run(run_path, require_plan=True).plan.data.modality == "image-text"
+    # no quantization config: full precision
+    base = load_base_model(location, config.model, dtype, "sdpa", image_text=image_text)
     tokenizer = load_tokenizer(str(run_dir.adapter), config.model)
     match_vocabulary(base, tokenizer)  # a pad token added at train time
     merged = PeftModel.from_pretrained(base, str(run_dir.adapter)).merge_and_unload()
@@ -57,7 +65,12 @@ def merge_run(run_path: Path, out: Path, dtype: str = "fp32", overwrite: bool = 
     shutil.rmtree(staged, ignore_errors=True)
     with torch.no_grad():
         merged.save_pretrained(staged, safe_serialization=True)
-    tokenizer.save_pretrained(staged)
+    if image_text:  # the processor carries the tokenizer, image processor and chat template
+        from peftstudio.data.vision_processor import load_processor
+
+        load_processor(config, tokenizer).save_pretrained(staged)
+    else:
+        tokenizer.save_pretrained(staged)
     replace_dir(staged, out)
     return MergeResult(out, dtype, config.model.name_or_path, config.peft.method,
                        sorted(p.name for p in out.iterdir()))

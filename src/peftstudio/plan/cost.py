@@ -29,6 +29,7 @@ class Workload:
     sequences: int
     tokens_per_sequence: float
     trained_tokens: float  # tokens the GPU computes on, padding included
+    images_per_sequence: float = 0.0  # images through the vision tower per sequence (image-text runs)
 
     @property
     def seq_len(self) -> int:
@@ -76,7 +77,8 @@ def workload(plan: RunPlan) -> Workload:
     mean_tokens = max(plan.data.mean_tokens, 1.0)
     padded = mean_tokens if training.packing == "on" else mean_tokens / max(1.0 - plan.data.padding_waste, 0.05)
     per_sequence = min(padded, float(training.max_seq_length))
-    return Workload(sequences, per_sequence, sequences * per_sequence)
+    images = (plan.data.images or {}).get("images", 0) / max(plan.data.train_rows, 1)
+    return Workload(sequences, per_sequence, sequences * per_sequence, images)
 
 
 def gpu_profile(name: str, memory_gib: float, bf16: bool) -> HardwareProfile:
@@ -101,7 +103,7 @@ def cost_report(plan: RunPlan, price_file: Path | None = None) -> CostReport:
             if not estimate.fits(int(gpu.memory_gib * GIB)):
                 too_small.append(f"{provider}/{gpu_name}")
                 continue
-            speed = tokens_per_second(flops_per_token(config, work.seq_len), gpu.peak_tflops,
+            speed = tokens_per_second(flops_per_token(config, work.seq_len, work.images_per_sequence), gpu.peak_tflops,
                                       _efficiency(prices, config, quantization_of(config)))
             hours = work.trained_tokens / speed / 3600
             options.append(CostOption(provider, gpu_name, gpu.memory_gib, round(estimate.total_bytes / GIB, 2), speed,
@@ -133,7 +135,7 @@ def local_estimate(plan: RunPlan, prices: PriceFile, work: Workload) -> DeviceEs
     peak, basis = _local_peak(hardware, prices, config)
     if peak is None:
         return DeviceEstimate(device, None, None, basis)
-    speed = tokens_per_second(flops_per_token(config, work.seq_len), peak, _efficiency(prices, config, quantization_of(config)))
+    speed = tokens_per_second(flops_per_token(config, work.seq_len, work.images_per_sequence), peak, _efficiency(prices, config, quantization_of(config)))
     return DeviceEstimate(device, speed, work.trained_tokens / speed / 3600, basis)
 
 
@@ -164,10 +166,23 @@ def _assumptions(prices: PriceFile, plan: RunPlan) -> list[str]:
     return [
         f"sequence lengths from {lengths}",
         "FLOPs/token: 4N frozen base (forward + input gradients) + 6N adapter + causal attention; "
-        "+2N recompute with gradient checkpointing",
+        "+2N recompute with gradient checkpointing" + _vision_assumption(plan),
         f"efficiency {prices.efficiency.default:g} of dense peak ({prices.efficiency.quantized_4bit:g} with 4-bit weights)",
         f"one GPU; prices per GPU-hour as of {prices.updated.isoformat()} ({prices.source})",
     ]
+
+
+def _vision_assumption(plan: RunPlan) -> str:
+    """The vision encoder's part of the FLOPs, for an image-text run."""
+    from peftstudio.plan.vision_memory import vision_flops_per_image
+
+    per_image = vision_flops_per_image(plan.config)
+    images = workload(plan).images_per_sequence
+    if not per_image or not images:
+        return ""
+    kind = "forward only: tower frozen, no gradient enters it" if plan.config.peft.target_scope == "language" \
+        else "forward + input gradients: adapters in the tower"
+    return f"; + vision encoder {per_image / 1e12:.2f} TFLOP per image ({kind}) × {images:.2f} images per sequence"
 
 
 def fmt_hours(hours: float | None) -> str:

@@ -11,6 +11,9 @@ passes through, head included):
     gradient checkpointing recomputes the forward once more: + 2N + 2 N_adapter + 1/3 of attention
 
 Full fine-tuning would be the familiar 6N; LoRA saves the weight-gradient third.
+
+An image-text run adds its vision encoder (plan/vision_memory.py: vision_flops_per_image),
+spread over the sequence's tokens: images per sequence x the tower's FLOPs per image / tokens.
 """
 
 from __future__ import annotations
@@ -31,14 +34,18 @@ class FlopsPerToken:
     adapter: float
     attention: float
     recompute: float
+    vision: float = 0.0  # the vision encoder's share per token (image-text runs)
 
     @property
     def total(self) -> float:
-        return self.base + self.adapter + self.attention + self.recompute
+        return self.base + self.adapter + self.attention + self.recompute + self.vision
 
 
-def flops_per_token(config: RunConfig, seq_len: int) -> FlopsPerToken:
-    """Training FLOPs per token of `config` (resolved) at sequence length `seq_len`."""
+def flops_per_token(config: RunConfig, seq_len: int, images_per_sequence: float = 0.0) -> FlopsPerToken:
+    """Training FLOPs per token of `config` (resolved) at sequence length `seq_len`, with
+    `images_per_sequence` images through the vision tower per sequence (0: text only)."""
+    from peftstudio.plan.vision_memory import vision_flops_per_image
+
     arch = architecture_of(config)
     # a mixture-of-experts token passes through its routed experts only
     linear = sum((layer.per_token or layer.per_model) * layer.weight_count for layer in linear_layers(arch))
@@ -47,7 +54,8 @@ def flops_per_token(config: RunConfig, seq_len: int) -> FlopsPerToken:
     recompute = 0.0
     if config.training.gradient_checkpointing == "on":
         recompute = 2 * linear + 2 * adapter + attention / 3
-    return FlopsPerToken(4.0 * linear, 6.0 * adapter, attention, recompute)
+    vision = images_per_sequence * vision_flops_per_image(config) / max(seq_len, 1)
+    return FlopsPerToken(4.0 * linear, 6.0 * adapter, attention, recompute, vision)
 
 
 def probed_cpu_gflops(hardware: HardwareProfile, width: int | None) -> tuple[int, float, float] | None:

@@ -15,6 +15,16 @@ estimate by plan/memory.py):
   and the token statistics already include them, so the language model's activations count them.
 The estimate assumes one image per sample (exact with data.image_grid); `plan` names the
 most images any sample has.
+
+Time (`vision_flops_per_image`, added per token by plan/throughput.py): the tower's forward per
+image, P = (image_size / patch_size)^2 patches, each through the patch embedding and every
+block's Linear layers (2 FLOPs per weight) and full bidirectional attention (4 x P x width per
+block: scores and values), then the projector on the image tokens. With LoRA on the language
+model only the tower and projector are frozen and nothing before them needs a gradient, so
+autograd never enters them: forward only. With adapters in the tower
+(peft.target_scope=vision|all) the backward reaches its inputs: twice the forward (the
+adapters' own few FLOPs left out). Qwen2.5-VL's windowed attention in most blocks makes the
+attention term an upper bound there.
 """
 
 from __future__ import annotations
@@ -42,6 +52,20 @@ def vision_parameters(vision: VisionTower) -> int:
     patches = (vision.image_size // vision.patch_size) ** 2
     block = 4 * (h * h + h) + (h * i + i) + (i * h + h) + 2 * 2 * h
     return 3 * vision.patch_size ** 2 * h + h + patches * h + vision.num_layers * block + 2 * h
+
+
+def vision_flops_per_image(config: RunConfig) -> float:
+    """Training FLOPs the vision side spends per image (see the module doc); 0 for a text-only model."""
+    arch = config.model.architecture
+    if arch is None or arch.vision is None:
+        return 0.0
+    v = arch.vision
+    patches = (v.image_size // v.patch_size) ** 2
+    linear = v.num_layers * (4 * v.hidden_size ** 2 + 2 * v.hidden_size * v.intermediate_size) \
+        + 3 * v.patch_size ** 2 * v.hidden_size
+    attention = v.num_layers * 4 * patches * v.hidden_size
+    forward = patches * (2 * linear + attention) + 2 * v.projector_parameters * v.tokens_per_image
+    return float(forward * (1 if config.peft.target_scope == "language" else 2))
 
 
 def vision_components(config: RunConfig, micro_batch: int, images_per_sample: int = 1) -> dict[str, int]:

@@ -3,7 +3,8 @@
 The name a browser sends is only ever displayed: the stored file is `<random id>.<kind>`,
 where the kind comes from the bytes themselves (the extension is a hint, the content type is
 ignored). The size limit is enforced while the bytes arrive, so an oversized upload never
-fills the disk.
+fills the disk. A zip (a JSONL plus its images) is unpacked into `<id>/` beside it
+(studio/archives.py: nothing lands outside that folder) and the zip itself is not kept.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from peftstudio.errors import Problem, UserError
 from peftstudio.files import write_json
 
 DATASET_ID = re.compile(r"^[0-9a-f]{32}$")
-KINDS = ("jsonl", "json", "csv", "parquet")
+KINDS = ("jsonl", "json", "csv", "parquet", "zip")
 
 
 class UploadTooLarge(Exception):
@@ -35,6 +36,7 @@ class DatasetInfo:
     kind: str
     size_bytes: int
     uploaded_at: float
+    data_file: str = ""  # a zip's data file, relative to its unpacked folder
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,6 +53,8 @@ def sniff_kind(head: bytes, name: str) -> str:
     """The file kind from its first bytes; the name's extension decides only between text kinds."""
     if head.startswith(b"PAR1"):
         return "parquet"
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
     stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     suffix = name.rsplit(".", 1)[-1].lower() if "." in name else ""
     if stripped.startswith(b"["):
@@ -88,11 +92,31 @@ class DatasetStore:
                 raise UserError(Problem("upload", "the file is empty", "choose a file with records"))
             name = display_name(sent_name)
             info = DatasetInfo(dataset_id, name, sniff_kind(head, name), size, time.time())
-            partial.replace(self.root / f"{dataset_id}.{info.kind}")
+            if info.kind == "zip":
+                info = self._unpacked(partial, info)
+            else:
+                partial.replace(self.root / f"{dataset_id}.{info.kind}")
         finally:
             partial.unlink(missing_ok=True)
         write_json(self.root / f"{dataset_id}.meta.json", info.to_dict())
         return info
+
+    def _unpacked(self, archive: Path, info: DatasetInfo) -> DatasetInfo:
+        from dataclasses import replace
+
+        from peftstudio.studio.archives import ArchiveTooLarge, unpack
+
+        folder = self.root / info.id
+        try:
+            found = unpack(archive, folder, self.max_bytes)
+        except ArchiveTooLarge as error:
+            raise UploadTooLarge(error.args[0]) from None
+        return replace(info, data_file=found.relative_to(folder).as_posix())
+
+    def folder(self, dataset_id: str) -> Path | None:
+        """A zip upload's unpacked folder (its images live there); None for a single file."""
+        info = self.info(dataset_id)
+        return self.root / info.id if info.kind == "zip" else None
 
     def info(self, dataset_id: str) -> DatasetInfo:
         if not DATASET_ID.match(dataset_id or ""):
@@ -104,6 +128,8 @@ class DatasetStore:
 
     def path(self, dataset_id: str) -> Path:
         info = self.info(dataset_id)
+        if info.kind == "zip":
+            return self.root / info.id / info.data_file
         return self.root / f"{info.id}.{info.kind}"
 
     def all(self) -> list[DatasetInfo]:
@@ -113,4 +139,6 @@ class DatasetStore:
     def shown(self, text: str, dataset_id: str) -> str:
         """Error text with the stored path replaced by the name the user knows."""
         info = self.info(dataset_id)
+        if info.kind == "zip":  # its data file and images: "frames.zip/data.jsonl:3", "frames.zip/img/a.png"
+            return text.replace(str(self.root / info.id), info.name)
         return text.replace(str(self.path(dataset_id)), info.name)

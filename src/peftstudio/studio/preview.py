@@ -1,5 +1,10 @@
 """Dataset preview: the CLI's data reader, then a few samples as `peftstudio preview-data`
-shows them (data/preview.py: tokenized exactly as training tokenizes them)."""
+shows them (data/preview.py: tokenized exactly as training tokenizes them), with thumbnails of
+each sample's images beside it (PNG data URLs, at most THUMBNAIL pixels a side).
+
+An uploaded dataset's images must be files inside its own upload (a zip's folder): a path
+elsewhere on the server, or a URL the server would fetch, is a problem with the record's
+file:line, and no thumbnail of it is ever made."""
 
 from __future__ import annotations
 
@@ -10,20 +15,25 @@ from peftstudio.data.prepare import prepare_data
 from peftstudio.data.preview import sample_previews
 from peftstudio.data.tokenizer import prepare_tokenizer
 from peftstudio.config.schema import RunConfig
-from peftstudio.errors import EnvironmentProblem
+from peftstudio.errors import EnvironmentProblem, Problem, UserError
 
 SAMPLES = 3
+THUMBNAIL = 96
 # A tokenizer is worth loading once (the caller serialises calls: see Studio.library_lock).
 _SETUPS: dict[tuple, Any] = {}
 
 
-def preview(path: Path | str, config: RunConfig) -> dict[str, Any]:
+def preview(path: Path | str, config: RunConfig, folder: Path | None = None) -> dict[str, Any]:
     """Format detected, row count and rendered samples of the file at `path`, read with the
-    run's data settings; raises the CLI's UserError (file:line)."""
+    run's data settings; raises the CLI's UserError (file:line). `folder`: where an upload's
+    images must lie (None: the bundled sample, images anywhere)."""
     settings = config.data.model_copy(update={"path": str(path), "validation_split": 0.0})
     data = prepare_data(settings)
+    if folder is not None:
+        refuse_outside_images(data, Path(path), folder)
     rows = data.train_rows[:SAMPLES]
-    shown = {"format": data.format, "format_reason": data.format_reason, "rows": len(data.train_rows)}
+    shown = {"format": data.format, "format_reason": data.format_reason, "rows": len(data.train_rows),
+             "thumbnails": [thumbnails(row) for row in rows]}
     setup = _tokenizer_setup(config, data.format)
     if setup is None:
         return {**shown, "samples": [_plain(row, config.training.loss_on) for row in rows], "template": None,
@@ -31,6 +41,41 @@ def preview(path: Path | str, config: RunConfig) -> dict[str, Any]:
                                  "are shown as role: text (masking as training will apply it)"}
     samples = [preview["runs"] for preview in sample_previews(config, data, setup, SAMPLES)]
     return {**shown, "samples": samples, "template": setup.template_reason, "template_note": ""}
+
+
+def refuse_outside_images(data, path: Path, folder: Path) -> None:
+    """Every image of an upload is a file inside `folder` or inline bytes; problems with file:line."""
+    from peftstudio.data.images import refs_from_json
+
+    problems = []
+    root = folder.resolve()
+    rows = zip(data.train_rows + data.validation_rows, data.train_where + data.validation_where)
+    for row, where in rows:
+        for ref in refs_from_json(row.get("images", [])):
+            inside = ref.kind == "base64" or (ref.kind == "path" and Path(ref.value).resolve().is_relative_to(root))
+            if not inside:
+                problems.append(Problem(where or str(path),
+                                        f"image {ref.value!r} is not a file inside the upload",
+                                        "zip the data file with its images and use paths relative to the data file"))
+    if problems:
+        raise UserError(problems[:20])
+
+
+def thumbnails(row: dict[str, Any]) -> list[str]:
+    """PNG data URLs of the row's images, THUMBNAIL pixels a side at most."""
+    import base64
+    import io
+
+    from peftstudio.data.images import load_image, refs_from_json
+
+    shown = []
+    for ref in refs_from_json(row.get("images", [])):
+        image = load_image(ref)
+        image.thumbnail((THUMBNAIL, THUMBNAIL))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        shown.append("data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode())
+    return shown
 
 
 def _tokenizer_setup(config: RunConfig, data_format: str):

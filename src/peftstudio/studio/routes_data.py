@@ -67,8 +67,10 @@ async def post_preview(state: WizardState, request: Request) -> dict[str, Any]:
         return scrub_tree({"ok": False, "problems": [vars(p) for p in checked.problems]})
     config = checked.plan.config
     path = studio.dataset_path(state) or config.data.path  # an upload, or the bundled sample
+    # an upload's images must lie inside it: a zip's folder, a single file's none
+    folder = (studio.datasets.folder(state.dataset) or studio.datasets.root / ".none") if state.dataset else None
     try:
-        shown = await run_in_threadpool(_locked, studio, preview, path, config)
+        shown = await run_in_threadpool(_locked, studio, preview, path, config, folder)
     except PeftStudioError as error:
         return scrub_tree({"ok": False, "problems": [vars(studio.shown_problem(p, state)) for p in error.problems]})
     # The plan read the same file with the user's own data.format, so its reason is the one to

@@ -43,6 +43,7 @@ class BatchSizeResult:
     budget_source: str
     probes: list[Probe] = field(default_factory=list)
     limited_by: str = ""
+    sample: str = ""  # what each probe trains on (train/probe.py)
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
@@ -107,6 +108,7 @@ def find_batch_size(config: RunConfig, tokens: TokenizedData, hardware: Hardware
     candidates = candidate_sizes(effective, max_size)
     budget, source = memory_budget(config.device, budget_bytes, hardware.ram_available_bytes or hardware.ram_bytes)
     prober, seq_len = build_prober(config, tokens, budget)
+    prober_note = prober.note
     seed, seed_reason = estimator_seed(config, hardware, budget, candidates, seq_len)
 
     def probe(size: int) -> Probe:
@@ -127,7 +129,7 @@ def find_batch_size(config: RunConfig, tokens: TokenizedData, hardware: Hardware
     limited = "the effective batch" if best == candidates[-1] and (max_size is None or max_size >= effective) else (
         f"--max {max_size}" if best == candidates[-1] else "memory")
     return BatchSizeResult(best, effective // best, effective, seq_len, seed, seed_reason, config.device, budget, source,
-                           probes, limited)
+                           probes, limited, prober_note)
 
 
 def estimator_seed(config: RunConfig, hardware: HardwareProfile, budget: int | None, candidates: list[int],

@@ -5,6 +5,11 @@ On CUDA the peak is `torch.cuda.max_memory_allocated`. Elsewhere PyTorch keeps n
 statistics, so `StorageTracker` counts every tensor storage created during the probe until
 it is freed (a dispatch mode sees every operation, autograd's backward included), on top of
 the weights, optimizer states and gradients alive when the probe starts.
+
+Image-text data: the model loads with its vision tower (as training loads it) and the probe
+sample is the row with the most images (the longest of those), its text extended to the
+longest row's length when another row is longer: most images and longest text together, so
+no real batch needs more. Its pixel tensors come from the training collator.
 """
 
 from __future__ import annotations
@@ -120,18 +125,24 @@ class StorageTracker:
 class Prober:
     """A model with its adapter and optimizer, ready to run probe steps of any micro-batch."""
 
-    def __init__(self, config: RunConfig, model, sample_ids: list[int], budget_bytes: int | None):
+    def __init__(self, config: RunConfig, model, sample_ids: list[int], budget_bytes: int | None,
+                 image_inputs: dict | None = None):
+        """`image_inputs`: the collated extra tensors of the image-text sample (one row: pixel
+        values, token_type_ids), repeated along the batch with the ids."""
         import torch
 
         self.config, self.model, self.budget = config, model, budget_bytes
         self.device = torch.device(config.device)
         self.sample = torch.tensor(sample_ids, dtype=torch.long)
+        self.image_inputs = image_inputs or {}
+        self.note = ""  # what the probe sample is, when not the plain longest row (image-text)
         self.optimizer = _optimizer(config, model)
         self._warm_optimizer_states()
 
     def release(self) -> None:
         """Drop the model, its optimizer states and the sample, so their memory can be freed."""
         self.model = self.optimizer = self.sample = None
+        self.image_inputs = {}
 
     def _warm_optimizer_states(self) -> None:
         """Optimizer states exist from the first step of a real run on; make them exist now."""
@@ -183,8 +194,10 @@ class Prober:
 
         precision = self.config.training.precision
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        rows = batch.shape[0]
+        extra = {key: value.repeat(rows, *[1] * (value.dim() - 1)).to(self.device) for key, value in self.image_inputs.items()}
         with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = self.model(input_ids=batch, attention_mask=mask, labels=batch.masked_fill(mask == 0, -100)).loss
+            loss = self.model(input_ids=batch, attention_mask=mask, labels=batch.masked_fill(mask == 0, -100), **extra).loss
         loss.backward()
         if self.config.optim.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.trainable, self.config.optim.max_grad_norm)
@@ -220,17 +233,59 @@ def build_prober(config: RunConfig, tokens: TokenizedData, budget_bytes: int | N
     sample from the plan's tokenized training rows. Returns the prober and the probe sequence length."""
     location = model_location(config.model)
     training = config.training
+    image_text = tokens.image_stats is not None
     quantization = quantization_config(config.peft)  # QLoRA probes the 4-bit model it trains
-    model = load_base_model(location, config.model, training.precision, training.attention, quantization, config.device)
+    if image_text:
+        from peftstudio.model.vision import keep_vision_unquantized
+
+        quantization = keep_vision_unquantized(quantization)
+    model = load_base_model(location, config.model, training.precision, training.attention, quantization, config.device,
+                            image_text=image_text)
     match_vocabulary(model, tokens.setup.tokenizer)  # a pad token the plan's tokenizer added
     # The adapter's initialisation (PiSSA's SVD, LoftQ) does not change its memory: skip it.
     peft = config.peft.model_copy(update={"init": "default"})
-    model = attach_adapter(model, peft, config.seed)
+    if image_text:
+        from peftstudio.model.vision import attach_image_text_adapter
+
+        model = attach_image_text_adapter(model, peft, config.seed)
+    else:
+        model = attach_adapter(model, peft, config.seed)
     if quantization is None:  # a quantized model was placed on its device while loading
         model = model.to(config.device)
     if training.gradient_checkpointing == "on":
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model.train()
+    if image_text:
+        ids, image_inputs, note = worst_case_image_sample(tokens, config.data.image_grid)
+        prober = Prober(config, model, ids, budget_bytes, image_inputs)
+        prober.note = note
+        return prober, len(ids)
     ids = worst_case_ids(tokens.train, training.max_seq_length, training.packing == "on")
     return Prober(config, model, ids, budget_bytes), len(ids)
+
+
+def image_count(row) -> int:
+    import json
+
+    return len(json.loads(getattr(row, "images", "[]")))
+
+
+def worst_case_image_sample(tokens: TokenizedData, image_grid: str | None) -> tuple[list[int], dict, str]:
+    """(ids, collated image tensors of one row) of the image-text probe sample: the row with the
+    most images (the longest of those), its text extended with the longest row's text tokens up
+    to that row's length when it is longer (see the module doc)."""
+    from peftstudio.train.vision_collator import ImageTextCollator, image_token_ids
+
+    processor = tokens.setup.image_processor()
+    most = max(tokens.train, key=lambda row: (image_count(row), len(row.input_ids)))
+    longest = max(tokens.train, key=lambda row: len(row.input_ids))
+    image_ids = set(image_token_ids(processor))
+    filler = [t for t in longest.input_ids if t not in image_ids] or [tokens.setup.tokenizer.pad_token_id]
+    extra = len(longest.input_ids) - len(most.input_ids)
+    ids = list(most.input_ids) + (filler * (extra // len(filler) + 1))[:max(extra, 0)]
+    collated = ImageTextCollator(processor, tokens.setup.tokenizer.pad_token_id, image_grid)(
+        [{"input_ids": ids, "labels": ids, "image_refs": getattr(most, "images", "[]")}])
+    note = (f"the training sample with the most images ({image_count(most)} image file(s), {len(most.input_ids)} tokens)"
+            + (f", its text extended to the longest sample's {len(ids)} tokens" if extra > 0 else ""))
+    return ids, {key: value for key, value in collated.items() if key not in ("input_ids", "attention_mask", "labels")}, note

@@ -281,6 +281,14 @@ RULES = {
     "lr_quadratic_warmup": when_set(refuse("quadratic warmup is not available")),
     "jagged_restart_steps": refuse("jagged LR restarts are not available"),
     "model_type": ignore("the model class: transformers reads it from the model's config"),
+    # multimodal (Axolotl's beta): image parts in chat messages, as peftstudio reads them
+    "processor_type": lambda v, _s: Verdict("mapped", note="peftstudio loads the model's processor (AutoProcessor) "
+                                            "whenever the data has images") if v == "AutoProcessor"
+    else common.fail(f"processor_type {v}: peftstudio loads the model's AutoProcessor"),
+    "skip_prepare_dataset": ignore("Axolotl then tokenizes in its collator (multimodal): the same computation"),
+    "image_size": refuse("Axolotl resizes images to image_size before the processor; peftstudio gives the model's "
+                         "processor the images as they are: resize them beforehand"),
+    "image_resize_algorithm": refuse("a resizing peftstudio does not do (see image_size)"),
     "tokenizer_type": ignore("the tokenizer class: transformers reads it from the model"),
 }
 RULES["loss_watchdog_threshold"] = lambda _v, _s: approx(

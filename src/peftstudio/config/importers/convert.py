@@ -49,12 +49,36 @@ def convert(config: RunConfig, tool: str, source_name: str, detected_format: str
         config = config.model_copy(update={"data": config.data.model_copy(update={"format": detected_format})})
         notes.append(f"data.format=auto: written as {detected_format}, the format the run read")
     values = {"axolotl": to_axolotl, "trl": to_trl, "llamafactory": to_llamafactory}[tool](config, notes)
+    _image_text(config, tool, values, notes)
     if not epochs_based:
         values["max_steps"] = config.training.num_batches
     sidecars = values.pop("__sidecars__", {})
     text = f"# Written by `peftstudio convert --to {tool}` from {source_name}.\n" + \
         yaml.safe_dump(values, sort_keys=False, allow_unicode=True)
     return Converted(tool, text, notes, sidecars)
+
+
+def _image_text(config: RunConfig, tool: str, values: dict[str, Any], notes: list[str]) -> None:
+    """An image-text model's settings the other tool says differently, or cannot say (notes)."""
+    arch = config.model.architecture
+    if config.data.image_grid:
+        notes.append(f"data.image_grid={config.data.image_grid} has no equivalent in {tool}: compose each record's images "
+                     "into the grid beforehand (row-major, tiles the first image's size)")
+    if arch is None or arch.vision is None:
+        return
+    scope = config.peft.target_scope
+    if tool == "llamafactory":  # LLaMA-Factory's freeze flags say the same as peft.target_scope
+        values.update(freeze_vision_tower=scope == "language", freeze_multi_modal_projector=True,
+                      freeze_language_model=scope == "vision")
+        notes.append("image data: add \"images\": \"images\" to the dataset's columns in dataset_info.json, with <image> "
+                     "placeholders in the text; paths relative to dataset_dir")
+    elif tool == "axolotl":
+        values["processor_type"] = "AutoProcessor"
+        notes.append(f"peft.target_scope={scope}: Axolotl's lora_target_linear puts adapters on every Linear layer, the "
+                     "vision tower's too; restrict lora_target_modules to match")
+    else:
+        notes.append(f"peft.target_scope={scope}: TRL's all-linear targets the vision tower too; restrict "
+                     "target_modules to match")
 
 
 def _concrete(value: Any, key: str, notes: list[str], fallback: Any) -> Any:

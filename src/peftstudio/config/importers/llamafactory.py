@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from peftstudio.config.importers import common, datasets, hf
-from peftstudio.config.importers.table import (Dialect, Outcome, Refused, Verdict, approx, ignore, mapped, refuse,
+from peftstudio.config.importers.table import (Dialect, Outcome, Refused, Rule, Verdict, approx, ignore, mapped, refuse,
                                                switch, to)
 
 DEFAULTS = {"lora_rank": 8, "lora_dropout": 0.0, "lora_target": "all", "cutoff_len": 2048, "val_size": 0.0,
@@ -73,9 +73,11 @@ def info_entry(name: str, info: dict[str, Any], folder: Path, stage_name: str) -
     if entry.get("ranking") or {"chosen", "rejected", "kto_tag"} & set(entry.get("columns") or {}):
         raise Refused(f"dataset {name}: a preference dataset (chosen/rejected or kto labels)")
     columns = dict(entry.get("columns") or {})
-    extra = {"images", "videos", "audios", "tools", "system", "history"} & set(columns)
+    extra = {"videos", "audios", "tools", "system", "history"} & set(columns)
     if extra:
         raise Refused(f"dataset {name}: columns {sorted(extra)} are not read by peftstudio")
+    if "images" in columns:
+        image_column(name, entry, columns["images"])
     if entry.get("hf_hub_url"):
         path = str(entry["hf_hub_url"])
     elif entry.get("file_name"):
@@ -98,6 +100,37 @@ def info_entry(name: str, info: dict[str, Any], folder: Path, stage_name: str) -
     return datasets.clean(out)
 
 
+def image_column(name: str, entry: dict[str, Any], column: str) -> None:
+    """An `images` column is read by peftstudio as LLaMA-Factory reads it (`<image>` placeholders,
+    one per image, in order) when it is named `images` and its relative paths resolve the same:
+    LLaMA-Factory resolves them against media_dir (default: dataset_dir), peftstudio against the
+    data file's folder, the same folder when the file sits at the top of dataset_dir."""
+    if column != "images":
+        raise Refused(f"dataset {name}: the images column is {column!r}; peftstudio reads a column named images "
+                      "(rename it in the data)")
+    if entry.get("hf_hub_url") or "/" in str(entry.get("file_name", "")).replace("\\", "/"):
+        raise Refused(f"dataset {name}: image paths are relative to LLaMA-Factory's media_dir, peftstudio's to the "
+                      "data file's folder, which differ here (move the data file to the top of dataset_dir)")
+
+
+def image_setting(key: str) -> Rule:
+    """LLaMA-Factory's image knobs: kept where peftstudio computes the same, refused otherwise."""
+    def rule(value: Any, source: dict[str, Any]) -> Verdict:
+        if key == "freeze_vision_tower":
+            return mapped(("peft.target_scope", "language" if value else "all"))
+        if key == "freeze_multi_modal_projector" and value:
+            return Verdict("mapped", note="peftstudio never trains the projector")
+        if key == "freeze_language_model" and not value:
+            return Verdict("mapped", note="the language model gets adapters (peft.target_scope)")
+        if key == "media_dir":
+            raise Refused("image paths resolve against the data file's folder in peftstudio; move the images there")
+        raise Refused({"freeze_multi_modal_projector": "trains the projector, which peftstudio keeps frozen",
+                       "freeze_language_model": "LoRA on the vision tower only is peft.target_scope=vision; set it",
+                       }.get(key, f"{key}: LLaMA-Factory resizes images (or videos) before the processor; peftstudio "
+                                  "gives the model's processor the images as they are: resize them beforehand"))
+    return rule
+
+
 def dialect(dataset_info: Path | None) -> Dialect:
     """The LLaMA-Factory rules, reading datasets from `dataset_info` when given."""
     import json
@@ -112,6 +145,10 @@ def dialect(dataset_info: Path | None) -> Dialect:
         sources = [info_entry(name, info, folder, str(source.get("stage", "sft"))) for name in names]
         note = "instruction records are rendered with the chat template" if any(
             s.get("format") == "instruction" for s in sources) else ""
+        if any("images" in (info[n].get("columns") or {}) for n in names) and "image_max_pixels" not in source:
+            note = "; ".join(filter(None, [note, "images column read with <image> placeholders; LLaMA-Factory also "
+                                           "shrinks images above image_max_pixels (default 768x768) before the "
+                                           "processor, peftstudio does not"]))
         return Verdict("approximated" if note else "mapped", datasets.source_pairs(sources), note)
 
     rules = {**hf.RULES, **RULES, "dataset": dataset}
@@ -169,7 +206,7 @@ RULES = {
 IGNORED = {key: "logging, caching or process setup: the run computes the same" for key in (
     "preprocessing_num_workers", "plot_loss", "tokenized_path", "ray_num_workers", "enable_liger_kernel",
     "use_unsloth_gc", "upcast_layernorm")}
-IGNORED.update({key: "image/video settings: the image datasets they serve are refused on their own key" for key in (
-    "image_max_pixels", "video_max_pixels", "video_fps", "video_maxlen", "freeze_vision_tower",
-    "freeze_multi_modal_projector", "freeze_language_model")})
+RULES.update({key: image_setting(key) for key in (
+    "image_max_pixels", "image_min_pixels", "video_max_pixels", "video_fps", "video_maxlen", "freeze_vision_tower",
+    "freeze_multi_modal_projector", "freeze_language_model", "media_dir")})
 MARKERS = {"stage", "finetuning_type", "template", "cutoff_len", "lora_target", "quantization_bit"}

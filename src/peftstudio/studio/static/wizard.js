@@ -195,7 +195,7 @@ function stepDataset() {
     : (wizard.state.dataset ? "uploaded dataset " + wizard.state.dataset : "the bundled sample (600 instruction rows)");
   return [
     h("p", {}, "Upload JSON Lines, a JSON array, CSV or Parquet. The file is checked by the same reader as the CLI."),
-    h("input", { type: "file", id: "dataset-file", accept: ".jsonl,.json,.csv,.parquet", onchange: (e) => upload(e.target.files[0]) }),
+    h("input", { type: "file", id: "dataset-file", accept: ".jsonl,.json,.csv,.parquet,.zip", title: "a data file, or a .zip of a JSONL with its images", onchange: (e) => upload(e.target.files[0]) }),
     " ", h("button", { class: "secondary", onclick: () => { wizard.state.dataset = null; wizard.dataset = null; render(); changed(); } }, "Use the bundled sample"),
     h("p", { id: "dataset-status" }, "Data: ", h("b", {}, status)),
     (wizard.uploads || []).length ? h("p", { class: "muted" }, "Earlier uploads: ", wizard.uploads.map((d) =>
@@ -235,7 +235,8 @@ function renderPreview() {
       h("span", { class: "sample" }, h("span", { class: "masked" }, "grey: masked, no loss")), " ",
       h("span", { class: "sample" }, h("span", { class: "trained" }, "green: trained on")), " ",
       h("span", { class: "sample" }, h("span", { class: "truncated" }, "struck: past max_seq_length"))),
-    shown.samples.map((pieces) => h("div", { class: "sample" },
+    shown.samples.map((pieces, i) => h("div", { class: "sample" },
+      ((shown.thumbnails || [])[i] || []).map((src) => h("img", { class: "thumb", src, alt: "sample image" })),
       pieces.map((p) => h("span", { class: p.truncated ? "truncated" : p.trained ? "trained" : "masked" }, p.text)))));
 }
 
