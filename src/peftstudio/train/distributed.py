@@ -21,16 +21,19 @@ def is_main_process() -> bool:
 
 
 @contextmanager
-def main_process_first(device: str):
+def main_process_first(device: str, timeout_s: int):
     """Rank 0 runs the block first, the others after it finished (a no-op in one process).
 
-    Joins the process group early for this; the trainer reuses it later."""
+    Joins the process group early for this, with its collective timeout (training.process_timeout_s:
+    a lost peer makes the others fail after it, never hang); the trainer reuses the group."""
     if world_size() == 1:
         yield
         return
+    from datetime import timedelta
+
     from accelerate import PartialState
 
-    state = PartialState(cpu=device == "cpu")
+    state = PartialState(cpu=device == "cpu", timeout=timedelta(seconds=timeout_s))
     with state.main_process_first():
         yield
 

@@ -52,7 +52,7 @@ def run_training(plan: RunPlan, data: TokenizedData, console, callbacks: list | 
         console = Console(quiet=True)  # one voice: rank 0's
     training = plan.config.training
     run_dir, checkpoints = RunDir.at(training.output_dir), CheckpointDir.at(training.checkpoint_dir)
-    with main_process_first(plan.config.device):
+    with main_process_first(plan.config.device, training.process_timeout_s):
         resume_from = _start(plan, console, run_dir, checkpoints)
     if _already_finished(plan, run_dir, resume_from):
         return _finished_result(run_dir, resume_from)

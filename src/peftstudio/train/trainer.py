@@ -67,6 +67,7 @@ def training_arguments(plan: RunPlan, checkpoint_dir: Path, has_validation: bool
         use_cpu=config.device == "cpu",
         ddp_backend="gloo" if config.device == "cpu" and training.num_processes > 1 else None,
         ddp_find_unused_parameters=False,  # every adapter weight takes part in every step
+        ddp_timeout=training.process_timeout_s,
         gradient_checkpointing=training.gradient_checkpointing == "on",
         # With a KV cache, transformers skips the position_ids-based mask that keeps packed
         # samples apart (masking_utils: packed sequences are detected only without one).
