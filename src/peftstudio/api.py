@@ -144,7 +144,7 @@ def _launch_dir(run_dir, machine_rank: int) -> Path:
 
 
 def _launch(run_plan: RunPlan, console, faults: Faults):
-    """Save the plan in the run dir, start the workers on it, report what rank 0 wrote."""
+    """Save the plan (machine 0: in the run dir), start the workers on it, report what rank 0 wrote."""
     from peftstudio.launch.processes import launch_workers
     from peftstudio.plan.runs import read_run
     from peftstudio.track.runs import RunDir
@@ -156,8 +156,14 @@ def _launch(run_plan: RunPlan, console, faults: Faults):
     resume_target(CheckpointDir.at(training.checkpoint_dir), training.resume, run_plan.fingerprint, run_plan.identity)
     run_dir = RunDir.at(training.output_dir)
     launch_dir = _launch_dir(run_dir, training.machine_rank)
-    run_plan.write(launch_dir / run_dir.plan.name)
-    launch_workers(run_plan.config, launch_dir / run_dir.plan.name, launch_dir, console, faults.as_arguments())
+    try:
+        run_plan.write(launch_dir / run_dir.plan.name)
+        launch_workers(run_plan.config, launch_dir / run_dir.plan.name, launch_dir, console, faults.as_arguments())
+    finally:
+        if launch_dir != run_dir.root:
+            import shutil
+
+            shutil.rmtree(launch_dir, ignore_errors=True)
     if not run_dir.metrics.is_file():  # another machine's run dir (machine 0 writes it)
         console.print(f"machine {training.machine_rank} of {training.num_machines}: its processes finished; "
                       "machine 0 writes the run dir, the metrics and the adapter")
