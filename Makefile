@@ -13,10 +13,14 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# torch first and pinned: an unpinned torch pulls several GB of CUDA wheels.
+# torch first and pinned: an unpinned torch pulls several GB of CUDA wheels. deepspeed after it,
+# from its sdist without build isolation (its build imports torch: an isolated build would fetch
+# a CUDA torch) and without compiling its ops (DS_BUILD_OPS=0: they build on first use on GPUs).
+DEEPSPEED := deepspeed==0.19.8
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
+	DS_BUILD_OPS=0 $(BIN)/pip install --quiet --no-build-isolation $(DEEPSPEED)
 	touch $(STAMP)
 
 install: $(STAMP)

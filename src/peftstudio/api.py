@@ -61,9 +61,9 @@ def _hold_run_dirs(run_plan: RunPlan, console, place):
 
     from peftstudio.train.lock import RunLock
 
-    if place.launched:
-        return nullcontext()
     training = run_plan.config.training
+    if place.launched or training.machine_rank > 0:
+        return nullcontext()  # machine 0's launcher holds the run's directories
     return RunLock({"training.output_dir": Path(training.output_dir), "training.checkpoint_dir":
                     Path(training.checkpoint_dir)},
                    report=lambda message: console.print(f"[yellow]note[/]      {message}", highlight=False))
@@ -131,8 +131,20 @@ def _train_here(run_plan: RunPlan, data, console, callbacks, faults: Faults):
                               f"(diagnosis in {stopped.run_dir / DIAGNOSIS_FILE})") from None
 
 
+def _launch_dir(run_dir, machine_rank: int) -> Path:
+    """Where this machine's launcher puts the plan its workers execute and their accelerate
+    config: the run dir on machine 0, which alone writes it; a private temporary dir on the
+    others (the run dir may be the same shared directory, and is machine 0's)."""
+    if machine_rank == 0:
+        run_dir.root.mkdir(parents=True, exist_ok=True)
+        return run_dir.root
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix=f"peftstudio-machine{machine_rank}-"))
+
+
 def _launch(run_plan: RunPlan, console, faults: Faults):
-    """Save the plan in the run dir, start the workers on it, report what rank 0 wrote."""
+    """Save the plan (machine 0: in the run dir), start the workers on it, report what rank 0 wrote."""
     from peftstudio.launch.processes import launch_workers
     from peftstudio.plan.runs import read_run
     from peftstudio.track.runs import RunDir
@@ -143,9 +155,19 @@ def _launch(run_plan: RunPlan, console, faults: Faults):
     # A checkpoint dir of another run is a user error: say so now, not from inside a worker.
     resume_target(CheckpointDir.at(training.checkpoint_dir), training.resume, run_plan.fingerprint, run_plan.identity)
     run_dir = RunDir.at(training.output_dir)
-    run_dir.root.mkdir(parents=True, exist_ok=True)
-    run_plan.write(run_dir.plan)
-    launch_workers(run_plan.config, run_dir.plan, run_dir.root, console, faults.as_arguments())
+    launch_dir = _launch_dir(run_dir, training.machine_rank)
+    try:
+        run_plan.write(launch_dir / run_dir.plan.name)
+        launch_workers(run_plan.config, launch_dir / run_dir.plan.name, launch_dir, console, faults.as_arguments())
+    finally:
+        if launch_dir != run_dir.root:
+            import shutil
+
+            shutil.rmtree(launch_dir, ignore_errors=True)
+    if not run_dir.metrics.is_file():  # another machine's run dir (machine 0 writes it)
+        console.print(f"machine {training.machine_rank} of {training.num_machines}: its processes finished; "
+                      "machine 0 writes the run dir, the metrics and the adapter")
+        return TrainResult(run_dir, None, 0, None, None, False, report=False)
     records = read_run(run_dir.root).metrics
     losses = [r["loss"] for r in records if "loss" in r]
     final_step = max((r["step"] for r in records), default=0)
@@ -446,8 +468,9 @@ def cost(run_plan: RunPlan, price_file: Path | None = None):
 
 def launch(overrides: list[str] | None, config_file: Path | None, provider: str, gpu: str | None = None,
            spot: bool = False, bucket: str | None = None, out: Path = Path("sky-task.yaml"),
-           price_file: Path | None = None):
+           price_file: Path | None = None, num_nodes: int = 1):
     """Write a SkyPilot task (and the config it runs) for `provider`; returns the command to start it."""
     from peftstudio.launch.prepare import prepare_launch
 
-    return prepare_launch(list(overrides or []), config_file, provider, gpu, spot, bucket, Path(out), price_file)
+    return prepare_launch(list(overrides or []), config_file, provider, gpu, spot, bucket, Path(out), price_file,
+                          num_nodes)

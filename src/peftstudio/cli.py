@@ -413,13 +413,15 @@ def launch(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = 
            spot: bool = typer.Option(False, "--spot", help="spot/interruptible instances (needs --bucket)"),
            bucket: Optional[str] = typer.Option(None, "--bucket", help="s3://, gs:// or r2:// URL for checkpoints"),
            out: Path = typer.Option(Path("sky-task.yaml"), "--out", help="where to write the SkyPilot task"),
-           price_file: Optional[Path] = typer.Option(None, "--price-file", help="GPU prices instead of the shipped file")) -> None:
+           price_file: Optional[Path] = typer.Option(None, "--price-file", help="GPU prices instead of the shipped file"),
+           num_nodes: int = typer.Option(1, "--num-nodes", help="machines (one GPU each) training together; "
+                                         "more than 1 needs --bucket")) -> None:
     """Write a SkyPilot task for this run (resources, setup installing peftstudio, run with
     resume=auto, file mounts for config, data and checkpoints) and print the `sky` command."""
     from peftstudio import api
     from peftstudio.launch.skypilot import describe_option
 
-    result = api.launch(overrides or [], config, provider.value, gpu, spot, bucket, out, price_file)
+    result = api.launch(overrides or [], config, provider.value, gpu, spot, bucket, out, price_file, num_nodes)
     console.print(f"[bold]task[/]      {result.task_path}  (runs {result.config_path})")
     console.print(f"[bold]gpu[/]       {result.accelerator or 'none (CPU)'}" +
                   (f": {describe_option(result.option)}" if result.option else ""), markup=True)

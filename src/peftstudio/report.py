@@ -110,6 +110,23 @@ def _print_memory(console: Console, plan: RunPlan) -> None:
     if memory.get("recommended_micro_batch"):
         console.print(f"[bold]memory[/]    largest micro-batch predicted to fit: {memory['recommended_micro_batch']} "
                       "(peftstudio find-batch-size measures it)")
+    _print_strategies(console, plan, memory)
+
+
+def _print_strategies(console: Console, plan: RunPlan, memory: dict) -> None:
+    """Per-device memory under each way to spread the run (plan/strategy_memory.py), shown when
+    the run is spread or does not fit one device."""
+    strategies, recommended = memory.get("strategies") or {}, memory.get("recommended_strategy")
+    if not strategies or (plan.config.training.num_processes == 1 and memory.get("fits") is not False):
+        return
+    rows = "; ".join(f"{name} {format_gib(item['total_bytes'], 2)}"
+                     + (f" (+{format_gib(item['host_bytes'], 2)} CPU RAM)" if item["host_bytes"] else "")
+                     for name, item in strategies.items())
+    console.print(f"[bold]strategy[/]  per device on {plan.config.training.num_processes}: {rows}")
+    if recommended:
+        chosen = plan.config.training.distributed
+        console.print(f"[bold]strategy[/]  recommended {recommended['reason']}"
+                      + (f" (this run: training.distributed={chosen})" if recommended["strategy"] != chosen else ""))
 
 
 def print_plan(console: Console, plan: RunPlan) -> None:

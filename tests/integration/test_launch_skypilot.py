@@ -26,14 +26,16 @@ def test_skypilot_parses_every_task(tasks, tmp_path):
             (resources,) = task.resources
             out[path] = {"cloud": str(resources.cloud), "accelerators": resources.accelerators,
                          "spot": resources.use_spot, "mounts": sorted(task.file_mounts or {}),
-                         "storage": sorted(task.storage_mounts or {})}
+                         "storage": sorted(task.storage_mounts or {}),
+                         "num_nodes": task.num_nodes}
         print(json.dumps(out))
     """)
     result = subprocess.run([SKY_PYTHON, "-c", script, *paths], capture_output=True, text=True, timeout=300,
                             env={**os.environ, "HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr[-2000:]
     parsed = json.loads(result.stdout.strip().splitlines()[-1])
-    runpod, vast, local = (parsed[p] for p in paths)
+    runpod, vast, local, nodes = (parsed[p] for p in paths)
+    assert nodes["num_nodes"] == 2 and runpod["num_nodes"] == 1 and nodes["storage"] == ["/peftstudio/state"]
     assert runpod["cloud"] == "RunPod" and not runpod["spot"]
     assert vast["cloud"] == "Vast" and vast["spot"] and vast["accelerators"] == {"RTX4090": 1}
     assert vast["storage"] == ["/peftstudio/state"]

@@ -48,7 +48,13 @@ def test_strategy_options_reach_the_launcher(tmp_path):
     zero2 = launch_args(write_accelerate_config("deepspeed_zero2", ProcessLayout(num_processes=8), tmp_path / "z2.yaml"))
     assert zero2.zero_stage == 2 and zero2.offload_param_device == "none"
     fsdp = launch_args(write_accelerate_config("fsdp", ProcessLayout(num_processes=4), tmp_path / "f.yaml"))
-    assert fsdp.use_fsdp and fsdp.fsdp_version == 2 and fsdp.fsdp_state_dict_type == "FULL_STATE_DICT"
+    assert fsdp.use_fsdp and fsdp.fsdp_version == 2 and fsdp.fsdp_state_dict_type == "SHARDED_STATE_DICT"
+    # FSDP on CPU processes: torchrun's launcher (not accelerate's one-process --cpu path), full loading.
+    on_cpu = launch_args(write_accelerate_config("fsdp", ProcessLayout(num_processes=2, use_cpu=True),
+                                                 tmp_path / "fc.yaml"))
+    assert on_cpu.use_fsdp and on_cpu.use_cpu and not on_cpu.cpu and on_cpu.fsdp_cpu_ram_efficient_loading is False
+    with pytest.raises(UserError, match="deepspeed_zero2 on CPU"):
+        write_accelerate_config("deepspeed_zero2", ProcessLayout(num_processes=2, use_cpu=True), tmp_path / "d.yaml")
     # Several CPU processes must go through the multi-process launcher: accelerate's --cpu path runs one.
     cpu = launch_args(write_accelerate_config("cpu", ProcessLayout(num_processes=2), tmp_path / "c.yaml"))
     assert cpu.multi_gpu and cpu.use_cpu and not cpu.cpu

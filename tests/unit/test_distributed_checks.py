@@ -31,18 +31,27 @@ def test_machine_layout_errors_come_together():
     assert "cannot be split evenly" in text and "training.machine_rank: 2" in text and "main_process_ip" in text
 
 
-@pytest.mark.parametrize("strategy", ["fsdp", "deepspeed_zero2", "deepspeed_zero3"])
-def test_sharding_on_cpu_is_an_environment_problem(strategy):
+@pytest.mark.parametrize("strategy", ["deepspeed_zero2", "deepspeed_zero3"])
+def test_deepspeed_on_cpu_is_an_environment_problem(strategy):
     with pytest.raises(EnvironmentProblem) as caught:
         make_plan([f"training.distributed={strategy}", "training.num_processes=2"], hardware=CPU)
-    assert caught.value.exit_code == 3 and "training.distributed=ddp (runs on CPU over gloo)" in caught.value.render()
+    text = caught.value.render()
+    assert caught.value.exit_code == 3 and "DeepSpeed's ZeRO engine needs CUDA GPUs; this run is on cpu" in text
+    assert "training.distributed=fsdp (shards over gloo on CPU)" in text
 
 
-def test_deepspeed_not_installed_names_the_fix():
+def test_fsdp_on_cpu_plans_and_on_mps_is_refused():
+    plan = make_plan(["training.distributed=fsdp", "training.num_processes=2"], hardware=CPU)
+    assert plan.config.training.distributed == "fsdp"
+    with pytest.raises(EnvironmentProblem, match="fsdp on Apple MPS"):
+        make_plan(["training.distributed=fsdp", "training.num_processes=2"], hardware=M4)
+
+
+def test_deepspeed_not_installed_names_the_fix(monkeypatch):
     import importlib.util
 
-    if importlib.util.find_spec("deepspeed") is not None:
-        pytest.skip("deepspeed is installed here")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else find_spec(name, *a))
     with pytest.raises(EnvironmentProblem, match="pip install deepspeed"):
         make_plan(["training.distributed=deepspeed_zero2", "training.num_processes=8"], hardware=EIGHT_GPUS)
     assert make_plan(["training.distributed=fsdp", "training.num_processes=8"], hardware=EIGHT_GPUS)

@@ -23,12 +23,35 @@ def tasks(tmp_path_factory):
         "vast": api.launch([f"data.path={data}"], None, "vast", gpu="RTX4090:1", spot=True,
                            bucket="s3://peftstudio-test/run1", out=root / "vast.yaml"),
         "local": api.launch([], None, "local", out=root / "local.yaml"),
+        "nodes": api.launch(["model=llama3_8b"], None, "runpod", bucket="s3://peftstudio-test/nodes",
+                            num_nodes=2, out=root / "nodes.yaml"),
     }
     return made, data
 
 
 def load(path):
     return yaml.safe_load(Path(path).read_text())
+
+
+def test_multi_node_task_wires_skypilot_node_rank_and_head_ip_into_the_machine_keys(tasks):
+    task = load(tasks[0]["nodes"].task_path)
+    assert task["num_nodes"] == 2 and task["resources"]["accelerators"].endswith(":1")
+    run = task["run"]
+    assert 'HEAD_IP=$(echo "$SKYPILOT_NODE_IPS" | head -n1)' in run
+    for wiring in ("training.machine_rank=$SKYPILOT_NODE_RANK", "training.main_process_ip=$HEAD_IP",
+                   "training.num_machines=$SKYPILOT_NUM_NODES", "training.distributed=ddp",
+                   "training.num_processes=$((SKYPILOT_NUM_NODES * SKYPILOT_NUM_GPUS_PER_NODE))",
+                   "training.resume=auto"):
+        assert wiring in run
+    # Every node sees the checkpoints machine 0 writes: they live on the bucket mount.
+    assert task["file_mounts"]["/peftstudio/state"]["source"] == "s3://peftstudio-test/nodes"
+    remote = load(tasks[0]["nodes"].config_path)
+    assert remote["training"]["checkpoint_dir"].startswith("/peftstudio/state/")
+
+
+def test_several_nodes_without_a_bucket_are_refused():
+    with pytest.raises(UserError, match="--num-nodes: 2 machines need one checkpoint directory"):
+        api.launch([], None, "runpod", num_nodes=2, out=Path("unused.yaml"))
 
 
 def test_runpod_task_picks_the_cheapest_gpu_that_fits_and_resumes(tasks):

@@ -270,6 +270,11 @@ class TrainingSettings(Section):
     """Address of machine 0 that the others reach; needed when num_machines > 1."""
     main_process_port: int | None = Field(default=None, ge=1024, le=65535)
     """Rendezvous port on machine 0. null: a free port when on one machine, 29500 across machines."""
+    process_timeout_s: int = Field(default=600, ge=10, le=86400)
+    """Seconds a process of a multi-process run waits for the others at a collective (all-reduce,
+    barrier, gather; gloo and NCCL alike) before it stops with an error: how long a lost process
+    or machine can stall the rest. Raise it when one process works alone for longer (rank 0
+    tokenizing a large dataset, or writing a large checkpoint to slow storage)."""
 
 
 class OptimSettings(Section):

@@ -34,6 +34,7 @@ class ProcessLayout:
     mixed_precision: str = "no"
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
+    use_cpu: bool = False  # processes compute on CPU and talk over gloo (fsdp, multi-node tests)
 
     @classmethod
     def of(cls, config: RunConfig) -> "ProcessLayout":
@@ -41,7 +42,7 @@ class ProcessLayout:
         training = config.training
         return cls(training.num_processes, training.num_machines, training.machine_rank, training.main_process_ip,
                    training.main_process_port, _MIXED_PRECISION[training.precision],
-                   training.gradient_accumulation_steps, config.optim.max_grad_norm)
+                   training.gradient_accumulation_steps, config.optim.max_grad_norm, config.device == "cpu")
 
 
 def config_name_for(config: RunConfig) -> str:
@@ -66,7 +67,11 @@ def validate_layout(name: str, layout: ProcessLayout) -> None:
     if name in ("multi_gpu", "fsdp", "deepspeed_zero2", "deepspeed_zero3") and layout.num_processes < 2:
         problems.append(Problem("--num-processes", f"{layout.num_processes} with {name}, which needs 2 or more",
                                 "use --num-processes 2 or more, or single_gpu"))
-    if layout.mixed_precision not in ("no", "bf16", "fp16") or (name == "cpu" and layout.mixed_precision == "fp16"):
+    if name.startswith("deepspeed") and layout.use_cpu:
+        problems.append(Problem("NAME", f"{name} on CPU: DeepSpeed's ZeRO engine runs on CUDA GPUs here",
+                                "use fsdp (shards over gloo on CPU) or ddp"))
+    on_cpu = name == "cpu" or layout.use_cpu
+    if layout.mixed_precision not in ("no", "bf16", "fp16") or (on_cpu and layout.mixed_precision == "fp16"):
         problems.append(Problem("--mixed-precision", f"{layout.mixed_precision!r}",
                                 "use no, bf16 or fp16 (fp16 needs a GPU)"))
     if layout.num_processes % layout.num_machines:
@@ -93,7 +98,7 @@ def accelerate_config(name: str, layout: ProcessLayout) -> dict[str, Any]:
     elif name == "multi_gpu":
         config.update(distributed_type="MULTI_GPU")
     elif name == "fsdp":
-        config.update(distributed_type="FSDP", fsdp_config=_fsdp())
+        config.update(distributed_type="FSDP", fsdp_config=_fsdp(layout.use_cpu))
     else:
         config.update(distributed_type="DEEPSPEED", deepspeed_config=_deepspeed(int(name[-1]), layout))
     return config
@@ -126,7 +131,7 @@ def _common(layout: ProcessLayout) -> dict[str, Any]:
         "compute_environment": "LOCAL_MACHINE",
         "debug": False,
         "mixed_precision": layout.mixed_precision,
-        "use_cpu": False,
+        "use_cpu": layout.use_cpu,
         "num_processes": layout.num_processes,
         "num_machines": layout.num_machines,
         "machine_rank": layout.machine_rank,
@@ -149,17 +154,22 @@ def _cpu(layout: ProcessLayout) -> dict[str, Any]:
     return {"distributed_type": "NO", "use_cpu": True, "num_processes": 1, "num_machines": 1}
 
 
-def _fsdp() -> dict[str, Any]:
-    # FSDP2 handles frozen base weights next to trainable adapters in one shard group; the
-    # full state dict lets the adapter be saved as ordinary PEFT files. Layers to wrap are
-    # the model's own `_no_split_modules` (transformer blocks) when none are named.
+def _fsdp(use_cpu: bool) -> dict[str, Any]:
+    # FSDP2 handles frozen base weights next to trainable adapters in one shard group.
+    # Checkpoints hold each process's shard (torch.distributed.checkpoint: no process ever holds
+    # the whole model or optimizer to save it); the final adapter is gathered on rank 0 and
+    # saved as ordinary PEFT files (train/run.py `_save_adapter`). Layers to wrap are
+    # the model's own `_no_split_modules` (transformer blocks) when none are named. On CPU
+    # every process loads the full weights (no meta-device loading): the processes share one
+    # machine's RAM, and the trainer turns accelerate's CPU processes into FSDP2 ones itself
+    # (train/distributed.py `shard_on_cpu`), after the model is loaded.
     return {
         "fsdp_version": 2,
         "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
         "fsdp_reshard_after_forward": True,
-        "fsdp_state_dict_type": "FULL_STATE_DICT",
+        "fsdp_state_dict_type": "SHARDED_STATE_DICT",
         "fsdp_offload_params": False,
-        "fsdp_cpu_ram_efficient_loading": True,
+        "fsdp_cpu_ram_efficient_loading": not use_cpu,
         "fsdp_activation_checkpointing": False,
     }
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from peftstudio.errors import Problem, UserError
-from peftstudio.launch.skypilot import TaskSpec, build_task, check_spot, launch_command, write_task
+from peftstudio.launch.skypilot import TaskSpec, build_task, check_nodes, check_spot, launch_command, write_task
 from peftstudio.plan.cost import CostOption, CostReport, cost_report
 from peftstudio.plan.prices import PriceFile, load_prices
 
@@ -27,11 +27,14 @@ class LaunchResult:
 
 
 def prepare_launch(overrides: list[str], config_file: Path | None, provider: str, gpu: str | None, spot: bool,
-                   bucket: str | None, out: Path, price_file: Path | None = None) -> LaunchResult:
-    """Check the run here (config, data, memory), choose the GPU, write the task and its config."""
+                   bucket: str | None, out: Path, price_file: Path | None = None, num_nodes: int = 1) -> LaunchResult:
+    """Check the run here (config, data, memory), choose the GPU, write the task and its config.
+    `num_nodes` > 1: one GPU on each of that many machines, training together (ddp unless the
+    config names a strategy), checkpoints in the bucket."""
     from peftstudio.plan.pipeline import make_plan
 
     check_spot(provider, spot, bucket)
+    check_nodes(num_nodes, bucket)
     plan = make_plan(overrides, config_file)
     prices = load_prices(price_file)
     report = cost_report(plan, price_file)
@@ -46,7 +49,8 @@ def prepare_launch(overrides: list[str], config_file: Path | None, provider: str
     if bucket is None:
         notes.append("checkpoints stay on the machine's disk: relaunching on the same cluster resumes; "
                      "add --bucket to survive losing the machine")
-    spec = TaskSpec(provider, accelerator, spot, bucket, _disk_gb(config), _source_checkout(), _version(), _extras(config))
+    spec = TaskSpec(provider, accelerator, spot, bucket, _disk_gb(config), _source_checkout(), _version(), _extras(config),
+                    num_nodes)
     if spec.source_dir is None:
         notes.append(f"setup installs peftstudio=={spec.version} with pip on the remote: that version must be on "
                      "its package index (from a source checkout, launch syncs and installs the checkout instead)")

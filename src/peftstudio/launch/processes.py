@@ -39,10 +39,18 @@ def launch_workers(config: RunConfig, plan_file: Path, run_dir: Path, console,
                   f"({config.training.distributed}, {layout.num_processes} in total) with {config_file}")
     sys.stdout.flush()
     completed = subprocess.run(command)
-    if completed.returncode != 0:
+    if completed.returncode == 0:
+        return
+    if layout.num_machines > 1:
         raise PeftStudioError(Problem(
-            "training", f"a training process failed (accelerate launch exited with {completed.returncode})",
-            "see the messages above; starting the same command again resumes from the newest checkpoint"))
+            "training", f"a training process on machine {layout.machine_rank} of {layout.num_machines} failed or lost "
+            f"contact with the other machines (accelerate launch exited with {completed.returncode}); when one "
+            "machine stops, the others stop too",
+            "see the messages above on every machine; start the same command again on every machine to resume "
+            "from the newest checkpoint"))
+    raise PeftStudioError(Problem(
+        "training", f"a training process failed (accelerate launch exited with {completed.returncode})",
+        "see the messages above; starting the same command again resumes from the newest checkpoint"))
 
 
 def free_port() -> int:

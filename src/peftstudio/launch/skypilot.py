@@ -39,6 +39,16 @@ class TaskSpec:
     source_dir: Path | None  # a peftstudio checkout to install from (synced as the workdir)
     version: str
     extras: list[str]
+    num_nodes: int = 1  # machines, one GPU each; more than one needs the bucket (shared checkpoints)
+
+
+def check_nodes(num_nodes: int, bucket: str | None) -> None:
+    if num_nodes < 1:
+        raise UserError(Problem("--num-nodes", f"{num_nodes}", "use 1 or more"))
+    if num_nodes > 1 and bucket is None:
+        raise UserError(Problem("--num-nodes", f"{num_nodes} machines need one checkpoint directory they all see: "
+                                "machine 0 writes the checkpoints, every machine resumes from them",
+                                "add --bucket s3://BUCKET/PATH (or gs://, r2://)"))
 
 
 def check_spot(provider: str, spot: bool, bucket: str | None) -> None:
@@ -90,10 +100,12 @@ def build_task(config: RunConfig, spec: TaskSpec, config_path: Path) -> tuple[di
     if spec.bucket:
         file_mounts[state_dir(spec)] = {"source": spec.bucket, "mode": "MOUNT_CACHED"}
     task: dict[str, Any] = {"name": task_name(config), "resources": resources}
+    if spec.num_nodes > 1:
+        task["num_nodes"] = spec.num_nodes
     if spec.source_dir is not None:
         task["workdir"] = str(spec.source_dir)
     task.update({"secrets": {"HF_TOKEN": None}, "file_mounts": file_mounts,
-                 "setup": _setup(spec), "run": _run(spec)})
+                 "setup": _setup(spec), "run": _run(spec, config.training.distributed)})
     return task, values
 
 
@@ -105,12 +117,22 @@ def _setup(spec: TaskSpec) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _run(spec: TaskSpec) -> str:
+def _run(spec: TaskSpec, distributed: str = "none") -> str:
     state = state_dir(spec)
-    return ("set -euo pipefail\n"
-            f"mkdir -p {state}\n"
-            "# resume=auto: a relaunched (preempted) job continues from its newest complete checkpoint\n"
-            f"peftstudio train --config {REMOTE_ROOT}/run.yaml training.resume=auto\n")
+    script = ("set -euo pipefail\n"
+              f"mkdir -p {state}\n"
+              "# resume=auto: a relaunched (preempted) job continues from its newest complete checkpoint\n")
+    if spec.num_nodes == 1:
+        return script + f"peftstudio train --config {REMOTE_ROOT}/run.yaml training.resume=auto\n"
+    # SkyPilot starts this script on every node with its rank and every node's address (the
+    # head's first); one process per node's GPU, the head hosts the rendezvous.
+    strategy = "ddp" if distributed == "none" else distributed
+    return script + (
+        'HEAD_IP=$(echo "$SKYPILOT_NODE_IPS" | head -n1)\n'
+        f"peftstudio train --config {REMOTE_ROOT}/run.yaml training.resume=auto training.distributed={strategy} \\\n"
+        "  training.num_machines=$SKYPILOT_NUM_NODES training.machine_rank=$SKYPILOT_NODE_RANK \\\n"
+        "  training.main_process_ip=$HEAD_IP \\\n"
+        "  training.num_processes=$((SKYPILOT_NUM_NODES * SKYPILOT_NUM_GPUS_PER_NODE))\n")
 
 
 class _TaskDumper(yaml.SafeDumper):

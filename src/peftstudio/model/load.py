@@ -41,8 +41,11 @@ def match_vocabulary(model, tokenizer) -> None:
         model.resize_token_embeddings(len(tokenizer))
 
 
-def quantization_config(peft: PeftSettings):
-    """The bitsandbytes config for the frozen base weights, or None for a full-precision base."""
+def quantization_config(peft: PeftSettings, sharded: bool = False):
+    """The bitsandbytes config for the frozen base weights, or None for a full-precision base.
+    `sharded`: FSDP / ZeRO-3 split the weights across processes, which only works for floating
+    tensors, so the packed 4-bit bytes are stored in compute-dtype containers (the same bytes;
+    with uint8 storage accelerate leaves every 4-bit weight unsharded on every process)."""
     if peft.quantization == "none":
         return None
     import torch
@@ -55,8 +58,8 @@ def quantization_config(peft: PeftSettings):
         bnb_4bit_quant_type=peft.quantization,
         bnb_4bit_use_double_quant=peft.double_quant,
         bnb_4bit_compute_dtype=getattr(torch, DTYPES[peft.compute_dtype]),
-        # Keep the packed 4-bit storage in bytes: what bitsandbytes' CPU and CUDA kernels expect.
-        bnb_4bit_quant_storage=torch.uint8,
+        # Unsharded: keep the packed 4-bit storage in bytes, what bitsandbytes' kernels expect.
+        bnb_4bit_quant_storage=getattr(torch, DTYPES[peft.compute_dtype]) if sharded else torch.uint8,
     )
 
 

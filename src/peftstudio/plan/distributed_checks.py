@@ -56,10 +56,13 @@ def _machine_findings(config: RunConfig, hardware: HardwareProfile) -> tuple[lis
     if training.num_processes == 1:
         return environment, warnings
     per_machine = max(training.num_processes // training.num_machines, 1)
-    if training.distributed in SHARDED and device != "cuda":
-        environment.append(Problem("training.distributed", f"{training.distributed} shards the model across CUDA GPUs; "
-                                   f"this run is on {device}",
-                                   "use training.distributed=ddp (runs on CPU over gloo), or run on GPU machines"))
+    if training.distributed.startswith("deepspeed") and device != "cuda":
+        environment.append(Problem("training.distributed", f"{training.distributed}: DeepSpeed's ZeRO engine needs "
+                                   f"CUDA GPUs; this run is on {device}",
+                                   "use training.distributed=fsdp (shards over gloo on CPU) or ddp, or run on GPUs"))
+    if training.distributed == "fsdp" and device == "mps":
+        environment.append(Problem("training.distributed", "fsdp on Apple MPS: PyTorch has no process group for MPS",
+                                   "use training.distributed=none, or run on CPU or CUDA GPUs"))
     if training.distributed.startswith("deepspeed") and importlib.util.find_spec("deepspeed") is None:
         environment.append(Problem("training.distributed", f"{training.distributed} needs the deepspeed package, "
                                    "which is not installed",

@@ -14,6 +14,7 @@ from peftstudio.errors import UserError
 from peftstudio.plan.architecture import architecture_source
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.memory import MemoryEstimate, estimate_memory, largest_fitting_micro_batch, quantization_of
+from peftstudio.plan.strategy_memory import STRATEGIES, recommend_strategy, strategy_estimate
 from peftstudio.units import format_gib
 
 SHORTEST_SUGGESTED_SEQUENCE = 256
@@ -29,6 +30,8 @@ class FitReport:
     warnings: list[str] = field(default_factory=list)
     architecture: str | None = None  # where the architecture numbers were read
     unknown: str | None = None  # why there is no estimate (then `fits` is null, never true)
+    strategies: dict[str, dict] = field(default_factory=dict)  # per-device bytes under each strategy
+    recommended_strategy: dict | None = None  # the simplest that fits, with the reason
 
     def to_dict(self) -> dict:
         return {
@@ -39,6 +42,8 @@ class FitReport:
             "fitting_overrides": self.fitting_overrides,
             "architecture": self.architecture,
             "unknown": self.unknown,
+            "strategies": self.strategies,
+            "recommended_strategy": self.recommended_strategy,
         }
 
 
@@ -54,8 +59,21 @@ def check_fit(config: RunConfig, hardware: HardwareProfile) -> FitReport:
         reason = f"{problem.message}; to give it: {problem.fix}" if problem.fix else problem.message
         return FitReport(None, device, warnings=[f"memory, time and cost unknown: {reason}"], unknown=reason)
     report = _fit(config, hardware, estimate)
+    strategies, recommended = _strategies(config, estimate, device)
     return FitReport(report.estimate, device, report.fitting_overrides, report.recommended_micro_batch,
-                     report.warnings, architecture=source)
+                     report.warnings, architecture=source, strategies=strategies, recommended_strategy=recommended)
+
+
+def _strategies(config: RunConfig, estimate: MemoryEstimate, device: int) -> tuple[dict[str, dict], dict | None]:
+    """Per-device bytes of the run under each strategy on training.num_processes devices, and
+    the simplest strategy that fits one device of this machine's size."""
+    processes = config.training.num_processes
+    names = ("none", "deepspeed_zero3") if processes == 1 else STRATEGIES
+    strategies = {name: strategy_estimate(config, estimate, name, processes).to_dict() for name in names}
+    if not device:
+        return strategies, None
+    name, _, reason = recommend_strategy(config, estimate, processes, device)
+    return strategies, {"strategy": name, "reason": reason}
 
 
 def _fit(config: RunConfig, hardware: HardwareProfile, estimate: MemoryEstimate) -> FitReport:

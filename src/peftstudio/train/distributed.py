@@ -21,16 +21,19 @@ def is_main_process() -> bool:
 
 
 @contextmanager
-def main_process_first(device: str):
+def main_process_first(device: str, timeout_s: int):
     """Rank 0 runs the block first, the others after it finished (a no-op in one process).
 
-    Joins the process group early for this; the trainer reuses it later."""
+    Joins the process group early for this, with its collective timeout (training.process_timeout_s:
+    a lost peer makes the others fail after it, never hang); the trainer reuses the group."""
     if world_size() == 1:
         yield
         return
+    from datetime import timedelta
+
     from accelerate import PartialState
 
-    state = PartialState(cpu=device == "cpu")
+    state = PartialState(cpu=device == "cpu", timeout=timedelta(seconds=timeout_s))
     with state.main_process_first():
         yield
 
@@ -44,3 +47,24 @@ def all_gather(value):
     gathered = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, value)
     return gathered
+
+
+def shard_on_cpu(accelerator) -> None:
+    """Make an accelerator of CPU processes shard the model with FSDP2 (`fully_shard`).
+
+    accelerate (1.15) applies its FSDP plugin only on GPU-like devices: CPU processes become
+    plain MULTI_CPU data parallelism and the plugin is dropped. torch's FSDP2 itself runs on CPU
+    over gloo (all-gather / reduce-scatter of DTensor shards), so the FSDP state is set here,
+    before the trainer prepares the model; everything after (wrapping, full state dict on save,
+    sharded checkpoints) is accelerate's and transformers' own FSDP2 path."""
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return
+    if accelerator.distributed_type != DistributedType.MULTI_CPU:
+        raise RuntimeError(f"FSDP on CPU expects accelerate's MULTI_CPU processes, found {accelerator.distributed_type}")
+    plugin = FullyShardedDataParallelPlugin(
+        fsdp_version=2, auto_wrap_policy="transformer_based_wrap", reshard_after_forward=True,
+        state_dict_type="SHARDED_STATE_DICT", cpu_ram_efficient_loading=False)
+    accelerator.state.fsdp_plugin = plugin
+    accelerator.state.distributed_type = DistributedType.FSDP

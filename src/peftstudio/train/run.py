@@ -52,7 +52,7 @@ def run_training(plan: RunPlan, data: TokenizedData, console, callbacks: list | 
         console = Console(quiet=True)  # one voice: rank 0's
     training = plan.config.training
     run_dir, checkpoints = RunDir.at(training.output_dir), CheckpointDir.at(training.checkpoint_dir)
-    with main_process_first(plan.config.device):
+    with main_process_first(plan.config.device, training.process_timeout_s):
         resume_from = _start(plan, console, run_dir, checkpoints)
     if _already_finished(plan, run_dir, resume_from):
         return _finished_result(run_dir, resume_from)
@@ -288,7 +288,7 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
     location = model_location(config.model)
     tokenizer = data.setup.tokenizer  # the one plan measured with: template set, pad token fixed
     image_text = getattr(data, "image_stats", None) is not None
-    quantization = quantization_config(config.peft)
+    quantization = quantization_config(config.peft, sharded=training.distributed in ("fsdp", "deepspeed_zero3"))
     if image_text:
         from peftstudio.model.vision import keep_vision_unquantized
 
@@ -317,7 +317,8 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
         trainer = objective_trainer(plan, model, tokenizer, data.prepared.train_rows, data.prepared.validation_rows,
                                     checkpoints.root, callbacks=callbacks, checkpoints=checkpoints, metrics=metrics,
                                     save_total_limit=training.save_total_limit, faults=faults,
-                                    history=RunDir.at(training.output_dir).metrics)
+                                    history=RunDir.at(training.output_dir).metrics,
+                                    fsdp_on_cpu=training.distributed == "fsdp" and config.device == "cpu")
         trainer.remove_callback(PrinterCallback)
         return trainer
     validation = Dataset.from_dict(data.as_columns(data.validation)) if data.validation else None
@@ -342,6 +343,7 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
         save_total_limit=training.save_total_limit,
         faults=faults,
         loss_impl=training.loss_impl,
+        fsdp_on_cpu=training.distributed == "fsdp" and config.device == "cpu",
     )
     trainer.remove_callback(PrinterCallback)  # ConsoleProgress prints the log lines
     return trainer
@@ -363,26 +365,48 @@ def _keep_initial_adapter(model, path: Path, fresh_start: bool) -> None:
 
 def _save_adapter(trainer, plan: RunPlan, run_dir: RunDir, checkpoints: CheckpointDir) -> None:
     staged = run_dir.root / ".adapter.tmp"
-    if plan.config.training.distributed in SHARDED:
-        # The weights are spread over the processes: gathering them takes every process.
+    distributed = plan.config.training.distributed
+    if distributed == "fsdp":
+        full_state = gather_trainable(trainer.model)
+    elif distributed in SHARDED:
         trainer.save_model(str(staged))
     if not is_main_process():
         return
-    if plan.config.training.distributed not in SHARDED:
+    if distributed not in SHARDED:
         shutil.rmtree(staged, ignore_errors=True)
         _save_full_adapter(trainer.model, plan, staged, checkpoints)
+    elif distributed == "fsdp":
+        shutil.rmtree(staged, ignore_errors=True)
+        _save_full_adapter(trainer.model, plan, staged, checkpoints, full_state)
     trainer.processing_class.save_pretrained(staged)
     replace_dir(staged, run_dir.adapter)
 
 
-def _save_full_adapter(model, plan: RunPlan, staged: Path, checkpoints: CheckpointDir) -> None:
+def _save_full_adapter(model, plan: RunPlan, staged: Path, checkpoints: CheckpointDir, state_dict=None) -> None:
     from peftstudio.model.load import needs_conversion
 
+    gathered = {} if state_dict is None else {"state_dict": state_dict}
     if needs_conversion(plan.config.peft):
         model.peft_config["default"].init_lora_weights = True
-        model.save_pretrained(staged, path_initial_model_for_weight_conversion=str(checkpoints.root / INITIAL_ADAPTER))
+        model.save_pretrained(staged, path_initial_model_for_weight_conversion=str(checkpoints.root / INITIAL_ADAPTER),
+                              **gathered)
     else:
-        model.save_pretrained(staged)
+        model.save_pretrained(staged, **gathered)
+
+
+def gather_trainable(model) -> dict:
+    """The full trainable (adapter) weights of an FSDP2-sharded model, on every process.
+
+    Each process holds a shard of each weight (a DTensor); every process takes part in each
+    all-gather, in the same order. The gathered tensors are copied: on CPU the gather buffers
+    are freed when the layer reshards, which a state dict from accelerate's `get_state_dict`
+    still points at ("invalid python storage" on save)."""
+    gathered = {}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            full = parameter.full_tensor() if hasattr(parameter, "full_tensor") else parameter
+            gathered[name] = full.detach().clone().cpu()
+    return gathered
 
 
 def adapter_digest(state_dict: dict) -> str:

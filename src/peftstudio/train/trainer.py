@@ -14,6 +14,7 @@ from trl import SFTConfig, SFTTrainer
 from peftstudio.plan.runplan import RunPlan
 from peftstudio.train.callbacks import MetricsCallback, kill_self
 from peftstudio.train.checkpoints import CheckpointDir
+from peftstudio.train.distributed import shard_on_cpu
 from peftstudio.train.faults import NO_FAULTS, Faults
 
 
@@ -66,6 +67,7 @@ def training_arguments(plan: RunPlan, checkpoint_dir: Path, has_validation: bool
         use_cpu=config.device == "cpu",
         ddp_backend="gloo" if config.device == "cpu" and training.num_processes > 1 else None,
         ddp_find_unused_parameters=False,  # every adapter weight takes part in every step
+        ddp_timeout=training.process_timeout_s,
         gradient_checkpointing=training.gradient_checkpointing == "on",
         # With a KV cache, transformers skips the position_ids-based mask that keeps packed
         # samples apart (masking_utils: packed sequences are detected only without one).
@@ -102,7 +104,8 @@ class CheckpointingMixin:
     `faults.kill_in_checkpoint` kills it between staging a checkpoint and committing it."""
 
     def __init__(self, *args, checkpoints: CheckpointDir, metrics: MetricsCallback, save_total_limit: int,
-                 faults: Faults = NO_FAULTS, history: Path | None = None, **kwargs):
+                 faults: Faults = NO_FAULTS, history: Path | None = None, fsdp_on_cpu: bool = False, **kwargs):
+        self.fsdp_on_cpu = fsdp_on_cpu  # read while Trainer.__init__ creates the accelerator
         super().__init__(*args, **kwargs)
         self.checkpoints = checkpoints
         self.history = history  # metrics.jsonl, copied into each checkpoint
@@ -110,6 +113,12 @@ class CheckpointingMixin:
         self.save_total_limit = save_total_limit
         self.faults = faults
         self._staging: Path | None = None
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        if self.fsdp_on_cpu:
+            shard_on_cpu(self.accelerator)
+            self.is_fsdp_enabled = True
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         self.metrics.count_tokens(self._batch_tokens(inputs))
