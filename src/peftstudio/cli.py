@@ -35,11 +35,24 @@ INJECT_FAULT = typer.Option(None, "--inject-fault", hidden=True)
 
 
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="show tracebacks for errors")) -> None:
+def _main(debug: bool = typer.Option(False, "--debug", help="show tracebacks for errors"),
+          env_file: Optional[Path] = typer.Option(None, "--env-file", help="read variables from this file instead "
+                                                  "of ./.env (the shell's own values still win)"),
+          no_env_file: bool = typer.Option(False, "--no-env-file", help="read no .env file at all")) -> None:
     _state["debug"] = debug
     from peftstudio import redact, settings
+    from peftstudio.errors import Problem, UserError
 
-    for name, value in settings.load_dotenv().items():  # ./.env: tokens and keys, never written anywhere
+    if no_env_file:
+        if env_file is not None:
+            raise UserError(Problem("--env-file", "given together with --no-env-file", "pass one of the two"))
+        settings.skip_dotenv()
+        return
+    if env_file is not None and not env_file.expanduser().is_file():
+        raise UserError(Problem("--env-file", f"{env_file} is not a file",
+                                "pass the path of a KEY=value file, or drop --env-file to read ./.env"))
+    loaded = settings.load_dotenv(file=env_file.expanduser() if env_file is not None else None)
+    for name, value in loaded.items():  # tokens and keys, never written anywhere
         if redact.is_secret_name(name) or name.endswith("_TOKEN"):
             redact.remember_secret(value)
 

@@ -50,21 +50,48 @@ HONOURED = {
 ALIASES = {"HUGGINGFACE_TOKEN": "HF_TOKEN"}
 
 
-def load_dotenv(directory: Path | None = None) -> dict[str, str]:
-    """Set the variables of `DIRECTORY/.env` (default: the working directory) that the
-    environment does not set already (the shell wins), then the aliases (`HUGGINGFACE_TOKEN` →
-    `HF_TOKEN`). The libraries (huggingface_hub, wandb, mlflow) read os.environ themselves, so
-    the values go there. Returns the variables set (name → value), for redaction."""
+@dataclass(frozen=True)
+class DotenvOrigin:
+    """What this process took from a .env file: the file, and the names it set (never values)."""
+
+    path: Path | None = None
+    names: tuple[str, ...] = ()
+    shadowed: tuple[str, ...] = ()  # in the file, but the shell had set them first: the shell's value holds
+    skipped: str | None = None  # why no file was read: "--no-env-file", "no ./.env"
+
+
+_dotenv_origin = DotenvOrigin(skipped="not loaded")
+
+
+def load_dotenv(directory: Path | None = None, file: Path | None = None) -> dict[str, str]:
+    """Set the variables of `file` (default `DIRECTORY/.env`, DIRECTORY the working directory)
+    that the environment does not set already (the shell wins), then the aliases
+    (`HUGGINGFACE_TOKEN` → `HF_TOKEN`). The libraries (huggingface_hub, wandb, mlflow) read
+    os.environ themselves, so the values go there. Returns the variables set (name → value),
+    for redaction; `dotenv_origin()` keeps their names for `doctor`."""
     from dotenv import dotenv_values
 
-    path = (directory or Path.cwd()) / ".env"
+    global _dotenv_origin
+    path = file if file is not None else (directory or Path.cwd()) / ".env"
     values = {name: value for name, value in dotenv_values(path).items() if value is not None} if path.is_file() else {}
     added = {name: value for name, value in values.items() if name not in os.environ}
     os.environ.update(added)
     for alias, name in ALIASES.items():
         if alias in os.environ and name not in os.environ:
             os.environ[name] = added[name] = os.environ[alias]
+    _dotenv_origin = DotenvOrigin(path.resolve(), tuple(added), tuple(n for n in values if n not in added)) if path.is_file() else DotenvOrigin(skipped=f"no {path}")
     return added
+
+
+def skip_dotenv() -> None:
+    """Record that `--no-env-file` turned .env loading off, so `doctor` can say so."""
+    global _dotenv_origin
+    _dotenv_origin = DotenvOrigin(skipped="--no-env-file")
+
+
+def dotenv_origin() -> DotenvOrigin:
+    """The .env file this process read and the names it set (values are never kept here)."""
+    return _dotenv_origin
 
 
 def environment_table() -> str:
