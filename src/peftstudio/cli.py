@@ -213,6 +213,32 @@ def merge(run_dir: Path = typer.Argument(..., help="a finished run's output dir,
     console.print(f"model      {result.out}  ({', '.join(result.files)})")
 
 
+@app.command()
+def export(run_dir: Path = typer.Argument(..., help="a finished run's output dir, e.g. ./outputs"),
+           fmt: str = typer.Option(..., "--format", "-f", help="merged (transformers safetensors), gguf (llama.cpp / "
+                                                              "Ollama, with a Modelfile) or vllm (adapter + serve command)"),
+           out: Path = typer.Option(..., "--out", "-o", help="directory to write"),
+           quantize: Optional[str] = typer.Option(None, "--quantize", help="GGUF weights: f16 (default; same greedy "
+                                                  "tokens as transformers), q8_0 or q4_k_m"),
+           overwrite: bool = typer.Option(False, help="replace --out if it holds files"),
+           as_json: bool = typer.Option(False, "--json", help="print what was written and checked as JSON")) -> None:
+    """Write a hand-off of a finished run and check it before saying done: merged is reloaded
+    and its logits compared with base + adapter; gguf is read back and run in llama.cpp
+    (llama-cpp-python) against transformers' greedy tokens; vllm is read back as vLLM's LoRA
+    loader reads it. Nothing appears at --out unless the check passed."""
+    from peftstudio import api
+
+    result = api.export(run_dir, fmt, out, quantize, overwrite)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    console.print(f"[bold green]exported[/] {result.format} to {result.out}  ({', '.join(result.files)})")
+    for line in result.checks:
+        console.print(f"checked    {line}", markup=False, highlight=False)
+    if result.command:
+        console.print(f"use it     {result.command}", markup=False, highlight=False)
+
+
 @app.command(name="import")
 def import_(file: Path = typer.Argument(..., help="an Axolotl, LLaMA-Factory, TRL/alignment-handbook or torchtune YAML, "
                                              "an HF TrainingArguments/SFTConfig JSON or a wizard JSON"),
