@@ -38,6 +38,8 @@ HONOURED = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "set to `2` for a run's MLflow client unless already set (mlflow's own default "
                                        "retries for minutes)",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "set to `10` (seconds) for a run's MLflow client unless already set",
+    "COMET_API_KEY": "`logging.comet` logs online when set, offline into `RUN_DIR/comet` otherwise; `doctor` says "
+                     "whether it is set",
     "WANDB_BASE_URL": "the W&B server an online run logs to (default https://api.wandb.ai); checked at plan time",
     "MLFLOW_ALLOW_FILE_STORE": "set to `true` for a run logging to a file store, unless already set "
                                "(MLflow 3 keeps its file store behind this opt-in)",
@@ -135,13 +137,18 @@ def process_place() -> ProcessPlace:
 def token_environment() -> dict[str, str]:
     """The variables `doctor` inspects to say whether hub and W&B tokens are set (it never
     reports their values)."""
-    names = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HOME", "XDG_CACHE_HOME", "WANDB_API_KEY")
+    names = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HOME", "XDG_CACHE_HOME", "WANDB_API_KEY", "COMET_API_KEY")
     return {name: os.environ[name] for name in names if name in os.environ}
 
 
 def wandb_variables() -> tuple[str | None, bool]:
     """(WANDB_MODE when set, whether WANDB_API_KEY is set): what picks W&B's mode."""
     return os.environ.get("WANDB_MODE") or None, bool(os.environ.get("WANDB_API_KEY"))
+
+
+def comet_api_key_set() -> bool:
+    """Whether COMET_API_KEY is set (comet_ml reads the value itself)."""
+    return bool(os.environ.get("COMET_API_KEY"))
 
 
 def mlflow_tracking_uri() -> str | None:
