@@ -40,6 +40,8 @@ HONOURED = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "set to `10` (seconds) for a run's MLflow client unless already set",
     "COMET_API_KEY": "`logging.comet` logs online when set, offline into `RUN_DIR/comet` otherwise; `doctor` says "
                      "whether it is set",
+    "COMET_ERROR_TRACKING_ENABLE": "set to `false` for a run logging to Comet, unless already set (comet_ml otherwise "
+                                   "reports its own errors, with details of the machine, to Comet's Sentry)",
     "WANDB_BASE_URL": "the W&B server an online run logs to (default https://api.wandb.ai); checked at plan time",
     "MLFLOW_ALLOW_FILE_STORE": "set to `true` for a run logging to a file store, unless already set "
                                "(MLflow 3 keeps its file store behind this opt-in)",
@@ -149,6 +151,12 @@ def wandb_variables() -> tuple[str | None, bool]:
 def comet_api_key_set() -> bool:
     """Whether COMET_API_KEY is set (comet_ml reads the value itself)."""
     return bool(os.environ.get("COMET_API_KEY"))
+
+
+def quiet_comet() -> None:
+    """Turn off comet_ml's error reporting to Comet's Sentry, which it does even offline, unless
+    the user decided otherwise. Must run before comet_ml is imported (it starts at import)."""
+    os.environ.setdefault("COMET_ERROR_TRACKING_ENABLE", "false")
 
 
 def mlflow_tracking_uri() -> str | None:

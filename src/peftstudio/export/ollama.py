@@ -22,7 +22,8 @@ class TurnPieces:
     user: tuple[str, str]
     assistant: tuple[str, str]
     generation: str
-    system: tuple[str, str] | None
+    default_system: str = ""  # what the template writes when the conversation has no system turn
+    system: tuple[str, str] | None = None
 
 
 class TemplateNotDerivable(ValueError):
@@ -54,19 +55,26 @@ def measure_turns(render) -> TurnPieces:
     head, _ = _split(one)
     if not head.endswith(user_turn[0]):
         raise TemplateNotDerivable("the first user turn is rendered differently from later ones")
-    start = head[:len(head) - len(user_turn[0])]
+    before_user = head[:len(head) - len(user_turn[0])]
     try:
         with_system = render([{"role": "system", "content": MARKER}, user], False)
-        system = _split(_after(with_system, start).removesuffix(_after(one, start)))
     except Exception:  # noqa: BLE001 - a template that refuses a system turn has none
-        system = None
-    return TurnPieces(start, user_turn, assistant_turn, generation, system)
+        return TurnPieces(before_user, user_turn, assistant_turn, generation)
+    system_head, system_rest = with_system.split(MARKER, 1) if MARKER in with_system else (with_system, "")
+    # The text both begin with is the start; from there, a system turn or the default system text.
+    start = before_user[:next((i for i, (a, b) in enumerate(zip(before_user, system_head)) if a != b),
+                              min(len(before_user), len(system_head)))]
+    user_tail = user_turn[0] + MARKER + user_turn[1]
+    system = (system_head[len(start):], system_rest.removesuffix(user_tail)) if system_rest.endswith(user_tail) else None
+    return TurnPieces(start, user_turn, assistant_turn, generation, before_user[len(start):], system)
 
 
 def assemble(pieces: TurnPieces, messages: list[dict]) -> str:
     """What the Go template written by `go_template` renders for `messages` (Ollama adds the
     generation prompt after a final user turn)."""
     text = pieces.start
+    if messages[0]["role"] != "system":
+        text += pieces.default_system
     for index, message in enumerate(messages):
         prefix, suffix = {"user": pieces.user, "assistant": pieces.assistant}.get(message["role"]) or pieces.system
         last = index == len(messages) - 1
@@ -79,17 +87,25 @@ def assemble(pieces: TurnPieces, messages: list[dict]) -> str:
 def go_template(pieces: TurnPieces) -> str:
     """Ollama's TEMPLATE over .Messages; one line without whitespace trimming, so every newline
     of the pieces is kept."""
-    for piece in (pieces.start, *pieces.user, *pieces.assistant, pieces.generation, *(pieces.system or ())):
-        if "{{" in piece or '"""' in piece:
-            raise TemplateNotDerivable("a turn's text contains '{{' or '\"\"\"'")
+    texts = (pieces.start, pieces.default_system, *pieces.user, *pieces.assistant, pieces.generation,
+             *(pieces.system or ()))
+    if any("{{" in piece or '"""' in piece for piece in texts):
+        raise TemplateNotDerivable("a turn's text contains '{{' or '\"\"\"'")
+    default = (f'{{{{ if ne (index .Messages 0).Role "system" }}}}{pieces.default_system}{{{{ end }}}}'
+               if pieces.default_system else "")
     system = (f'{{{{ if eq .Role "system" }}}}{pieces.system[0]}{{{{ .Content }}}}{pieces.system[1]}{{{{ else }}}}'
               if pieces.system else "")
-    return (f"{pieces.start}{{{{ range $i, $_ := .Messages }}}}{{{{ $last := eq (len (slice $.Messages $i)) 1 }}}}"
+    return (f"{pieces.start}{default}{{{{ range $i, $_ := .Messages }}}}"
+            f"{{{{ $last := eq (len (slice $.Messages $i)) 1 }}}}"
             f"{system}{{{{ if eq .Role \"user\" }}}}{pieces.user[0]}{{{{ .Content }}}}{pieces.user[1]}"
             f"{{{{ if $last }}}}{pieces.generation}{{{{ end }}}}"
             f"{{{{ else if eq .Role \"assistant\" }}}}{pieces.assistant[0]}{{{{ .Content }}}}"
             f"{{{{ if not $last }}}}{pieces.assistant[1]}{{{{ end }}}}{{{{ end }}}}"
             f"{'{{ end }}' if pieces.system else ''}{{{{ end }}}}")
+
+
+CONVERSATION = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
+                {"role": "user", "content": "Name a colour."}]
 
 
 def modelfile(tokenizer, gguf_name: str, stops: list[str]) -> tuple[str, str]:
@@ -101,13 +117,15 @@ def modelfile(tokenizer, gguf_name: str, stops: list[str]) -> tuple[str, str]:
     if not tokenizer.chat_template:
         raise TemplateNotDerivable("the tokenizer has no chat template")
     pieces = measure_turns(render)
-    conversation = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
-                    {"role": "user", "content": "Name a colour."}]
-    if pieces.system is not None:
-        conversation.insert(0, {"role": "system", "content": "Be brief."})
-    if assemble(pieces, conversation) != render(conversation, True):
+    if assemble(pieces, CONVERSATION) != render(CONVERSATION, True):
         raise TemplateNotDerivable("the measured turns do not reproduce the template on a whole conversation")
+    with_system = [{"role": "system", "content": "Be brief."}, *CONVERSATION]
+    if pieces.system is not None and assemble(pieces, with_system) != render(with_system, True):
+        pieces = TurnPieces(pieces.start, pieces.user, pieces.assistant, pieces.generation, pieces.default_system)
     lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{go_template(pieces)}"""',
              *(f'PARAMETER stop "{stop}"' for stop in stops)]
-    roles = "system, user, assistant" if pieces.system else "user, assistant"
-    return "\n".join(lines) + "\n", f"chat template turns ({roles}) reproduce the Jinja rendering of a conversation"
+    checked = ("chat template turns (system, user, assistant) reproduce the Jinja rendering of conversations with "
+               "and without a system turn" if pieces.system else
+               "chat template turns (user, assistant) reproduce the Jinja rendering of a conversation; its system "
+               "turn is not a fixed prefix and suffix, so a SYSTEM message is not passed on")
+    return "\n".join(lines) + "\n", checked

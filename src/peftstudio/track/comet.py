@@ -1,6 +1,7 @@
 """Comet ML as a metric sink: offline into RUN_DIR/comet unless COMET_API_KEY is set.
 
-Comet's automatic logging (code, git, environment, host, GPU, console output, CO2) is all off:
+Comet's automatic logging (code, git, environment, host, GPU, console output, CO2) is all off,
+and so is its error reporting to Comet's Sentry (which it does even offline):
 the run's settings and metrics are logged explicitly, so nothing from the environment (keys
 included) can reach the experiment. A resumed run reattaches to the same experiment key.
 """
@@ -12,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from peftstudio.settings import comet_api_key_set
+from peftstudio.settings import comet_api_key_set, quiet_comet
 from peftstudio.track.trackers import loggable_settings, numeric_metrics
 
 # Every automatic collector comet_ml has, off (see the module docstring).
@@ -24,6 +25,7 @@ QUIET = dict(log_code=False, log_graph=False, auto_param_logging=False, auto_met
 
 class CometSink:
     def __init__(self, run_dir: Path, project: str, identity: dict[str, Any], settings: dict[str, Any], resumed: bool):
+        quiet_comet()
         import comet_ml
 
         key_file = run_dir / "comet_experiment_key"
