@@ -104,13 +104,16 @@ def read_back(path: Path, model_dir: Path, file_type: str) -> str:
     return f"{len(reader.tensors)} tensors read back, largest difference {worst:.2g} of a tensor's range"
 
 
-def run_in_llama_cpp(path: Path, prompt_text: str, prompt_ids: list[int], new_tokens: int):
-    """(greedy token ids, logits after the prompt, llama.cpp's own tokenization of the text)."""
+def run_in_llama_cpp(path: Path, prompt_text: str, prompt_ids: list[int], new_tokens: int, one_by_one: bool = False):
+    """(greedy token ids, logits after the prompt, llama.cpp's own tokenization of the text).
+    `one_by_one` feeds the prompt a token per batch: llama-cpp-python 0.3.36 built here crashes
+    (SIGSEGV) on multi-token batches of q8_0 / q4_k_m files with the tiny model's 128-wide rows."""
     import numpy as np
     from llama_cpp import Llama
 
-    llm = Llama(model_path=str(path), n_ctx=len(prompt_ids) + new_tokens + 8, n_threads=2, n_batch=64,
-                verbose=False, seed=0)
+    batch = 1 if one_by_one else 64
+    llm = Llama(model_path=str(path), n_ctx=len(prompt_ids) + new_tokens + 8, n_threads=2, n_batch=batch,
+                n_ubatch=batch, verbose=False, seed=0, logits_all=True)  # scores are kept only then
     tokenized = llm.tokenize(prompt_text.encode(), add_bos=False, special=True)
     llm.eval(prompt_ids)
     first_logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
@@ -157,7 +160,8 @@ def check_gguf(path: Path, model_dir: Path, file_type: str, prompt_text: str, pr
         return check
     check.runner = f"llama-cpp-python {version}"
     check.transformers_tokens, reference_logits = transformers_greedy(model_dir, prompt_ids, new_tokens)
-    check.gguf_tokens, logits, tokenized = run_in_llama_cpp(path, prompt_text, prompt_ids, new_tokens)
+    check.gguf_tokens, logits, tokenized = run_in_llama_cpp(path, prompt_text, prompt_ids, new_tokens,
+                                                            one_by_one=file_type != "f16")
     check.tokenizer_agrees = list(tokenized) == list(prompt_ids)
     check.max_logit_difference = float(np.abs(logits - reference_logits).max())
     if file_type == "f16" and check.gguf_tokens != check.transformers_tokens:
