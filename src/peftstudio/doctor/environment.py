@@ -64,7 +64,9 @@ def check_tokens(config: RunConfig | None, environ: dict[str, str] | None = None
         hf = Check("HF_TOKEN", "pass", "not set (not needed: the model is local or embedded)")
     wandb = Check("WANDB_API_KEY", "pass", "set (value not shown)") if environ.get("WANDB_API_KEY") else \
         Check("WANDB_API_KEY", "pass", "not set: Weights & Biases, if used, logs offline")
-    return [hf, wandb]
+    comet = Check("COMET_API_KEY", "pass", "set (value not shown)") if environ.get("COMET_API_KEY") else \
+        Check("COMET_API_KEY", "pass", "not set: Comet, if used, logs offline")
+    return [hf, wandb, comet]
 
 
 def _hf_token_file(environ: dict[str, str]) -> Path:

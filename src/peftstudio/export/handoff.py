@@ -140,9 +140,13 @@ def _runner_line(check) -> str:
 def _write_modelfile(tokenizer, staged: Path, gguf_name: str) -> str:
     from peftstudio.export.ollama import TemplateNotDerivable, modelfile
 
+    import gguf
+
     stops = [tokenizer.eos_token] if tokenizer.eos_token else []
+    field = gguf.GGUFReader(str(staged / gguf_name)).get_field("tokenizer.ggml.add_bos_token")
+    runtime_bos = tokenizer.bos_token if field is not None and bool(field.contents()) else None
     try:
-        text, checked = modelfile(tokenizer, gguf_name, stops)
+        text, checked = modelfile(tokenizer, gguf_name, stops, runtime_bos)
     except TemplateNotDerivable as reason:
         text = f"FROM ./{gguf_name}\n" + "".join(f'PARAMETER stop "{stop}"\n' for stop in stops)
         checked = f"Modelfile without TEMPLATE: {reason}; Ollama then uses the GGUF's own chat template metadata"

@@ -108,9 +108,10 @@ CONVERSATION = [{"role": "user", "content": "Hi"}, {"role": "assistant", "conten
                 {"role": "user", "content": "Name a colour."}]
 
 
-def modelfile(tokenizer, gguf_name: str, stops: list[str]) -> tuple[str, str]:
+def modelfile(tokenizer, gguf_name: str, stops: list[str], runtime_bos: str | None = None) -> tuple[str, str]:
     """(Modelfile text, what was checked). Raises TemplateNotDerivable when the template's turns
-    cannot be expressed for Ollama."""
+    cannot be expressed for Ollama. `runtime_bos`: the BOS text llama.cpp adds itself (the GGUF's
+    add_bos_token), left out of the template so a prompt does not start with two."""
     def render(messages, generation_prompt):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
@@ -122,6 +123,9 @@ def modelfile(tokenizer, gguf_name: str, stops: list[str]) -> tuple[str, str]:
     with_system = [{"role": "system", "content": "Be brief."}, *CONVERSATION]
     if pieces.system is not None and assemble(pieces, with_system) != render(with_system, True):
         pieces = TurnPieces(pieces.start, pieces.user, pieces.assistant, pieces.generation, pieces.default_system)
+    if runtime_bos and pieces.start.startswith(runtime_bos):
+        pieces = TurnPieces(pieces.start.removeprefix(runtime_bos), pieces.user, pieces.assistant, pieces.generation,
+                            pieces.default_system, pieces.system)
     lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{go_template(pieces)}"""',
              *(f'PARAMETER stop "{stop}"' for stop in stops)]
     checked = ("chat template turns (system, user, assistant) reproduce the Jinja rendering of conversations with "
