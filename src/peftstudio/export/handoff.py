@@ -63,8 +63,8 @@ def export_run(run_path: Path, fmt: str, out: Path, quantize: str | None = None,
         result = _export_gguf(run_path, out, file_type)
     else:
         result = _export_vllm(run_dir, config, out)
+    result.files = sorted({p.name for p in result.out.iterdir()} | {"export.json"})
     write_text(result.out / "export.json", json.dumps(result.to_dict(), indent=2) + "\n")
-    result.files = sorted(p.name for p in result.out.iterdir())
     return result
 
 
