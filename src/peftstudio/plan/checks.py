@@ -325,7 +325,7 @@ def _unreachable_trackers(config: RunConfig, missing: list[str]) -> list[tuple[s
         found.append(("wandb", reason))
     if config.logging.phoenix and "phoenix" not in missing and \
             (reason := check_phoenix_collector(config.logging.phoenix_endpoint)):
-        found.append(("phoenix", reason))
+        found.append(("phoenix", f"{reason}; a local Phoenix is `pip install arize-phoenix && phoenix serve`"))
     return found
 
 
