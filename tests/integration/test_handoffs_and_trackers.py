@@ -13,10 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from peftstudio import redact
-from peftstudio.cli import app
+from tests.conftest import run_cli
 
 SECRETS = {"HUGGINGFACE_TOKEN": "hf_DotenvSecretToken4242", "WANDB_API_KEY": "wandb-dotenv-secret-4242",
            "MY_SERVICE_PASSWORD": "dotenv-password-4242"}
@@ -75,23 +74,21 @@ def trained(model_cache, tmp_path_factory, collector):
     root = tmp_path_factory.mktemp("handoff-run")
     env_file = root / "secrets.env"
     env_file.write_text("".join(f"{name}={value}\n" for name, value in SECRETS.items()) + "WANDB_MODE=offline\n")
-    saved_environ, saved_known = dict(os.environ), dict(redact._known)
-    for name in (*SECRETS, "HF_TOKEN", "COMET_API_KEY"):
-        os.environ.pop(name, None)
+    saved_known = dict(redact._known)
+    cleared = {name: os.environ.pop(name) for name in (*SECRETS, "HF_TOKEN", "COMET_API_KEY") if name in os.environ}
     try:
-        result = CliRunner().invoke(app, [
+        result = run_cli(
             "--env-file", str(env_file), "train", "training.num_batches=4", "training.eval_interval_steps=2",
             "training.save_interval_steps=2", "training.log_interval_steps=2", "data.max_samples=40",
             f"training.output_dir={root / 'outputs'}", f"training.checkpoint_dir={root / 'checkpoints'}",
             "logging=[comet,phoenix]", f"logging.phoenix_endpoint={collector}",
             "logging.project=handoff-tests", "logging.run_name=tiny-handoff", "logging.tags=[tiny,ci]",
-            "logging.notes=a tiny run for the hand-off tests", "logging.watch=all"])
-    finally:
-        os.environ.clear()
-        os.environ.update(saved_environ)
+            "logging.notes=a tiny run for the hand-off tests", "logging.watch=all", cwd=root)
+    finally:  # run_cli restores the environment; the secrets this process learnt to mask go too
+        os.environ.update(cleared)
         redact._known.clear()
         redact._known.update(saved_known)
-    assert result.exit_code == 0, result.output
+    assert result.returncode == 0, result.stderr
     return root, result
 
 
@@ -112,7 +109,7 @@ def test_no_dotenv_secret_reaches_anything_the_run_wrote(trained):
                 content = b"".join(archive.read(member) for member in archive.namelist())
         leaked = [name for name, value in SECRETS.items() if value.encode() in content]
         assert not leaked, f"{leaked} from .env leaked into {path}"
-    assert not [value for value in SECRETS.values() if value in result.output]
+    assert not [value for value in SECRETS.values() if value in result.stdout + result.stderr]
 
 
 def test_comet_offline_archive_holds_the_metrics_name_tags_and_notes(trained):
@@ -195,9 +192,7 @@ def test_export_vllm_writes_the_adapter_vllm_loads_and_the_serve_command(trained
 
 
 def test_env_file_options_are_checked_before_anything_runs(tmp_path):
-    runner = CliRunner()
-    missing = runner.invoke(app, ["--env-file", str(tmp_path / "nope.env"), "explain", "peft.r"])
-    assert missing.exit_code != 0 and isinstance(missing.exception, Exception)
-    assert "--env-file" in str(missing.exception)
-    both = runner.invoke(app, ["--env-file", str(tmp_path / "x.env"), "--no-env-file", "explain", "peft.r"])
-    assert "--no-env-file" in str(both.exception)
+    missing = run_cli("--env-file", str(tmp_path / "nope.env"), "explain", "peft.r", cwd=tmp_path)
+    assert missing.returncode == 2 and f"--env-file: {tmp_path / 'nope.env'} is not a file" in missing.stderr
+    both = run_cli("--env-file", str(tmp_path / "x.env"), "--no-env-file", "explain", "peft.r", cwd=tmp_path)
+    assert both.returncode == 2 and "given together with --no-env-file" in both.stderr

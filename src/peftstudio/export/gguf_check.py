@@ -116,7 +116,9 @@ def run_in_llama_cpp(path: Path, prompt_text: str, prompt_ids: list[int], new_to
     from llama_cpp import Llama
 
     batch = 1 if one_by_one else 64
-    llm = Llama(model_path=str(path), n_ctx=len(prompt_ids) + new_tokens + 8, n_threads=2, n_batch=batch,
+    # One thread: a check-sized model gains nothing from more, and llama.cpp's OpenMP workers
+    # spin-wait, which on a busy 2-core machine made the same check take 20 s instead of 2.
+    llm = Llama(model_path=str(path), n_ctx=len(prompt_ids) + new_tokens + 8, n_threads=1, n_threads_batch=1, n_batch=batch,
                 n_ubatch=batch, verbose=False, seed=0, logits_all=True)  # scores are kept only then
     tokenized = llm.tokenize(prompt_text.encode(), add_bos=False, special=True)
     llm.eval(prompt_ids)
