@@ -395,6 +395,15 @@ def merge(run_dir: Path, out: Path, dtype: str = "fp32", overwrite: bool = False
     return merge_run(Path(run_dir), Path(out), dtype, overwrite)
 
 
+def export(run_dir: Path, fmt: str, out: Path, quantize: str | None = None, overwrite: bool = False):
+    """Hand a finished run to another runtime (merged transformers model, GGUF for llama.cpp and
+    Ollama, adapter for vLLM), each checked before it is returned."""
+    from peftstudio.export.handoff import export_run
+
+    quiet_libraries(interactive=False)
+    return export_run(Path(run_dir), fmt, Path(out), quantize, overwrite)
+
+
 def preview_data(overrides: list[str] | None = None, config_file: Path | None = None, rows: int = 3) -> dict:
     """The first `rows` training samples as training will see them: token ids, text, and the
     trained spans (see data/preview.py), with how the template and pad token were chosen.

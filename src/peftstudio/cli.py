@@ -35,11 +35,24 @@ INJECT_FAULT = typer.Option(None, "--inject-fault", hidden=True)
 
 
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="show tracebacks for errors")) -> None:
+def _main(debug: bool = typer.Option(False, "--debug", help="show tracebacks for errors"),
+          env_file: Optional[Path] = typer.Option(None, "--env-file", help="read variables from this file instead "
+                                                  "of ./.env (the shell's own values still win)"),
+          no_env_file: bool = typer.Option(False, "--no-env-file", help="read no .env file at all")) -> None:
     _state["debug"] = debug
     from peftstudio import redact, settings
+    from peftstudio.errors import Problem, UserError
 
-    for name, value in settings.load_dotenv().items():  # ./.env: tokens and keys, never written anywhere
+    if no_env_file:
+        if env_file is not None:
+            raise UserError(Problem("--env-file", "given together with --no-env-file", "pass one of the two"))
+        settings.skip_dotenv()
+        return
+    if env_file is not None and not env_file.expanduser().is_file():
+        raise UserError(Problem("--env-file", f"{env_file} is not a file",
+                                "pass the path of a KEY=value file, or drop --env-file to read ./.env"))
+    loaded = settings.load_dotenv(file=env_file.expanduser() if env_file is not None else None)
+    for name, value in loaded.items():  # tokens and keys, never written anywhere
         if redact.is_secret_name(name) or name.endswith("_TOKEN"):
             redact.remember_secret(value)
 
@@ -198,6 +211,32 @@ def merge(run_dir: Path = typer.Argument(..., help="a finished run's output dir,
     result = api.merge(run_dir, out, dtype, overwrite)
     console.print(f"[bold green]merged[/] {result.method} adapter into {result.base} ({result.dtype})")
     console.print(f"model      {result.out}  ({', '.join(result.files)})")
+
+
+@app.command()
+def export(run_dir: Path = typer.Argument(..., help="a finished run's output dir, e.g. ./outputs"),
+           fmt: str = typer.Option(..., "--format", "-f", help="merged (transformers safetensors), gguf (llama.cpp / "
+                                                              "Ollama, with a Modelfile) or vllm (adapter + serve command)"),
+           out: Path = typer.Option(..., "--out", "-o", help="directory to write"),
+           quantize: Optional[str] = typer.Option(None, "--quantize", help="GGUF weights: f16 (default; same greedy "
+                                                  "tokens as transformers), q8_0 or q4_k_m"),
+           overwrite: bool = typer.Option(False, help="replace --out if it holds files"),
+           as_json: bool = typer.Option(False, "--json", help="print what was written and checked as JSON")) -> None:
+    """Write a hand-off of a finished run and check it before saying done: merged is reloaded
+    and its logits compared with base + adapter; gguf is read back and run in llama.cpp
+    (llama-cpp-python) against transformers' greedy tokens; vllm is read back as vLLM's LoRA
+    loader reads it. Nothing appears at --out unless the check passed."""
+    from peftstudio import api
+
+    result = api.export(run_dir, fmt, out, quantize, overwrite)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    console.print(f"[bold green]exported[/] {result.format} to {result.out}  ({', '.join(result.files)})")
+    for line in result.checks:
+        console.print(f"checked    {line}", markup=False, highlight=False)
+    if result.command:
+        console.print(f"use it     {result.command}", markup=False, highlight=False)
 
 
 @app.command(name="import")

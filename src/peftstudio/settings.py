@@ -38,6 +38,10 @@ HONOURED = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "set to `2` for a run's MLflow client unless already set (mlflow's own default "
                                        "retries for minutes)",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "set to `10` (seconds) for a run's MLflow client unless already set",
+    "COMET_API_KEY": "`logging.comet` logs online when set, offline into `RUN_DIR/comet` otherwise; `doctor` says "
+                     "whether it is set",
+    "COMET_ERROR_TRACKING_ENABLE": "set to `false` for a run logging to Comet, unless already set (comet_ml otherwise "
+                                   "reports its own errors, with details of the machine, to Comet's Sentry)",
     "WANDB_BASE_URL": "the W&B server an online run logs to (default https://api.wandb.ai); checked at plan time",
     "MLFLOW_ALLOW_FILE_STORE": "set to `true` for a run logging to a file store, unless already set "
                                "(MLflow 3 keeps its file store behind this opt-in)",
@@ -50,21 +54,48 @@ HONOURED = {
 ALIASES = {"HUGGINGFACE_TOKEN": "HF_TOKEN"}
 
 
-def load_dotenv(directory: Path | None = None) -> dict[str, str]:
-    """Set the variables of `DIRECTORY/.env` (default: the working directory) that the
-    environment does not set already (the shell wins), then the aliases (`HUGGINGFACE_TOKEN` →
-    `HF_TOKEN`). The libraries (huggingface_hub, wandb, mlflow) read os.environ themselves, so
-    the values go there. Returns the variables set (name → value), for redaction."""
+@dataclass(frozen=True)
+class DotenvOrigin:
+    """What this process took from a .env file: the file, and the names it set (never values)."""
+
+    path: Path | None = None
+    names: tuple[str, ...] = ()
+    shadowed: tuple[str, ...] = ()  # in the file, but the shell had set them first: the shell's value holds
+    skipped: str | None = None  # why no file was read: "--no-env-file", "no ./.env"
+
+
+_dotenv_origin = DotenvOrigin(skipped="not loaded")
+
+
+def load_dotenv(directory: Path | None = None, file: Path | None = None) -> dict[str, str]:
+    """Set the variables of `file` (default `DIRECTORY/.env`, DIRECTORY the working directory)
+    that the environment does not set already (the shell wins), then the aliases
+    (`HUGGINGFACE_TOKEN` → `HF_TOKEN`). The libraries (huggingface_hub, wandb, mlflow) read
+    os.environ themselves, so the values go there. Returns the variables set (name → value),
+    for redaction; `dotenv_origin()` keeps their names for `doctor`."""
     from dotenv import dotenv_values
 
-    path = (directory or Path.cwd()) / ".env"
+    global _dotenv_origin
+    path = file if file is not None else (directory or Path.cwd()) / ".env"
     values = {name: value for name, value in dotenv_values(path).items() if value is not None} if path.is_file() else {}
     added = {name: value for name, value in values.items() if name not in os.environ}
     os.environ.update(added)
     for alias, name in ALIASES.items():
         if alias in os.environ and name not in os.environ:
             os.environ[name] = added[name] = os.environ[alias]
+    _dotenv_origin = DotenvOrigin(path.resolve(), tuple(added), tuple(n for n in values if n not in added)) if path.is_file() else DotenvOrigin(skipped=f"no {path}")
     return added
+
+
+def skip_dotenv() -> None:
+    """Record that `--no-env-file` turned .env loading off, so `doctor` can say so."""
+    global _dotenv_origin
+    _dotenv_origin = DotenvOrigin(skipped="--no-env-file")
+
+
+def dotenv_origin() -> DotenvOrigin:
+    """The .env file this process read and the names it set (values are never kept here)."""
+    return _dotenv_origin
 
 
 def environment_table() -> str:
@@ -108,13 +139,24 @@ def process_place() -> ProcessPlace:
 def token_environment() -> dict[str, str]:
     """The variables `doctor` inspects to say whether hub and W&B tokens are set (it never
     reports their values)."""
-    names = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HOME", "XDG_CACHE_HOME", "WANDB_API_KEY")
+    names = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HOME", "XDG_CACHE_HOME", "WANDB_API_KEY", "COMET_API_KEY")
     return {name: os.environ[name] for name in names if name in os.environ}
 
 
 def wandb_variables() -> tuple[str | None, bool]:
     """(WANDB_MODE when set, whether WANDB_API_KEY is set): what picks W&B's mode."""
     return os.environ.get("WANDB_MODE") or None, bool(os.environ.get("WANDB_API_KEY"))
+
+
+def comet_api_key_set() -> bool:
+    """Whether COMET_API_KEY is set (comet_ml reads the value itself)."""
+    return bool(os.environ.get("COMET_API_KEY"))
+
+
+def quiet_comet() -> None:
+    """Turn off comet_ml's error reporting to Comet's Sentry, which it does even offline, unless
+    the user decided otherwise. Must run before comet_ml is imported (it starts at import)."""
+    os.environ.setdefault("COMET_ERROR_TRACKING_ENABLE", "false")
 
 
 def mlflow_tracking_uri() -> str | None:

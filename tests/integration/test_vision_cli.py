@@ -129,12 +129,16 @@ def test_merged_model_loads_as_image_text_and_answers_as_base_plus_adapter(train
 
     from peftstudio import api
     from peftstudio.data.images import ImageRef
+    from peftstudio.errors import UserError
     from peftstudio.data.vision_sample import VISION_SAMPLE, sample_path
     from peftstudio.export.vision_infer import load_image_text_run, prompt_inputs
 
     root, _ = trained
-    result = api.merge(root / "outputs", tmp_path / "merged")
-    assert "processor_config.json" in result.files and "model.safetensors" in result.files
+    with pytest.raises(UserError, match="gguf export of an image-text run is not supported"):
+        api.export(root / "outputs", "gguf", tmp_path / "model.gguf")
+    result = api.export(root / "outputs", "merged", tmp_path / "merged")  # merged, reloaded and compared
+    assert "AutoModelForImageTextToText" in result.command and "largest logit difference" in result.checks[0]
+    assert {"processor_config.json", "model.safetensors"} <= {p.name for p in (tmp_path / "merged").iterdir()}
     merged = AutoModelForImageTextToText.from_pretrained(tmp_path / "merged").eval()
     AutoProcessor.from_pretrained(tmp_path / "merged")  # the merged dir carries its processor
     adapted, processor, config = load_image_text_run(root / "outputs")

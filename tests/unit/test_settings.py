@@ -62,3 +62,19 @@ def test_a_dotenv_file_fills_what_the_shell_does_not_set_and_aliases_the_tutoria
                      "WANDB_API_KEY": "quoted key", "HF_TOKEN": "hf_from_dotenv"}
     assert os.environ["HF_TOKEN"] == "hf_from_dotenv" and os.environ["WANDB_MODE"] == "disabled"
     assert settings.load_dotenv(tmp_path / "nowhere") == {}
+    assert settings.dotenv_origin().skipped == f"no {tmp_path / 'nowhere' / '.env'}"
+
+
+def test_doctor_names_what_a_chosen_env_file_set_and_never_its_values(tmp_path, monkeypatch):
+    from peftstudio.doctor.environment import check_dotenv
+
+    chosen = tmp_path / "deploy.env"
+    chosen.write_text("COMET_API_KEY=comet-s3cret-value\nWANDB_MODE=offline\n")
+    monkeypatch.delenv("COMET_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert settings.load_dotenv(file=chosen) == {"COMET_API_KEY": "comet-s3cret-value"}
+    check = check_dotenv()
+    assert check.detail == f"{chosen}: set COMET_API_KEY; the shell's value kept for WANDB_MODE"
+    assert "comet-s3cret-value" not in str(check.to_dict()) and "offline" not in check.detail
+    settings.skip_dotenv()
+    assert check_dotenv().detail == "none read (--no-env-file)"

@@ -391,6 +391,27 @@ class LoggingSettings(Section):
     """MLflow tracking server or store URI; null means RUN_DIR/mlruns (or MLFLOW_TRACKING_URI when set)."""
     mlflow_experiment: str = "peftstudio"
     """MLflow experiment name."""
+    comet: bool = False
+    """Also log to Comet ML: offline into RUN_DIR/comet (upload later with `comet upload`) unless
+    COMET_API_KEY is set."""
+    phoenix: bool = False
+    """Also send evaluations (scores, and the generations with their scores where the run
+    generates) to Arize Phoenix as OpenTelemetry traces, at phoenix_endpoint."""
+    phoenix_endpoint: str = "http://127.0.0.1:6006/v1/traces"
+    """OTLP/HTTP traces endpoint of the Phoenix collector (a local `phoenix serve` by default)."""
+    project: str | None = None
+    """Project every tracker logs under (W&B project, MLflow experiment, Comet project, Phoenix
+    project); null keeps wandb_project / mlflow_experiment, and `peftstudio` elsewhere."""
+    run_name: str | None = None
+    """The run's name in every tracker; null means METHOD-FINGERPRINT (e.g. lora-1a2b3c4d)."""
+    tags: list[str] = Field(default_factory=list)
+    """Tags every tracker attaches to the run."""
+    notes: str | None = None
+    """A free-text note every tracker keeps with the run."""
+    watch: Literal["off", "gradients", "all"] = "off"
+    """Histograms of the trainable (adapter) weights' gradients (`gradients`) or gradients and
+    values (`all`) at every logged step, to RUN_DIR/histograms.jsonl and each tracker that
+    draws histograms (TensorBoard, W&B, Comet), like wandb.watch."""
     on_error: Literal["fail", "warn"] = "fail"
     """What an unreachable tracker (MLflow server, W&B online) does when the run is planned: fail
     stops it (exit 3, with the fix); warn goes on with metrics.jsonl alone and says so. A tracker

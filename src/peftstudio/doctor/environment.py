@@ -10,7 +10,7 @@ from pathlib import Path
 from peftstudio.config.schema import EMBEDDED_MODEL_ID, RunConfig
 from peftstudio.doctor.result import Check
 from peftstudio.plan.hardware import HardwareProfile
-from peftstudio.settings import token_environment
+from peftstudio.settings import DotenvOrigin, dotenv_origin, token_environment
 from peftstudio.units import format_gib
 
 
@@ -64,7 +64,9 @@ def check_tokens(config: RunConfig | None, environ: dict[str, str] | None = None
         hf = Check("HF_TOKEN", "pass", "not set (not needed: the model is local or embedded)")
     wandb = Check("WANDB_API_KEY", "pass", "set (value not shown)") if environ.get("WANDB_API_KEY") else \
         Check("WANDB_API_KEY", "pass", "not set: Weights & Biases, if used, logs offline")
-    return [hf, wandb]
+    comet = Check("COMET_API_KEY", "pass", "set (value not shown)") if environ.get("COMET_API_KEY") else \
+        Check("COMET_API_KEY", "pass", "not set: Comet, if used, logs offline")
+    return [hf, wandb, comet]
 
 
 def _hf_token_file(environ: dict[str, str]) -> Path:
@@ -74,3 +76,16 @@ def _hf_token_file(environ: dict[str, str]) -> Path:
 
 def _is_hub_id(name: str) -> bool:
     return name != EMBEDDED_MODEL_ID and not Path(name).expanduser().exists() and name.count("/") == 1
+
+
+def check_dotenv(origin: DotenvOrigin | None = None) -> Check:
+    """Which variables came from the .env file (names only: a value is never read into the
+    result), and which of its names the shell had already set."""
+    origin = dotenv_origin() if origin is None else origin
+    if origin.path is None:
+        return Check(".env", "pass", f"none read ({origin.skipped})")
+    names = ", ".join(origin.names) if origin.names else "none (every name in it was already set)"
+    detail = f"{origin.path}: set {names}"
+    if origin.shadowed:
+        detail += f"; the shell's value kept for {', '.join(origin.shadowed)}"
+    return Check(".env", "pass", detail)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from peftstudio.doctor.environment import check_accelerator, check_tokens
+from peftstudio.doctor.environment import check_accelerator, check_dotenv, check_tokens
 from peftstudio.doctor.packages import check_packages, check_python
 from peftstudio.doctor.result import Check
 from peftstudio.doctor.run_checks import check_disk, check_writable, dataset_check, hyperparameter_checks
@@ -36,7 +36,7 @@ def run_doctor(overrides: list[str] | None = None, config_file: Path | None = No
     checks = [check_python(), *check_packages(cuda=found.hardware.accelerator == "cuda"),
               *(Check(f"config {p.where}", "fail", p.message, p.fix) for p in found.config_problems),
               check_accelerator(found.hardware, found.requested)]
-    checks += check_tokens(found.requested, environ)
+    checks += [*check_tokens(found.requested, environ), check_dotenv()]
     if found.config is not None:
         training = found.config.training
         checks += [dataset_check(found), check_writable("output_dir", training.output_dir),

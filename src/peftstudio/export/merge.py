@@ -14,6 +14,7 @@ so the merged directory loads with AutoModelForImageTextToText + AutoProcessor.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,25 +42,34 @@ def check_destination(out: Path, overwrite: bool) -> None:
         raise UserError(Problem(str(out), "exists and is not empty", "choose another --out, or pass --overwrite"))
 
 
-def merge_run(run_path: Path, out: Path, dtype: str = "fp32", overwrite: bool = False) -> MergeResult:
-    """Load base (unquantized, `dtype`) + adapter, merge, and write `out` atomically."""
+def load_unmerged(run_dir, config, dtype: str, image_text: bool = False):
+    """(PeftModel with the adapter unmerged on the full-precision base, tokenizer): what a merge
+    merges, and what its result is compared with."""
+    from peft import PeftModel
+
+    from peftstudio.model.load import load_base_model, load_tokenizer, match_vocabulary, model_location
+
+    # no quantization config: full precision
+    base = load_base_model(model_location(config.model), config.model, dtype, "sdpa", image_text=image_text)
+    tokenizer = load_tokenizer(str(run_dir.adapter), config.model)
+    match_vocabulary(base, tokenizer)  # a pad token added at train time
+    return PeftModel.from_pretrained(base, str(run_dir.adapter)), tokenizer
+
+
+def merge_run(run_path: Path, out: Path, dtype: str = "fp32", overwrite: bool = False,
+              verify: Callable[[Path], None] | None = None) -> MergeResult:
+    """Load base (unquantized, `dtype`) + adapter, merge, and write `out` atomically; `verify`
+    (given the staged directory) runs before `out` appears, so a failed check leaves nothing."""
     if dtype not in DTYPES:
         raise UserError(Problem("--dtype", f"{dtype!r} is not one of {', '.join(DTYPES)}", "use --dtype fp32"))
     run_dir, config = finished_run(run_path)
     out = out.expanduser()
     check_destination(out, overwrite)
     import torch
-    from peft import PeftModel
 
-    from peftstudio.model.load import load_base_model, load_tokenizer, match_vocabulary, model_location
-
-    location = model_location(config.model)
     image_text = read_run(run_path, require_plan=True).plan.data.modality == "image-text"
-    # no quantization config: full precision
-    base = load_base_model(location, config.model, dtype, "sdpa", image_text=image_text)
-    tokenizer = load_tokenizer(str(run_dir.adapter), config.model)
-    match_vocabulary(base, tokenizer)  # a pad token added at train time
-    merged = PeftModel.from_pretrained(base, str(run_dir.adapter)).merge_and_unload()
+    model, tokenizer = load_unmerged(run_dir, config, dtype, image_text=image_text)
+    merged = model.merge_and_unload()
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(staged, ignore_errors=True)
@@ -71,6 +81,12 @@ def merge_run(run_path: Path, out: Path, dtype: str = "fp32", overwrite: bool = 
         load_processor(config, tokenizer).save_pretrained(staged)
     else:
         tokenizer.save_pretrained(staged)
+    if verify is not None:
+        try:
+            verify(staged)
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
     replace_dir(staged, out)
     return MergeResult(out, dtype, config.model.name_or_path, config.peft.method,
                        sorted(p.name for p in out.iterdir()))

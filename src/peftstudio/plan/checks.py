@@ -291,7 +291,9 @@ def _check_trackers(config: RunConfig, findings: Findings) -> None:
     import importlib.util
 
     missing = []
-    for key, package, pip_name in (("wandb", "wandb", "wandb"), ("mlflow", "mlflow", "mlflow-skinny")):
+    for key, package, pip_name in (("wandb", "wandb", "wandb"), ("mlflow", "mlflow", "mlflow-skinny"),
+                                   ("comet", "comet_ml", "comet-ml"),
+                                   ("phoenix", "opentelemetry.exporter", "opentelemetry-exporter-otlp-proto-http")):
         if getattr(config.logging, key) and importlib.util.find_spec(package) is None:
             missing.append(key)
             findings.environment.append(Problem(f"logging.{key}", f"on, but the {package} package is not installed",
@@ -311,7 +313,8 @@ def _unreachable_trackers(config: RunConfig, missing: list[str]) -> list[tuple[s
     checked with a short timeout, so an unreachable server fails the plan instead of hanging
     the run. A local store (MLflow's file store, W&B offline) needs no check."""
     from peftstudio.settings import wandb_variables
-    from peftstudio.track.trackers import check_mlflow_server, check_wandb_server, mlflow_server, wandb_mode
+    from peftstudio.track.trackers import (check_mlflow_server, check_phoenix_collector, check_wandb_server,
+                                           mlflow_server, wandb_mode)
 
     found = []
     server = mlflow_server(config.logging.mlflow_tracking_uri) if config.logging.mlflow else None
@@ -320,6 +323,9 @@ def _unreachable_trackers(config: RunConfig, missing: list[str]) -> list[tuple[s
     online = config.logging.wandb and wandb_mode(*wandb_variables())[0] == "online"
     if online and "wandb" not in missing and (reason := check_wandb_server()):
         found.append(("wandb", reason))
+    if config.logging.phoenix and "phoenix" not in missing and \
+            (reason := check_phoenix_collector(config.logging.phoenix_endpoint)):
+        found.append(("phoenix", f"{reason}; a local Phoenix is `pip install arize-phoenix && phoenix serve`"))
     return found
 
 

@@ -24,12 +24,13 @@ STEP_FIELDS = {
         "training.log_interval_steps"],
     5: ["data.format", "data.columns", "data.chat_template", "data.validation_split", "data.max_samples",
         "data.overlong", "training.loss_on"],
-    6: ["logging.wandb_project", "logging.mlflow_tracking_uri", "logging.mlflow_experiment"],
+    6: ["logging.project", "logging.run_name", "logging.tags", "logging.notes", "logging.wandb_project",
+        "logging.mlflow_tracking_uri", "logging.mlflow_experiment", "logging.phoenix_endpoint", "logging.watch"],
 }
 STEP_TITLES = {1: "Base model", 2: "PEFT method", 3: "Hyperparameters", 4: "Compute", 5: "Dataset",
                6: "Experiment tracking", 7: "Review and launch"}
 # Secrets a tracker reads from the environment; entered in step 6, kept in the server's memory.
-TRACKER_SECRETS = {"wandb": ["WANDB_API_KEY"], "mlflow": ["MLFLOW_TRACKING_TOKEN"]}
+TRACKER_SECRETS = {"wandb": ["WANDB_API_KEY"], "mlflow": ["MLFLOW_TRACKING_TOKEN"], "comet": ["COMET_API_KEY"]}
 
 
 def field_info(doc: FieldDoc) -> dict[str, Any]:

@@ -52,6 +52,14 @@ class TensorBoardSink:
             self._writer.add_scalar(tag, value, step)
         self._writer.flush()
 
+    def write_histograms(self, step: int, histograms: dict[str, dict]) -> None:
+        import numpy as np
+
+        for name, h in histograms.items():
+            self._writer.add_histogram_raw(name, h["min"], h["max"], h["num"], h["sum"], h["sum_squares"],
+                                           np.array(h["edges"][1:]), np.array(h["counts"]), step)
+        self._writer.flush()
+
     def close(self) -> None:
         self._writer.close()
 

@@ -1,4 +1,5 @@
-"""Experiment trackers as metric sinks: Weights & Biases and MLflow.
+"""Experiment trackers as metric sinks: Weights & Biases and MLflow (Comet and Phoenix have modules
+of their own).
 
 Both receive the same records as metrics.jsonl. Each logs the run's resolved settings once, as
 hyperparameters, when the run starts fresh; a resumed run reattaches to the same tracker run
@@ -56,7 +57,7 @@ def wandb_mode(mode_variable: str | None, key_set: bool) -> tuple[str, str]:
 class WandbSink:
     """Logs to W&B with its files under RUN_DIR/wandb."""
 
-    def __init__(self, run_dir: Path, project: str, name: str, settings: dict[str, Any], resumed: bool):
+    def __init__(self, run_dir: Path, project: str, identity: dict[str, Any], settings: dict[str, Any], resumed: bool):
         import wandb
 
         id_file = run_dir / "wandb_run_id"
@@ -64,7 +65,8 @@ class WandbSink:
         mode, reason = wandb_mode(*wandb_variables())
         logging.getLogger("peftstudio").info("W&B %s (%s), files in %s", mode, reason, run_dir / "wandb")
         self._run = wandb.init(
-            project=project, name=name, id=run_id, resume="allow", dir=str(run_dir), mode=mode,
+            project=project, name=identity["name"], tags=list(identity["tags"]) or None, notes=identity["notes"],
+            id=run_id, resume="allow", dir=str(run_dir), mode=mode,
             config=None if resumed else loggable_settings(settings),
             settings=wandb.Settings(console="off", save_code=False, disable_git=True, silent=True,
                                     x_disable_stats=True, disable_job_creation=True),
@@ -74,6 +76,12 @@ class WandbSink:
     def write(self, record: dict[str, Any]) -> None:
         self._run.log(numeric_metrics(record), step=record["step"])
 
+    def write_histograms(self, step: int, histograms: dict[str, dict]) -> None:
+        import wandb
+
+        self._run.log({name: wandb.Histogram(np_histogram=(h["counts"], h["edges"])) for name, h in histograms.items()},
+                      step=step)
+
     def close(self) -> None:
         self._run.finish()
 
@@ -81,7 +89,7 @@ class WandbSink:
 class MlflowSink:
     """Logs to MLflow: a local file store in RUN_DIR/mlruns unless a tracking URI is given."""
 
-    def __init__(self, run_dir: Path, tracking_uri: str | None, experiment: str, name: str,
+    def __init__(self, run_dir: Path, tracking_uri: str | None, experiment: str, identity: dict[str, Any],
                  settings: dict[str, Any], resumed: bool):
         uri = tracking_uri or mlflow_tracking_uri() or (run_dir / "mlruns").resolve().as_uri()
         if uri.startswith("file:"):
@@ -97,7 +105,10 @@ class MlflowSink:
         else:
             found = self._client.get_experiment_by_name(experiment)
             experiment_id = found.experiment_id if found else self._client.create_experiment(experiment)
-            self._run_id = self._client.create_run(experiment_id, run_name=name).info.run_id
+            tags = {tag: "" for tag in identity["tags"]}
+            if identity["notes"]:
+                tags["mlflow.note.content"] = identity["notes"]  # the run's description in MLflow's UI
+            self._run_id = self._client.create_run(experiment_id, run_name=identity["name"], tags=tags).info.run_id
             self._log_params(loggable_settings(settings))
             id_file.write_text(self._run_id)
 
@@ -152,6 +163,12 @@ def check_wandb_server(timeout: float = PROBE_SECONDS) -> str | None:
     return _probe(urllib.request.Request(base.rstrip("/") + "/healthz"), scrub(base), timeout, any_answer=True)
 
 
+def check_phoenix_collector(endpoint: str, timeout: float = PROBE_SECONDS) -> str | None:
+    """Why the OTLP collector at `endpoint` cannot take traces (nothing listens), or None: any
+    HTTP answer will do, since a collector only accepts POSTed spans."""
+    return _probe(urllib.request.Request(endpoint), scrub(endpoint), timeout, any_answer=True)
+
+
 def _probe(request: urllib.request.Request, shown: str, timeout: float, any_answer: bool = False) -> str | None:
     try:
         with urllib.request.urlopen(request, timeout=timeout):  # noqa: S310 - the user's own tracker URL
@@ -187,10 +204,21 @@ class GuardedSink:
         self._thread.start()
 
     def write(self, record: dict[str, Any]) -> None:
+        self._put(record)
+
+    def write_predictions(self, step: int, rows: list[dict[str, Any]]) -> None:
+        """An evaluation's generations, for a sink that records them (Phoenix); others skip them."""
+        self._put(("write_predictions", step, rows))
+
+    def write_histograms(self, step: int, histograms: dict[str, dict]) -> None:
+        """Weight / gradient histograms, for a sink that draws them; others skip them."""
+        self._put(("write_histograms", step, histograms))
+
+    def _put(self, item) -> None:
         if self._failed:
             return
         try:
-            self._records.put_nowait(record)
+            self._records.put_nowait(item)
         except queue.Full:
             self._fail("it does not keep up with training")
 
@@ -206,8 +234,11 @@ class GuardedSink:
     def _run(self) -> None:
         try:
             sink = self._sink or self._build()
-            while (record := self._records.get()) is not None:
-                sink.write(record)
+            while (item := self._records.get()) is not None:
+                if isinstance(item, dict):
+                    sink.write(item)
+                elif hasattr(sink, item[0]):
+                    getattr(sink, item[0])(*item[1:])
             sink.close()
         except Exception as error:  # noqa: BLE001 - any tracker failure drops the tracker, never the run
             self._fail(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")

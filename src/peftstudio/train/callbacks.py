@@ -25,6 +25,9 @@ def _peak_memory() -> dict[str, int]:
     if torch.cuda.is_available():
         return {"memory_allocated": torch.cuda.memory_allocated(), "memory_reserved": torch.cuda.memory_reserved(),
                 "memory_peak": torch.cuda.max_memory_allocated()}
+    if torch.backends.mps.is_available():  # Apple GPUs report what is allocated and held, no peak
+        return {"memory_allocated": torch.mps.current_allocated_memory(),
+                "memory_reserved": torch.mps.driver_allocated_memory()}
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
     return {"memory_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale}
 

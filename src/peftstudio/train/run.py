@@ -248,7 +248,9 @@ def _open_sinks(plan: RunPlan, run_dir: RunDir, resumed_step: int | None, consol
     if logging_settings.tensorboard:
         purge = resumed_step + 1 if resumed else None
         sinks.append(TensorBoardSink(run_dir.tensorboard, purge_step=purge))
-    name = f"{plan.config.peft.method}-{plan.fingerprint[:8]}"
+    identity = {"name": logging_settings.run_name or f"{plan.config.peft.method}-{plan.fingerprint[:8]}",
+                "tags": list(logging_settings.tags), "notes": logging_settings.notes}
+    project = logging_settings.project
     settings = saved_settings(plan)
     from peftstudio.track.trackers import GuardedSink, MlflowSink, WandbSink
 
@@ -257,12 +259,22 @@ def _open_sinks(plan: RunPlan, run_dir: RunDir, resumed_step: int | None, consol
         console.print(f"[yellow]warning[/]   {message}", highlight=False, markup=True)
 
     if logging_settings.wandb:
-        sinks.append(GuardedSink("W&B", lambda: WandbSink(run_dir.root, logging_settings.wandb_project, name, settings,
-                                                          resumed), warn, build_here=True))
+        sinks.append(GuardedSink("W&B", lambda: WandbSink(run_dir.root, project or logging_settings.wandb_project,
+                                                          identity, settings, resumed), warn, build_here=True))
     if logging_settings.mlflow and not _skipped("logging.mlflow", plan):
         sinks.append(GuardedSink("MLflow", lambda: MlflowSink(
-            run_dir.root, logging_settings.mlflow_tracking_uri, logging_settings.mlflow_experiment, name, settings,
-            resumed), warn))
+            run_dir.root, logging_settings.mlflow_tracking_uri, project or logging_settings.mlflow_experiment, identity,
+            settings, resumed), warn))
+    if logging_settings.comet:
+        from peftstudio.track.comet import CometSink
+
+        sinks.append(GuardedSink("Comet", lambda: CometSink(run_dir.root, project or "peftstudio", identity, settings,
+                                                            resumed), warn))
+    if logging_settings.phoenix:
+        from peftstudio.track.phoenix import PhoenixSink
+
+        sinks.append(GuardedSink("Phoenix", lambda: PhoenixSink(logging_settings.phoenix_endpoint,
+                                                                project or "peftstudio", identity), warn))
     return sinks
 
 
@@ -311,6 +323,11 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
     if training.nan_patience is not None:
         callbacks.append(NanWatchdog(training.nan_patience))
     callbacks += faults.callbacks()
+    if config.logging.watch != "off":
+        from peftstudio.train.watch import WatchCallback
+
+        callbacks.append(WatchCallback(sinks, RunDir.at(training.output_dir).root / "histograms.jsonl", config.logging.watch,
+                                       training.log_interval_steps))
     if config.objective != "sft":  # dpo / kto / grpo: train/objectives.py
         from peftstudio.train.objectives import objective_trainer
 

@@ -240,13 +240,17 @@ function renderPreview() {
       pieces.map((p) => h("span", { class: p.truncated ? "truncated" : p.trained ? "trained" : "masked" }, p.text)))));
 }
 
+const SHARED_TRACKING = ["logging.project", "logging.run_name", "logging.tags", "logging.notes", "logging.watch"];
+
 function stepTracking() {
   const chosen = selectedGroup("logging");
   const option = (wizard.catalog.logging || []).find((o) => o.name === chosen);
   return [
     h("p", {}, "metrics.jsonl is always written; pick a tracker to also send the metrics to."),
     choiceCards("logging", wizard.catalog.logging || [], (o) => h("div", { class: "meta" }, o.summary || "")),
-    fieldsOf(6).filter((f) => f.key.startsWith(`logging.${chosen}_`)).map(fieldRow),
+    // The tracker's own settings, and with any tracker the ones every tracker shares.
+    fieldsOf(6).filter((f) => f.key.startsWith(`logging.${chosen}_`) ||
+      (chosen && chosen !== "jsonl" && SHARED_TRACKING.includes(f.key))).map(fieldRow),
     option && option.secrets.length ? h("div", {}, h("h3", {}, "Keys"),
       h("p", { class: "hint" }, "Kept in this page's memory and, after launch, in the server process's environment for the job only. " +
         "Never written to the job's files, the URL or the config."),
