@@ -253,3 +253,24 @@ def test_an_answer_may_be_one_message_object(tmp_path):
     data.write_text("\n".join(json.dumps(row) for _ in range(40)))
     plan = make_plan(["objective=dpo", f"data.path={data}", "data.columns={prompt: conversation}"], hardware=CPU)
     assert plan.data.format == "preference"
+
+
+def test_grpo_time_counts_generation_paced_by_memory_bandwidth():
+    """Qwen2.5-7B QLoRA on an H100: each of the 1024 decode steps reads the 4-bit weights once
+    (bandwidth-bound at batch 4), so generation time is completion length × weights / bandwidth."""
+    from peftstudio.plan.memory import estimate_memory
+    from peftstudio.plan.prices import load_prices
+    from peftstudio.plan.throughput import generation_seconds
+
+    def seconds(completion: int, generations: int = 4, bandwidth: float | None = 3350.0) -> float:
+        config = resolve(load_config(["model=qwen2_5_7b", "peft=qlora", "objective=grpo", f"grpo.num_generations={generations}",
+                                      f"training.micro_batch_size={generations}", f"grpo.max_completion_length={completion}",
+                                      "grpo.max_prompt_length=512"])[0], H100, 0.0).config
+        weights = estimate_memory(config).components["base weights"]
+        return generation_seconds(config, 512, 989, 0.25, bandwidth, load_prices(None).efficiency.decode, weights), weights
+
+    long, weights = seconds(1024)
+    per_step = weights / (3350e9 * 0.3)
+    assert 1024 * per_step < long < 1.2 * 1024 * per_step, "decode dominates, memory-bound"
+    assert seconds(512)[0] < 0.55 * long and seconds(1024, 16)[0] > long
+    assert seconds(1024, bandwidth=None)[0] < 0.2 * long, "FLOPs alone would miss the decode time"
