@@ -10,6 +10,7 @@ from rich.table import Table
 
 from peftstudio.config.explain import Explanation, default_text
 from peftstudio.config.introspect import flatten
+from peftstudio.plan.init_adapter import init_adapter_note
 from peftstudio.plan.objectives import objective_notes
 from peftstudio.plan.runplan import RunPlan
 from peftstudio.units import GIB, format_gib
@@ -28,6 +29,8 @@ def print_plan_summary(console: Console, plan: RunPlan) -> None:
     console.print(f"[bold]model[/]     {config.model.name_or_path} (architecture: {source})")
     console.print(f"[bold]method[/]    {config.peft.method}  r={config.peft.r} alpha={config.peft.alpha:g} "
                   f"dropout={config.peft.dropout:g} targets={_value(config.peft.target_modules)}")
+    if (start := init_adapter_note(config)) is not None:  # peft.init_adapter: an earlier run's adapter
+        console.print(f"[bold]adapter[/]   {start}")
     for note in objective_notes(config):  # dpo / kto / grpo: trainer, reference model, groups, rewards
         console.print(f"[bold]objective[/] {note}")
     print_data_summary(console, plan)

@@ -23,6 +23,7 @@ STAND_IN = {"instruction": {"instruction": "Say hi", "input": "", "output": "hi"
 STAND_IN["auto"] = STAND_IN["chat"]
 # The data shape each objective trains on, for configs that import one (objective=dpo, kto, grpo).
 OBJECTIVE_STAND_IN = {"dpo": {"prompt": "hi", "chosen": "hello", "rejected": "go away"},
+                      "orpo": {"prompt": "hi", "chosen": "hello", "rejected": "go away"},
                       "kto": {"prompt": "hi", "completion": "hello", "label": True},
                       "grpo": {"prompt": "hi", "answer": "hello"}}
 

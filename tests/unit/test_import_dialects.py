@@ -36,15 +36,21 @@ def test_llamafactory_yaml_is_not_taken_for_training_arguments(tmp_path):
     assert config.data.path.endswith("identity.json") and config.data.datasets[0].path.endswith("alpaca_en_demo.json")
 
 
-def test_full_fine_tune_and_orpo_are_refused_unless_allowed(tmp_path):
+def test_full_fine_tune_and_ppo_are_refused_unless_allowed(tmp_path):
     source = tmp_path / "a.yml"
-    source.write_text("base_model: org/m\nrl: orpo\nlearning_rate: 1e-4\ndatasets:\n  - path: d.jsonl\n    type: alpaca\n")
+    source.write_text("base_model: org/m\nrl: ppo\nlearning_rate: 1e-4\ndatasets:\n  - path: d.jsonl\n    type: alpaca\n")
     with pytest.raises(ImportRefused) as refused:
         import_file(source)
     assert {p.where for p in refused.value.problems} == {"a.yml: adapter", "a.yml: rl"}
-    assert "trl.experimental" in next(p.message for p in refused.value.problems if p.where == "a.yml: rl")
     result = import_file(source, allow_changes=True)
-    assert "# CHANGED by --allow-changes (2 key(s))" in result.yaml_text and "#   rl = \"orpo\"" in result.yaml_text
+    assert "# CHANGED by --allow-changes (2 key(s))" in result.yaml_text and "#   rl = \"ppo\"" in result.yaml_text
+
+
+def test_orpo_maps_to_the_experimental_trainer(tmp_path):
+    source = tmp_path / "a.yml"
+    source.write_text("base_model: org/m\nadapter: lora\nrl: orpo\norpo_alpha: 0.2\nlearning_rate: 1e-4\n")
+    config = import_file(source).yaml_text
+    assert "objective: orpo" in config or "- objective: orpo" in config, config
 
 
 def test_dpo_and_kto_objectives_map_with_their_settings(tmp_path):
@@ -229,3 +235,35 @@ def test_convert_of_an_image_text_config_says_its_scope_and_grid(tmp_path, scope
     axolotl = convert(config, "axolotl", "run.yaml")
     assert yaml.safe_load(axolotl.text)["processor_type"] == "AutoProcessor"
     assert any(f"peft.target_scope={scope}" in note for note in axolotl.notes)
+
+
+def test_preference_datasets_map_their_columns_or_are_refused_with_why(tmp_path):
+    """Axolotl `rl: dpo` string types (chatml.intel, chatml.argilla) and LLaMA-Factory `ranking: true`
+    alpaca datasets keep their meaning as prompt/chosen/rejected columns; the shapes peftstudio
+    does not read (whole conversations, single-message sides, a joined query) are refused."""
+    source = tmp_path / "a.yml"
+    source.write_text("base_model: org/m\nadapter: lora\nrl: dpo\ndatasets:\n  - path: Intel/orca_dpo_pairs\n"
+                      "    type: chatml.intel\n  - path: argilla/distilabel-intel-orca-dpo-pairs\n    type: chatml.argilla\n")
+    result = import_file(source)
+    config = imported_config(tmp_path, result)
+    assert config.objective == "dpo" and config.data.columns == {"prompt": "question"}
+    assert config.data.datasets[0].columns == {"prompt": "instruction", "chosen": "chosen_response",
+                                               "rejected": "rejected_response"}
+    assert "system column is not read" in result.yaml_text
+    source.write_text("base_model: org/m\nadapter: lora\nrl: dpo\ndatasets:\n  - path: d\n    type: chat_template.default\n"
+                      "    field_messages: conversation\n    field_chosen: good\n")
+    assert imported_config(tmp_path, import_file(source)).data.columns == {"prompt": "conversation", "chosen": "good"}
+    source.write_text("base_model: org/m\nadapter: lora\nrl: dpo\ndatasets:\n  - path: d\n    type: chatml.ultra\n")
+    with pytest.raises(ImportRefused, match="whole conversations"):
+        import_file(source)
+    info = tmp_path / "dataset_info.json"
+    info.write_text(json.dumps({"pairs": {"file_name": "pairs.json", "ranking": True, "columns": {
+        "prompt": "instruction", "chosen": "good", "rejected": "bad"}}, "chat": {"file_name": "c.json", "ranking": True,
+        "formatting": "sharegpt"}}))
+    lf = tmp_path / "lf.yaml"
+    lf.write_text("model_name_or_path: org/m\nstage: dpo\nfinetuning_type: lora\nlora_target: all\ndataset: pairs\n")
+    config = imported_config(tmp_path, import_file(lf, info))
+    assert config.data.path.endswith("pairs.json") and config.data.columns == {"prompt": "instruction", "chosen": "good", "rejected": "bad"}
+    lf.write_text("model_name_or_path: org/m\nstage: dpo\nfinetuning_type: lora\nlora_target: all\ndataset: chat\n")
+    with pytest.raises(ImportRefused, match="from/value"):
+        import_file(lf, info)

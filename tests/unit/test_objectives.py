@@ -101,10 +101,15 @@ def test_group_size_must_divide_the_generation_batch_with_nearest_fix():
     assert "probes SFT steps" in plan_error("objective=dpo", "training.micro_batch_size=auto")
 
 
-def test_context_budget_and_orpo_refusal():
+def test_context_budget_and_orpo_is_said_experimental():
     assert "exceeds the model's context of 2048" in plan_error(*GRPO_OK, "grpo.max_prompt_length=1024",
                                                                 "grpo.max_completion_length=1536")
-    assert "trl.experimental" in plan_error("objective=orpo")
+    from peftstudio.plan.objectives import objective_notes
+
+    plan = make_plan(["objective=orpo"], hardware=CPU)
+    assert "trl.experimental" in objective_notes(plan.config)[0] and "no reference model" in objective_notes(plan.config)[0]
+    assert plan.config.training.loss_impl == "plain" and plan.data.format == "preference"
+    assert "full logits" in plan_error("objective=orpo", "training.loss_impl=chunked")
 
 
 def test_bad_reward_specs_all_reported():
@@ -206,3 +211,66 @@ def test_diagnose_grpo_failure_shapes(tmp_path):
     healthy = found(grpo_evidence(tmp_path, reward=[0.1, 0.2, 0.3, 0.3, 0.4, 0.4], kl=[0.01, 0.02, 0.03, 0.03, 0.04, 0.05],
                                   completions__clipped_ratio=[0.0] * 6))
     assert not healthy
+
+
+def _fake_run(root, model="embedded:tiny-llama", **shape):
+    """A run dir as an earlier run leaves it: plan.json and adapter/adapter_config.json (no weights needed to plan)."""
+    (root / "adapter").mkdir(parents=True)
+    saved = {"peft_type": "LORA", "r": 16, "lora_alpha": 32.0, "use_dora": False, "use_rslora": False,
+             "target_modules": ["q_proj", "v_proj"], **shape}
+    (root / "adapter/adapter_config.json").write_text(json.dumps(saved))
+    (root / "plan.json").write_text(json.dumps({"config": {"model": {"name_or_path": model}}}))
+    return root
+
+
+def test_init_adapter_is_checked_and_said_in_plan(tmp_path):
+    from peftstudio.config.schema import EMBEDDED_MODEL_ID
+    from peftstudio.plan.init_adapter import init_adapter_note
+    from peftstudio.plan.objectives import objective_notes
+
+    run = _fake_run(tmp_path / "sft", model=EMBEDDED_MODEL_ID)
+    plan = make_plan([*GRPO_OK, f"peft.init_adapter={run}"], hardware=CPU)
+    assert "starts from the adapter in" in init_adapter_note(plan.config) and "q_proj, v_proj" in init_adapter_note(plan.config)
+    assert "reference model is the starting adapter" in objective_notes(plan.config)[0]
+    assert make_plan([*GRPO_OK, f"peft.init_adapter={run / 'adapter'}"], hardware=CPU).config.peft.init_adapter
+
+
+def test_init_adapter_errors_name_the_fix(tmp_path):
+    missing = plan_error(*GRPO_OK, f"peft.init_adapter={tmp_path / 'nowhere'}")
+    assert "peft.init_adapter" in missing and "no adapter there" in missing
+    shape = _fake_run(tmp_path / "r8", r=8, lora_alpha=16.0)
+    error = plan_error(*GRPO_OK, f"peft.init_adapter={shape}")
+    assert "set peft.r=8 peft.alpha=16" in error
+    other = _fake_run(tmp_path / "other", model="Qwen/Qwen2.5-0.5B")
+    assert "was trained on model Qwen/Qwen2.5-0.5B" in plan_error(*GRPO_OK, f"peft.init_adapter={other}")
+
+
+def test_an_answer_may_be_one_message_object(tmp_path):
+    """Axolotl's chat_template.default preference rows: prompt turns, then chosen / rejected as one message each."""
+    data = tmp_path / "pairs.jsonl"
+    row = {"conversation": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}],
+           "chosen": {"role": "assistant", "content": "Paris"}, "rejected": {"role": "assistant", "content": "Rome"}}
+    data.write_text("\n".join(json.dumps(row) for _ in range(40)))
+    plan = make_plan(["objective=dpo", f"data.path={data}", "data.columns={prompt: conversation}"], hardware=CPU)
+    assert plan.data.format == "preference"
+
+
+def test_grpo_time_counts_generation_paced_by_memory_bandwidth():
+    """Qwen2.5-7B QLoRA on an H100: each of the 1024 decode steps reads the 4-bit weights once
+    (bandwidth-bound at batch 4), so generation time is completion length × weights / bandwidth."""
+    from peftstudio.plan.memory import estimate_memory
+    from peftstudio.plan.prices import load_prices
+    from peftstudio.plan.throughput import generation_seconds
+
+    def seconds(completion: int, generations: int = 4, bandwidth: float | None = 3350.0) -> float:
+        config = resolve(load_config(["model=qwen2_5_7b", "peft=qlora", "objective=grpo", f"grpo.num_generations={generations}",
+                                      f"training.micro_batch_size={generations}", f"grpo.max_completion_length={completion}",
+                                      "grpo.max_prompt_length=512"])[0], H100, 0.0).config
+        weights = estimate_memory(config).components["base weights"]
+        return generation_seconds(config, 512, 989, 0.25, bandwidth, load_prices(None).efficiency.decode, weights), weights
+
+    long, weights = seconds(1024)
+    per_step = weights / (3350e9 * 0.3)
+    assert 1024 * per_step < long < 1.2 * 1024 * per_step, "decode dominates, memory-bound"
+    assert seconds(512)[0] < 0.55 * long and seconds(1024, 16)[0] > long
+    assert seconds(1024, bandwidth=None)[0] < 0.2 * long, "FLOPs alone would miss the decode time"

@@ -16,8 +16,10 @@ OBJECTIVES: tuple[str, ...] = ("sft", "dpo", "orpo", "kto", "grpo")
 PREFERENCE_OBJECTIVES = ("dpo", "orpo")
 # Objectives with a group option that peftstudio does not train yet, and why (plan refuses
 # them; the importers refuse configs that use them).
-UNTRAINED_OBJECTIVES = {"orpo": "TRL 1.16 ships ORPOTrainer only under trl.experimental (its API may change in any "
-                                "release), so peftstudio does not train it yet"}
+UNTRAINED_OBJECTIVES: dict[str, str] = {}  # objective -> why peftstudio does not train it (none today)
+# Objectives trained on a trainer outside TRL's stable API, and what plan says about it.
+EXPERIMENTAL_OBJECTIVES = {"orpo": "TRL 1.16 ships ORPOTrainer only under trl.experimental (its API may change in "
+                                   "any TRL release)"}
 # Loss names other tools give as objectives, and the DPO loss_type each means.
 DPO_LOSS_ALIASES = {"ipo": "ipo", "sigmoid": "sigmoid", "hinge": "hinge", "robust": "robust", "apo_zero": "apo_zero",
                     "apo_down": "apo_down"}

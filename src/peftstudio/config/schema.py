@@ -158,6 +158,12 @@ class PeftSettings(Section):
     """Adapter initialisation: default, gaussian, olora (orthonormal, from a QR of the weight),
     loftq (with peft=qlora: starts as the low-rank part of the 4-bit quantization error), pissa or pissa_niter_N (fast SVD
     with N iterations). olora and pissa adapters are converted on save to apply to the original base."""
+    init_adapter: str | None = None
+    """Start from an existing LoRA adapter instead of a fresh one: a run dir (an earlier run's
+    training.output_dir) or an adapter dir, e.g. the SFT run before DPO or GRPO. Its r, alpha
+    and flags must match peft's; its target modules are used. With dpo / kto / grpo the
+    reference model is then that starting adapter (a frozen copy), not the bare base. null: a
+    fresh adapter."""
     quantization: Literal["none", "nf4", "fp4", "int8"] = "none"
     """How bitsandbytes stores the frozen base weights: none (full precision), nf4 or fp4
     (4-bit, QLoRA) or int8 (8-bit). qlora and qdora use nf4."""

@@ -2,7 +2,8 @@
 converted to the conversational rows TRL's DPO / KTO / GRPO trainers take, and the bundled
 samples for each, built from the embedded model's tasks.
 
-- preference (dpo, orpo): prompt, chosen, rejected: strings or chat messages
+- preference (dpo, orpo): prompt, chosen, rejected: strings or chat messages (an answer may
+  be one message object, as Axolotl's chat_template.default writes it)
 - kto (kto): prompt, completion, label (true: desirable, false: undesirable)
 - prompt (grpo): prompt (string or chat messages) plus the reference columns the rewards read
 
@@ -71,6 +72,8 @@ def record_problem(values: dict[str, Any], data_format: str, needed: dict[str, s
 
 
 def _turns_problem(value: Any, column: str, role: str) -> tuple[str, str] | None:
+    if isinstance(value, dict) and role == "assistant":  # one answer message (Axolotl's chat_template.default)
+        value = [value]
     if isinstance(value, str):
         return None if value.strip() else (f"column {column!r} is empty", "remove the record or fill it in")
     if isinstance(value, list):
@@ -82,12 +85,16 @@ def _turns_problem(value: Any, column: str, role: str) -> tuple[str, str] | None
 
 
 def _text(value: Any) -> str:
+    if isinstance(value, dict):
+        value = [value]
     return value if isinstance(value, str) else " ".join(str(t.get("content", "")) for t in value)
 
 
 def _turns(value: Any, role: str) -> list[dict[str, str]]:
     if isinstance(value, str):
         return [{"role": role, "content": value}]
+    if isinstance(value, dict):
+        value = [value]
     return [{"role": t["role"], "content": t["content"]} for t in value]
 
 

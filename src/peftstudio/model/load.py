@@ -169,6 +169,18 @@ def attach_adapter(model, peft: PeftSettings, seed: int, gradient_checkpointing:
     return wrapped
 
 
+def load_init_adapter(model, peft: PeftSettings, adapter: Path, seed: int, gradient_checkpointing: bool = False):
+    """Wrap the frozen base model with the trainable adapter saved in the dir `adapter`
+    (peft.init_adapter, checked by plan: of the run's shape), as the "default" adapter."""
+    from peft import PeftModel
+    from transformers import set_seed
+
+    set_seed(seed)
+    if peft.quantization != "none":
+        prepare_quantized_for_training(model, gradient_checkpointing)
+    return PeftModel.from_pretrained(model, str(adapter), adapter_name="default", is_trainable=True)
+
+
 def embedding_module_names(model) -> list[str]:
     """The names of the model's input embedding and output head, whatever the family calls them."""
     wanted = {id(model.get_input_embeddings()), id(model.get_output_embeddings())}

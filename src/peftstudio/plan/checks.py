@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from peftstudio.config.schema import QUANTIZED_METHODS, RunConfig
+from peftstudio.plan.init_adapter import init_adapter_problems
 from peftstudio.plan.objectives import objective_problems
 from peftstudio.errors import Problem, UserError
 from peftstudio.plan.hardware import HardwareProfile
@@ -43,6 +44,7 @@ def check(config: RunConfig, hardware: HardwareProfile, optimizer_steps: int, va
     _check_trackers(config, findings)
     _warn_hyperparameters(config, findings)
     findings.errors += objective_problems(config)  # dpo / kto / grpo: plan/objectives.py
+    findings.errors += init_adapter_problems(config)  # peft.init_adapter: plan/init_adapter.py
     return findings
 
 

@@ -16,7 +16,8 @@ from peftstudio.config.schema import RunConfig
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.prices import PriceFile, load_prices
 from peftstudio.plan.runplan import RunPlan
-from peftstudio.plan.throughput import flops_per_token, measured_throughput, probed_cpu_gflops, tokens_per_second
+from peftstudio.plan.throughput import (flops_per_token, generation_seconds, measured_throughput, probed_cpu_gflops,
+                                        tokens_per_second)
 from peftstudio.units import GIB
 
 # English text in a byte-level BPE vocabulary of 32k-128k entries: about 4 characters a token
@@ -77,8 +78,25 @@ def workload(plan: RunPlan) -> Workload:
     mean_tokens = max(plan.data.mean_tokens, 1.0)
     padded = mean_tokens if training.packing == "on" else mean_tokens / max(1.0 - plan.data.padding_waste, 0.05)
     per_sequence = min(padded, float(training.max_seq_length))
+    if plan.config.objective == "grpo":  # prompts measured with a 1-token stand-in completion; full completions assumed
+        grpo = plan.config.grpo
+        per_sequence = min(padded - 1 + grpo.max_completion_length, grpo.max_prompt_length + grpo.max_completion_length)
     images = (plan.data.images or {}).get("images", 0) / max(plan.data.train_rows, 1)
     return Workload(sequences, per_sequence, sequences * per_sequence, images)
+
+
+def generation_hours(plan: RunPlan, config: RunConfig, work: Workload, peak_tflops: float, efficiency: float,
+                     bandwidth_gbs: float | None, prices: PriceFile) -> float:
+    """GRPO: the hours its generation rounds and reference passes add to the training FLOPs
+    (plan/throughput.py `generation_seconds`); 0 for every other objective."""
+    if config.objective != "grpo":
+        return 0.0
+    from peftstudio.plan.memory import estimate_memory
+
+    weights = estimate_memory(config, seq_len=work.seq_len).components["base weights"]
+    prompt = max(work.tokens_per_sequence - config.grpo.max_completion_length, 1.0)
+    seconds = generation_seconds(config, prompt, peak_tflops, efficiency, bandwidth_gbs, prices.efficiency.decode, weights)
+    return plan.schedule.optimizer_steps * seconds / 3600
 
 
 def gpu_profile(name: str, memory_gib: float, bf16: bool) -> HardwareProfile:
@@ -105,7 +123,9 @@ def cost_report(plan: RunPlan, price_file: Path | None = None) -> CostReport:
                 continue
             speed = tokens_per_second(flops_per_token(config, work.seq_len, work.images_per_sequence), gpu.peak_tflops,
                                       _efficiency(prices, config, quantization_of(config)))
-            hours = work.trained_tokens / speed / 3600
+            hours = work.trained_tokens / speed / 3600 + generation_hours(
+                plan, config, work, gpu.peak_tflops, _efficiency(prices, config, quantization_of(config)),
+                gpu.memory_bandwidth_gbs, prices)
             options.append(CostOption(provider, gpu_name, gpu.memory_gib, round(estimate.total_bytes / GIB, 2), speed,
                                       hours, hours * low, hours * high, config.training.precision))
     options.sort(key=lambda o: (o.cost_low, o.hours))
@@ -135,8 +155,23 @@ def local_estimate(plan: RunPlan, prices: PriceFile, work: Workload) -> DeviceEs
     peak, basis = _local_peak(hardware, prices, config)
     if peak is None:
         return DeviceEstimate(device, None, None, basis)
-    speed = tokens_per_second(flops_per_token(config, work.seq_len, work.images_per_sequence), peak, _efficiency(prices, config, quantization_of(config)))
-    return DeviceEstimate(device, speed, work.trained_tokens / speed / 3600, basis)
+    efficiency = _efficiency(prices, config, quantization_of(config))
+    speed = tokens_per_second(flops_per_token(config, work.seq_len, work.images_per_sequence), peak, efficiency)
+    hours = work.trained_tokens / speed / 3600
+    if config.objective == "grpo":
+        bandwidth = _local_bandwidth(hardware, prices)
+        hours += generation_hours(plan, config, work, peak, efficiency, bandwidth, prices)
+        basis += (f"; + generation of {config.grpo.max_completion_length} tokens × the generation batch per step, "
+                  + (f"memory-bound at {bandwidth:g} GB/s × {prices.efficiency.decode:g}" if bandwidth else "FLOPs only")
+                  + ", and the reference pass")
+    return DeviceEstimate(device, speed, hours, basis)
+
+
+def _local_bandwidth(hardware: HardwareProfile, prices: PriceFile) -> float | None:
+    if hardware.accelerator == "cuda" and hardware.device_names:
+        name = prices.gpu_for_device(hardware.device_names[0])
+        return prices.gpus[name].memory_bandwidth_gbs if name is not None else None
+    return None
 
 
 def _local_peak(hardware: HardwareProfile, prices: PriceFile, config: RunConfig) -> tuple[float | None, str]:
@@ -169,7 +204,9 @@ def _assumptions(prices: PriceFile, plan: RunPlan) -> list[str]:
         "+2N recompute with gradient checkpointing" + _vision_assumption(plan),
         f"efficiency {prices.efficiency.default:g} of dense peak ({prices.efficiency.quantized_4bit:g} with 4-bit weights)",
         f"one GPU; prices per GPU-hour as of {prices.updated.isoformat()} ({prices.source})",
-    ]
+    ] + (["GRPO: every completion runs to grpo.max_completion_length; generation is paced by memory bandwidth "
+          f"× {prices.efficiency.decode:g} (or by FLOPs where that is slower), plus one reference forward pass"]
+         if plan.config.objective == "grpo" else [])
 
 
 def _vision_assumption(plan: RunPlan) -> str:

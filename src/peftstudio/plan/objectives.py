@@ -8,7 +8,7 @@ peftstudio does not train yet, each refused with why and what to do instead.
 
 from __future__ import annotations
 
-from peftstudio.config.objective_schema import UNTRAINED_OBJECTIVES
+from peftstudio.config.objective_schema import EXPERIMENTAL_OBJECTIVES, UNTRAINED_OBJECTIVES
 from peftstudio.config.schema import RunConfig
 from peftstudio.errors import Problem
 from peftstudio.rewards import check_rewards, reward_columns
@@ -37,8 +37,8 @@ def objective_problems(config: RunConfig) -> list[Problem]:
     if objective == "sft":
         return []
     problems = []
-    if objective == "orpo":
-        problems.append(Problem("objective", f"orpo: {UNTRAINED_OBJECTIVES['orpo']}",
+    if objective in UNTRAINED_OBJECTIVES:
+        problems.append(Problem("objective", f"{objective}: {UNTRAINED_OBJECTIVES[objective]}",
                                 "use objective=dpo (preference data as is) or objective=sft on the chosen answers"))
     if config.peft.init.startswith(RESIDUAL_INITS):
         problems.append(Problem("peft.init", f"{config.peft.init} with objective={objective}: the reference is the base "
@@ -50,7 +50,11 @@ def objective_problems(config: RunConfig) -> list[Problem]:
     if config.data.overlong == "drop":
         problems.append(Problem("data.overlong", f"drop with objective={objective}: TRL's trainer truncates instead",
                                 "use data.overlong=truncate (or error)"))
-    if config.training.loss_impl == "plain":
+    if objective == "orpo" and config.training.loss_impl != "plain":
+        problems.append(Problem("training.loss_impl", f"{config.training.loss_impl} with objective=orpo: "
+                                "trl.experimental's ORPOTrainer scores chosen and rejected over the full logits",
+                                "set training.loss_impl=auto (or plain)"))
+    if objective != "orpo" and config.training.loss_impl == "plain":
         problems.append(Problem("training.loss_impl", f"plain with objective={objective}: TRL's trainer always scores "
                                 "with its fused LM head", "set training.loss_impl=auto (or chunked)"))
     targets = config.peft.target_modules
@@ -127,11 +131,17 @@ def objective_notes(config: RunConfig) -> list[str]:
     trainer = (f"{objective}: TRL's {TRAINERS[objective]} with the peft adapter; dropout off while training "
                f"(TRL's disable_dropout: policy and reference log-probs come from one deterministic network, so "
                f"peft.dropout={config.peft.dropout:g} is not applied)")
-    reference = "the reference model is the base with the adapter disabled (no second copy in memory)"
+    reference = ("the reference model is the starting adapter (peft.init_adapter; a frozen copy of it)"
+                 if config.peft.init_adapter else "the reference model is the base with the adapter disabled "
+                 "(no second copy in memory)")
     if objective == "kto":
         kto = config.kto
         return [f"{trainer}; {reference}; beta={kto.beta}, loss {kto.loss_type}, weights desirable "
                 f"{kto.desirable_weight} / undesirable {kto.undesirable_weight}"]
+    if objective == "orpo":
+        return [f"{trainer}; {EXPERIMENTAL_OBJECTIVES['orpo']}; no reference model: the loss is the SFT loss on the "
+                f"chosen answer plus beta={config.orpo.beta} × the odds-ratio term, chosen and rejected in one "
+                "concatenated forward pass over the full logits"]
     if objective == "dpo":
         dpo = config.dpo
         return [f"{trainer}; {reference}; beta={dpo.beta}, loss {dpo.loss_type}; each step scores chosen and rejected "

@@ -29,12 +29,16 @@ class GpuType(_Strict):
     bf16: bool = True
     skypilot: str
     match: list[str] = Field(default_factory=list)
+    memory_bandwidth_gbs: float | None = Field(default=None, gt=0)
+    """Memory bandwidth (GB/s): what paces token-by-token generation (GRPO); unknown: FLOPs only."""
 
 
 class Efficiency(_Strict):
     default: float = Field(gt=0, le=1)
     quantized_4bit: float = Field(gt=0, le=1)
     cpu: float = Field(gt=0, le=1)
+    decode: float = Field(default=0.3, gt=0, le=1)
+    """Share of the memory bandwidth Hugging Face `generate` reaches while decoding (GRPO)."""
 
 
 class PriceFile(_Strict):

@@ -157,6 +157,9 @@ def _attention(values: dict[str, Any], hardware: HardwareProfile, _waste: float 
 
 
 def _loss_impl(values: dict[str, Any], hardware: HardwareProfile, _waste: float | None) -> tuple[str, str]:
+    if values.get("objective", "sft") == "orpo":
+        return "plain", ("objective=orpo: trl.experimental's ORPOTrainer takes the model's full logits for chosen and "
+                         "rejected")
     if values.get("objective", "sft") != "sft":
         return "chunked", (f"objective={values['objective']}: TRL's trainer always scores its log-probs with its fused "
                            "LM head (4096-token tiles, never the full logits)")

@@ -97,3 +97,30 @@ def measured_throughput(config: RunConfig) -> MeasuredThroughput | None:
     if not same or not rates:
         return None
     return MeasuredThroughput(statistics.median(rates), len(rates), record.paths.metrics)
+
+
+def generation_seconds(config: RunConfig, prompt_tokens: float, peak_tflops: float, efficiency: float,
+                       bandwidth_gbs: float | None, decode_efficiency: float, weight_bytes: int) -> float:
+    """Seconds of one GRPO optimizer step spent outside the training FLOPs: generating the
+    generation batch (micro-batch × accumulation completions) and scoring it with the reference.
+
+    - prefill: 2N FLOPs per prompt token of every completion;
+    - decode: max_completion_length steps, each the larger of its FLOPs (2N per completion) and
+      reading every weight plus the KV cache once (memory-bound: `bandwidth_gbs` at
+      `decode_efficiency`; without a bandwidth, FLOPs only);
+    - reference log-probs (grpo.beta > 0): one forward, 2N per prompt + completion token."""
+    arch = architecture_of(config)
+    grpo, training = config.grpo, config.training
+    linear = sum((layer.per_token or layer.per_model) * layer.weight_count for layer in linear_layers(arch))
+    batch = (training.micro_batch_size if isinstance(training.micro_batch_size, int) else 1) * training.gradient_accumulation_steps
+    flops_per_second = peak_tflops * 1e12 * efficiency
+    completion = grpo.max_completion_length
+    prefill = batch * prompt_tokens * 2 * linear / flops_per_second
+    decode_flops = batch * 2 * linear / flops_per_second
+    decode_bytes = 0.0
+    if bandwidth_gbs:
+        kv_width = 2 * arch.num_layers * arch.num_kv_heads * head_dim(arch) * (4 if training.precision == "fp32" else 2)
+        kv = batch * (prompt_tokens + completion / 2) * kv_width  # the cache read at the average decode step
+        decode_bytes = (weight_bytes + kv) / (bandwidth_gbs * 1e9 * decode_efficiency)
+    reference = batch * (prompt_tokens + completion) * 2 * linear / flops_per_second if grpo.beta > 0 else 0.0
+    return prefill + completion * max(decode_flops, decode_bytes) + reference

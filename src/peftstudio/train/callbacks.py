@@ -207,8 +207,10 @@ class ConsoleProgress(TrainerCallback):
 # What the DPO / KTO / GRPO trainers log beside the loss, kept under TRL's names: rewards/chosen,
 # rewards/rejected, rewards/margins, rewards/accuracies (DPO, KTO); reward, reward_std,
 # rewards/<function>/mean and /std, kl, completions/mean_length, completions/clipped_ratio,
-# clip_ratio/*, entropy (GRPO). SFT logs none of them, so its records are unchanged.
-OBJECTIVE_METRICS = ("rewards/", "logps/", "reward", "frac_reward_zero_std", "kl", "completions/", "clip_ratio/")
+# clip_ratio/*, entropy (GRPO); nll_loss, log_odds_ratio, log_odds_chosen (ORPO). SFT logs none of
+# them, so its records are unchanged.
+OBJECTIVE_METRICS = ("rewards/", "logps/", "reward", "frac_reward_zero_std", "kl", "completions/", "clip_ratio/",
+                     "nll_loss", "log_odds_")
 
 
 def objective_metrics(logs: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from trl import DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, KTOConfig, KTOTrainer
 
 from peftstudio.plan.runplan import RunPlan
@@ -20,31 +21,44 @@ from peftstudio.train.trainer import CheckpointingMixin, training_arguments
 
 
 class _ReferenceIsBase:
-    """Drops the "ref" adapter copy TRL adds for a PeftModel (see module doc)."""
+    """Drops the "ref" adapter copy TRL adds for a PeftModel (see module doc), unless the run
+    started from an earlier adapter (peft.init_adapter): that copy is then the reference."""
 
-    def _drop_reference_copy(self) -> None:
+    def _drop_reference_copy(self, keep: bool) -> None:
         model = self.accelerator.unwrap_model(self.model)
+        if keep:
+            return
         if "ref" in getattr(model, "peft_config", {}):
             model.delete_adapter("ref")
             model.set_adapter("default")
 
 
 class CheckpointingDPOTrainer(CheckpointingMixin, _ReferenceIsBase, DPOTrainer):
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, keep_reference_copy: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
-        self._drop_reference_copy()
+        self._drop_reference_copy(keep_reference_copy)
 
 
 class CheckpointingKTOTrainer(CheckpointingMixin, _ReferenceIsBase, KTOTrainer):
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, keep_reference_copy: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
-        self._drop_reference_copy()
+        self._drop_reference_copy(keep_reference_copy)
 
 
 class CheckpointingGRPOTrainer(CheckpointingMixin, _ReferenceIsBase, GRPOTrainer):
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, keep_reference_copy: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
-        self._drop_reference_copy()
+        self._drop_reference_copy(keep_reference_copy)
+
+    def _prepare_inputs(self, generation_batch):
+        """GRPO's micro-batches arrive as prompts and are generated here, inside the training
+        step, so the tokens a step trains on (prompt + completion, padding excluded) are counted
+        on what this returns, not on the rows the mixin sees."""
+        inputs = super()._prepare_inputs(generation_batch)
+        if self.model.training:
+            self.metrics.count_tokens(self._batch_tokens({"attention_mask": torch.cat(
+                [inputs["prompt_mask"], inputs["completion_mask"]], dim=1)}))
+        return inputs
 
 
 def dpo_config(plan: RunPlan, checkpoint_dir: Path, has_validation: bool, pad_token: str) -> DPOConfig:
@@ -135,6 +149,37 @@ def grpo_config(plan: RunPlan, checkpoint_dir: Path, has_validation: bool) -> GR
     )
 
 
+def orpo_trainer_class():
+    """ORPO lives in trl.experimental in TRL 1.16 (plan says so): imported only for orpo runs."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TRL's "importing from trl.experimental" warning: plan has said it
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+    class CheckpointingORPOTrainer(CheckpointingMixin, ORPOTrainer):
+        """ORPO has no reference model: nothing to drop."""
+
+    return ORPOConfig, CheckpointingORPOTrainer
+
+
+def orpo_config(config_class, plan: RunPlan, checkpoint_dir: Path, has_validation: bool, pad_token_id: int):
+    config = plan.config
+    arguments = training_arguments(plan, checkpoint_dir, has_validation)
+    return config_class(
+        **arguments,
+        max_length=config.training.max_seq_length,
+        max_completion_length=None,  # the prompt is cut first, from the start (TRL's rule), to fit max_length
+        beta=config.orpo.beta,
+        disable_dropout=True,
+        padding_value=pad_token_id,
+        generate_during_eval=False,
+        is_encoder_decoder=False,
+        model_init_kwargs=None,
+        dataset_num_proc=None,
+    )
+
+
 def objective_trainer(plan: RunPlan, model, tokenizer, train_rows: list[dict], validation_rows: list[dict],
                       checkpoint_dir: Path, **common):
     """The objective's checkpointing trainer over the prepared rows."""
@@ -144,12 +189,19 @@ def objective_trainer(plan: RunPlan, model, tokenizer, train_rows: list[dict], v
     train = Dataset.from_list(train_rows)
     has_validation = validation is not None
     objective = plan.config.objective
+    common["keep_reference_copy"] = plan.config.peft.init_adapter is not None
     if objective == "dpo":
         return CheckpointingDPOTrainer(model=model, args=dpo_config(plan, checkpoint_dir, has_validation, tokenizer.pad_token),
                                        train_dataset=train, eval_dataset=validation, processing_class=tokenizer, **common)
     if objective == "kto":
         return CheckpointingKTOTrainer(model=model, args=kto_config(plan, checkpoint_dir, has_validation),
                                        train_dataset=train, eval_dataset=validation, processing_class=tokenizer, **common)
+    if objective == "orpo":
+        config_class, trainer_class = orpo_trainer_class()
+        common.pop("keep_reference_copy")
+        return trainer_class(model=model, args=orpo_config(config_class, plan, checkpoint_dir, has_validation,
+                                                           tokenizer.pad_token_id),
+                             train_dataset=train, eval_dataset=validation, processing_class=tokenizer, **common)
     if objective == "grpo":
         rewards = [reward.function for reward in build_rewards(plan.config.grpo.rewards)]
         return CheckpointingGRPOTrainer(model=model, reward_funcs=rewards, args=grpo_config(plan, checkpoint_dir, has_validation),

@@ -288,8 +288,8 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
                    sinks: list[MetricsSink], console, extra_callbacks: list, faults: Faults):
     from datasets import Dataset
 
-    from peftstudio.model.load import (attach_adapter, load_base_model, match_vocabulary, model_location,
-                                        needs_conversion, quantization_config)
+    from peftstudio.model.load import (attach_adapter, load_base_model, load_init_adapter, match_vocabulary,
+                                        model_location, needs_conversion, quantization_config)
     from transformers import PrinterCallback
 
     from peftstudio.train.callbacks import ConsoleProgress, MetricsCallback
@@ -312,6 +312,11 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
         from peftstudio.model.vision import attach_image_text_adapter
 
         model = attach_image_text_adapter(base, config.peft, config.seed, training.gradient_checkpointing == "on")
+    elif config.peft.init_adapter is not None:  # an earlier run's adapter, e.g. SFT before GRPO
+        from peftstudio.plan.init_adapter import adapter_dir
+
+        model = load_init_adapter(base, config.peft, adapter_dir(config.peft.init_adapter), config.seed,
+                                  training.gradient_checkpointing == "on")
     else:
         model = attach_adapter(base, config.peft, config.seed, training.gradient_checkpointing == "on", location,
                                train_embeddings=bool(data.setup.added_tokens))
@@ -408,7 +413,8 @@ def _save_full_adapter(model, plan: RunPlan, staged: Path, checkpoints: Checkpoi
         model.save_pretrained(staged, path_initial_model_for_weight_conversion=str(checkpoints.root / INITIAL_ADAPTER),
                               **gathered)
     else:
-        model.save_pretrained(staged, **gathered)
+        # Only the trained adapter: with peft.init_adapter, TRL's frozen "ref" copy sits beside it.
+        model.save_pretrained(staged, selected_adapters=["default"], **gathered)
 
 
 def gather_trainable(model) -> dict:

@@ -89,6 +89,8 @@ def dataset_entry(entry: Any, source: dict[str, Any]) -> tuple[dict[str, Any], s
         note = "" if entry.get("train_on_eos") in (None, "turn") else "train_on_eos: peftstudio trains every assistant turn's end"
         if entry.get("train_on_eos") == "none":
             raise Refused(f"dataset {path}: train_on_eos none (the model would not learn to stop); peftstudio trains it")
+    elif isinstance(kind, str) and "." in kind and source.get("rl"):
+        out["format"], out["columns"], note = preference_type(path, kind, str(source["rl"]), entry)
     elif kind in TYPES:
         out["format"], note = TYPES[kind]
         if kind == "completion" and entry.get("field", "text") != "text":
@@ -100,6 +102,35 @@ def dataset_entry(entry: Any, source: dict[str, Any]) -> tuple[dict[str, Any], s
     if entry.get("chat_template") and entry.get("chat_template") != source.get("chat_template", "tokenizer_default"):
         raise Refused(f"dataset {path}: its own chat_template {entry['chat_template']!r} differs from the run's")
     return datasets.clean(out), note
+
+
+# Axolotl's DPO prompt strategies (`type: <template>.<strategy>`) whose records are strings:
+# strategy -> peftstudio preference column -> the dataset's field, and what is not carried over.
+PREFERENCE_FIELDS = {"intel": ({"prompt": "question", "chosen": "chosen", "rejected": "rejected"},
+                               "its system column is not read"),
+                     "argilla": ({"prompt": "instruction", "chosen": "chosen_response", "rejected": "rejected_response"}, ""),
+                     "prompt_pairs": ({"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"}, "")}
+
+
+def preference_type(path: str, kind: str, rl: str, entry: dict[str, Any]) -> tuple[str, dict, str]:
+    """An `rl: dpo|ipo|orpo` dataset type → (data.format, columns, note), or refused with why."""
+    template, _, strategy = kind.partition(".")
+    if rl not in ("dpo", "ipo", "orpo"):
+        raise Refused(f"dataset {path}: type {kind!r} for rl {rl}: peftstudio maps preference (dpo/ipo/orpo) types only")
+    if kind == "chat_template.default":
+        # prompt turns in field_messages; chosen / rejected one {role, content} message each
+        format_, _ = chat_dataset(entry)  # role/content keys and role names peftstudio reads, else refused
+        if format_ != "chat":
+            raise Refused(f"dataset {path}: {kind} with from/value turns; peftstudio reads preference turns as role/content")
+        fields = {"prompt": entry.get("field_messages", "messages"), "chosen": entry.get("field_chosen", "chosen"),
+                  "rejected": entry.get("field_rejected", "rejected")}
+        return "auto", {k: v for k, v in fields.items() if k != v}, ""
+    if strategy not in PREFERENCE_FIELDS:
+        raise Refused(f"dataset {path}: type {kind!r}: its chosen/rejected are whole conversations or single message "
+                      "objects; peftstudio reads prompt/chosen/rejected as text or lists of answer turns")
+    fields, lost = PREFERENCE_FIELDS[strategy]
+    note = f"{kind}: rendered with the run's chat template, not Axolotl's {template} prompt text" + (f"; {lost}" if lost else "")
+    return "auto", {k: v for k, v in fields.items() if k != v}, note  # auto: the objective reads its own shape
 
 
 def chat_dataset(entry: dict[str, Any]) -> tuple[str, dict]:
@@ -159,6 +190,9 @@ def lora_targets(value: Any, source: dict[str, Any]) -> Verdict:
     names = [value] if isinstance(value, str) else list(value)
     if any(any(ch in name for ch in "*.[]()|") for name in names):
         raise Refused(f"target module pattern {value!r}: peftstudio takes module names")
+    if "lm_head" in names and source.get("rl") and str(source["rl"]) != "orpo":
+        raise Refused(f"lm_head with rl: {source['rl']}: TRL's trainer scores with its fused LM head, which reads the "
+                      "base head alone, so an lm_head adapter would not train")
     return mapped(("peft.target_modules", names))
 
 
@@ -195,7 +229,9 @@ RULES = {
     "lora_dropout": to("peft.dropout", float),
     "lora_target_modules": lora_targets,
     "lora_target_linear": when_set(lambda _v, _s: mapped(("peft.target_modules", "all-linear"))),
-    "lora_modules_to_save": lambda v, _s: approx([("data.add_special_tokens", True)], (
+    "lora_modules_to_save": lambda v, s: common.fail(
+        f"lora_modules_to_save {v} with rl: {s['rl']}: TRL's fused LM head scores with the base head alone, so "
+        "the saved head would not train") if s.get("rl") and str(s["rl"]) != "orpo" else approx([("data.add_special_tokens", True)], (
         "peftstudio trains the whole embed_tokens/lm_head only when data.add_special_tokens=true adds the chat "
         "template's missing control tokens (what these are usually saved for); with no token to add they stay frozen"))
     if set(v) <= {"embed_tokens", "lm_head"} else common.fail(f"trains whole modules {v} beside the adapter"),

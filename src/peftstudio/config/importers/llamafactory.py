@@ -70,9 +70,9 @@ def info_entry(name: str, info: dict[str, Any], folder: Path, stage_name: str) -
     entry = info.get(name)
     if entry is None:
         raise Refused(f"dataset {name!r} is not in the dataset_info.json given")
-    if entry.get("ranking") or {"chosen", "rejected", "kto_tag"} & set(entry.get("columns") or {}):
-        raise Refused(f"dataset {name}: a preference dataset (chosen/rejected or kto labels)")
     columns = dict(entry.get("columns") or {})
+    if entry.get("ranking") or {"chosen", "rejected", "kto_tag"} & set(columns):
+        return preference_entry(name, entry, columns, folder, stage_name)
     extra = {"videos", "audios", "tools", "system", "history"} & set(columns)
     if extra:
         raise Refused(f"dataset {name}: columns {sorted(extra)} are not read by peftstudio")
@@ -129,6 +129,34 @@ def image_setting(key: str) -> Rule:
                        }.get(key, f"{key}: LLaMA-Factory resizes images (or videos) before the processor; peftstudio "
                                   "gives the model's processor the images as they are: resize them beforehand"))
     return rule
+
+
+def preference_entry(name: str, entry: dict[str, Any], columns: dict[str, str], folder: Path, stage_name: str) -> dict[str, Any]:
+    """A `ranking: true` (dpo / orpo) or kto_tag (kto) dataset in alpaca formatting → a
+    preference or kto source; sharegpt ones (chosen/rejected as single from/value messages) and a
+    query column (LLaMA-Factory joins it to the prompt) are refused."""
+    kto = "kto_tag" in columns
+    wanted = "kto" if kto else ("dpo", "orpo")
+    if stage_name not in wanted:
+        raise Refused(f"dataset {name}: a {'kto' if kto else 'preference (ranking)'} dataset with stage {stage_name}")
+    if entry.get("formatting", "alpaca") != "alpaca":
+        raise Refused(f"dataset {name}: sharegpt preference data holds chosen/rejected as single from/value messages; "
+                      "peftstudio reads them as text or lists of role/content answer turns")
+    if columns.get("query") or columns.get("history") or columns.get("system"):
+        raise Refused(f"dataset {name}: query/history/system columns are joined into the prompt by LLaMA-Factory; "
+                      "peftstudio's preference prompt is one column")
+    if not entry.get("file_name") and not entry.get("hf_hub_url"):
+        raise Refused(f"dataset {name}: only hf_hub_url and file_name sources are read")
+    path = str(entry["hf_hub_url"]) if entry.get("hf_hub_url") else str(folder / entry["file_name"])
+    names = {"prompt": columns.get("prompt", "instruction")}
+    if kto:
+        names.update(completion=columns.get("response", "output"), label=columns["kto_tag"])
+    else:
+        names.update(chosen=columns.get("chosen", "chosen"), rejected=columns.get("rejected", "rejected"))
+    out = {"path": path, "subset": entry.get("subset"), "split": entry.get("split", "train"),
+           # data.format stays auto: the objective reads its own shape (data/objective_data.py)
+           "columns": {k: v for k, v in names.items() if k != v}}
+    return datasets.clean(out)
 
 
 def dialect(dataset_info: Path | None) -> Dialect:
