@@ -48,7 +48,8 @@ class TensorBoardSink:
         for name, value in record.items():
             if name in ("step", "epoch") or not isinstance(value, (int, float)) or isinstance(value, bool):
                 continue
-            tag = f"eval/{name.removeprefix('eval_')}" if name.startswith("eval_") else f"train/{name}"
+            tag = f"eval/{name.removeprefix('eval_')}" if name.startswith(("eval_", "eval/")) else f"train/{name}"
+            tag = tag.replace("eval/eval/", "eval/")  # eval.metrics arrive named eval/<metric> already
             self._writer.add_scalar(tag, value, step)
         self._writer.flush()
 
