@@ -328,7 +328,7 @@ class DataSettings(Section):
     """A local .jsonl / .json (array) / .csv / .tsv / .parquet file, a directory written by
     datasets' save_to_disk, a hub dataset id (org/name), `embedded:sample` for the bundled
     instruction data, or `embedded:sample-json` for the same tasks answered as JSON objects
-    {"task": ..., "answer": ...} (exactly checkable: eval.metrics)."""
+    {"answer": ..., "task": ...} (exactly checkable: eval.metrics)."""
     format: DataFormat = "auto"
     """Record shape: instruction (alpaca: instruction/input/output), chat (messages with
     role/content), sharegpt (conversations with from/value), prompt_completion, text, or auto

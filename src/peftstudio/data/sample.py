@@ -252,7 +252,7 @@ def generate_background_text(count: int = 20000, seed: int = 1234) -> list[str]:
 
 # The task each instruction of the sample asks for, by how the instruction starts: the JSON
 # sample names it in its answer, so a JSON-field metric has a field that is easy to get right
-# (task) beside one that is hard (answer).
+# (task) beside one that is harder (answer).
 TASK_NAMES: tuple[tuple[str, str], ...] = (
     ("Reverse the order", "reverse"), ("Write this word in capital", "uppercase"), ("What is the capital", "capital"),
     ("Give the opposite", "opposite"), ("What is the first letter", "first_letter"), ("What is ", "addition"),
@@ -261,12 +261,14 @@ TASK_NAMES: tuple[tuple[str, str], ...] = (
 
 
 def json_answer_rows(rows: list[Row]) -> list[Row]:
-    """The sample rows with each answer as a JSON object {"task": ..., "answer": ...}: a task
-    whose answers a program checks exactly (exact match, JSON validity, field accuracy)."""
+    """The sample rows with each answer as a JSON object {"answer": ..., "task": ...}: a task
+    whose answers a program checks exactly (exact match, JSON validity, field accuracy). The
+    answer comes first, next to the prompt it is read from: a tiny model learns it far sooner
+    there than after the task field."""
     def task(instruction: str) -> str:
         return next(name for prefix, name in TASK_NAMES if instruction.startswith(prefix))
 
-    return [{**row, "output": json.dumps({"task": task(row["instruction"]), "answer": row["output"]})} for row in rows]
+    return [{**row, "output": json.dumps({"answer": row["output"], "task": task(row["instruction"])})} for row in rows]
 
 
 def write_jsonl(rows: list[Row], path: Path) -> None:

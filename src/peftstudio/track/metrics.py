@@ -48,8 +48,9 @@ class TensorBoardSink:
         for name, value in record.items():
             if name in ("step", "epoch") or not isinstance(value, (int, float)) or isinstance(value, bool):
                 continue
-            tag = f"eval/{name.removeprefix('eval_')}" if name.startswith(("eval_", "eval/")) else f"train/{name}"
-            tag = tag.replace("eval/eval/", "eval/")  # eval.metrics arrive named eval/<metric> already
+            # eval.metrics arrive already named eval/<metric>.
+            tag = name if name.startswith("eval/") else f"eval/{name.removeprefix('eval_')}" if name.startswith(
+                "eval_") else f"train/{name}"
             self._writer.add_scalar(tag, value, step)
         self._writer.flush()
 
