@@ -6,10 +6,10 @@ float (or None: not applicable) per completion, the signature TRL's GRPOTrainer 
 better. Built-ins read a reference column of the data (`answer` for GRPO, the target for an
 evaluation, unless `column` says otherwise); user code is named `python:module:function`. Text
 similarity comes from kept libraries: rouge-score (ROUGE-L) and sacrebleu (BLEU, chrF, whose
-0-100 scores are divided by 100 so every built-in runs from 0 to 1). `check_rewards` / `check_metrics` find every problem of a list by
-reading the specs and importing user modules (no model, no data, no step run), so `plan`
-reports them before anything loads. Completions arrive as text or as chat messages; both are
-scored on their text.
+0-100 scores are divided by 100 so every built-in runs from 0 to 1). `check_rewards` /
+`check_metrics` find every problem of a list by reading the specs and importing user modules
+(no model, no data, no step run), so `plan` reports them before anything loads. Completions
+arrive as text or as chat messages; both are scored on their text.
 """
 
 from __future__ import annotations
@@ -224,7 +224,8 @@ def scorer(spec: ScoreSpec, default_column: str) -> Score:
     """The scoring function a checked spec names; built-ins read `spec.column` or `default_column`."""
     if spec.name.startswith(PYTHON_PREFIX):
         function = _load_user_function(spec.name)[0]
-        assert function is not None, "check_rewards / check_metrics run before any scorer is built"
+        if function is None:  # check_rewards / check_metrics refuse such a spec before anything is built
+            raise RuntimeError(f"{spec.name} was not checked before use")
         return function
     return FACTORIES[spec.name](spec, spec.column or default_column)
 
