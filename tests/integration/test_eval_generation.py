@@ -1,7 +1,8 @@
 """Generation-based evaluation on the bundled JSON task (embedded:sample-json): one short
 tiny-model run shared by the tests; the exact-match curve rises, the best checkpoint by
 eval/exact_match is kept, `evaluate --compare-base` puts the adapter above the base, and
-lm-evaluation-harness runs a local task definition on the adapter."""
+lm-evaluation-harness runs a local task definition on the adapter. (A bad metric spec is refused
+in tests/unit/test_eval_metrics.py, before any training.)"""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from rich.console import Console
 from peftstudio import api
 from peftstudio.report import print_evaluation
 from peftstudio.track.metrics import read_metrics
-from tests.conftest import run_cli
 
 STEPS, EVERY = 120, 40
 
@@ -81,11 +81,3 @@ def test_lm_eval_runs_a_local_task_on_the_adapter(json_run, tmp_path):
     result = api.evaluate(json_run / "run", limit=2, lm_eval_tasks=["local_capitals"], lm_eval_include=tmp_path)
     accuracy = result.lm_eval["local_capitals"]["acc"]
     assert 0.0 <= accuracy <= 1.0 and set(result.lm_eval["local_capitals"]) == {"acc"}
-
-
-def test_a_bad_metric_spec_exits_2_naming_the_key_and_the_fix(tmp_path):
-    result = run_cli("plan", "eval.metrics=[exact_mach]", "training.metric_for_best_model=eval/bleu", cwd=tmp_path)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "eval.metrics[0].name: unknown metric 'exact_mach'" in result.stderr
-    assert "did you mean exact_match?" in result.stderr
-    assert "training.metric_for_best_model: 'eval/bleu' is not a metric this run computes" in result.stderr

@@ -113,3 +113,22 @@ def test_the_job_page_lists_and_serves_each_predictions_table(tmp_path, model_ca
         page = client.get("/static/job.js").text
         assert "/evaluations/" in page and "predictions" in page
         client.app.state.studio.runner.kill_all()
+
+
+def test_a_bad_metric_spec_exits_2_naming_the_key_and_the_fix(model_cache):
+    from peftstudio import api
+    from peftstudio.errors import EXIT_USER_ERROR, UserError
+    from tests.conftest import CPU
+
+    with pytest.raises(UserError) as refused:
+        api.plan(["eval.metrics=[exact_mach, json_field_accuracy]", "training.metric_for_best_model=eval/bleu"],
+                 hardware=CPU)
+    assert refused.value.exit_code == EXIT_USER_ERROR == 2
+    text = refused.value.render()
+    assert "eval.metrics[0].name: unknown metric 'exact_mach'" in text and "did you mean exact_match?" in text
+    assert "training.metric_for_best_model: 'eval/bleu' is not a metric this run computes" in text
+    # The plain sample's answers are no JSON objects: named with file:line before anything loads.
+    assert "json_field_accuracy compares JSON objects, but the answer at" in text and "sample.jsonl:" in text
+    plan = api.plan(["data.path=embedded:sample-json", "eval.metrics=[exact_match, json_field_accuracy]",
+                     "training.metric_for_best_model=exact_match"], hardware=CPU)
+    assert [m.name for m in plan.config.eval.metrics] == ["exact_match", "json_field_accuracy"]
