@@ -387,6 +387,19 @@ def _validation_prompts(config, count: int) -> tuple[list[str], list[str | None]
     return [r["prompt"][-1]["content"] for r in rows], [r["completion"][-1]["content"] for r in rows]
 
 
+def evaluate(run_dir: Path, data: Path | None = None, metrics: list[str] | None = None, compare_base: bool = False,
+             limit: int | None = None, max_new_tokens: int | None = None, lm_eval_tasks: list[str] | None = None,
+             lm_eval_include: Path | None = None, lm_eval_limit: int | None = None):
+    """Task metrics of a finished run's generated answers on any dataset (its validation split by
+    default), the base model beside it with `compare_base`; lm-evaluation-harness tasks with
+    `lm_eval_tasks` (local task YAML files under `lm_eval_include`)."""
+    from peftstudio.evaluation import evaluate_run
+
+    quiet_libraries(interactive=False)
+    return evaluate_run(Path(run_dir), data, metrics, compare_base, limit, max_new_tokens, lm_eval_tasks,
+                        lm_eval_include, lm_eval_limit)
+
+
 def merge(run_dir: Path, out: Path, dtype: str = "fp32", overwrite: bool = False):
     """Merge a finished run's adapter into its full-precision base; a transformers model dir."""
     from peftstudio.export.merge import merge_run

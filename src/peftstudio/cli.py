@@ -161,6 +161,35 @@ def generate(run_dir: Path = typer.Argument(..., help="a finished run's output d
         console.print(f"[green]adapter[/]   {item.adapter!r}\n")
 
 
+@app.command()
+def evaluate(run_dir: Path = typer.Argument(..., help="a finished run's output dir, e.g. ./outputs"),
+             data: Optional[Path] = typer.Option(None, "--data", help="a dataset file in the run's data format; "
+                                                 "default: the run's validation split"),
+             metrics: Optional[str] = typer.Option(None, "--metrics", help="comma-separated metric names "
+                                                   "(exact_match,json_field_accuracy,rouge_l,bleu,chrf,...); "
+                                                   "default: the run's eval.metrics"),
+             compare_base: bool = typer.Option(False, "--compare-base", help="also score the base model (adapter off)"),
+             limit: Optional[int] = typer.Option(None, min=1, help="evaluate only the first N rows"),
+             max_new_tokens: Optional[int] = typer.Option(None, min=1, help="default: the run's eval.max_new_tokens"),
+             lm_eval: Optional[str] = typer.Option(None, "--lm-eval", help="comma-separated lm-evaluation-harness tasks"),
+             lm_eval_include: Optional[Path] = typer.Option(None, "--lm-eval-include", help="a folder of local "
+                                                            "lm-eval task YAML files"),
+             lm_eval_limit: Optional[int] = typer.Option(None, min=1, help="lm-eval: at most N documents per task"),
+             as_json: bool = typer.Option(False, "--json", help="print the result as one JSON object")) -> None:
+    """Score a finished run's generated answers with the eval metrics, adapter vs base side by side."""
+    from peftstudio import api
+    from peftstudio.report import print_evaluation
+
+    names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    tasks = [t.strip() for t in lm_eval.split(",") if t.strip()] if lm_eval else None
+    result = api.evaluate(run_dir, data, names, compare_base, limit, max_new_tokens, tasks, lm_eval_include,
+                          lm_eval_limit)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        print_evaluation(console, result)
+
+
 @app.command("preview-data")
 def preview_data(overrides: Optional[list[str]] = OVERRIDES, config: Optional[Path] = CONFIG,
                  rows: int = typer.Option(3, "--rows", "-n", min=1, help="how many training samples to show"),

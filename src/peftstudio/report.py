@@ -6,10 +6,12 @@ import json
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from peftstudio.config.explain import Explanation, default_text
 from peftstudio.config.introspect import flatten
+from peftstudio.plan.evaluation import eval_notes
 from peftstudio.plan.init_adapter import init_adapter_note
 from peftstudio.plan.objectives import objective_notes
 from peftstudio.plan.runplan import RunPlan
@@ -33,6 +35,8 @@ def print_plan_summary(console: Console, plan: RunPlan) -> None:
         console.print(f"[bold]adapter[/]   {start}")
     for note in objective_notes(config):  # dpo / kto / grpo: trainer, reference model, groups, rewards
         console.print(f"[bold]objective[/] {note}")
+    for note in eval_notes(config):  # eval.metrics and the best checkpoint's metric, with its direction
+        console.print(f"[bold]eval[/]      {note}")
     print_data_summary(console, plan)
     epochs = schedule.optimizer_steps / schedule.steps_per_epoch
     console.print(f"[bold]schedule[/]  {schedule.optimizer_steps} optimizer steps (~{epochs:.1f} epochs), "
@@ -148,8 +152,8 @@ def print_explanation(console: Console, explanation: Explanation) -> None:
     field = explanation.doc
     if field is not None and not field.is_section:
         console.print(f"[bold]{explanation.key}[/]  ({field.type_text})")
-        console.print(f"  {field.description}")
-        console.print(f"  default: {default_text(field.default)}")
+        console.print(f"  {escape(field.description)}")  # docs hold YAML lists: [strip, lower] is no markup
+        console.print(f"  default: {escape(default_text(field.default))}")
         if field.range_text:
             console.print(f"  allowed: {field.range_text}")
         if field.memory_note:
@@ -158,13 +162,14 @@ def print_explanation(console: Console, explanation: Explanation) -> None:
             console.print(f"  set by {option}: {_value(value)}")
         return
     if field is not None:
-        console.print(f"[bold]{explanation.key}[/]: {field.description}")
+        console.print(f"[bold]{explanation.key}[/]: {escape(field.description)}")
     if explanation.children:
         table = Table(header_style="bold")
         for column in ("key", "type", "default", "allowed", "meaning"):
             table.add_column(column, overflow="fold")
         for child in explanation.children:
-            table.add_row(child.key, child.type_text, default_text(child.default), child.range_text, child.description)
+            table.add_row(child.key, child.type_text, escape(default_text(child.default)), child.range_text,
+                          escape(child.description))
         console.print(table)
     for option in explanation.options:
         console.print(f"[bold]{explanation.key.split('=')[0]}={option.name}[/]  {option.summary}")
@@ -260,3 +265,26 @@ def print_data_preview(console: Console, preview: dict) -> None:
         console.print(f"[bold]{sample['where']}[/] ({len(sample['input_ids'])} tokens)")
         console.print(text)
         console.print(f"[bold]trained[/]   {sample['trained_spans']}\n")
+
+
+def print_evaluation(console: Console, result) -> None:
+    """`evaluate`: one row per metric, base and adapter side by side, then lm-eval's numbers."""
+    from rich.table import Table
+
+    def shown(value) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    console.print(f"[bold]evaluate[/]  {result.rows} rows of {result.data}; predictions in {result.predictions}")
+    table = Table("metric", *(["base"] if result.base is not None else []), "adapter",
+                  *(["Δ"] if result.base is not None else []))
+    for key in result.metrics:
+        tuned = result.adapter.get(key)
+        if result.base is None:
+            table.add_row(key, shown(tuned))
+            continue
+        base = result.base.get(key)
+        delta = f"{tuned - base:+.4f}" if tuned is not None and base is not None else "n/a"
+        table.add_row(key, shown(base), shown(tuned), delta)
+    console.print(table)
+    for task, values in (result.lm_eval or {}).items():
+        console.print(f"[bold]lm-eval[/]   {task}: " + ", ".join(f"{name} {value:.4f}" for name, value in values.items()))

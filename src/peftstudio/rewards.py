@@ -1,16 +1,20 @@
-"""Reward functions: one registry for GRPO training (and, later, evaluation metrics).
+"""Scoring functions: one registry for GRPO rewards and evaluation metrics (`eval.metrics`,
+`peftstudio evaluate`).
 
-A reward scores each completion of a batch: `fn(prompts, completions, **columns)` returns one
-float (or None: not applicable) per completion, the signature TRL's GRPOTrainer calls. Built-ins
-read a reference column of the data (`answer` unless `column` says otherwise); user code is
-named `python:module:function`. `check_rewards` finds every problem of a reward list by
-reading the specs and importing user modules (no model, no data, no step run), so `plan`
-reports them before anything loads. Completions arrive as text or as chat messages; both are
-scored on their text.
+A scorer scores each completion of a batch: `fn(prompts, completions, **columns)` returns one
+float (or None: not applicable) per completion, the signature TRL's GRPOTrainer calls; higher is
+better. Built-ins read a reference column of the data (`answer` for GRPO, the target for an
+evaluation, unless `column` says otherwise); user code is named `python:module:function`. Text
+similarity comes from kept libraries: rouge-score (ROUGE-L) and sacrebleu (BLEU, chrF, whose
+0-100 scores are divided by 100 so every built-in runs from 0 to 1). `check_rewards` /
+`check_metrics` find every problem of a list by reading the specs and importing user modules
+(no model, no data, no step run), so `plan` reports them before anything loads. Completions
+arrive as text or as chat messages; both are scored on their text.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 import json
@@ -19,15 +23,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from peftstudio.config.eval_schema import MetricSpec, ScoreSpec
 from peftstudio.config.objective_schema import RewardSpec
 from peftstudio.errors import Problem
 
 DEFAULT_COLUMN = "answer"
+# Where an evaluation puts each row's reference answer (the target of the chat / completion).
+TARGET_COLUMN = "target"
 # What each built-in needs besides the completion: a reference column, a pattern, a field.
-NEEDS_COLUMN = ("exact_match", "contains", "json_field_match")
+NEEDS_COLUMN = ("exact_match", "contains", "json_field_match", "json_field_accuracy", "rouge_l", "bleu", "chrf")
 NEEDS_PATTERN = ("regex", "format")
-BUILTINS = ("exact_match", "contains", "regex", "json_valid", "json_field_match", "length_penalty", "format")
+BUILTINS = ("exact_match", "contains", "regex", "format", "json_valid", "json_field_match", "json_field_accuracy",
+            "rouge_l", "bleu", "chrf", "length_penalty")
 PYTHON_PREFIX = "python:"
+Score = Callable[..., list[float | None]]
 
 
 def text_of(completion: Any) -> str:
@@ -39,23 +48,40 @@ def text_of(completion: Any) -> str:
     return str(completion)
 
 
-def _exact_match(spec: RewardSpec) -> Callable[..., list[float | None]]:
-    column = spec.column or DEFAULT_COLUMN
+_PUNCTUATION = re.compile(r"[^\w\s]")
 
+
+def normalized(text: Any, steps: Sequence[str]) -> str:
+    """`text` after the spec's normalize steps, in a fixed order (strip last, after the others)."""
+    text = str(text)
+    if "lower" in steps:
+        text = text.lower()
+    if "punctuation" in steps:
+        text = _PUNCTUATION.sub("", text)
+    if "whitespace" in steps:
+        text = " ".join(text.split())
+    return text.strip() if "strip" in steps else text
+
+
+def _pairs(spec: ScoreSpec, column: str, completions, columns) -> list[tuple[str, str]]:
+    """(completion, reference) texts, both normalized as the spec says."""
+    return [(normalized(text_of(c), spec.normalize), normalized(ref, spec.normalize))
+            for c, ref in zip(completions, columns[column])]
+
+
+def _exact_match(spec: ScoreSpec, column: str) -> Score:
     def score(prompts, completions, **columns):
-        return [float(text_of(c).strip() == str(ref).strip()) for c, ref in zip(completions, columns[column])]
+        return [float(c == ref) for c, ref in _pairs(spec, column, completions, columns)]
     return score
 
 
-def _contains(spec: RewardSpec) -> Callable[..., list[float | None]]:
-    column = spec.column or DEFAULT_COLUMN
-
+def _contains(spec: ScoreSpec, column: str) -> Score:
     def score(prompts, completions, **columns):
-        return [float(str(ref).strip() in text_of(c)) for c, ref in zip(completions, columns[column])]
+        return [float(ref in c) for c, ref in _pairs(spec, column, completions, columns)]
     return score
 
 
-def _regex(spec: RewardSpec) -> Callable[..., list[float | None]]:
+def _regex(spec: ScoreSpec, column: str) -> Score:
     pattern = re.compile(spec.pattern or "")
 
     def score(prompts, completions, **columns):
@@ -63,7 +89,7 @@ def _regex(spec: RewardSpec) -> Callable[..., list[float | None]]:
     return score
 
 
-def _format(spec: RewardSpec) -> Callable[..., list[float | None]]:
+def _format(spec: ScoreSpec, column: str) -> Score:
     pattern = re.compile(spec.pattern or "")
 
     def score(prompts, completions, **columns):
@@ -78,25 +104,68 @@ def _parse_json(text: str) -> tuple[bool, Any]:
         return False, None
 
 
-def _json_valid(spec: RewardSpec) -> Callable[..., list[float | None]]:
+def _json_valid(spec: ScoreSpec, column: str) -> Score:
     def score(prompts, completions, **columns):
         return [float(_parse_json(text_of(c).strip())[0]) for c in completions]
     return score
 
 
-def _json_field_match(spec: RewardSpec) -> Callable[..., list[float | None]]:
-    column, name = spec.column or DEFAULT_COLUMN, spec.field
-
+def _json_field_match(spec: ScoreSpec, column: str) -> Score:
     def score(prompts, completions, **columns):
         found = []
         for completion, ref in zip(completions, columns[column]):
             ok, value = _parse_json(text_of(completion).strip())
-            found.append(float(ok and isinstance(value, dict) and str(value.get(name)).strip() == str(ref).strip()))
+            found.append(float(ok and isinstance(value, dict) and normalized(value.get(spec.field), spec.normalize)
+                               == normalized(ref, spec.normalize)))
         return found
     return score
 
 
-def _length_penalty(spec: RewardSpec) -> Callable[..., list[float | None]]:
+def _json_field_accuracy(spec: ScoreSpec, column: str) -> Score:
+    def same(generated: Any, reference: Any) -> bool:
+        if isinstance(reference, str) and isinstance(generated, str):
+            return normalized(generated, spec.normalize) == normalized(reference, spec.normalize)
+        return generated == reference
+
+    def one(completion: Any, ref: Any) -> float | None:
+        ok, reference = _parse_json(str(ref).strip())
+        if not ok or not isinstance(reference, dict):
+            return None  # the reference is no JSON object: not applicable (plan checks the data)
+        names = spec.fields or list(reference)
+        ok, generated = _parse_json(text_of(completion).strip())
+        if not ok or not isinstance(generated, dict) or not names:
+            return 0.0
+        return sum(name in generated and same(generated[name], reference.get(name)) for name in names) / len(names)
+
+    def score(prompts, completions, **columns):
+        return [one(c, ref) for c, ref in zip(completions, columns[column])]
+    return score
+
+
+def _rouge_l(spec: ScoreSpec, column: str) -> Score:
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+
+    def score(prompts, completions, **columns):
+        return [scorer.score(ref, c)["rougeL"].fmeasure for c, ref in _pairs(spec, column, completions, columns)]
+    return score
+
+
+def _sacrebleu(sentence_name: str) -> Callable[[ScoreSpec, str], Score]:
+    def factory(spec: ScoreSpec, column: str) -> Score:
+        import sacrebleu
+
+        sentence = getattr(sacrebleu, sentence_name)
+        options = {"use_effective_order": True} if sentence_name == "sentence_bleu" else {}
+
+        def score(prompts, completions, **columns):
+            return [sentence(c, [ref], **options).score / 100 for c, ref in _pairs(spec, column, completions, columns)]
+        return score
+    return factory
+
+
+def _length_penalty(spec: ScoreSpec, column: str) -> Score:
     target = spec.target_length or 1
 
     def score(prompts, completions, **columns):
@@ -106,7 +175,22 @@ def _length_penalty(spec: RewardSpec) -> Callable[..., list[float | None]]:
 
 
 FACTORIES = {"exact_match": _exact_match, "contains": _contains, "regex": _regex, "format": _format,
-             "json_valid": _json_valid, "json_field_match": _json_field_match, "length_penalty": _length_penalty}
+             "json_valid": _json_valid, "json_field_match": _json_field_match,
+             "json_field_accuracy": _json_field_accuracy, "rouge_l": _rouge_l,
+             "bleu": _sacrebleu("sentence_bleu"), "chrf": _sacrebleu("sentence_chrf"), "length_penalty": _length_penalty}
+
+
+def corpus_score(spec: ScoreSpec, completions: Sequence[str], references: Sequence[str]) -> float | None:
+    """BLEU and chrF of a whole evaluation as sacrebleu defines them (corpus-level, not the mean of
+    sentence scores), divided by 100; None for the other scorers (their value is the mean)."""
+    if spec.name not in ("bleu", "chrf"):
+        return None
+    import sacrebleu
+
+    hypotheses = [normalized(c, spec.normalize) for c in completions]
+    refs = [[normalized(r, spec.normalize) for r in references]]
+    corpus = sacrebleu.corpus_bleu if spec.name == "bleu" else sacrebleu.corpus_chrf
+    return corpus(hypotheses, refs).score / 100
 
 
 @dataclass(frozen=True)
@@ -116,7 +200,7 @@ class Reward:
     function: Callable[..., list[float | None]]
 
 
-def reward_label(spec: RewardSpec, index: int, specs: Sequence[RewardSpec]) -> str:
+def reward_label(spec: ScoreSpec, index: int, specs: Sequence[ScoreSpec]) -> str:
     """A metric-safe name, unique in the list (exact_match, exact_match_2, ...)."""
     base = spec.name.rsplit(":", 1)[-1] if spec.name.startswith(PYTHON_PREFIX) else spec.name
     same = [i for i, other in enumerate(specs) if other.name == spec.name]
@@ -127,13 +211,52 @@ def build_rewards(specs: Sequence[RewardSpec]) -> list[Reward]:
     """The callables TRL calls, each named by its label (TRL logs rewards/<__name__>/mean)."""
     rewards = []
     for index, spec in enumerate(specs):
-        inner = _load_user_function(spec.name)[0] if spec.name.startswith(PYTHON_PREFIX) else FACTORIES[spec.name](spec)
+        inner = scorer(spec, DEFAULT_COLUMN)
 
         def call(prompts, completions, _inner=inner, **columns):
             return _inner(prompts, completions, **columns)
         call.__name__ = reward_label(spec, index, specs)
         rewards.append(Reward(call.__name__, spec.weight, call))
     return rewards
+
+
+def scorer(spec: ScoreSpec, default_column: str) -> Score:
+    """The scoring function a checked spec names; built-ins read `spec.column` or `default_column`."""
+    if spec.name.startswith(PYTHON_PREFIX):
+        function = _load_user_function(spec.name)[0]
+        if function is None:  # check_rewards / check_metrics refuse such a spec before anything is built
+            raise RuntimeError(f"{spec.name} was not checked before use")
+        return function
+    return FACTORIES[spec.name](spec, spec.column or default_column)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """An evaluation metric: its name in metrics.jsonl (eval/<label>), the per-row scorer, and
+    the spec (for corpus-level scores)."""
+
+    label: str
+    spec: MetricSpec
+    function: Score
+
+    @property
+    def key(self) -> str:
+        return f"eval/{self.label}"
+
+
+def build_metrics(specs: Sequence[MetricSpec]) -> list[Metric]:
+    """The metrics of eval.metrics (or `evaluate --metrics`), reading the target unless `column` says otherwise."""
+    return [Metric(reward_label(spec, index, specs), spec, scorer(spec, TARGET_COLUMN)) for index, spec in enumerate(specs)]
+
+
+def metric_keys(specs: Sequence[MetricSpec]) -> list[str]:
+    """The names the metrics are logged under: eval/exact_match, eval/json_field_accuracy, ..."""
+    return [f"eval/{reward_label(spec, index, specs)}" for index, spec in enumerate(specs)]
+
+
+def check_metrics(specs: Sequence[MetricSpec], where: str = "eval.metrics") -> list[Problem]:
+    """Every problem of a metric list, found without generating anything."""
+    return [problem for index, spec in enumerate(specs) if (problem := _spec_problem(spec, f"{where}[{index}]"))]
 
 
 def reward_columns(specs: Sequence[RewardSpec]) -> dict[str, str]:
@@ -158,12 +281,15 @@ def check_rewards(specs: Sequence[RewardSpec]) -> list[Problem]:
     return problems
 
 
-def _spec_problem(spec: RewardSpec, where: str) -> Problem | None:
+def _spec_problem(spec: ScoreSpec, where: str) -> Problem | None:
     if spec.name.startswith(PYTHON_PREFIX):
         return _load_user_function(spec.name, where)[1]
     if spec.name not in BUILTINS:
-        return Problem(f"{where}.name", f"unknown reward {spec.name!r}",
-                       f"use one of {', '.join(BUILTINS)}, or python:module:function for your own")
+        kind = "reward" if isinstance(spec, RewardSpec) else "metric"
+        close = difflib.get_close_matches(spec.name, BUILTINS, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        return Problem(f"{where}.name", f"unknown {kind} {spec.name!r}",
+                       f"{hint}use one of {', '.join(BUILTINS)}, or python:module:function for your own")
     if spec.name in NEEDS_PATTERN:
         if not spec.pattern:
             return Problem(f"{where}.pattern", f"reward {spec.name} needs a pattern", f"set {where}.pattern='<regex>'")
@@ -171,6 +297,9 @@ def _spec_problem(spec: RewardSpec, where: str) -> Problem | None:
             re.compile(spec.pattern)
         except re.error as error:
             return Problem(f"{where}.pattern", f"{spec.pattern!r} is no regular expression: {error}", "fix the pattern")
+    if spec.name == "json_field_accuracy" and spec.fields is not None and not spec.fields:
+        return Problem(f"{where}.fields", "json_field_accuracy with an empty field list compares nothing",
+                       f"name the fields, e.g. {where}.fields=[answer], or leave it null for every field of the reference")
     if spec.name == "json_field_match" and not spec.field:
         return Problem(f"{where}.field", "json_field_match needs the JSON field to compare", f"set {where}.field=<name>")
     if spec.name == "length_penalty" and spec.target_length is None:
@@ -214,3 +343,46 @@ def _signature_problem(function: Callable) -> str | None:
     if not has_var_keyword:
         return "it takes no **kwargs; TRL passes every data column (and trainer_state) as keyword arguments"
     return None
+
+
+def score_predictions(metrics: Sequence[Metric], prompts: Sequence[Any], predictions: Sequence[str],
+                      targets: Sequence[str], columns: dict[str, Sequence[Any]] | None = None,
+                      ) -> tuple[dict[str, float | None], list[dict[str, float | None]]]:
+    """(eval/<label> → value, per-row {label: score}) of `predictions` against `targets`.
+
+    A value is the mean of the rows a metric applies to (None when it applies to none), except
+    BLEU and chrF, which are corpus-level as sacrebleu defines them. `columns` are the rows'
+    other data columns (for metrics that name one, and for python: metrics)."""
+    data = {**(columns or {}), TARGET_COLUMN: list(targets)}
+    totals: dict[str, float | None] = {}
+    rows: list[dict[str, float | None]] = [{} for _ in predictions]
+    for metric in metrics:
+        scores = [None if s is None else float(s) for s in metric.function(list(prompts), list(predictions), **data)]
+        for row, value in zip(rows, scores):
+            row[metric.label] = value
+        applicable = [s for s in scores if s is not None]
+        corpus = corpus_score(metric.spec, predictions, data[metric.spec.column or TARGET_COLUMN])
+        totals[metric.key] = corpus if corpus is not None else (sum(applicable) / len(applicable) if applicable else None)
+    return totals, rows
+
+
+# Metrics that `training.metric_for_best_model` may name beside eval.metrics, and their direction.
+LOSS_METRICS = {"loss": "eval_loss", "eval_loss": "eval_loss", "perplexity": "eval_perplexity",
+                "eval_perplexity": "eval_perplexity"}
+
+
+def best_metric_key(name: str, specs: Sequence[MetricSpec]) -> str | None:
+    """The logged key `training.metric_for_best_model` names (eval_loss, eval/exact_match, ...):
+    a loss metric, or one of eval.metrics with or without its eval/ prefix; None: none of them."""
+    if name in LOSS_METRICS:
+        return LOSS_METRICS[name]
+    keys = metric_keys(specs)
+    for candidate in (name, "eval/" + name.removeprefix("eval_")):
+        if candidate in keys:
+            return candidate
+    return None
+
+
+def higher_is_better(key: str) -> bool:
+    """Loss and perplexity improve downward; every eval.metrics score (built-in or python:) upward."""
+    return key.startswith("eval/")

@@ -83,7 +83,8 @@ def trained(model_cache, tmp_path_factory, collector):
             f"training.output_dir={root / 'outputs'}", f"training.checkpoint_dir={root / 'checkpoints'}",
             "logging=[comet,phoenix]", f"logging.phoenix_endpoint={collector}",
             "logging.project=handoff-tests", "logging.run_name=tiny-handoff", "logging.tags=[tiny,ci]",
-            "logging.notes=a tiny run for the hand-off tests", "logging.watch=all", cwd=root)
+            "logging.notes=a tiny run for the hand-off tests", "logging.watch=all",
+            "eval.metrics=[exact_match]", "eval.generate_samples=2", "eval.max_new_tokens=6", cwd=root)
     finally:  # run_cli restores the environment; the secrets this process learnt to mask go too
         os.environ.update(cleared)
         redact._known.clear()
@@ -133,15 +134,12 @@ def test_phoenix_receives_each_evaluation_and_the_generations_as_traces(trained,
     assert span["resource"]["openinference.project.name"] == "handoff-tests"
     assert span["attributes"]["peftstudio.run_name"] == "tiny-handoff"
     assert span["attributes"]["peftstudio.tags"] == ["tiny", "ci"]
-    from peftstudio.track.phoenix import PhoenixSink
-
-    sink = PhoenixSink(collector, "handoff-tests", {"name": "tiny-handoff", "tags": [], "notes": None})
-    sink.write_predictions(4, [{"prompt": "2+2?", "target": "4", "prediction": "4", "scores": {"exact_match": 1.0}},
-                               {"prompt": "3+3?", "target": "6", "prediction": "5", "scores": {"exact_match": 0.0}}])
-    sink.close()
+    # eval.metrics: each evaluation's generations, as written to RUN_DIR/eval/step-N.jsonl
+    tables = [json.loads(line) for step in (2, 4)
+              for line in (root / f"outputs/eval/step-{step}.jsonl").read_text().splitlines()]
     generations = [s for s in Collector.spans if s["name"] == "generation"]
     assert [(g["attributes"]["input.value"], g["attributes"]["output.value"], g["attributes"]["eval.exact_match"])
-            for g in generations] == [("2+2?", "4", 1.0), ("3+3?", "5", 0.0)]
+            for g in generations] == [(r["prompt"], r["prediction"], r["scores"]["exact_match"]) for r in tables]
     parent = next(s for s in Collector.spans if s["name"] == "evaluation generations")
     assert all(g["parent"] for g in generations) and parent["attributes"]["peftstudio.samples"] == 2
 

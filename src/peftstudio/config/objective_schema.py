@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from peftstudio.config.eval_schema import ScoreSpec
+
 Objective = Literal["sft", "dpo", "orpo", "kto", "grpo"]
 OBJECTIVES: tuple[str, ...] = ("sft", "dpo", "orpo", "kto", "grpo")
 PREFERENCE_OBJECTIVES = ("dpo", "orpo")
@@ -59,24 +61,12 @@ class KtoSettings(_Section):
     """kto (the paper's) or apo_zero_unpaired (anchored, for completions better than the model's own)."""
 
 
-class RewardSpec(_Section):
-    """One reward function of a GRPO run, with its weight and its arguments."""
+class RewardSpec(ScoreSpec):
+    """One reward function of a GRPO run, with its weight and its arguments (the scoring
+    functions are one registry with eval.metrics: peftstudio.rewards)."""
 
-    name: str
-    """A built-in (exact_match, contains, regex, json_valid, json_field_match, length_penalty,
-    format) or python:module:function for your own (called as fn(prompts, completions, **columns)
-    and returning one float or None per completion; checked by import at plan time)."""
     weight: float = Field(default=1.0, ge=-100.0, le=100.0)
     """Weight of this reward in the sum the advantages are computed from."""
-    column: str | None = None
-    """Data column holding the reference answer (exact_match, contains, json_field_match);
-    null means `answer`."""
-    pattern: str | None = None
-    """Regular expression: regex searches for it, format requires the whole completion to match it."""
-    field: str | None = None
-    """JSON field compared with the reference column (json_field_match)."""
-    target_length: int | None = Field(default=None, ge=1)
-    """length_penalty: completions longer than this many characters lose reward in proportion."""
 
 
 class GrpoSettings(_Section):

@@ -15,10 +15,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from peftstudio.config.eval_schema import EvalSettings
 from peftstudio.config.objective_schema import DpoSettings, GrpoSettings, KtoSettings, Objective, OrpoSettings
 
 EMBEDDED_MODEL_ID = "embedded:tiny-llama"
 EMBEDDED_SAMPLE_DATA = "embedded:sample"
+EMBEDDED_JSON_SAMPLE_DATA = "embedded:sample-json"
 
 
 # Other spellings of keys, as the seeds' training reference writes them: accepted in files and
@@ -330,8 +332,9 @@ class DataSource(Section):
 class DataSettings(Section):
     path: str = EMBEDDED_SAMPLE_DATA
     """A local .jsonl / .json (array) / .csv / .tsv / .parquet file, a directory written by
-    datasets' save_to_disk, a hub dataset id (org/name), or `embedded:sample` for the bundled
-    instruction data."""
+    datasets' save_to_disk, a hub dataset id (org/name), `embedded:sample` for the bundled
+    instruction data, or `embedded:sample-json` for the same tasks answered as JSON objects
+    {"answer": ..., "task": ...} (exactly checkable: eval.metrics)."""
     format: DataFormat = "auto"
     """Record shape: instruction (alpaca: instruction/input/output), chat (messages with
     role/content), sharegpt (conversations with from/value), prompt_completion, text, or auto
@@ -447,6 +450,8 @@ class RunConfig(Section):
     """Optimizer and learning-rate schedule."""
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     """Metric sinks beyond metrics.jsonl."""
+    eval: EvalSettings = Field(default_factory=EvalSettings)
+    """Generation-based evaluation: task metrics of generated answers at every evaluation."""
     objective: Objective = "sft"
     """What the adapter is trained for (set by `objective=NAME`): sft (supervised: learn the
     answers), dpo (prefer chosen over rejected answers), orpo (SFT plus an odds-ratio

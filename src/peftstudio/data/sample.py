@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 SAMPLE_DATA_PATH = Path(__file__).resolve().parent / "sample.jsonl"
+JSON_SAMPLE_DATA_PATH = Path(__file__).resolve().parent / "sample_json.jsonl"
 
 CAPITALS: tuple[tuple[str, str], ...] = (
     ("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"),
@@ -249,6 +250,27 @@ def generate_background_text(count: int = 20000, seed: int = 1234) -> list[str]:
     return [BACKGROUND_KINDS[index % len(BACKGROUND_KINDS)](rng) for index in range(count)]
 
 
+# The task each instruction of the sample asks for, by how the instruction starts: the JSON
+# sample names it in its answer, so a JSON-field metric has a field that is easy to get right
+# (task) beside one that is harder (answer).
+TASK_NAMES: tuple[tuple[str, str], ...] = (
+    ("Reverse the order", "reverse"), ("Write this word in capital", "uppercase"), ("What is the capital", "capital"),
+    ("Give the opposite", "opposite"), ("What is the first letter", "first_letter"), ("What is ", "addition"),
+    ("Repeat the word", "repeat"), ("Sort these numbers", "sort"),
+)
+
+
+def json_answer_rows(rows: list[Row]) -> list[Row]:
+    """The sample rows with each answer as a JSON object {"answer": ..., "task": ...}: a task
+    whose answers a program checks exactly (exact match, JSON validity, field accuracy). The
+    answer comes first, next to the prompt it is read from: a tiny model learns it far sooner
+    there than after the task field."""
+    def task(instruction: str) -> str:
+        return next(name for prefix, name in TASK_NAMES if instruction.startswith(prefix))
+
+    return [{**row, "output": json.dumps({"answer": row["output"], "task": task(row["instruction"])})} for row in rows]
+
+
 def write_jsonl(rows: list[Row], path: Path) -> None:
     """Write `rows` to `path` as JSON Lines: one object per line, UTF-8, non-ASCII kept as is."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -260,7 +282,8 @@ def main() -> None:
     """Regenerate the bundled `data/sample.jsonl`."""
     rows = generate_sample_rows()
     write_jsonl(rows, SAMPLE_DATA_PATH)
-    print(f"wrote {len(rows)} rows to {SAMPLE_DATA_PATH}")
+    write_jsonl(json_answer_rows(rows), JSON_SAMPLE_DATA_PATH)
+    print(f"wrote {len(rows)} rows to {SAMPLE_DATA_PATH} and {JSON_SAMPLE_DATA_PATH}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peftstudio.config.schema import EMBEDDED_SAMPLE_DATA, DataSettings
+from peftstudio.config.schema import EMBEDDED_JSON_SAMPLE_DATA, EMBEDDED_SAMPLE_DATA, DataSettings
 from peftstudio.errors import Problem, UserError
 
 MAX_PROBLEMS = 10  # enough to show a pattern without drowning the user
@@ -46,6 +46,10 @@ def resolve_source(path_text: str) -> str:
         from peftstudio.data.sample import SAMPLE_DATA_PATH
 
         return str(SAMPLE_DATA_PATH)
+    if path_text == EMBEDDED_JSON_SAMPLE_DATA:
+        from peftstudio.data.sample import JSON_SAMPLE_DATA_PATH
+
+        return str(JSON_SAMPLE_DATA_PATH)
     if path_text.startswith("embedded:") and path_text.endswith(("vision-sample", "grid-sample")):
         from peftstudio.data.vision_sample import SAMPLE_FILES, sample_path
 

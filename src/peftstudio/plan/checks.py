@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from peftstudio.config.schema import QUANTIZED_METHODS, RunConfig
+from peftstudio.plan.evaluation import eval_problems
 from peftstudio.plan.init_adapter import init_adapter_problems
 from peftstudio.plan.objectives import objective_problems
 from peftstudio.errors import Problem, UserError
@@ -174,9 +175,7 @@ def _check_schedule(config: RunConfig, steps: int, validation_rows: int, finding
     if training.metric_for_best_model is not None and validation_rows == 0:
         findings.errors.append(Problem("training.metric_for_best_model", "needs evaluation, but there is no validation split",
                                        "set data.validation_split above 0"))
-    if training.metric_for_best_model not in (None, "eval_loss", "loss", "eval_perplexity", "perplexity"):
-        findings.errors.append(Problem("training.metric_for_best_model", f"{training.metric_for_best_model!r} is not a metric peftstudio computes",
-                                       "use eval_loss"))
+    findings.errors += eval_problems(config, validation_rows)  # eval.metrics, metric_for_best_model: plan/evaluation.py
     if validation_rows and training.eval_interval_steps > steps:
         findings.warnings.append(f"training.eval_interval_steps={training.eval_interval_steps} is longer than the run "
                                  f"({steps} steps): the only evaluation is the final one")

@@ -26,6 +26,7 @@ from peftstudio.plan.checks import Findings, check
 from peftstudio.plan.distributed_checks import launcher_mismatch
 from peftstudio.plan.fit import check_fit
 from peftstudio.plan.hardware import HardwareProfile, detect
+from peftstudio.plan.evaluation import eval_data_problems
 from peftstudio.plan.objectives import data_arguments, measure_objective_data, refuse_unplannable
 from peftstudio.plan.platforms import compose_for_platform
 from peftstudio.plan.resolve import resolve
@@ -71,6 +72,7 @@ def plan_with_data(overrides: list[str] | None = None, config_file: Path | None 
     schedule = _schedule(resolution.config, composition, summary.train_rows)
     resolution = per_epoch_cadence(resolution, schedule)
     findings = check(resolution.config, hardware, schedule.optimizer_steps, summary.validation_rows, place)
+    findings.errors += eval_data_problems(resolution.config, data)
     _raise(findings)
     return _assemble(requested, composition, resolution, hardware, summary, schedule,
                      token_warnings + findings.warnings), tokens
@@ -276,6 +278,8 @@ def survey(overrides: list[str] | None = None, config_file: Path | None = None,
         "steps", "data not readable: training.num_batches", found.config.training.num_batches, 1, 1)
     found.findings = check(found.config, found.hardware, found.schedule.optimizer_steps,
                            summary.validation_rows if summary else 0, place)
+    if found.data is not None:
+        found.findings.errors += eval_data_problems(found.config, found.data)
     return found
 
 

@@ -103,7 +103,14 @@ def job_dict(request: Request, job: Job) -> dict[str, Any]:
         "files": [name for name in RUN_FILES if (outputs / name).is_file()],
         "adapter_files": sorted(p.name for p in (outputs / "adapter").glob("*") if p.is_file()),
         "diagnosis": _diagnosis(outputs) if job.status in ("failed", "interrupted") else None,
+        "evaluations": evaluation_steps(outputs),
     }
+
+
+def evaluation_steps(outputs: Path) -> list[int]:
+    """Steps with a predictions table (RUN_DIR/eval/step-N.jsonl, written with eval.metrics), in order."""
+    steps = [p.stem.removeprefix("step-") for p in (outputs / "eval").glob("step-*.jsonl")]
+    return sorted(int(step) for step in steps if step.isdigit())
 
 
 def _total_steps(outputs: Path) -> int | None:
@@ -192,6 +199,15 @@ def get_file(job_id: JobId, name: str, request: Request) -> FileResponse:
     if not path.is_file():
         raise HTTPException(404, f"{name} is not written yet")
     return FileResponse(path, media_type=RUN_FILES[name], filename=name)
+
+
+@router.get("/{job_id}/evaluations/{step}", summary="The predictions table of one evaluation: prompt, target, prediction, per-metric scores")
+def get_evaluation(job_id: JobId, step: Annotated[int, PathParam(ge=0, le=2**62)], request: Request) -> dict[str, Any]:
+    path = _outputs(request, _job(request, job_id)) / "eval" / f"step-{step}.jsonl"
+    if not path.is_file():
+        raise HTTPException(404, f"no predictions table for step {step}")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {"step": step, "rows": rows}
 
 
 @router.get("/{job_id}/adapter/{name}", summary="A file of the trained adapter (PEFT format)")

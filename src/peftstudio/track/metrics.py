@@ -48,7 +48,9 @@ class TensorBoardSink:
         for name, value in record.items():
             if name in ("step", "epoch") or not isinstance(value, (int, float)) or isinstance(value, bool):
                 continue
-            tag = f"eval/{name.removeprefix('eval_')}" if name.startswith("eval_") else f"train/{name}"
+            # eval.metrics arrive already named eval/<metric>.
+            tag = name if name.startswith("eval/") else f"eval/{name.removeprefix('eval_')}" if name.startswith(
+                "eval_") else f"train/{name}"
             self._writer.add_scalar(tag, value, step)
         self._writer.flush()
 

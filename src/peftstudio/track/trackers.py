@@ -40,7 +40,9 @@ def loggable_settings(settings: dict[str, Any]) -> dict[str, Any]:
 
 def numeric_metrics(record: dict[str, Any]) -> dict[str, float]:
     """The numbers of a metrics record, named train/... or eval/... as TensorBoard shows them."""
-    return {(f"eval/{name.removeprefix('eval_')}" if name.startswith("eval_") else f"train/{name}"): float(value)
+    # eval.metrics arrive already named eval/<metric>.
+    return {(name if name.startswith("eval/") else f"eval/{name.removeprefix('eval_')}" if name.startswith("eval_")
+             else f"train/{name}"): float(value)
             for name, value in record.items()
             if name not in ("step", "epoch") and isinstance(value, (int, float)) and not isinstance(value, bool)}
 

@@ -9,10 +9,12 @@ import resource
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from transformers import TrainerCallback
 
+from peftstudio.rewards import higher_is_better
 from peftstudio.track.metrics import MetricsSink
 from peftstudio.train.checkpoints import TrainingProgress
 
@@ -40,8 +42,11 @@ class MetricsCallback(TrainerCallback):
     """
 
     def __init__(self, sinks: list[MetricsSink], progress: TrainingProgress, save_interval: int,
-                 metric_for_best: str | None, patience: int | None, threshold: float):
+                 metric_for_best: str | None, patience: int | None, threshold: float,
+                 generation_eval: Callable[..., dict[str, float | None]] | None = None):
         self.sinks = sinks
+        # Generated answers scored by eval.metrics (train/generation.py), at every evaluation.
+        self.generation_eval = generation_eval
         self.progress = progress
         self.save_interval = save_interval
         self.metric_for_best = metric_for_best
@@ -94,9 +99,19 @@ class MetricsCallback(TrainerCallback):
         if loss is None:
             return
         perplexity = math.exp(loss) if loss < 50 else math.inf
+        generated = {}
+        if self.generation_eval is not None and kwargs.get("model") is not None:
+            generated = self.generation_eval(kwargs["model"], kwargs.get("processing_class"), state.global_step)
+            self._send_predictions(state.global_step, getattr(self.generation_eval, "last_rows", []))
         self._emit({"step": state.global_step, "eval_loss": loss, "eval_perplexity": perplexity,
-                    **objective_metrics(metrics or {}, "eval_")})
-        self._track_best(state.global_step, {"eval_loss": loss, "eval_perplexity": perplexity}, control)
+                    **generated, **objective_metrics(metrics or {}, "eval_")})
+        self._track_best(state.global_step, {"eval_loss": loss, "eval_perplexity": perplexity, **generated}, control)
+
+    def _send_predictions(self, step: int, rows: list[dict]) -> None:
+        """The evaluation's generations to the sinks that record them (Phoenix traces)."""
+        for sink in self.sinks:
+            if rows and hasattr(sink, "write_predictions"):
+                sink.write_predictions(step, rows)
 
     def _watched_metric(self) -> str | None:
         return self.metric_for_best or ("eval_loss" if self.patience else None)
@@ -105,9 +120,16 @@ class MetricsCallback(TrainerCallback):
         name = self._watched_metric()
         if name is None:
             return
-        value = metrics["eval_" + name.removeprefix("eval_")]
+        key = {"loss": "eval_loss", "perplexity": "eval_perplexity"}.get(name, name)
+        if key not in metrics and "eval/" + key in metrics:
+            key = "eval/" + key  # metric_for_best_model=exact_match names eval/exact_match
+        value = metrics.get(key)
+        if value is None:
+            return  # a generated metric that applied to no row this time: no comparison
         best = self.progress.best_metric
-        if best is None or value < best - self.threshold:
+        improved = value > best + self.threshold if higher_is_better(key) and best is not None else (
+            best is None or value < best - self.threshold)
+        if improved:
             self.progress.best_metric, self.progress.best_step = value, step
             self.progress.evaluations_without_improvement = 0
             # The best step must have a checkpoint to keep, even between save intervals.

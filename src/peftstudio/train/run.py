@@ -30,6 +30,8 @@ log = logging.getLogger("peftstudio")
 # The adapter as initialised, kept beside the checkpoints: saving converts a PiSSA / OLoRA
 # adapter against it (see `_save_adapter`).
 INITIAL_ADAPTER = "initial-adapter"
+# The predictions table of each evaluation with eval.metrics: RUN_DIR/eval/step-N.jsonl.
+EVAL_TABLES = "eval"
 
 
 @dataclass(frozen=True)
@@ -212,6 +214,7 @@ def _prepare_run_dir(plan: RunPlan, run_dir: RunDir, resume_from: Path | None, s
         return
     run_dir.metrics.unlink(missing_ok=True)
     shutil.rmtree(run_dir.tensorboard, ignore_errors=True)
+    shutil.rmtree(run_dir.root / EVAL_TABLES, ignore_errors=True)
     for tracker_id in ("wandb_run_id", "mlflow_run_id"):  # a fresh start is a new tracker run
         (run_dir.root / tracker_id).unlink(missing_ok=True)
 
@@ -323,7 +326,8 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
     if needs_conversion(config.peft) and is_main_process():
         _keep_initial_adapter(model, checkpoints.root / INITIAL_ADAPTER, fresh_start=progress.step == 0)
     metrics = MetricsCallback(sinks, progress, training.save_interval_steps, training.metric_for_best_model,
-                              training.early_stopping_patience, training.early_stopping_threshold)
+                              training.early_stopping_patience, training.early_stopping_threshold,
+                              _generation_evaluator(plan, data))
     callbacks = [metrics, ConsoleProgress(console, plan.schedule.optimizer_steps), *extra_callbacks]
     if training.nan_patience is not None:
         callbacks.append(NanWatchdog(training.nan_patience))
@@ -369,6 +373,20 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
     )
     trainer.remove_callback(PrinterCallback)  # ConsoleProgress prints the log lines
     return trainer
+
+
+def _generation_evaluator(plan: RunPlan, data: TokenizedData):
+    """The eval.metrics scorer of generated answers, or None when eval.metrics is empty (plan
+    refuses it without validation rows that have answers, or with another objective than sft)."""
+    config = plan.config
+    if not config.eval.metrics or not data.prepared.validation_rows:
+        return None
+    from peftstudio.data.eval_examples import eval_examples
+    from peftstudio.train.generation import GenerationEvaluator
+
+    examples = eval_examples(data.prepared.validation_rows, config.eval.generate_samples)
+    table_dir = RunDir.at(config.training.output_dir).root / EVAL_TABLES if is_main_process() else None
+    return GenerationEvaluator(config.eval, examples, config.seed, table_dir)
 
 
 def _keep_initial_adapter(model, path: Path, fresh_start: bool) -> None:

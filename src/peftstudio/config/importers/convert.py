@@ -50,6 +50,9 @@ def convert(config: RunConfig, tool: str, source_name: str, detected_format: str
         notes.append(f"data.format=auto: written as {detected_format}, the format the run read")
     values = {"axolotl": to_axolotl, "trl": to_trl, "llamafactory": to_llamafactory}[tool](config, notes)
     _image_text(config, tool, values, notes)
+    if config.eval.metrics:
+        names = ", ".join(spec.name for spec in config.eval.metrics)
+        notes.append(f"eval.metrics ({names}) has no equivalent there: not written; the converted run evaluates loss only")
     if not epochs_based:
         values["max_steps"] = config.training.num_batches
     sidecars = values.pop("__sidecars__", {})

@@ -75,6 +75,41 @@ function tryView() {
   return [h("h2", {}, "Try it"), prompt, h("p", {}, h("button", { id: "try-run", onclick: run }, "Generate")), output];
 }
 
+// eval.metrics: each metric's curve (eval/<name> in metrics.jsonl) and one evaluation's predictions table.
+const METRIC_COLORS = ["#2857d6", "#d2691e", "#1a7f45", "#8a2be2", "#b8860b", "#c71585"];
+
+function evaluationChart() {
+  const names = [...new Set(page.records.flatMap((r) => Object.keys(r).filter((k) => k.startsWith("eval/"))))];
+  return lineChart("eval metrics", names.map((name, i) => ({ name, color: METRIC_COLORS[i % METRIC_COLORS.length],
+    points: page.records.filter((r) => typeof r[name] === "number").map((r) => [r.step, r[name]]) })),
+    { xMax: page.job ? page.job.total_steps : undefined });
+}
+
+function predictionsTable(table) {
+  const metrics = table.rows.length ? Object.keys(table.rows[0].scores || {}) : [];
+  const score = (value) => (value === null || value === undefined ? "n/a" : value.toFixed(3));
+  return h("table", { class: "kv", id: "predictions" },
+    h("tr", {}, ["prompt", "target", "prediction", ...metrics].map((name) => h("th", {}, name))),
+    table.rows.map((row) => h("tr", {}, h("td", {}, row.prompt), h("td", {}, row.target), h("td", {}, h("b", {}, row.prediction)),
+      metrics.map((name) => h("td", {}, score(row.scores[name]))))));
+}
+
+async function evaluationsView(steps) {
+  const pick = h("select", { id: "evaluation-step" }, steps.map((step) => h("option", { value: step }, `step ${step}`)));
+  const holder = h("div", {});
+  const show = async () => {
+    try {
+      holder.replaceChildren(predictionsTable(await api(`/jobs/${page.id}/evaluations/${pick.value}`)));
+    } catch (error) {
+      holder.replaceChildren(h("p", { class: "error" }, error.message));
+    }
+  };
+  pick.value = String(steps[steps.length - 1]);
+  pick.onchange = show;
+  await show();
+  return [h("h2", {}, "Evaluations"), h("div", { id: "chart-eval" }, evaluationChart()), h("p", {}, "Predictions at ", pick), holder];
+}
+
 function diagnosisView(diagnosis) {
   if (!diagnosis.available) return [h("h2", {}, "Diagnosis"), h("p", { class: "muted" }, diagnosis.reason)];
   if (!diagnosis.findings.length) return [h("h2", {}, "Diagnosis"), h("p", {}, "No known problem pattern in the metrics; see the log.")];
@@ -99,6 +134,13 @@ async function poll() {
     const tryBox = document.getElementById("try");
     tryBox.hidden = !job.adapter_files.includes("adapter_config.json") || job.status !== "succeeded";
     if (!tryBox.hidden && !tryBox.childElementCount) tryBox.replaceChildren(...tryView());
+  }
+  const evaluations = document.getElementById("evaluations");
+  const evaluationsKey = JSON.stringify(job.evaluations || []);
+  evaluations.hidden = !(job.evaluations || []).length;
+  if (!evaluations.hidden && evaluationsKey !== page.drawnEvaluations) {
+    page.drawnEvaluations = evaluationsKey;
+    evaluations.replaceChildren(...await evaluationsView(job.evaluations));
   }
   const diagnosis = document.getElementById("diagnosis");
   diagnosis.hidden = !job.diagnosis;
