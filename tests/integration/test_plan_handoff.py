@@ -15,9 +15,10 @@ def test_a_saved_plan_is_executed_exactly_and_refused_once_the_data_changed(mode
     data = tmp_path / "data.jsonl"
     rows = [{"instruction": f"Repeat {n}", "input": "", "output": str(n)} for n in range(40)]
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    planned = run_cli("plan", *RUN, "data=jsonl", f"data.path={data}", "--out", "plan.json", cwd=tmp_path)
+    planned = run_cli("plan", *RUN, "data=jsonl", f"data.path={data}", "--out", "plans/new/plan.json", cwd=tmp_path)
     assert planned.returncode == 0, planned.stderr
-    assert "plan saved to plan.json" in planned.stderr
+    assert "plan saved to plans/new/plan.json" in planned.stderr, "the folder is created"
+    (tmp_path / "plans/new/plan.json").rename(tmp_path / "plan.json")
 
     mixed = run_cli("train", "--plan", "plan.json", "peft.r=4", cwd=tmp_path)
     assert mixed.returncode == 2 and "cannot change it" in mixed.stderr

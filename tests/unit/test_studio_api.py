@@ -197,6 +197,8 @@ def test_yaml_is_loaded_safely(client, tmp_path):
     checked = client.post("/api/validate", json={"yaml_text": payload}).json()
     assert not checked["ok"] and "invalid YAML" in checked["problems"][0]["message"]
     assert not marker.exists()
+    control = client.post("/api/estimate", json={"state": {"yaml_text": "\u001f"}})  # found by the API fuzz test
+    assert control.status_code in (200, 422) and "special characters" in control.text, control.text
     good = client.post("/api/validate", json={"yaml_text": "defaults:\n- model: tiny\npeft:\n  r: 4\n"}).json()
     assert good["ok"] and good["plan"]["config"]["peft"]["r"] == 4
 

@@ -118,8 +118,9 @@ def parse_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
     explode when built (see `_check_shape`); the data and a dotted key → line map. Every
     problem is a UserError naming `source`:line. The CLI's files and the studio's pasted YAML
     both come through here."""
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # refuses control characters (a ReaderError) as it starts
         _check_shape(text, source)
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else {}
@@ -129,7 +130,8 @@ def parse_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
         problem = getattr(error, "problem", None) or str(error)
         raise UserError(Problem(where, f"invalid YAML/JSON: {problem}", "fix the syntax at that line")) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, _node_lines(node)
 
 

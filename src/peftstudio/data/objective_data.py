@@ -35,7 +35,8 @@ def objective_format(objective: str, requested: str, keys: set[str], where: str)
     name = OBJECTIVE_FORMAT[objective]
     if requested not in ("auto", name):
         raise UserError(Problem("data.format", f"objective={objective} trains on {name} data, not {requested}",
-                                f"set data.format={name} (or auto) with columns {', '.join(FORMAT_COLUMNS[name])}"))
+                                f"set data.format=auto (objective={objective} reads {name} data) with columns "
+                                f"{', '.join(FORMAT_COLUMNS[name])}"))
     missing = [c for c in FORMAT_COLUMNS[name] if c not in keys]
     if missing:
         message, fix = _missing_column(missing[0], dict.fromkeys(keys), {})

@@ -168,6 +168,7 @@ class RunPlan:
     def write(self, path: Path) -> None:
         """Save the plan atomically: `read` gives it back exactly (owner-only when the run met a
         secret, see redact.secrets_known)."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)  # `plan --out new_dir/plan.json`
         write_text(Path(path), self.to_json(), private=secrets_known())
 
     @classmethod
