@@ -281,6 +281,13 @@ def check_rewards(specs: Sequence[RewardSpec]) -> list[Problem]:
     return problems
 
 
+def arguments_of(name: str) -> list[str]:
+    """The ScoreSpec keys a built-in reads besides its weight (what the studio's reward editor
+    offers); column is optional (default: the answer column), the others are required."""
+    extra = {"json_field_match": ["field"], "json_field_accuracy": ["fields"], "length_penalty": ["target_length"]}
+    return (["column"] if name in NEEDS_COLUMN else []) + (["pattern"] if name in NEEDS_PATTERN else []) + extra.get(name, [])
+
+
 def _spec_problem(spec: ScoreSpec, where: str) -> Problem | None:
     if spec.name.startswith(PYTHON_PREFIX):
         return _load_user_function(spec.name, where)[1]

@@ -6,6 +6,7 @@ answered here once.
 
 from __future__ import annotations
 
+import types
 import typing
 from dataclasses import dataclass
 from typing import Any
@@ -18,8 +19,10 @@ from peftstudio.config.schema import RunConfig
 
 
 def _section_class(annotation: Any) -> type[BaseModel] | None:
-    """The Section class a field holds (unwrapping `X | None`), or None for a leaf."""
-    candidates = typing.get_args(annotation) or (annotation,)
+    """The Section class a field holds (unwrapping `X | None`), or None for a leaf. A list of
+    models (grpo.rewards, eval.metrics) is one leaf value: its items have no dotted keys."""
+    is_union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    candidates = typing.get_args(annotation) if is_union else (annotation,)
     for candidate in candidates:
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):
             return candidate

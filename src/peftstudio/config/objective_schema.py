@@ -16,6 +16,15 @@ from peftstudio.config.eval_schema import ScoreSpec
 Objective = Literal["sft", "dpo", "orpo", "kto", "grpo"]
 OBJECTIVES: tuple[str, ...] = ("sft", "dpo", "orpo", "kto", "grpo")
 PREFERENCE_OBJECTIVES = ("dpo", "orpo")
+# What each objective is best for, in one line: the studio's method step shows these (the one
+# place they are written; the browser reads them from /api/presets).
+OBJECTIVE_BEST_FOR: dict[str, str] = {
+    "sft": "Teaching a task or a style from example answers (instructions, chats, text); the usual first step.",
+    "dpo": "Making an SFT model prefer better answers, from pairs of a chosen and a rejected answer per prompt.",
+    "orpo": "SFT and preference in one pass from chosen/rejected pairs, without a reference model (less memory).",
+    "kto": "Preference learning from single answers marked good or bad (thumbs up/down), when you have no pairs.",
+    "grpo": "Tasks whose answers a function can check (maths, formats, JSON fields): learns from scored samples.",
+}
 # Objectives with a group option that peftstudio does not train yet, and why (plan refuses
 # them; the importers refuse configs that use them).
 UNTRAINED_OBJECTIVES: dict[str, str] = {}  # objective -> why peftstudio does not train it (none today)

@@ -24,6 +24,8 @@ def override_value(value: Any) -> str:
         return "null"
     if isinstance(value, (list, tuple)):
         return f"[{','.join(override_value(v) for v in value)}]"
+    if isinstance(value, dict):  # a list item of grpo.rewards / eval.metrics
+        return "{" + ",".join(f"{key}:{override_value(item)}" for key, item in value.items()) + "}"
     if isinstance(value, (int, float)):
         return repr(value)
     text = str(value)

@@ -27,6 +27,10 @@ STEP_FIELDS = {
     6: ["logging.project", "logging.run_name", "logging.tags", "logging.notes", "logging.wandb_project",
         "logging.mlflow_tracking_uri", "logging.mlflow_experiment", "logging.phoenix_endpoint", "logging.watch"],
 }
+# Step 2 also edits the chosen objective's section (every key but the rewards, which have their
+# own editor); the browser shows the section of the objective picked.
+OBJECTIVE_SECTIONS = ("dpo", "orpo", "kto", "grpo")
+REWARDS_KEY = "grpo.rewards"
 STEP_TITLES = {1: "Base model", 2: "PEFT method", 3: "Hyperparameters", 4: "Compute", 5: "Dataset",
                6: "Experiment tracking", 7: "Review and launch"}
 # Secrets a tracker reads from the environment; entered in step 6, kept in the server's memory.
@@ -60,10 +64,14 @@ def field_info(doc: FieldDoc) -> dict[str, Any]:
 
 def steps() -> list[dict[str, Any]]:
     """The seven steps with the fields each edits."""
+    from peftstudio.config.introspect import keys_under
+
     result = []
     for number, title in STEP_TITLES.items():
-        result.append({"step": number, "title": title,
-                       "fields": [field_info(find_field(key)) for key in STEP_FIELDS.get(number, [])]})
+        keys = list(STEP_FIELDS.get(number, []))
+        if number == 2:
+            keys += [key for section in OBJECTIVE_SECTIONS for key in keys_under(section) if key != REWARDS_KEY]
+        result.append({"step": number, "title": title, "fields": [field_info(find_field(key)) for key in keys]})
     return result
 
 
@@ -77,8 +85,34 @@ def presets() -> dict[str, Any]:
         option["secrets"] = TRACKER_SECRETS.get(option["name"], [])
     for option in groups["model"]:
         option["memory"] = preset_memory(option["name"])
+    groups["objective"] = objective_options()
+    groups["rewards"] = reward_functions()
     groups["known_models"] = known_hub_models()
     return groups
+
+
+def objective_options() -> list[dict[str, Any]]:
+    """The objectives in the schema's order, each with its "best for" line, the data it reads
+    and its group file's summary."""
+    from peftstudio.config.objective_schema import OBJECTIVE_BEST_FOR, OBJECTIVES
+    from peftstudio.data.objective_data import FORMAT_COLUMNS, OBJECTIVE_FORMAT
+
+    options = {option: _option_info("objective", option) for option in group_options("objective")}
+    result = []
+    for name in OBJECTIVES:
+        data_format = OBJECTIVE_FORMAT.get(name)
+        data = f"{data_format} data ({', '.join(FORMAT_COLUMNS[data_format])})" if data_format else \
+            "instruction, chat or text data"
+        result.append({**options[name], "best_for": OBJECTIVE_BEST_FOR[name], "data": data})
+    return result
+
+
+def reward_functions() -> dict[str, Any]:
+    """The built-in reward functions and the argument each needs, for the GRPO reward editor."""
+    from peftstudio.rewards import BUILTINS, DEFAULT_COLUMN, PYTHON_PREFIX, arguments_of
+
+    return {"builtins": [{"name": name, "arguments": arguments_of(name)} for name in BUILTINS],
+            "default_column": DEFAULT_COLUMN, "python_prefix": PYTHON_PREFIX}
 
 
 def known_hub_models() -> list[dict[str, Any]]:

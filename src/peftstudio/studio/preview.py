@@ -28,6 +28,8 @@ def preview(path: Path | str, config: RunConfig, folder: Path | None = None) -> 
     run's data settings; raises the CLI's UserError (file:line). `folder`: where an upload's
     images must lie (None: the bundled sample, images anywhere)."""
     settings = config.data.model_copy(update={"path": str(path), "validation_split": 0.0})
+    if config.objective != "sft":
+        return objective_preview(settings, config)
     data = prepare_data(settings)
     if folder is not None:
         refuse_outside_images(data, Path(path), folder)
@@ -41,6 +43,54 @@ def preview(path: Path | str, config: RunConfig, folder: Path | None = None) -> 
                                  "are shown as role: text (masking as training will apply it)"}
     samples = [preview["runs"] for preview in sample_previews(config, data, setup, SAMPLES)]
     return {**shown, "samples": samples, "template": setup.template_reason, "template_note": ""}
+
+
+def objective_preview(settings, config: RunConfig) -> dict[str, Any]:
+    """The first rows of preference, KTO or GRPO prompt data as the trainer receives them:
+    prompt / chosen / rejected (or completion / label, or the reward's reference columns), as text."""
+    from peftstudio.rewards import reward_columns
+
+    needed = reward_columns(config.grpo.rewards) if config.objective == "grpo" else {}
+    data = prepare_data(settings, config.objective, needed)
+    return {"format": data.format, "format_reason": data.format_reason, "rows": len(data.train_rows),
+            "objective": config.objective, "pairs": [pair_view(row) for row in data.train_rows[:SAMPLES]],
+            "samples": [], "thumbnails": [], "template": None, "template_note": ""}
+
+
+# What objective each data shape is for, as the preview suggests it for data SFT cannot read.
+SUGGESTED_OBJECTIVES = {"preference": "dpo or orpo", "kto": "kto"}
+
+
+def objective_shape(path: Path | str, settings) -> str | None:
+    """`preference` or `kto` when the file's first record has that shape's columns (after
+    data.columns), else None; only read to suggest an objective, never to train."""
+    from peftstudio.data.formats import rename_columns
+    from peftstudio.data.objective_data import FORMAT_COLUMNS
+    from peftstudio.data.sources import read_source
+    from peftstudio.errors import PeftStudioError
+
+    try:
+        source = read_source(str(path), settings.model_copy(update={"path": str(path)}))
+    except PeftStudioError:
+        return None
+    if not source.records:
+        return None
+    keys = set(rename_columns(source.records[0], settings.columns).values)
+    return next((shape for shape in SUGGESTED_OBJECTIVES if set(FORMAT_COLUMNS[shape]) <= keys), None)
+
+
+def pair_view(row: dict[str, Any]) -> dict[str, str]:
+    """One trainer row as column → text (chat turns joined as `role: text` lines)."""
+    return {column: value if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else _turn_text(value)
+            for column, value in row.items()}
+
+
+def _turn_text(value: Any) -> str:
+    if isinstance(value, list) and all(isinstance(turn, dict) and "content" in turn for turn in value):
+        if len(value) == 1 and value[0].get("role") in ("user", "assistant"):
+            return str(value[0]["content"])
+        return "\n".join(f"{turn.get('role', '')}: {turn['content']}" for turn in value)
+    return str(value)
 
 
 def refuse_outside_images(data, path: Path, folder: Path) -> None:

@@ -87,7 +87,14 @@ def post_estimate(body: EstimateRequest, request: Request) -> dict[str, Any]:
     checked = studio.check(body.state, hardware)
     result = {"ok": checked.ok, "problems": [vars(p) for p in checked.problems], "hardware": hardware.to_dict()}
     if checked.plan is not None:
-        result["memory"] = memory_estimate(checked.plan.config, hardware)
+        from peftstudio.plan.objectives import objective_notes
+
+        config = checked.plan.config
+        # The objective the figures are for and what plan says about how it runs (the memory
+        # and time estimates below are already the objective's: the plan computed them).
+        result["objective"] = config.objective
+        result["objective_line"] = " ".join(objective_notes(config))
+        result["memory"] = memory_estimate(config, hardware)
         result["cost"] = cost_estimate(checked.plan, body.target.provider, body.target.gpu)
         result["schedule"] = vars(checked.plan.schedule)
     return scrub_tree(result)

@@ -62,9 +62,10 @@ async def post_preview(state: WizardState, request: Request) -> dict[str, Any]:
 
     studio = studio_of(request)
     checked = studio.check(state.model_copy(update={"values": {k: v for k, v in state.values.items()
-                                                               if k.startswith(("model.", "data.", "training.loss_on"))}}))
+                                                               if k.startswith(("model.", "data.", "training.loss_on", "grpo.rewards"))}}))
     if checked.plan is None:
-        return scrub_tree({"ok": False, "problems": [vars(p) for p in checked.problems]})
+        return scrub_tree({"ok": False, "problems": [vars(p) for p in checked.problems],
+                           **await _suggested_objective(request, state)})
     config = checked.plan.config
     path = studio.dataset_path(state) or config.data.path  # an upload, or the bundled sample
     # an upload's images must lie inside it: a zip's folder, a single file's none
@@ -76,3 +77,27 @@ async def post_preview(state: WizardState, request: Request) -> dict[str, Any]:
     # The plan read the same file with the user's own data.format, so its reason is the one to
     # show (the resolved config passed to the preview already names the detected format).
     return {"ok": True, "problems": [], **shown, "format_reason": checked.plan.data.format_reason}
+
+
+async def _suggested_objective(request: Request, state: WizardState) -> dict[str, Any]:
+    """For an upload SFT cannot read that has preference (or KTO) columns: which objective reads
+    it, and its first rows read that way, so the user sees the pairs and what to pick. (Not
+    tried with a data.columns mapping: the plan's own message covers a mapping that is wrong.)"""
+    from peftstudio.config.schema import DataSettings
+    from peftstudio.data.objective_data import FORMAT_COLUMNS
+    from peftstudio.studio.preview import SUGGESTED_OBJECTIVES, objective_shape
+
+    try:
+        path = studio_of(request).dataset_path(state)
+    except LookupError:  # no such upload: the plan's problem says so
+        return {}
+    if path is None or state.groups.get("objective", "sft") != "sft" or "data.columns" in state.values:
+        return {}
+    shape = await run_in_threadpool(objective_shape, path, DataSettings(path=str(path)))
+    if shape is None:
+        return {}
+    objective = SUGGESTED_OBJECTIVES[shape].split()[0]
+    shown = await post_preview(state.model_copy(update={"groups": {**state.groups, "objective": objective}}), request)
+    return {"suggestion": f"these rows are {shape} data ({' / '.join(FORMAT_COLUMNS[shape])}), which objective=sft "
+                          f"does not train on: pick objective {SUGGESTED_OBJECTIVES[shape]} in step 2",
+            "pairs": shown.get("pairs", []), "format": shape}

@@ -13,6 +13,7 @@ directory, data paths that are not an uploaded dataset.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -109,10 +110,30 @@ def format_value(value: Any, type_text: str) -> str:
     text = str(value).strip()
     if text in ("", "null"):
         return "null"
+    items = _model_list(text) if "list[" in type_text else None
+    if items is not None:
+        return override_value(items)
     if "list[" in type_text and not text.startswith("[") and "," in text:
         return "[" + ",".join(quoted(part.strip()) for part in text.split(",") if part.strip()) + "]"
     is_text_field = "str" in type_text and "list[" not in type_text and "dict[" not in type_text
     return quoted(text) if is_text_field else text
+
+
+def _model_list(text: str) -> list[dict[str, Any]] | None:
+    """A list of mappings (grpo.rewards, eval.metrics) written as JSON (the wizard's reward editor)
+    or YAML flow (a pasted config), or None when `text` is not one. Read with YAML, a superset of
+    JSON, so both round-trip exactly; the keys must be plain names (the schema checks which)."""
+    if not text.startswith("[{"):
+        return None
+    try:
+        items = parse_yaml(text, "value")[0]  # the safe loader, refusing what would explode when built
+    except UserError:
+        return None  # left to the override grammar, which names what it cannot read
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        return None
+    if not all(isinstance(key, str) and KEY_PATTERN.match(key) and "." not in key for item in items for key in item):
+        return None
+    return items
 
 
 def _unsafe_value(key: str, text: str) -> Problem | None:
@@ -176,7 +197,9 @@ def state_from_yaml(text: str, dataset: str | None) -> tuple[WizardState, list[P
 def _plain(values: dict[str, Any]) -> dict[str, Any]:
     plain = {}
     for key, value in values.items():
-        if isinstance(value, (dict, tuple)) or (isinstance(value, list) and not all(isinstance(v, str) for v in value)):
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            plain[key] = json.dumps(value)  # as the wizard's reward editor writes it (JSON, one line)
+        elif isinstance(value, (dict, tuple)) or (isinstance(value, list) and not all(isinstance(v, str) for v in value)):
             plain[key] = yaml.safe_dump(value, default_flow_style=True).strip()
         else:
             plain[key] = value

@@ -2,7 +2,7 @@
 // so back/next, reload and a copied link all keep it; secrets (tracker keys) never go into the URL.
 "use strict";
 
-const GROUP_KEYS = ["model", "peft", "training", "optim", "logging", "experiment", "platform"];
+const GROUP_KEYS = ["model", "objective", "peft", "training", "optim", "logging", "experiment", "platform"];
 const wizard = {
   catalog: null, steps: [], hardware: null,
   state: { groups: {}, values: {}, dataset: null },
@@ -73,7 +73,7 @@ function effective(key) {
 
 function selectedGroup(group) {
   if (wizard.state.groups[group]) return wizard.state.groups[group];
-  const defaults = { model: "tiny", peft: "lora", training: "default", logging: "jsonl", optim: "adamw" };
+  const defaults = { model: "tiny", objective: "sft", peft: "lora", training: "default", logging: "jsonl", optim: "adamw" };
   return defaults[group];
 }
 
@@ -122,6 +122,11 @@ function updateFields() {
     row.classList.toggle("invalid", mine.length > 0);
     row.querySelector(".error").textContent = mine.map((p) => p.message + (p.fix ? " — fix: " + p.fix : "")).join("; ");
   }
+  const box = document.getElementById("rewards");
+  if (box && !wizard.state.values["grpo.rewards"]) box.replaceChildren(rewardEditor());  // the plan's rewards arrived
+  const errors = document.getElementById("rewards-errors");
+  if (errors) errors.textContent = problems.filter((p) => p.where.startsWith("grpo.rewards"))
+    .map((p) => `${p.where}: ${p.message}` + (p.fix ? " — fix: " + p.fix : "")).join("; ");
 }
 
 // ---------------------------------------------------------------- steps
@@ -160,9 +165,85 @@ function stepModel() {
 }
 
 function stepMethod() {
+  const objective = selectedGroup("objective");
+  const objectiveFields = fieldsOf(2).filter((f) => f.key.startsWith(objective + "."));
   return [
+    h("h3", {}, "Objective"),
+    // The "best for" lines come from the server (config/objective_schema.py), never written here.
+    choiceCards("objective", wizard.catalog.objective || [], (o) => [
+      h("div", { class: "meta best-for" }, "Best for: " + o.best_for), h("div", { class: "meta" }, "Reads " + o.data)]),
+    objectiveFields.length ? [h("h3", {}, objective.toUpperCase() + " settings"), objectiveFields.map(fieldRow)] : null,
+    objective === "grpo" ? h("div", { id: "rewards" }, rewardEditor()) : null,
+    h("h3", {}, "PEFT method"),
     choiceCards("peft", wizard.catalog.peft || [], (o) => h("div", { class: "meta" }, o.summary || "")),
-    h("h3", {}, "Parameters"), fieldsOf(2).map(fieldRow)];
+    h("h3", {}, "Parameters"), fieldsOf(2).filter((f) => f.key.startsWith("peft.")).map(fieldRow)];
+}
+
+// ---------------------------------------------------------------- GRPO rewards
+
+// The rows the editor shows: what the user set (JSON in the URL), else the plan's rewards.
+function rewardRows() {
+  const text = wizard.state.values["grpo.rewards"];
+  if (text) {
+    try { const rows = JSON.parse(text); if (Array.isArray(rows)) return rows; } catch (e) { /* a pasted YAML list: show the plan's */ }
+  }
+  const planned = effective("grpo.rewards");
+  return Array.isArray(planned) ? planned.map(compactReward) : [];
+}
+
+// A reward of the plan without the keys left at their defaults, so the URL stays short.
+function compactReward(spec) {
+  const row = {};
+  for (const [key, value] of Object.entries(spec)) {
+    if (value === null || (key === "normalize" && JSON.stringify(value) === '["strip"]')) continue;
+    row[key] = value;
+  }
+  return row;
+}
+
+function setRewards(rows) {
+  setValue("grpo.rewards", JSON.stringify(rows));
+  const box = document.getElementById("rewards");
+  if (box) box.replaceChildren(rewardEditor());
+}
+
+function rewardEditor() {
+  const info = wizard.catalog.rewards || { builtins: [], default_column: "answer", python_prefix: "python:" };
+  const rows = rewardRows();
+  const edit = (i, key, value) => {
+    const copy = rows.map((r) => ({ ...r }));
+    if (value === "" || value === null) delete copy[i][key]; else copy[i][key] = value;
+    setRewards(copy);
+  };
+  const rowView = (row, i) => {
+    const builtin = info.builtins.find((b) => b.name === row.name);
+    const custom = !builtin;
+    const picker = h("select", { class: "reward-name", onchange: (e) => {
+      const copy = rows.map((r) => ({ ...r }));
+      copy[i] = { name: e.target.value === "python" ? info.python_prefix : e.target.value, weight: row.weight ?? 1.0 };
+      setRewards(copy);
+    } }, info.builtins.map((b) => h("option", { value: b.name }, b.name)), h("option", { value: "python" }, "your function (python:module:function)"));
+    picker.value = custom ? "python" : row.name;
+    const argument = (name) => h("label", { class: "reward-arg" }, name + " ",
+      h("input", { type: name === "target_length" ? "number" : "text", value: Array.isArray(row[name]) ? row[name].join(",") : (row[name] ?? ""),
+                   placeholder: name === "column" ? info.default_column : "",
+                   onchange: (e) => edit(i, name, name === "fields" ? (e.target.value ? e.target.value.split(",").map((t) => t.trim()).filter(Boolean) : null)
+                     : name === "target_length" ? (e.target.value ? +e.target.value : null) : e.target.value) }));
+    return h("tr", { class: "reward", "data-index": i },
+      h("td", {}, picker, custom ? h("input", { type: "text", class: "reward-python", value: row.name, placeholder: "python:module:function",
+                                                onchange: (e) => edit(i, "name", e.target.value.trim()) }) : null),
+      h("td", {}, h("input", { type: "number", step: "any", class: "reward-weight", value: row.weight ?? 1.0,
+                                 onchange: (e) => edit(i, "weight", e.target.value === "" ? null : +e.target.value) })),
+      h("td", {}, (builtin ? builtin.arguments : []).map(argument)),
+      h("td", {}, h("button", { class: "secondary", onclick: () => setRewards(rows.filter((_, j) => j !== i)) }, "Remove")));
+  };
+  return [
+    h("h3", {}, "Reward functions"),
+    h("p", { class: "muted" }, "Summed with their weights; each is logged separately. The column holds each prompt's reference answer."),
+    h("table", { class: "kv rewards" }, h("tr", {}, h("th", {}, "function"), h("th", {}, "weight"), h("th", {}, "options"), h("th")),
+      rows.map(rowView)),
+    h("button", { class: "secondary", id: "add-reward", onclick: () => setRewards(rows.concat([{ name: "exact_match", weight: 1.0 }])) }, "Add a reward"),
+    h("div", { class: "error", id: "rewards-errors" })];
 }
 
 function stepHyperparameters() {
@@ -225,10 +306,21 @@ async function upload(file) {
   }
 }
 
+// Preference, KTO or GRPO rows: each column's text, as the trainer receives them.
+function pairsView(pairs) {
+  return h("div", { id: "preview-pairs" }, pairs.map((pair) => h("div", { class: "sample pair" },
+    Object.entries(pair).map(([column, text]) => h("div", { class: "pair-" + column }, h("b", {}, column + ": "), text)))));
+}
+
 function renderPreview() {
   const shown = wizard.preview;
   if (!shown) return h("p", { class: "muted" }, "Preview loading…");
-  if (!shown.ok) return h("div", {}, h("h3", {}, "The data has problems"), problemList(shown.problems));
+  if (!shown.ok) return h("div", {}, h("h3", {}, "The data has problems"), problemList(shown.problems),
+    shown.suggestion ? [h("p", { class: "bad", id: "preview-suggestion" }, shown.suggestion), pairsView(shown.pairs || [])] : null);
+  if (shown.pairs) return h("div", {},
+    h("p", {}, h("b", { id: "preview-format" }, shown.format), ` — ${shown.format_reason}; `, h("b", {}, shown.rows), " rows. ",
+      h("span", { class: "muted" }, `The first rows objective=${shown.objective} trains on:`)),
+    pairsView(shown.pairs));
   return h("div", {},
     h("p", {}, h("b", { id: "preview-format" }, shown.format), ` — ${shown.format_reason}; `, h("b", {}, shown.rows), " rows."),
     h("p", { class: "muted" }, shown.template ? `Chat template: ${shown.template}. ` : shown.template_note + ". ",
@@ -310,6 +402,8 @@ function renderSide() {
   const card = h("div", { class: "card", id: "estimate" }, h("h2", {}, "Estimate"));
   if (checked && !checked.ok) card.append(h("p", { class: "bad", id: "check-status" }, "Not valid yet"), problemList(checked.problems));
   else if (checked) card.append(h("p", { class: "ok", id: "check-status" }, "✓ valid"));
+  if (estimate && estimate.objective) card.append(h("p", { id: "estimate-objective" }, "Objective ", h("b", {}, estimate.objective),
+    estimate.objective_line ? h("span", { class: "muted" }, " — " + estimate.objective_line) : null));
   if (estimate && estimate.memory) card.append(memoryView(estimate.memory));
   if (estimate && estimate.schedule) card.append(scheduleView(estimate.schedule, checked));
   if (estimate && estimate.cost) card.append(costView(estimate.cost));
