@@ -174,9 +174,19 @@ function stepMethod() {
       h("div", { class: "meta best-for" }, "Best for: " + o.best_for), h("div", { class: "meta" }, "Reads " + o.data)]),
     objectiveFields.length ? [h("h3", {}, objective.toUpperCase() + " settings"), objectiveFields.map(fieldRow)] : null,
     objective === "grpo" ? h("div", { id: "rewards" }, rewardEditor()) : null,
+    h("div", { id: "method-pairs" }, methodPairs()),
     h("h3", {}, "PEFT method"),
     choiceCards("peft", wizard.catalog.peft || [], (o) => h("div", { class: "meta" }, o.summary || "")),
     h("h3", {}, "Parameters"), fieldsOf(2).filter((f) => f.key.startsWith("peft.")).map(fieldRow)];
+}
+
+// The uploaded data's first rows as the chosen objective reads them (preference pairs, KTO
+// rows, GRPO prompts), or, for preference data under objective=sft, which objective reads it.
+function methodPairs() {
+  const shown = wizard.preview;
+  if (!wizard.state.dataset || !shown || !(shown.pairs || shown.suggestion)) return null;
+  return [h("h3", {}, "Your data"), shown.suggestion ? h("p", { class: "bad" }, shown.suggestion) : null,
+    shown.pairs && shown.pairs.length ? pairsView(shown.pairs) : null];
 }
 
 // ---------------------------------------------------------------- GRPO rewards
@@ -467,13 +477,16 @@ function refresh(delay) {
     const [checked, estimate] = await Promise.all([
       api("/validate", { json: state }).catch((e) => ({ ok: false, problems: [{ where: "studio", message: e.message }], warnings: [] })),
       api("/estimate", { json: { state, target: wizard.target } }).catch(() => null)]);
-    const preview = currentStep() === 5 ? await api("/preview", { json: state }).catch((e) => ({ ok: false, problems: [{ where: "preview", message: e.message }] })) : wizard.preview;
+    const wantsPreview = currentStep() === 5 || (currentStep() === 2 && state.dataset);  // step 2 shows the pairs
+    const preview = wantsPreview ? await api("/preview", { json: state }).catch((e) => ({ ok: false, problems: [{ where: "preview", message: e.message }] })) : wizard.preview;
     if (sequence !== wizard.sequence) return;
     Object.assign(wizard, { checked, estimate, preview, checkedState: JSON.stringify(state) });
     if (currentStep() === 7) render();
     else {
       const previewBox = document.getElementById("preview");
       if (previewBox) previewBox.replaceChildren(renderPreview());
+      const pairsBox = document.getElementById("method-pairs");
+      if (pairsBox) pairsBox.replaceChildren(...[methodPairs()].flat(Infinity).filter(Boolean));
       updateFields();
       renderSide();
     }
