@@ -97,8 +97,20 @@ def test_group_size_must_divide_the_generation_batch_with_nearest_fix():
     message = plan_error("objective=grpo", "training.micro_batch_size=6", "grpo.num_generations=4")
     assert "generation batch" in message and "not a multiple of num_generations=4" in message
     assert "training.micro_batch_size=4 or training.micro_batch_size=8" in message
-    assert "would break the prompt groups" in plan_error("objective=grpo", "training.micro_batch_size=auto")
-    assert "probes SFT steps" in plan_error("objective=dpo", "training.micro_batch_size=auto")
+    message = plan_error("objective=grpo", "training.micro_batch_size=auto")
+    assert "would break the prompt groups" in message and "find-batch-size" in message
+    # DPO / ORPO / KTO take auto: the finder probes their own step (tests/integration/test_find_batch_size.py)
+    assert make_plan(["objective=dpo", "training.micro_batch_size=auto"], hardware=CPU).config.objective == "dpo"
+
+
+def test_grpo_micro_batch_candidates_keep_prompt_groups_whole():
+    from peftstudio.train.batch_size import candidate_sizes, group_sizes
+
+    config, _ = load_config(["objective=grpo", "grpo.num_generations=4"])
+    assert group_sizes(config, candidate_sizes(16, None), 16) == [4, 8, 16]
+    assert group_sizes(config.model_copy(update={"objective": "dpo"}), [1, 2, 4], 4) == [1, 2, 4]
+    with pytest.raises(UserError, match="multiple of grpo.num_generations=4"):
+        group_sizes(config, candidate_sizes(16, 2), 16)
 
 
 def test_context_budget_and_orpo_is_said_experimental():

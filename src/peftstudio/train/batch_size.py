@@ -63,6 +63,20 @@ def candidate_sizes(effective_batch: int, max_size: int | None) -> list[int]:
     return [size for size in range(1, limit + 1) if effective_batch % size == 0]
 
 
+def group_sizes(config: RunConfig, candidates: list[int], effective: int) -> list[int]:
+    """GRPO keeps prompt groups whole: only micro-batches that are multiples of num_generations
+    (TRL's auto_find_batch_size halves the batch and breaks them; this finder never does)."""
+    if config.objective != "grpo":
+        return candidates
+    g = config.grpo.num_generations
+    kept = [size for size in candidates if size % g == 0]
+    if not kept:
+        raise UserError(Problem("training.micro_batch_size", f"no micro-batch that divides the effective batch of "
+                                f"{effective} completions is a multiple of grpo.num_generations={g} (up to {candidates[-1]})",
+                                f"make micro_batch_size × gradient_accumulation_steps a multiple of {g}, or raise --max"))
+    return kept
+
+
 def search(candidates: list[int], seed: int, probe: Callable[[int], Probe]) -> tuple[int | None, list[Probe]]:
     """Largest candidate whose probe fits: start at the candidate nearest `seed` (at or below
     it), grow by doubling the step while probes fit, then bisect between the last fit and the
@@ -105,7 +119,7 @@ def find_batch_size(config: RunConfig, tokens: TokenizedData, hardware: Hardware
     worst-case sample comes from its training rows, tokenized as training sees them."""
     training = config.training
     effective = training.micro_batch_size * training.gradient_accumulation_steps
-    candidates = candidate_sizes(effective, max_size)
+    candidates = group_sizes(config, candidate_sizes(effective, max_size), effective)
     budget, source = memory_budget(config.device, budget_bytes, hardware.ram_available_bytes or hardware.ram_bytes)
     prober, seq_len = build_prober(config, tokens, budget)
     prober_note = prober.note

@@ -10,6 +10,15 @@ Image-text data: the model loads with its vision tower (as training loads it) an
 sample is the row with the most images (the longest of those), its text extended to the
 longest row's length when another row is longer: most images and longest text together, so
 no real batch needs more. Its pixel tensors come from the training collator.
+
+Objectives beyond SFT probe what their trainer runs per micro-batch (`ObjectiveStep`): DPO and
+ORPO count pairs, so a micro-batch of B is 2B sequences of the longest pair (chosen and rejected
+concatenated, both padded to the longer), plus for DPO a reference forward with the adapter
+disabled (no grad); KTO runs B sequences with grad, a reference forward and the no-grad KL
+forward on as many mismatched sequences; GRPO counts completions: B completions are generated
+from the longest prompt to exactly grpo.max_completion_length tokens (KV cache included, with
+gradient checkpointing off as TRL generates), then the reference forward (beta > 0) and the
+training step on prompt + completion.
 """
 
 from __future__ import annotations
@@ -136,6 +145,7 @@ class Prober:
         self.sample = torch.tensor(sample_ids, dtype=torch.long)
         self.image_inputs = image_inputs or {}
         self.note = ""  # what the probe sample is, when not the plain longest row (image-text)
+        self.pad_token_id = 0  # set by build_prober from the run's tokenizer (GRPO generation pads with it)
         self.optimizer = _optimizer(config, model)
         self._warm_optimizer_states()
 
@@ -173,21 +183,32 @@ class Prober:
     def _step(self, micro_batch_size: int) -> int:
         import torch
 
-        batch = self.sample.unsqueeze(0).repeat(micro_batch_size, 1).to(self.device)
-        # Real batches of several sequences are padded to the longest, which makes attention
-        # build a mask (and sdpa repeat the kv heads): pad one position of every row but the first.
-        mask = torch.ones_like(batch)
-        mask[1:, -1] = 0
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
             try:
-                self._train_step(batch, mask)
+                self._train_step(*self._batch(micro_batch_size))
             except torch.cuda.OutOfMemoryError as error:
                 raise ProbeOutOfMemory(f"CUDA out of memory: {str(error).splitlines()[0]}") from None
             return torch.cuda.max_memory_allocated(self.device)
         with StorageTracker(self._resident_storages()) as tracker:
-            self._train_step(batch, mask)
+            self._train_step(*self._batch(micro_batch_size))
         return tracker.peak_bytes
+
+    def _batch(self, micro_batch_size: int):
+        """(ids, attention mask) of one micro-batch; GRPO's are generated here, inside the
+        measurement, so the generation's KV cache counts toward the peak."""
+        import torch
+
+        if self.config.objective == "grpo":
+            batch = self._generate(micro_batch_size)
+        else:  # dpo / orpo count pairs: chosen and rejected of each, concatenated
+            per_row = 2 if self.config.objective in ("dpo", "orpo") else 1
+            batch = self.sample.unsqueeze(0).repeat(micro_batch_size * per_row, 1).to(self.device)
+        # Real batches of several sequences are padded to the longest, which makes attention
+        # build a mask (and sdpa repeat the kv heads): pad one position of every row but the first.
+        mask = torch.ones_like(batch)
+        mask[1:, -1] = 0
+        return batch, mask
 
     def _train_step(self, batch, mask) -> None:
         import torch
@@ -197,11 +218,40 @@ class Prober:
         rows = batch.shape[0]
         extra = {key: value.repeat(rows, *[1] * (value.dim() - 1)).to(self.device) for key, value in self.image_inputs.items()}
         with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            self._no_grad_passes(batch, mask)
             loss = self.model(input_ids=batch, attention_mask=mask, labels=batch.masked_fill(mask == 0, -100), **extra).loss
         loss.backward()
         if self.config.optim.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.trainable, self.config.optim.max_grad_norm)
         self.optimizer.step()
+
+    def _no_grad_passes(self, batch, mask) -> None:
+        """The forwards an objective runs without gradients before its loss: the reference (the
+        adapter disabled) for dpo, kto and grpo with beta > 0, and KTO's KL batch."""
+        import torch
+
+        objective = self.config.objective
+        reference = objective in ("dpo", "kto") or (objective == "grpo" and self.config.grpo.beta > 0)
+        with torch.no_grad():
+            if reference:
+                with self.model.disable_adapter():
+                    self.model(input_ids=batch, attention_mask=mask).logits.float().log_softmax(-1)
+            if objective == "kto":
+                self.model(input_ids=batch, attention_mask=mask).logits.float().log_softmax(-1)
+
+    def _generate(self, completions: int):
+        """GRPO: `completions` samples of exactly max_completion_length tokens from the longest prompt."""
+        import torch
+        from trl.models.utils import disable_gradient_checkpointing
+
+        grpo = self.config.grpo
+        prompts = self.sample.unsqueeze(0).repeat(completions, 1).to(self.device)
+        kwargs = {"use_reentrant": False} if self.config.training.gradient_checkpointing == "on" else None
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, kwargs):
+            return self.model.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts), do_sample=True,
+                                       max_new_tokens=grpo.max_completion_length, min_new_tokens=grpo.max_completion_length,
+                                       temperature=grpo.temperature, top_p=grpo.top_p, use_cache=True,
+                                       pad_token_id=self.pad_token_id)
 
     def _resident_storages(self) -> dict[int, int]:
         """Weights, buffers, gradients and optimizer states alive before the step (pointer → bytes)."""
@@ -262,7 +312,15 @@ def build_prober(config: RunConfig, tokens: TokenizedData, budget_bytes: int | N
         prober.note = note
         return prober, len(ids)
     ids = worst_case_ids(tokens.train, training.max_seq_length, training.packing == "on")
-    return Prober(config, model, ids, budget_bytes), len(ids)
+    prober = Prober(config, model, ids, budget_bytes)
+    prober.pad_token_id = tokens.setup.tokenizer.pad_token_id
+    if config.objective == "grpo":  # the plan measured each prompt with a one-token stand-in answer: a few tokens over
+        prober.note = (f"the longest prompt ({len(ids)} tokens with the template's answer header) and completions "
+                       f"generated to grpo.max_completion_length={config.grpo.max_completion_length} tokens")
+        return prober, len(ids) + config.grpo.max_completion_length
+    if config.objective in ("dpo", "orpo"):
+        prober.note = "the longest pair: chosen and rejected, both as long as its longer answer, 2 sequences per pair"
+    return prober, len(ids)
 
 
 def image_count(row) -> int:
