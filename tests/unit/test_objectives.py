@@ -97,10 +97,14 @@ def test_group_size_must_divide_the_generation_batch_with_nearest_fix():
     message = plan_error("objective=grpo", "training.micro_batch_size=6", "grpo.num_generations=4")
     assert "generation batch" in message and "not a multiple of num_generations=4" in message
     assert "training.micro_batch_size=4 or training.micro_batch_size=8" in message
-    message = plan_error("objective=grpo", "training.micro_batch_size=auto")
-    assert "would break the prompt groups" in message and "find-batch-size" in message
-    # DPO / ORPO / KTO take auto: the finder probes their own step (tests/integration/test_find_batch_size.py)
+    # auto: the finder probes each objective's own step (tests/integration/test_find_batch_size.py);
+    # GRPO's pick is a multiple of the group size, said in plan
     assert make_plan(["objective=dpo", "training.micro_batch_size=auto"], hardware=CPU).config.objective == "dpo"
+    for g in (3, 16):
+        plan = make_plan(["objective=grpo", "training.micro_batch_size=auto", f"grpo.num_generations={g}",
+                          "grpo.max_completion_length=8"], hardware=CPU)
+        picked = plan.config.training.micro_batch_size
+        assert picked % g == 0 and f"grpo.num_generations={g}" in plan.decisions["training.micro_batch_size"].reason
 
 
 def test_grpo_micro_batch_candidates_keep_prompt_groups_whole():

@@ -90,22 +90,6 @@ def _grpo_problems(config: RunConfig) -> list[Problem]:
     return problems
 
 
-def refuse_unplannable(requested: RunConfig) -> None:
-    """Checks on the config as requested, before `auto` is resolved: GRPO takes no auto
-    micro-batch (the plan resolves `auto` from the estimate before the finder runs, and that
-    pick need not keep the prompt groups whole; `peftstudio find-batch-size` with a number
-    does, probing multiples of grpo.num_generations). DPO, ORPO and KTO probe their own step."""
-    from peftstudio.errors import UserError
-
-    if requested.training.micro_batch_size != "auto" or requested.objective != "grpo":
-        return
-    g = requested.grpo.num_generations
-    raise UserError(Problem("training.micro_batch_size", "auto with objective=grpo: the micro-batch picked before "
-                            "probing need not be a multiple of grpo.num_generations (it would break the prompt groups)",
-                            f"set training.micro_batch_size to a multiple of grpo.num_generations={g}, e.g. {g}, and "
-                            "run `peftstudio find-batch-size` to measure the largest that fits (it keeps groups whole)"))
-
-
 def _nearest_group_fix(config: RunConfig, batch: int) -> str:
     """The nearest settings that make the generation batch a multiple of num_generations."""
     grpo, training = config.grpo, config.training

@@ -27,7 +27,7 @@ from peftstudio.plan.distributed_checks import launcher_mismatch
 from peftstudio.plan.fit import check_fit
 from peftstudio.plan.hardware import HardwareProfile, detect
 from peftstudio.plan.evaluation import eval_data_problems
-from peftstudio.plan.objectives import data_arguments, measure_objective_data, refuse_unplannable
+from peftstudio.plan.objectives import data_arguments, measure_objective_data
 from peftstudio.plan.platforms import compose_for_platform
 from peftstudio.plan.resolve import resolve
 from peftstudio.plan.vision_memory import estimated_lengths, refuse_unreadable_images, without_image_packing
@@ -59,7 +59,6 @@ def plan_with_data(overrides: list[str] | None = None, config_file: Path | None 
     Without `require_tokenizer`, a tokenizer that cannot be had offline makes the token
     figures estimates (with a warning) instead of an error."""
     requested, composition = load_config(overrides, config_file)
-    refuse_unplannable(requested)
     if (problem := local_model_problem(requested.model.name_or_path)) is not None:
         raise UserError(problem)  # before the data is read or a tokenizer loader fails on it
     data = prepare_data(requested.data, *data_arguments(requested))

@@ -134,8 +134,20 @@ def _micro_batch_size(values: dict[str, Any], hardware: HardwareProfile, _waste:
     if estimate is None:
         return 1, f"even micro-batch 1 is predicted not to fit the {device} device (see the memory warning)"
     limit = f"the cap for {values['device']} runs" if size == cap else "the largest power of two that fits"
-    return size, (f"{limit}: predicted peak {format_gib(estimate.total_bytes)} of {device} "
-                  "(train measures it with probes first)")
+    reason = f"{limit}: predicted peak {format_gib(estimate.total_bytes)} of {device} (train measures it with probes first)"
+    if values.get("objective", "sft") == "grpo":
+        return _whole_groups(size, values["grpo"]["num_generations"], reason)
+    return size, reason
+
+
+def _whole_groups(size: int, generations: int, reason: str) -> tuple[int, str]:
+    """GRPO's micro-batch counts completions: a multiple of num_generations keeps each prompt's
+    group in one micro-batch (and the generation batch divisible by it, TRL's rule)."""
+    whole = max(size // generations, 1) * generations
+    if whole == size:
+        return size, f"{reason}; a multiple of grpo.num_generations={generations}"
+    return whole, (f"{reason} gives {size}, taken to {whole}, the {'largest multiple' if whole < size else 'one group'} "
+                   f"of grpo.num_generations={generations} (prompt groups stay whole; train's probes check it fits)")
 
 
 def _planned_micro_batch(values: dict[str, Any]) -> int:
