@@ -56,10 +56,11 @@ def pin_cpu_probe(cache: Path) -> None:
     tests/unit/test_resolve.py measures the probe itself."""
     import json
 
-    from peftstudio.plan.hardware import PROBE_FILE, PROBE_WIDTHS, probe_machine_key
+    from peftstudio.plan.hardware import PROBE_WIDTHS, probe_machine_key, probe_path
 
     even = {str(width): 100.0 for width in PROBE_WIDTHS}
-    (cache / PROBE_FILE).write_text(json.dumps({"machine": probe_machine_key(), "gflops": {"fp32": even, "bf16": even}}))
+    key = probe_machine_key()
+    probe_path(cache, key).write_text(json.dumps({"machine": key, "gflops": {"fp32": even, "bf16": even}}))
 
 
 @pytest.fixture(scope="session")

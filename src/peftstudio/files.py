@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,11 @@ def write_bytes(path: Path, data: bytes, private: bool = False) -> None:
     """Replace `path` with `data`; the temporary file is removed if the write fails. `private`:
     readable and writable by the owner only (0600), from the moment it exists."""
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
+    # One temporary name per writer: two processes writing the same file (the ranks of a run
+    # both caching a measurement) must not rename each other's half-written temporary away.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        temporary.unlink(missing_ok=True)
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o666)
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o666)
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -54,3 +54,27 @@ def test_replace_dir_swaps_a_whole_directory(tmp_path):
     replace_dir(staged, final)
     assert [p.name for p in final.iterdir()] == ["new.bin"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
+
+
+def test_concurrent_writers_of_one_file_never_collide(tmp_path):
+    """Two processes (the ranks of a run caching one measurement) write the same file at once:
+    each has its own temporary, so both renames succeed and the file is one whole write."""
+    import multiprocessing
+
+    target = tmp_path / "probe.json"
+    context = multiprocessing.get_context("fork")
+    writers = [context.Process(target=_write_many, args=(target, str(n) * 1000)) for n in range(2)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(60)
+    assert [w.exitcode for w in writers] == [0, 0]
+    assert target.read_text() in ("0" * 1000, "1" * 1000)
+    assert [p.name for p in tmp_path.iterdir()] == ["probe.json"], "no temporary left behind"
+
+
+def _write_many(target, text):
+    from peftstudio.files import write_text
+
+    for _ in range(200):
+        write_text(target, text)

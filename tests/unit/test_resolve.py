@@ -95,12 +95,15 @@ def test_cpu_precision_follows_the_measured_matmul_speedup_at_the_models_width()
 
 
 def test_the_matmul_probe_is_measured_once_per_machine_and_cached(tmp_path):
-    from peftstudio.plan.hardware import PROBE_WIDTHS, cpu_matmul_probe
+    from peftstudio.plan.hardware import PROBE_WIDTHS, cpu_matmul_probe, probe_machine_key, probe_path
 
+    other = probe_path(tmp_path, "another CPU | 1 threads")  # a worker's measurement, another key
+    other.write_text('{"machine": "another CPU | 1 threads", "gflops": {}}')
     first = cpu_matmul_probe(tmp_path)
     assert set(first) == {"fp32", "bf16"} and set(first["fp32"]) == {str(w) for w in PROBE_WIDTHS}
     assert all(value > 0 for table in first.values() for value in table.values())
-    cached = tmp_path / "cpu-matmul-probe.json"
+    assert other.read_text().startswith('{"machine": "another CPU'), "each machine key keeps its own file"
+    cached = probe_path(tmp_path, probe_machine_key())
     text = cached.read_text().replace(str(first["fp32"]["128"]), "12345.6", 1)
     cached.write_text(text)
     assert cpu_matmul_probe(tmp_path)["fp32"]["128"] == 12345.6  # read back, not measured again

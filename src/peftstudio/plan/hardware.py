@@ -108,7 +108,15 @@ PROBE_WIDTHS = (128, 256, 512, 1024)
 PROBE_TOKENS = 256
 
 
-PROBE_FILE = "cpu-matmul-probe.json"
+PROBE_FILE = "cpu-matmul-probe-{key}.json"
+
+
+def probe_path(cache_dir: Path, key: str) -> Path:
+    """Where the probe measured on `key` is cached: one file per machine key, so the workers of a
+    multi-process run (one thread each, another key) never evict the launcher's measurement."""
+    import hashlib
+
+    return cache_dir / PROBE_FILE.format(key=hashlib.sha256(key.encode()).hexdigest()[:16])
 
 
 def probe_machine_key() -> str:
@@ -124,7 +132,7 @@ def cpu_matmul_probe(cache_dir: Path | None = None) -> dict[str, dict[str, float
     width, SiLU between) with a rank-16 fp32 LoRA adapter, forward and backward, casts included.
     A bare matmul would mislead: on AMX CPUs bf16 multiplies 60x faster at width 128, yet the
     casts and small operations around it make a narrow model train slower in bf16. 7 paired
-    repeats after 2 warm-ups, all threads; read from `cache_dir`/cpu-matmul-probe.json when this machine
+    repeats after 2 warm-ups, all threads; read from `cache_dir`/cpu-matmul-probe-<key>.json when this machine
     (CPU name, threads, torch version) measured it before; a few seconds the first time."""
     import json
 
@@ -132,8 +140,8 @@ def cpu_matmul_probe(cache_dir: Path | None = None) -> dict[str, dict[str, float
     from peftstudio.files import write_json
     from peftstudio.settings import cache_root
 
-    path = (cache_dir or cache_root()) / PROBE_FILE
     key = probe_machine_key()
+    path = probe_path(cache_dir or cache_root(), key)
     try:
         cached = json.loads(path.read_text(encoding="utf-8"))
         if cached.get("machine") == key:
