@@ -9,36 +9,20 @@ from each process's own random stream, which no 1-process run can reproduce, so 
 the runs are statistically equivalent but not equal.
 """
 
-import json
 import re
 
 import pytest
 from safetensors.torch import load_file
 
-from peftstudio.train.run import adapter_digest
-from tests.conftest import run_cli
+from peftstudio.train.distributed import adapter_digest
+from tests.integration.two_process import losses, train
 
 pytestmark = pytest.mark.slow
-COMMON = ["peft.dropout=0", "training.num_batches=4", "training.max_seq_length=64", "data.max_samples=64",
-          "training.micro_batch_size=2", "training.log_interval_steps=1", "training.save_interval_steps=2"]
 DDP = ["training.distributed=ddp", "training.num_processes=2", "training.gradient_accumulation_steps=2"]
-SINGLE = ["training.gradient_accumulation_steps=4"]
 
 
-def train(workdir, *extra, fault=None):
-    workdir.mkdir(exist_ok=True)
-    return run_cli("train", *COMMON, *extra, *(["--inject-fault", fault] if fault else []), cwd=workdir)
-
-
-def losses(workdir):
-    records = [json.loads(line) for line in (workdir / "outputs/metrics.jsonl").read_text().splitlines()]
-    return [(r["step"], r["loss"], r["tokens_seen"]) for r in records if "loss" in r]
-
-
-def test_two_process_ddp_equals_one_process_and_resumes_after_a_kill(model_cache, tmp_path):
-    single, ddp = tmp_path / "single", tmp_path / "ddp"
-    reference = train(single, *SINGLE)
-    assert reference.returncode == 0, reference.stderr
+def test_two_process_ddp_equals_one_process_and_resumes_after_a_kill(one_process_run, tmp_path):
+    single, ddp = one_process_run, tmp_path / "ddp"
 
     killed = train(ddp, *DDP, fault="kill_at_step=3")
     assert killed.returncode == 1, killed.stdout + killed.stderr

@@ -11,39 +11,21 @@ test_distributed.py); precision is pinned to fp32 because `auto` measures the CP
 choice in one run but not the other would differ by ~1e-3 in the loss.
 """
 
-import json
-
 import pytest
 import torch
 
-from tests.conftest import run_cli
+from tests.integration.two_process import losses, train
 
 pytestmark = pytest.mark.slow
-COMMON = ["peft.dropout=0", "training.precision=fp32", "training.num_batches=4", "training.max_seq_length=64",
-          "data.max_samples=64", "training.micro_batch_size=2", "training.log_interval_steps=1",
-          "training.save_interval_steps=2"]
 FSDP = ["training.distributed=fsdp", "training.num_processes=2", "training.gradient_accumulation_steps=2"]
-SINGLE = ["training.gradient_accumulation_steps=4"]
 # Measured: equal at steps 1-3, 2.4e-7 apart at step 4 (grad norms ~1e-6 apart: the
 # reduce-scatter sums the two processes' gradients in another order than one process
 # accumulating four micro-batches, and float addition is not associative).
 LOSS_TOLERANCE = 1e-5
 
 
-def train(workdir, *extra, fault=None):
-    workdir.mkdir(exist_ok=True)
-    return run_cli("train", *COMMON, *extra, *(["--inject-fault", fault] if fault else []), cwd=workdir)
-
-
-def losses(workdir):
-    records = [json.loads(line) for line in (workdir / "outputs/metrics.jsonl").read_text().splitlines()]
-    return [(r["step"], r["loss"], r["tokens_seen"]) for r in records if "loss" in r]
-
-
-def test_fsdp_on_cpu_matches_one_process_checkpoints_shards_and_resumes_after_sigkill(model_cache, tmp_path):
-    single, fsdp = tmp_path / "single", tmp_path / "fsdp"
-    reference = train(single, *SINGLE)
-    assert reference.returncode == 0, reference.stderr
+def test_fsdp_on_cpu_matches_one_process_checkpoints_shards_and_resumes_after_sigkill(one_process_run, tmp_path):
+    single, fsdp = one_process_run, tmp_path / "fsdp"
 
     killed = train(fsdp, *FSDP, fault="kill_at_step=3")
     assert killed.returncode == 1, killed.stdout + killed.stderr
