@@ -68,15 +68,13 @@ def run_prompts(model, tokenizer, prompts: list[str], sampling: Sampling) -> lis
 
 
 def prompt_ids(tokenizer, prompt: str):
-    """Token ids of `prompt` as one user turn in the chat template (plain text without one)."""
+    """Token ids of `prompt` as one user turn in the chat template (plain text without one), as
+    a batch of one."""
     import torch
 
-    if tokenizer.chat_template:
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                            tokenize=True, return_dict=False)
-    else:
-        ids = tokenizer(prompt)["input_ids"]
-    return torch.tensor([ids])
+    from peftstudio.train.generation import prompt_token_ids
+
+    return torch.tensor([prompt_token_ids(tokenizer, [{"role": "user", "content": prompt}])])
 
 
 def _generate(model, tokenizer, ids, sampling: Sampling, stops: list[int]) -> str:
