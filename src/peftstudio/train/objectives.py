@@ -61,6 +61,12 @@ class CheckpointingGRPOTrainer(CheckpointingMixin, _ReferenceIsBase, GRPOTrainer
         return inputs
 
 
+# DPO and KTO score the policy against the adapter-disabled model, batch by batch: nothing
+# precomputed or synced, and no dropout, so policy and reference log-probs come from the same
+# deterministic network.
+REFERENCE_PER_BATCH = {"precompute_ref_log_probs": False, "disable_dropout": True, "sync_ref_model": False}
+
+
 def dpo_config(plan: RunPlan, checkpoint_dir: Path, has_validation: bool, pad_token: str) -> DPOConfig:
     config = plan.config
     return DPOConfig(
@@ -70,14 +76,12 @@ def dpo_config(plan: RunPlan, checkpoint_dir: Path, has_validation: bool, pad_to
         padding_free=False,
         pad_to_multiple_of=None,
         pad_token=pad_token,
-        precompute_ref_log_probs=False,  # the reference is the adapter-disabled model, computed per batch
         loss_type=[config.dpo.loss_type],
         loss_weights=None,
         beta=config.dpo.beta,
         label_smoothing=config.dpo.label_smoothing,
         use_weighting=False,
-        disable_dropout=True,  # policy and reference log-probs must come from the same (deterministic) network
-        sync_ref_model=False,
+        **REFERENCE_PER_BATCH,
         activation_offloading=False,
         dataset_num_proc=None,
     )
@@ -90,7 +94,6 @@ def kto_config(plan: RunPlan, checkpoint_dir: Path, has_validation: bool) -> KTO
         **training_arguments(plan, checkpoint_dir, has_validation),
         max_length=config.training.max_seq_length,
         pad_to_multiple_of=None,
-        precompute_ref_log_probs=False,
         loss_type=kto.loss_type,
         beta=kto.beta,
         desirable_weight=kto.desirable_weight,
@@ -98,8 +101,7 @@ def kto_config(plan: RunPlan, checkpoint_dir: Path, has_validation: bool) -> KTO
         # The KL estimate pairs each row with its neighbour in a fixed-order batch (TRL's rule);
         # the rows are already shuffled by data.shuffle_seed.
         train_sampling_strategy="sequential" if kto.loss_type == "kto" else "random",
-        disable_dropout=True,
-        sync_ref_model=False,
+        **REFERENCE_PER_BATCH,
         activation_offloading=False,
         dataset_num_proc=None,
     )
