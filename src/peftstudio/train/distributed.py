@@ -1,4 +1,5 @@
-"""Each process of a multi-process run knowing its place among the others.
+"""Each process of a multi-process run knowing its place among the others, and the adapter
+they share: gathered from FSDP shards, and checked equal across data-parallel replicas.
 
 A worker learns its rank from its launcher (torchrun / accelerate launch, read by
 `settings.process_place`); in one process alone every helper here is a no-op.
@@ -6,9 +7,12 @@ A worker learns its rank from its launcher (torchrun / accelerate launch, read b
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 
 from peftstudio.settings import process_place
+
+log = logging.getLogger("peftstudio")
 
 
 def world_size() -> int:
@@ -68,3 +72,43 @@ def shard_on_cpu(accelerator) -> None:
         state_dict_type="SHARDED_STATE_DICT", cpu_ram_efficient_loading=False)
     accelerator.state.fsdp_plugin = plugin
     accelerator.state.distributed_type = DistributedType.FSDP
+
+
+def gather_trainable(model) -> dict:
+    """The full trainable (adapter) weights of an FSDP2-sharded model, on every process.
+
+    Each process holds a shard of each weight (a DTensor); every process takes part in each
+    all-gather, in the same order. The gathered tensors are copied: on CPU the gather buffers
+    are freed when the layer reshards, which a state dict from accelerate's `get_state_dict`
+    still points at ("invalid python storage" on save)."""
+    gathered = {}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            full = parameter.full_tensor() if hasattr(parameter, "full_tensor") else parameter
+            gathered[name] = full.detach().clone().cpu()
+    return gathered
+
+
+def adapter_digest(state_dict: dict) -> str:
+    """sha256 over an adapter's tensors (names sorted), to compare replicas and saved files."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        digest.update(name.encode())
+        digest.update(state_dict[name].detach().float().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def check_replicas_agree(trainer) -> None:
+    """In a multi-process data-parallel run every process holds a full adapter replica; they
+    must be identical after training, or the processes diverged (logged, and a failure)."""
+    from peft import get_peft_model_state_dict
+
+    if trainer.accelerator.num_processes == 1 or trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+        return
+    digests = all_gather(adapter_digest(get_peft_model_state_dict(trainer.model)))
+    if is_main_process():
+        log.info("adapter replicas after training: %s", ", ".join(f"rank {i} {d}" for i, d in enumerate(digests)))
+    if len(set(digests)) > 1:
+        raise RuntimeError(f"the processes' adapter replicas differ after training: {digests}")

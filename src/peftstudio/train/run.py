@@ -22,7 +22,7 @@ from peftstudio.files import replace_dir, write_json
 from peftstudio.track.runs import RunDir
 from peftstudio.train.checkpoints import (HISTORY_FILE, CheckpointDir, TrainingProgress, changed_settings, choose_resume,
                                           resume_target)
-from peftstudio.train.distributed import all_gather, is_main_process, main_process_first
+from peftstudio.train.distributed import check_replicas_agree, gather_trainable, is_main_process, main_process_first
 from peftstudio.train.faults import NO_FAULTS, Faults
 from peftstudio.train.watchdog import WatchdogStopped
 
@@ -78,7 +78,7 @@ def run_training(plan: RunPlan, data: TokenizedData, console, callbacks: list | 
             log.error("run failed: %s: %s", type(error).__name__, error)
             raise
         _stop_if_watchdog_tripped(trainer, run_dir)
-        _check_replicas_agree(trainer)
+        check_replicas_agree(trainer)
         _save_adapter(trainer, plan, run_dir, checkpoints)
     finally:
         for sink in sinks:
@@ -433,46 +433,6 @@ def _save_full_adapter(model, plan: RunPlan, staged: Path, checkpoints: Checkpoi
     else:
         # Only the trained adapter: with peft.init_adapter, TRL's frozen "ref" copy sits beside it.
         model.save_pretrained(staged, selected_adapters=["default"], **gathered)
-
-
-def gather_trainable(model) -> dict:
-    """The full trainable (adapter) weights of an FSDP2-sharded model, on every process.
-
-    Each process holds a shard of each weight (a DTensor); every process takes part in each
-    all-gather, in the same order. The gathered tensors are copied: on CPU the gather buffers
-    are freed when the layer reshards, which a state dict from accelerate's `get_state_dict`
-    still points at ("invalid python storage" on save)."""
-    gathered = {}
-    for name, parameter in model.named_parameters():
-        if parameter.requires_grad:
-            full = parameter.full_tensor() if hasattr(parameter, "full_tensor") else parameter
-            gathered[name] = full.detach().clone().cpu()
-    return gathered
-
-
-def adapter_digest(state_dict: dict) -> str:
-    """sha256 over an adapter's tensors (names sorted), to compare replicas and saved files."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for name in sorted(state_dict):
-        digest.update(name.encode())
-        digest.update(state_dict[name].detach().float().contiguous().cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def _check_replicas_agree(trainer) -> None:
-    """In a multi-process data-parallel run every process holds a full adapter replica; they
-    must be identical after training, or the processes diverged (logged, and a failure)."""
-    from peft import get_peft_model_state_dict
-
-    if trainer.accelerator.num_processes == 1 or trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
-        return
-    digests = all_gather(adapter_digest(get_peft_model_state_dict(trainer.model)))
-    if is_main_process():
-        log.info("adapter replicas after training: %s", ", ".join(f"rank {i} {d}" for i, d in enumerate(digests)))
-    if len(set(digests)) > 1:
-        raise RuntimeError(f"the processes' adapter replicas differ after training: {digests}")
 
 
 def _write_summary(run_dir: RunDir, trainer, stopped_early: bool, losses: list[float]) -> None:
