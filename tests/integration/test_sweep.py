@@ -2,7 +2,6 @@
 grid in which the median pruner stops hopeless trials. Trials are a few steps each."""
 
 import json
-import os
 
 import pytest
 import yaml
@@ -57,15 +56,21 @@ def test_bayes_sweep_killed_mid_trial_continues_where_it_stopped(model_cache, tm
 
 def test_grid_sweep_runs_every_combination_and_prunes(model_cache, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SWEEP_NOTE", "note-from-the-environment")
     # Seed 5 runs a good learning rate first: once it completes, the median pruner stops every
     # 1e-6 trial at its first evaluation (3.73 there against 3.22).
     sweep = write_sweep(tmp_path / "grid.yaml", method="grid", seed=5,
                         pruner={"type": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
                         parameters={"optim.learning_rate": {"values": [0.003, 1e-6]}, "peft.r": {"values": [4, 8]}})
+    spec = yaml.safe_load(sweep.read_text())
+    spec["base"]["logging.notes"] = "${oc.env:SWEEP_NOTE}"
+    sweep.write_text(yaml.safe_dump(spec))
     outcome = run_sweep(sweep, None, tmp_path / "grid")
     combos = sorted((t.params["optim.learning_rate"], t.params["peft.r"]) for t in outcome.trials)
     assert combos == [(1e-6, 4), (1e-6, 8), (0.003, 4), (0.003, 8)]
     hopeless = [t for t in outcome.trials if t.params["optim.learning_rate"] == 1e-6]
     assert [(t.state, t.note[:16]) for t in hopeless] == [("PRUNED", "pruned at step 2")] * 2
     assert outcome.best.params["optim.learning_rate"] == 0.003
-    assert os.path.isfile(outcome.files["best"])
+    best = outcome.files["best"].read_text()
+    # A value read from the environment goes back as its interpolation, never as the value.
+    assert "${oc.env:SWEEP_NOTE}" in best and "note-from-the-environment" not in best

@@ -12,6 +12,7 @@ import yaml
 from peftstudio.config.overrides import override_text
 from peftstudio.config.validate import load_config
 from peftstudio.files import write_json, write_text
+from peftstudio.redact import scrub, scrub_tree, secrets_known
 
 if TYPE_CHECKING:
     from peftstudio.sweep.study import SweepOutcome, TrialSummary
@@ -26,7 +27,7 @@ def write_results(outcome: "SweepOutcome") -> dict[str, Path]:
                                   "best": outcome.best.number if outcome.best else None})
     if outcome.best is not None:
         files["best"] = outcome.study_dir / "best.yaml"
-        write_text(files["best"], best_config_yaml(outcome, outcome.best))
+        write_text(files["best"], best_config_yaml(outcome, outcome.best), private=secrets_known())
     plot = plot_parallel_coordinates(outcome, outcome.study_dir / "parallel_coordinates.png")
     if plot is not None:
         files["plot"] = plot
@@ -36,7 +37,8 @@ def write_results(outcome: "SweepOutcome") -> dict[str, Path]:
 def best_config_yaml(outcome: "SweepOutcome", best: "TrialSummary") -> str:
     """The best trial's whole config (base + its parameters), for `train --config best.yaml`.
     Output and checkpoint dirs are the defaults, not the trial's, so training it again does not
-    resume the trial's finished checkpoints."""
+    resume the trial's finished checkpoints. Values taken from the environment are written back as
+    their `${oc.env:NAME}` text (redact.scrub), so the file holds no secret and still resolves."""
     overrides = outcome.spec.base_overrides() + [override_text(k, v) for k, v in best.params.items()]
     overrides = [o for o in overrides if not o.startswith(("training.output_dir=", "training.checkpoint_dir="))]
     config, _ = load_config(overrides)
@@ -46,7 +48,7 @@ def best_config_yaml(outcome: "SweepOutcome", best: "TrialSummary") -> str:
     header = (f"# best trial {best.number} of sweep {outcome.study_dir}: {outcome.spec.metric.name} = {best.value:.6g}\n"
               f"# parameters: {', '.join(f'{k}={v}' for k, v in best.params.items())}\n"
               f"# train it: peftstudio train --config {outcome.study_dir / 'best.yaml'}\n")
-    return header + yaml.safe_dump(values, sort_keys=False)
+    return scrub(header) + yaml.safe_dump(scrub_tree(values), sort_keys=False)
 
 
 def plot_parallel_coordinates(outcome: "SweepOutcome", path: Path) -> Path | None:
