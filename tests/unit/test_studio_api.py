@@ -11,6 +11,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from peftstudio.data import images
 from peftstudio.studio.context import StudioSettings
 from peftstudio.studio.server import create_app
 from peftstudio.units import GIB
@@ -467,10 +468,18 @@ def test_zip_uploads_never_write_outside_the_data_dir(client, entries, links):
     assert not (data_dir / "evil.jsonl").exists() and not (data_dir.parent / "evil.jsonl").exists()
 
 
-def test_uploaded_data_cannot_preview_images_outside_the_upload(client, model_cache, tmp_path):
+@pytest.mark.parametrize("route", ["/api/preview", "/api/validate"])
+def test_uploaded_data_cannot_name_images_outside_the_upload(client, model_cache, tmp_path, monkeypatch, route):
     outside = tmp_path / "secret.png"
     outside.write_bytes(_png("blue"))
-    info = client.post("/api/datasets", params={"name": "d.jsonl"}, content=_image_rows([str(outside)] * 10)).json()
-    shown = client.post("/api/preview", json={**VISION, "dataset": info["id"]}).json()
-    assert not shown["ok"] and "is not a file inside the upload" in shown["problems"][0]["message"]
+    opened = []
+    real_load = images.load_image
+    monkeypatch.setattr(images, "load_image", lambda ref: opened.append(ref.value) or real_load(ref))
+    rows = _image_rows([str(outside)] * 9 + ["http://127.0.0.1:9/fetched.png"])
+    info = client.post("/api/datasets", params={"name": "d.jsonl"}, content=rows).json()
+    shown = client.post(route, json={**VISION, "dataset": info["id"]}).json()
+    messages = [p["message"] for p in shown["problems"]]
+    assert not shown["ok"] and all("is not a file inside the upload" in m for m in messages), messages
+    assert any("fetched.png" in m for m in messages)
+    assert opened == [], "nothing outside the upload is opened or fetched, not even to check it"
     assert "thumbnails" not in shown

@@ -25,6 +25,8 @@ import base64
 import binascii
 import io
 import re
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,9 @@ IMAGE_PLACEHOLDER = "<image>"
 IMAGE_KEYS = ("path", "url", "base64", "image")
 MAX_LISTED = 10
 GRID = re.compile(r"^([1-9])x([1-9])$")
+# Where images may come from while data someone uploaded is read (the studio sets it): a URL or a
+# file outside this folder is refused before anything is opened or fetched.
+_CONFINED_TO: ContextVar[Path | None] = ContextVar("images_confined_to", default=None)
 
 
 @dataclass(frozen=True)
@@ -235,8 +240,33 @@ def apply_grid(values: dict[str, Any], refs: list[ImageRef], grid: tuple[int, in
     return values
 
 
+@contextmanager
+def images_confined_to(folder: Path):
+    """Within this block, data may only name images that are files inside `folder` (or inline
+    bytes): the studio reads uploads this way, so an upload cannot make it open a file elsewhere on
+    the machine or fetch a URL."""
+    token = _CONFINED_TO.set(folder.resolve())
+    try:
+        yield
+    finally:
+        _CONFINED_TO.reset(token)
+
+
+def _refuse_outside(located: list[tuple[str, list[ImageRef]]], root: Path) -> None:
+    problems = [Problem(where, f"image {ref.value!r} is not a file inside the upload",
+                        "zip the data file with its images and use paths relative to the data file")
+                for where, refs in located for ref in refs
+                if not (ref.kind == "base64" or (ref.kind == "path" and Path(ref.value).resolve().is_relative_to(root)))]
+    if problems:
+        raise UserError(problems[:MAX_LISTED], headline=f"{len(problems)} image(s) outside the upload"
+                        if len(problems) > 1 else None)
+
+
 def check_images(located: list[tuple[str, list[ImageRef]]]) -> None:
     """Open and decode every image; all problems at once, each with its record's file:line."""
+    root = _CONFINED_TO.get()
+    if root is not None:
+        _refuse_outside(located, root)
     problems: list[Problem] = []
     bad = 0
     for where, refs in located:

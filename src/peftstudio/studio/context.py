@@ -4,9 +4,11 @@ translation of wizard state into a checked plan (shared by validate, estimate an
 from __future__ import annotations
 
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from peftstudio.data.images import images_confined_to
 from peftstudio.errors import PeftStudioError, Problem
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.studio.datasets import DatasetStore
@@ -68,6 +70,13 @@ class Studio:
     def dataset_path(self, state: WizardState) -> Path | None:
         return self.datasets.path(state.dataset) if state.dataset else None
 
+    def image_folder(self, state: WizardState) -> Path | None:
+        """Where an upload's images must lie: a zip's folder, a single file's none (so it may name
+        only inline images); None for the bundled sample."""
+        if not state.dataset:
+            return None
+        return self.datasets.folder(state.dataset) or self.datasets.root / ".none"
+
     def check(self, state: WizardState, hardware: HardwareProfile | None = None) -> Checked:
         """Translate and plan `state` exactly as `peftstudio plan` would; collect every problem."""
         from peftstudio import api
@@ -79,8 +88,9 @@ class Studio:
                                                             "upload the file again in step 5")])
         if translation.problems:
             return Checked(translation, problems=translation.problems)
+        folder = self.image_folder(state)
         try:
-            with self.library_lock:
+            with self.library_lock, images_confined_to(folder) if folder is not None else nullcontext():
                 plan = api.plan(translation.overrides, hardware=hardware or self.hardware())
         except PeftStudioError as error:
             problems = [self.shown_problem(problem, state) for problem in error.problems]

@@ -8,14 +8,16 @@ file:line, and no thumbnail of it is ever made."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from peftstudio.data.images import images_confined_to
 from peftstudio.data.prepare import prepare_data
 from peftstudio.data.preview import sample_previews
 from peftstudio.data.tokenizer import prepare_tokenizer
 from peftstudio.config.schema import RunConfig
-from peftstudio.errors import EnvironmentProblem, Problem, UserError
+from peftstudio.errors import EnvironmentProblem
 
 SAMPLES = 3
 THUMBNAIL = 96
@@ -28,11 +30,10 @@ def preview(path: Path | str, config: RunConfig, folder: Path | None = None) -> 
     run's data settings; raises the CLI's UserError (file:line). `folder`: where an upload's
     images must lie (None: the bundled sample, images anywhere)."""
     settings = config.data.model_copy(update={"path": str(path), "validation_split": 0.0})
-    if config.objective != "sft":
-        return objective_preview(settings, config)
-    data = prepare_data(settings)
-    if folder is not None:
-        refuse_outside_images(data, Path(path), folder)
+    with images_confined_to(folder) if folder is not None else nullcontext():
+        if config.objective != "sft":
+            return objective_preview(settings, config)
+        data = prepare_data(settings)
     rows = data.train_rows[:SAMPLES]
     shown = {"format": data.format, "format_reason": data.format_reason, "rows": len(data.train_rows),
              "thumbnails": [thumbnails(row) for row in rows]}
@@ -91,24 +92,6 @@ def _turn_text(value: Any) -> str:
             return str(value[0]["content"])
         return "\n".join(f"{turn.get('role', '')}: {turn['content']}" for turn in value)
     return str(value)
-
-
-def refuse_outside_images(data, path: Path, folder: Path) -> None:
-    """Every image of an upload is a file inside `folder` or inline bytes; problems with file:line."""
-    from peftstudio.data.images import refs_from_json
-
-    problems = []
-    root = folder.resolve()
-    rows = zip(data.train_rows + data.validation_rows, data.train_where + data.validation_where)
-    for row, where in rows:
-        for ref in refs_from_json(row.get("images", [])):
-            inside = ref.kind == "base64" or (ref.kind == "path" and Path(ref.value).resolve().is_relative_to(root))
-            if not inside:
-                problems.append(Problem(where or str(path),
-                                        f"image {ref.value!r} is not a file inside the upload",
-                                        "zip the data file with its images and use paths relative to the data file"))
-    if problems:
-        raise UserError(problems[:20])
 
 
 def thumbnails(row: dict[str, Any]) -> list[str]:

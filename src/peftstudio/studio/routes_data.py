@@ -68,8 +68,7 @@ async def post_preview(state: WizardState, request: Request) -> dict[str, Any]:
                            **await _suggested_objective(request, state)})
     config = checked.plan.config
     path = studio.dataset_path(state) or config.data.path  # an upload, or the bundled sample
-    # an upload's images must lie inside it: a zip's folder, a single file's none
-    folder = (studio.datasets.folder(state.dataset) or studio.datasets.root / ".none") if state.dataset else None
+    folder = studio.image_folder(state)
     try:
         shown = await run_in_threadpool(_locked, studio, preview, path, config, folder)
     except PeftStudioError as error:
