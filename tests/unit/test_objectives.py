@@ -80,6 +80,18 @@ def test_chat_message_pairs_and_wrong_shape(tmp_path):
     assert "needs preference data" in plan_error("objective=dpo", f"data.path={sft_shaped}")
 
 
+@pytest.mark.parametrize("objective,data_format", [("dpo", "preference"), ("orpo", "preference"), ("kto", "kto"),
+                                                   ("grpo", "prompt")])
+def test_objective_formats_are_data_format_values(objective, data_format):
+    overrides = [f"objective={objective}", f"data.format={data_format}"] + (GRPO_OK[1:] if objective == "grpo" else [])
+    plan = make_plan(overrides, hardware=CPU)
+    assert plan.data.format == data_format and plan.data.format_reason.startswith("data.format set explicitly")
+    message = plan_error(f"data.format={data_format}")  # objective=sft
+    assert message.startswith(f"data.format: data.format={data_format} is the data of objective=") and \
+        f"set objective={objective if objective != 'orpo' else 'dpo'}" in message
+    assert "a format SFT trains on" in plan_error(f"data.datasets=[{{path: embedded:sample, format: {data_format}}}]")
+
+
 def test_kto_labels_checked(tmp_path):
     data = tmp_path / "kto.jsonl"
     data.write_text('{"prompt": "a", "completion": "b", "label": true}\n{"prompt": "a", "completion": "b", "label": "maybe"}\n')

@@ -309,7 +309,8 @@ class OptimSettings(Section):
     """Warmup length in optimizer steps; overrides warmup_ratio."""
 
 
-DataFormat = Literal["auto", "instruction", "chat", "sharegpt", "prompt_completion", "text"]
+# preference, kto and prompt are the data of objective=dpo|orpo, kto and grpo (data/objective_data.py).
+DataFormat = Literal["auto", "instruction", "chat", "sharegpt", "prompt_completion", "text", "preference", "kto", "prompt"]
 
 
 class DataSource(Section):
@@ -337,8 +338,10 @@ class DataSettings(Section):
     {"answer": ..., "task": ...} (exactly checkable: eval.metrics)."""
     format: DataFormat = "auto"
     """Record shape: instruction (alpaca: instruction/input/output), chat (messages with
-    role/content), sharegpt (conversations with from/value), prompt_completion, text, or auto
-    (detected from the first record's columns; `plan` says which)."""
+    role/content), sharegpt (conversations with from/value), prompt_completion, text; for the
+    other objectives preference (prompt/chosen/rejected: dpo, orpo), kto (prompt/completion/label)
+    or prompt (prompt plus the columns the rewards read: grpo); or auto (detected from the first
+    record's columns; `plan` says which)."""
     columns: dict[str, str] = Field(default_factory=dict)
     """Rename your columns to the format's names, e.g. {prompt: question, completion: answer}."""
     validation_split: float = Field(default=0.1, ge=0.0, lt=1.0)

@@ -59,9 +59,18 @@ def rename_columns(record: Record, columns: dict[str, str]) -> Record:
     return Record(record.where, values)
 
 
+# Formats of the other objectives (data/objective_data.py reads them), which SFT cannot train on.
+OBJECTIVE_FORMATS = {"preference": "dpo|orpo", "kto": "kto", "prompt": "grpo"}
+
+
 def detect_format(records: list[Record], requested: str) -> tuple[str, str]:
     """The format to use and why: the requested one, or the first whose columns the first
     record has."""
+    if requested in OBJECTIVE_FORMATS:
+        raise UserError(Problem("data.format", f"data.format={requested} is the data of objective="
+                                f"{OBJECTIVE_FORMATS[requested]}, but this run is objective=sft",
+                                f"set objective={OBJECTIVE_FORMATS[requested].split('|')[0]}, or a format SFT trains on: "
+                                "auto|chat|sharegpt|instruction|prompt_completion|text"))
     if requested != "auto":
         return requested, "data.format set explicitly"
     first = records[0]
