@@ -311,8 +311,6 @@ def quiet_libraries(interactive: bool) -> None:
 
     for module in ("transformers", "trl", "peft", "accelerate"):
         warnings.filterwarnings("ignore", category=FutureWarning, module=module)
-    # bitsandbytes asks for the optional `kernels` package on CPU; its built-in kernels work without it.
-    warnings.filterwarnings("ignore", message="Failed to load CPU gemm_4bit_forward")
     if not interactive:
         import datasets
         import transformers

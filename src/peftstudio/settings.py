@@ -176,6 +176,24 @@ def quiet_tokenizer_threads() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# Notices libraries log on import that say nothing about the user's run: bitsandbytes asks for
+# the optional `kernels` package on CPU (its built-in kernels work without it, and that package
+# must not be installed here), transformers asks for a Comet key whenever comet_ml is installed
+# (logging=comet runs offline without one), DeepSpeed says it picked the CPU on a CPU machine.
+_IMPORT_NOTICES = {"bitsandbytes.backends.cpu.ops": "Failed to load CPU gemm_4bit_forward",
+                   "transformers.integrations.integration_utils": "comet_ml is installed but the Comet API Key",
+                   "DeepSpeed": "Setting accelerator to CPU"}
+
+
+def quiet_library_notices() -> None:
+    """Drop the log lines of _IMPORT_NOTICES (by logger and message start); every other line of
+    those loggers still shows."""
+    import logging
+
+    for name, start in _IMPORT_NOTICES.items():
+        logging.getLogger(name).addFilter(lambda record, start=start: not record.getMessage().startswith(start))
+
+
 def child_environment(extra: dict[str, str]) -> dict[str, str]:
     """The environment for a child process: this one's, plus `extra` (a job's secrets)."""
     return {**os.environ, **extra}

@@ -78,3 +78,24 @@ def test_doctor_names_what_a_chosen_env_file_set_and_never_its_values(tmp_path, 
     assert "comet-s3cret-value" not in str(check.to_dict()) and "offline" not in check.detail
     settings.skip_dotenv()
     assert check_dotenv().detail == "none read (--no-env-file)"
+
+
+def test_library_notices_are_dropped_and_nothing_else(caplog):
+    import logging
+
+    from peftstudio.settings import quiet_library_notices
+
+    quiet_library_notices()
+    for name, message in [("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward from kernels-community: x"),
+                          ("transformers.integrations.integration_utils", "comet_ml is installed but the Comet API Key is "
+                                                                          "not configured."),
+                          ("DeepSpeed", "Setting accelerator to CPU. If you have GPU ...")]:
+        logger = logging.getLogger(name)
+        propagate, logger.propagate = logger.propagate, True
+        with caplog.at_level(logging.WARNING, logger=name):
+            logger.warning(message)
+            logger.warning("a real problem: %s", name)
+        logger.propagate = propagate
+    assert [r.getMessage() for r in caplog.records] == [f"a real problem: {n}" for n in
+                                                        ("bitsandbytes.backends.cpu.ops",
+                                                         "transformers.integrations.integration_utils", "DeepSpeed")]

@@ -14,13 +14,14 @@ from peftstudio.cli import config_commands, run_dir_commands, tool_commands  # n
 from peftstudio.cli.app import app, errors
 from peftstudio.errors import EXIT_OK, EXIT_RUN_FAILED, Interrupted, PeftStudioError
 from peftstudio.redact import scrub
-from peftstudio.settings import quiet_tokenizer_threads
+from peftstudio.settings import quiet_library_notices, quiet_tokenizer_threads
 
 
 def main() -> None:
     """Console entry point: user errors become one message and exit 2, never a traceback."""
     debug = "--debug" in sys.argv[1:]
     quiet_tokenizer_threads()
+    quiet_library_notices()
     try:
         # Without standalone mode click returns the exit code of typer.Exit instead of exiting.
         code = app(standalone_mode=False)
