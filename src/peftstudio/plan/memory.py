@@ -24,7 +24,7 @@ from typing import Any
 from peftstudio.config.schema import ModelArchitecture, RunConfig
 from peftstudio.plan.architecture import (
     adapter_parameters, architecture_of, base_parameters, head_dim, is_gemma3,
-    Linear, quantizable_weights, quantized_layers, targeted_layers, trainable_bias_parameters, uses_dora,
+    Linear, linear_layers, quantized_layers, targeted_layers, trainable_bias_parameters, uses_dora,
 )
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.objective_memory import objective_components, sequence_length
@@ -75,12 +75,28 @@ class Runtime:
     peft keeps them; LitGPT's and torchtune's bf16-true runs keep them at compute precision).
     upcast_unquantized: peft's prepare_model_for_kbit_training, which casts every non-4-bit
     weight to fp32, so the residual stream, the activations and the logits run in fp32 too.
-    loss: "config" (training.loss_impl), "plain" or "compute" (a cross-entropy at compute
-    precision without an fp32 copy, as LitGPT's chunked_cross_entropy computes it).
+    loss: "config" (training.loss_impl), "plain", "compute" (a cross-entropy at compute
+    precision without an fp32 copy) or "fp32-output" (the model returns its logits at compute
+    precision and the framework casts them to fp32 before the cross-entropy: Fabric's
+    HalfPrecision and BitsandbytesPrecision convert_output to the default dtype).
     quantized_layers_save_input: bitsandbytes' 4-bit matmul saving its input for backward, as
     its 2023-2024 releases did (0.41.1 in LitGPT's table); the pinned 0.50 saves none.
     repeats_kv_heads: grouped-query key/value heads expanded to every query head before the
-    attention kernel, which then saves them at full width (LitGPT's CausalSelfAttention)."""
+    attention kernel, which then saves them at full width (LitGPT's CausalSelfAttention).
+    holds_previous_graph: the training loop keeps the previous step's output (LitGPT's `logits`
+    list) until the next forward returns, and with it that step's graph: what an autograd
+    Function keeps on `ctx` rather than through save_for_backward is not freed by backward and
+    so stays alive into the next forward (bitsandbytes 0.41-0.43 MatMul4Bit keeps its input as
+    `ctx.tensors`), as do the previous logits themselves.
+    quantizes_head: every nn.Linear is 4-bit, the output head included (Lightning Fabric's
+    BitsandbytesPrecision replaces them all; transformers keeps lm_head unquantized).
+    dequantizes_from_fp16: the 4-bit weights were quantized from fp16 (Fabric's `quantize`
+    casts to half first), so each matmul's dequantized weight is fp16 and then a compute-precision
+    copy of it (`.to(A.dtype)`), both alive at once.
+    fuses_qkv: query, key and value are one fused linear layer (LitGPT's `attn`) with one
+    adapter (LoRAQKVLinear): one dropout and one copy of the input serve all three; and where
+    no kv heads are repeated (multi-head attention) the value the attention saves is a view of
+    the fused output, which keeps the query and key parts of it alive too."""
 
     name: str = "peftstudio"
     adapter_bytes: int | None = None
@@ -88,6 +104,10 @@ class Runtime:
     loss: str = "config"
     quantized_layers_save_input: bool = False
     repeats_kv_heads: bool = False
+    holds_previous_graph: bool = False
+    quantizes_head: bool = False
+    dequantizes_from_fp16: bool = False
+    fuses_qkv: bool = False
 
 
 OWN_RUNTIME = Runtime()  # how peftstudio itself holds memory
@@ -147,14 +167,19 @@ class _Settings:
     dequantize_bytes: int
     quantized_inputs_saved: bool
     repeats_kv_heads: bool
+    quantizes_head: bool
+    holds_previous_graph: bool
+    fuses_qkv: bool
 
 
 def estimate_memory(config: RunConfig, *, micro_batch_size: int | None = None, seq_len: int | None = None,
-                    runtime: Runtime = OWN_RUNTIME) -> MemoryEstimate:
+                    runtime: Runtime = OWN_RUNTIME, previous_seq_len: int | None = None) -> MemoryEstimate:
     """Predicted peak training memory of the resolved `config` for one process.
 
     `micro_batch_size` and `seq_len` default to the config's micro-batch and max_seq_length (the
-    worst case: every sequence full). Raises ValueError when a value the estimate reads is still
+    worst case: every sequence full). `previous_seq_len` (default `seq_len`) is the length of the
+    step before the peak, read only by a runtime that holds the previous step's graph; 0 when
+    the peak is the first step. Raises ValueError when a value the estimate reads is still
     `auto`: resolve the config against a hardware profile first (`plan.resolve.resolve`)."""
     settings = _settings(config, runtime)
     batch = micro_batch_size or _configured_micro_batch(config)
@@ -167,8 +192,9 @@ def estimate_memory(config: RunConfig, *, micro_batch_size: int | None = None, s
         "LoRA weights": settings.adapter_bytes * adapter_parameters(arch, peft),
         "gradients": settings.adapter_bytes * trainable,
         "optimizer states": _optimizer_bytes(settings, config),
-        "activations": batch * _activation_bytes_per_sequence(settings, config, seq, batch),
-        "logits and loss": _loss_bytes(settings, batch * seq),
+        "activations": batch * (_activation_bytes_per_sequence(settings, config, seq, batch)
+                                + seq * _head_input_bytes_per_token(settings, config)),
+        **_loss_components(settings, batch * seq, batch * (seq if previous_seq_len is None else previous_seq_len)),
         "framework overhead": FRAMEWORK_OVERHEAD_BYTES.get(settings.device, FRAMEWORK_OVERHEAD_BYTES["cuda"]),
     }
     components = objective_components(config, components, batch, seq, lambda length, b: _activation_bytes_per_sequence(
@@ -225,9 +251,13 @@ def _settings(config: RunConfig, runtime: Runtime = OWN_RUNTIME) -> _Settings:
         optimizer=config.optim.name,
         loss_impl=training.loss_impl if runtime.loss == "config" else runtime.loss,
         adapter_bytes=runtime.adapter_bytes or 4,
-        dequantize_bytes=precision,
+        # fp16-quantized weights dequantize to fp16 and are then copied to compute precision
+        dequantize_bytes=precision + (2 if runtime.dequantizes_from_fp16 else 0),
         quantized_inputs_saved=runtime.quantized_layers_save_input and quantization != "none",
         repeats_kv_heads=runtime.repeats_kv_heads,
+        quantizes_head=runtime.quantizes_head and quantization != "none",
+        holds_previous_graph=runtime.holds_previous_graph,
+        fuses_qkv=runtime.fuses_qkv,
     )
 
 
@@ -239,20 +269,29 @@ def quantization_of(config: RunConfig) -> str:
     return value
 
 
+def _quantized(settings: _Settings) -> list[Linear]:
+    """The layers the stack quantizes: the blocks' nn.Linear layers, and the head where the
+    runtime quantizes it too (an untied one; a tied head is the embedding matrix)."""
+    arch = settings.arch
+    head = [layer for layer in linear_layers(arch) if layer.name == "lm_head" and not arch.tie_embeddings]
+    return quantized_layers(arch) + (head if settings.quantizes_head else [])
+
+
 def _base_weight_bytes(settings: _Settings) -> float:
     arch, compute = settings.arch, settings.compute_bytes
     total = base_parameters(arch)
     if settings.quantization == "none":
         return total * compute
-    quantized = quantizable_weights(arch)
+    layers = _quantized(settings)
+    quantized = sum(layer.per_model * layer.weight_count for layer in layers)
     if settings.quantization == "int8":
         # LLM.int8: one byte per weight plus an fp32 scale per output row.
-        rows = sum(layer.per_model * layer.out_features for layer in quantized_layers(arch))
+        rows = sum(layer.per_model * layer.out_features for layer in layers)
         quantized_bytes = quantized + 4 * rows
     else:
         bits = BITS_4BIT_DOUBLE_QUANT if settings.double_quant else BITS_4BIT_SINGLE_QUANT
         quantized_bytes = quantized * bits / 8
-    return quantized_bytes + (total - quantized) * compute + dequantized_weight_bytes(arch, settings.dequantize_bytes)
+    return quantized_bytes + (total - quantized) * compute + _dequantized_bytes(settings)
 
 
 def _load_peak_bytes(settings: _Settings) -> int:
@@ -260,12 +299,15 @@ def _load_peak_bytes(settings: _Settings) -> int:
     and bitsandbytes quantizes it as it lands, so the peak is the finished weights plus the
     largest tensor (the embedding matrix, or the largest projection) at load precision."""
     arch = settings.arch
-    weights = _base_weight_bytes(settings) - (dequantized_weight_bytes(arch, settings.dequantize_bytes)
-                                              if settings.quantization != "none" else 0)
+    weights = _base_weight_bytes(settings) - (_dequantized_bytes(settings) if settings.quantization != "none" else 0)
     if settings.quantization == "none":
         return int(weights)
-    largest = max(arch.vocab_size * arch.hidden_size, *(layer.weight_count for layer in quantized_layers(arch)))
+    largest = max(arch.vocab_size * arch.hidden_size, *(layer.weight_count for layer in _quantized(settings)))
     return int(weights + settings.dequantize_bytes * largest)
+
+
+def _dequantized_bytes(settings: _Settings) -> int:
+    return settings.dequantize_bytes * max(layer.weight_count for layer in _quantized(settings))
 
 
 def dequantized_weight_bytes(arch: ModelArchitecture, compute: int) -> int:
@@ -313,13 +355,16 @@ def _lora_bytes_per_token(layers: list[Linear], settings: _Settings, config: Run
     mask_bytes = 1 if settings.device == "cuda" else 4
     total, shared_inputs = 0, set()
     for layer in layers:
+        if settings.fuses_qkv and layer.reads == "attention input" and layer.reads in shared_inputs:
+            total += c * r  # one fused adapter: its dropout and input copy serve q, k and v
+            continue
         if settings.dropout:
             total += (mask_bytes + c) * layer.in_features
         elif c != settings.adapter_bytes:  # each adapter casts its input to the adapter dtype
             total += c * layer.in_features
         elif layer.reads not in shared_inputs:  # e.g. q/k/v read the normed input, gate/up too
-            shared_inputs.add(layer.reads)
             total += c * layer.in_features
+        shared_inputs.add(layer.reads)
         total += c * r + (2 * c * layer.out_features if uses_dora(config.peft) else 0)
     return total
 
@@ -339,15 +384,52 @@ def _block_bytes_per_token(settings: _Settings, config: RunConfig, padded: bool)
     if is_gemma3(arch):  # q_norm and k_norm run per head
         norms += 4 * (q_dim + kv_dim) + 4 * (arch.num_heads + arch.num_kv_heads)
     attention = c * (q_dim + 2 * kv_seen)
+    if settings.fuses_qkv and arch.num_kv_heads == arch.num_heads:
+        attention += c * (q_dim + kv_dim)  # the saved value view pins the fused q/k/v output
     if settings.attention != "eager":
         attention += c * q_dim + 4 * arch.num_heads  # fused kernels keep their output and logsumexp
     mlp = 3 * c * i  # gate output (for the activation's backward), activation output, up output
     adapters = _lora_bytes_per_token([layer for layer in targeted_layers(arch, config.peft) if layer.name != "lm_head"],
                                      settings, config)
-    # A 4-bit matmul that saves its input keeps the attention input, the MLP input and the MLP
-    # product (the attention output is the fused kernel's own saved output already).
-    quantized_inputs = c * (2 * h + i) if settings.quantized_inputs_saved else 0
-    return norms + attention + mlp + adapters + quantized_inputs
+    return norms + attention + mlp + adapters + _quantized_inputs_per_token(settings)
+
+
+def _quantized_inputs_per_token(settings: _Settings) -> int:
+    """What a 4-bit matmul that saves its input keeps per block and token: the attention input,
+    the attention output, the MLP input and the MLP product. The attention output is a copy
+    (sdpa and eager return heads first and the model transposes them back contiguously) except
+    under flash-attention 2, whose tokens-first output the projection reads as a view."""
+    if not settings.quantized_inputs_saved:
+        return 0
+    arch, c = settings.arch, settings.compute_bytes
+    attention_output = 0 if settings.attention == "flash_attention_2" else arch.num_heads * head_dim(arch)
+    return c * (2 * arch.hidden_size + arch.intermediate_size + attention_output)
+
+
+def _head_input_bytes_per_token(settings: _Settings, config: RunConfig) -> int:
+    """What the output head saves per token beyond the loss: its input, when the head is a 4-bit
+    matmul that saves it, and an adapter's input and rank-r intermediate when it is adapted."""
+    c, h = settings.compute_bytes, settings.arch.hidden_size
+    saved = c * h if settings.quantizes_head and settings.quantized_inputs_saved else 0
+    if any(layer.name == "lm_head" for layer in targeted_layers(settings.arch, config.peft)):
+        mask_bytes = 1 if settings.device == "cuda" else 4
+        saved += (mask_bytes + c) * h if settings.dropout else (0 if saved else c * h)
+        saved += c * config.peft.r
+    return saved
+
+
+def _previous_step_bytes(settings: _Settings, tokens: int) -> int:
+    """What the previous step leaves alive into this step's forward when the loop holds its
+    graph: the inputs its 4-bit matmuls kept on ctx (every block, and the head) and its logits
+    (fp32 after Fabric's output cast, else at compute precision)."""
+    if not settings.holds_previous_graph or not tokens:
+        return 0
+    arch, c = settings.arch, settings.compute_bytes
+    inputs = arch.num_layers * _quantized_inputs_per_token(settings)
+    if settings.quantizes_head and settings.quantized_inputs_saved:
+        inputs += c * arch.hidden_size
+    logits = 4 if settings.loss_impl == "fp32-output" else c
+    return tokens * (inputs + logits * arch.vocab_size)
 
 
 def _per_sequence_block_bytes(settings: _Settings, seq_len: int) -> int:
@@ -395,10 +477,36 @@ def _loss_bytes(settings: _Settings, tokens: int) -> int:
     if settings.loss_impl == "compute":
         # logits, the saved log-softmax, and in backward their gradient in and out, all at c
         return norm + tokens * 4 * c * arch.vocab_size
+    if settings.loss_impl == "fp32-output":
+        # the fp32 copy of the logits and the fp32 log-softmax the cross-entropy saves (the
+        # compute-precision logits are freed once cast; the loss runs per chunk of 128 tokens)
+        return norm + tokens * 8 * arch.vocab_size
     tile = min(tokens, LOSS_TILE_TOKENS) * min(arch.vocab_size, LOSS_TILE_VOCAB)
     tile_bytes = tile * (c + (0 if settings.device == "cuda" else 4 * LOSS_TILE_FP32_COPIES_TORCH))
     per_token = c * arch.hidden_size + 4 * arch.hidden_size + 4 * 4
     return norm + tokens * per_token + tile_bytes
+
+
+def _loss_components(settings: _Settings, tokens: int, previous_tokens: int) -> dict[str, int]:
+    """The loss at the start of backward, or, where the loop still holds the previous step
+    while this forward returns, that moment when it is the larger: the previous step's tensors
+    plus the logits as the forward returns them. Under Fabric's output cast both the
+    compute-precision logits and their fp32 copy exist then; before the cast, while the last
+    chunk of the head runs, the head's dequantized weight (already in base weights) does."""
+    loss = _loss_bytes(settings, tokens)
+    held = _previous_step_bytes(settings, previous_tokens)
+    if not held:
+        return {"logits and loss": loss}
+    norm = tokens * _norm_bytes_per_token(settings.arch.hidden_size)
+    logits = tokens * settings.arch.vocab_size
+    if settings.loss_impl == "fp32-output":
+        dequantized = _dequantized_bytes(settings) if settings.quantization != "none" else 0
+        returned = norm + max(settings.compute_bytes * logits, (settings.compute_bytes + 4) * logits - dequantized)
+    else:
+        returned = loss
+    if returned + held <= loss:
+        return {"logits and loss": loss}
+    return {"logits and loss": returned, "previous step (held)": held}
 
 
 def _notes(settings: _Settings) -> list[str]:
