@@ -96,7 +96,13 @@ class Runtime:
     fuses_qkv: query, key and value are one fused linear layer (LitGPT's `attn`) with one
     adapter (LoRAQKVLinear): one dropout and one copy of the input serve all three; and where
     no kv heads are repeated (multi-head attention) the value the attention saves is a view of
-    the fused output, which keeps the query and key parts of it alive too."""
+    the fused output, which keeps the query and key parts of it alive too.
+    autocast: adapters in another dtype than the weights run under autocast (the Trainer's bf16,
+    peftstudio's), which casts their inputs to compute precision. Without it (a bf16 model with
+    fp32 adapters and no autocast, as PEFT's method comparison runs) each adapter casts its input
+    to the adapter dtype itself (peft's _cast_input_dtype): the saved input copy, the rank-r
+    intermediate and DoRA's LoRA output are at the adapter dtype, and with dropout DoRA recomputes
+    the base output from the dropped-out adapter-dtype input."""
 
     name: str = "peftstudio"
     adapter_bytes: int | None = None
@@ -108,6 +114,7 @@ class Runtime:
     quantizes_head: bool = False
     dequantizes_from_fp16: bool = False
     fuses_qkv: bool = False
+    autocast: bool = True
 
 
 OWN_RUNTIME = Runtime()  # how peftstudio itself holds memory
@@ -170,6 +177,7 @@ class _Settings:
     quantizes_head: bool
     holds_previous_graph: bool
     fuses_qkv: bool
+    adapter_side_bytes: int
 
 
 def estimate_memory(config: RunConfig, *, micro_batch_size: int | None = None, seq_len: int | None = None,
@@ -193,7 +201,7 @@ def estimate_memory(config: RunConfig, *, micro_batch_size: int | None = None, s
         "gradients": settings.adapter_bytes * trainable,
         "optimizer states": _optimizer_bytes(settings, config),
         "activations": batch * (_activation_bytes_per_sequence(settings, config, seq, batch)
-                                + seq * _head_input_bytes_per_token(settings, config)),
+                                + seq * _head_input_bytes_per_token(settings, config)) + _dora_weight_copies(settings, config),
         **_loss_components(settings, batch * seq, batch * (seq if previous_seq_len is None else previous_seq_len)),
         "framework overhead": FRAMEWORK_OVERHEAD_BYTES.get(settings.device, FRAMEWORK_OVERHEAD_BYTES["cuda"]),
     }
@@ -258,6 +266,8 @@ def _settings(config: RunConfig, runtime: Runtime = OWN_RUNTIME) -> _Settings:
         quantizes_head=runtime.quantizes_head and quantization != "none",
         holds_previous_graph=runtime.holds_previous_graph,
         fuses_qkv=runtime.fuses_qkv,
+        # what the adapter path computes in: autocast's compute precision, else the adapter dtype
+        adapter_side_bytes=(4 if upcast else precision) if runtime.autocast else (runtime.adapter_bytes or 4),
     )
 
 
@@ -350,23 +360,41 @@ def _lora_bytes_per_token(layers: list[Linear], settings: _Settings, config: Run
     its adapter saves the input lora_A sees (peft casts it to the fp32 adapter dtype, dropout
     and autocast make new copies; without either, adapters that share an input share one
     copy), the dropout mask (bool on CUDA, fp32 elsewhere), the rank-r intermediate, and with
-    DoRA the base and LoRA outputs its magnitude rescales."""
-    c, r = settings.compute_bytes, config.peft.r
+    DoRA the base and LoRA outputs its magnitude rescales (the base output recomputed from the
+    dropped-out input when there is dropout). Copies and intermediates are at the adapter
+    path's precision: compute precision under autocast, else the adapter dtype."""
+    c, a, r = settings.compute_bytes, settings.adapter_side_bytes, config.peft.r
     mask_bytes = 1 if settings.device == "cuda" else 4
+    dora = uses_dora(config.peft)
     total, shared_inputs = 0, set()
     for layer in layers:
         if settings.fuses_qkv and layer.reads == "attention input" and layer.reads in shared_inputs:
-            total += c * r  # one fused adapter: its dropout and input copy serve q, k and v
+            total += a * r  # one fused adapter: its dropout and input copy serve q, k and v
             continue
         if settings.dropout:
-            total += (mask_bytes + c) * layer.in_features
+            total += (mask_bytes + a) * layer.in_features
         elif c != settings.adapter_bytes:  # each adapter casts its input to the adapter dtype
-            total += c * layer.in_features
+            total += a * layer.in_features
         elif layer.reads not in shared_inputs:  # e.g. q/k/v read the normed input, gate/up too
             total += c * layer.in_features
         shared_inputs.add(layer.reads)
-        total += c * r + (2 * c * layer.out_features if uses_dora(config.peft) else 0)
+        base_output = a if settings.dropout else c
+        total += a * r + ((base_output + a) * layer.out_features if dora else 0)
     return total
+
+
+def _dora_weight_copies(settings: _Settings, config: RunConfig) -> int:
+    """DoRA with dropout recomputes the base output as F.linear(dropped-out input, weight cast to
+    the input's dtype), and that linear saves the cast (or, for 4-bit, dequantized) weight for
+    backward: one weight copy per adapted layer, at the adapter path's precision, batch-independent
+    (none where the weight already is in the adapter dtype: the cast returns the weight itself).
+    Under gradient checkpointing only the recomputed block holds them."""
+    copied = settings.quantization != "none" or settings.compute_bytes != settings.adapter_bytes
+    if not (uses_dora(config.peft) and settings.dropout and copied):
+        return 0
+    layers = [layer for layer in targeted_layers(settings.arch, config.peft) if layer.name != "lm_head"]
+    per_block = sum(layer.per_model // settings.arch.num_layers * layer.weight_count for layer in layers)
+    return settings.adapter_side_bytes * per_block * (1 if settings.checkpointing else settings.arch.num_layers)
 
 
 def _block_bytes_per_token(settings: _Settings, config: RunConfig, padded: bool) -> int:
@@ -374,7 +402,16 @@ def _block_bytes_per_token(settings: _Settings, config: RunConfig, padded: bool)
     the mask are per sequence, see below). Frozen projections save nothing themselves; RoPE
     saves only cos/sin."""
     arch, c = settings.arch, settings.compute_bytes
-    h, i = arch.hidden_size, arch.intermediate_size
+    mlp = 3 * c * arch.intermediate_size  # gate output (for the activation's backward), activation output, up output
+    adapters = _lora_bytes_per_token([layer for layer in targeted_layers(arch, config.peft) if layer.name != "lm_head"],
+                                     settings, config)
+    return _attention_side_bytes_per_token(settings, padded) + mlp + adapters + _quantized_inputs_per_token(settings)
+
+
+def _attention_side_bytes_per_token(settings: _Settings, padded: bool) -> int:
+    """The norms' and the attention's saved tensors of one block, per token."""
+    arch, c = settings.arch, settings.compute_bytes
+    h = arch.hidden_size
     q_dim, kv_dim = arch.num_heads * head_dim(arch), arch.num_kv_heads * head_dim(arch)
     # Eager attention, and sdpa once a padding mask exists, repeat the kv heads to all query
     # heads; flash-attention and unmasked sdpa read them grouped.
@@ -388,10 +425,21 @@ def _block_bytes_per_token(settings: _Settings, config: RunConfig, padded: bool)
         attention += c * (q_dim + kv_dim)  # the saved value view pins the fused q/k/v output
     if settings.attention != "eager":
         attention += c * q_dim + 4 * arch.num_heads  # fused kernels keep their output and logsumexp
-    mlp = 3 * c * i  # gate output (for the activation's backward), activation output, up output
-    adapters = _lora_bytes_per_token([layer for layer in targeted_layers(arch, config.peft) if layer.name != "lm_head"],
-                                     settings, config)
-    return norms + attention + mlp + adapters + _quantized_inputs_per_token(settings)
+    return norms + attention
+
+
+def _untracked_first_block(settings: _Settings, config: RunConfig, seq_len: int, padded: bool) -> int:
+    """Autograd saves nothing upstream of the first trainable tensor: with no adapter on the
+    attention (MLP-only targets) the first block's norms and attention see no input that
+    requires grad, so they save nothing (its 4-bit matmuls before the MLP product neither)."""
+    attention_side = ("attention input", "attention output")
+    if any(layer.reads in attention_side for layer in targeted_layers(settings.arch, config.peft)):
+        return 0
+    arch, c = settings.arch, settings.compute_bytes
+    quantized = _quantized_inputs_per_token(settings) - (c * arch.intermediate_size if settings.quantized_inputs_saved
+                                                         else 0)
+    return (seq_len * (_attention_side_bytes_per_token(settings, padded) + quantized)
+            + _per_sequence_block_bytes(settings, seq_len))
 
 
 def _quantized_inputs_per_token(settings: _Settings) -> int:
@@ -459,7 +507,7 @@ def _activation_bytes_per_sequence(settings: _Settings, config: RunConfig, seq_l
         freed_by_loss = _loss_bytes(settings, micro_batch * seq_len) // micro_batch
         recompute_beyond_logits = max(0, block + gradients - freed_by_loss)
         return arch.num_layers * c * arch.hidden_size * seq_len + recompute_beyond_logits + shared
-    return arch.num_layers * block + shared
+    return arch.num_layers * block + shared - _untracked_first_block(settings, config, seq_len, padded)
 
 
 def _loss_bytes(settings: _Settings, tokens: int) -> int:
