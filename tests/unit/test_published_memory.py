@@ -93,4 +93,7 @@ if __name__ == "__main__":
     table = errors()
     for name, error in table.items():
         print(f"{name:36s} {error:+7.1%}")
-    print(f"median |error| {statistics.median(abs(e) for e in table.values()):.1%}")
+    for row in json.loads(FIXTURE.read_text(encoding="utf-8"))["rows"]:
+        if row.get("excluded"):
+            print(f"{row['id']:36s} excluded: {row['excluded'].split(':')[1].split('.')[0].strip()}")
+    print(f"median |error| {statistics.median(abs(e) for e in table.values()):.1%} over {len(table)} rows")
