@@ -75,7 +75,7 @@ def test_fixture_rows_say_everything_the_estimate_reads_and_cite_a_source():
         assert needed <= row.keys(), row["id"]
         assert fixture["sources"][row["source"]]["url"].startswith("https://")
         assert row.get("excluded", "x").strip(), row["id"]  # an exclusion says why
-    assert len(held_rows(fixture)) >= 0.75 * len(fixture["rows"])
+    assert 3 * len(held_rows(fixture)) >= 2 * len(fixture["rows"])  # exclusions stay the exception
 
 
 def test_estimate_holds_against_published_peaks():
@@ -95,5 +95,5 @@ if __name__ == "__main__":
         print(f"{name:36s} {error:+7.1%}")
     for row in json.loads(FIXTURE.read_text(encoding="utf-8"))["rows"]:
         if row.get("excluded"):
-            print(f"{row['id']:36s} excluded: {row['excluded'].split(':')[1].split('.')[0].strip()}")
+            print(f"{row['id']:36s} excluded: {row['excluded'].removeprefix('not held: ')[:80]}")
     print(f"median |error| {statistics.median(abs(e) for e in table.values()):.1%} over {len(table)} rows")
