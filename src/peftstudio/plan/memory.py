@@ -29,6 +29,7 @@ from peftstudio.plan.architecture import (
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.objective_memory import objective_components, sequence_length
 from peftstudio.plan.runtimes import OWN_RUNTIME, Runtime
+from peftstudio.units import format_gib
 from peftstudio.plan.vision_memory import vision_components
 
 __all__ = ["MemoryEstimate", "estimate_memory", "architecture_of", "largest_fitting_micro_batch",
@@ -157,7 +158,7 @@ def estimate_memory(config: RunConfig, *, micro_batch_size: int | None = None, s
     components.update(vision_components(config, batch))  # image-text models (plan/vision_memory.py)
     components = {name: int(value) for name, value in components.items()}
     return MemoryEstimate(sum(components.values()), components, base + adapter_parameters(arch, peft), trainable,
-                          batch, seq, base, settings.device, _notes(settings), _load_peak_bytes(settings))
+                          batch, seq, base, settings.device, _notes(settings, config), _load_peak_bytes(settings))
 
 
 def largest_fitting_micro_batch(config: RunConfig, hardware: HardwareProfile, cap: int = 64,
@@ -509,8 +510,12 @@ def _loss_components(settings: _Settings, tokens: int, previous_tokens: int) -> 
     return {"logits and loss": returned, "previous step (held)": held}
 
 
-def _notes(settings: _Settings) -> list[str]:
+def _notes(settings: _Settings, config: RunConfig) -> list[str]:
     notes = []
+    copies = _dora_weight_copies(settings, config)
+    if copies:
+        notes.append(f"DoRA with dropout: peft recomputes the base output from the dropped-out input and keeps a copy of "
+                     f"every adapted weight for backward ({format_gib(copies)} here); peft.dropout=0 avoids it")
     if "paged" in settings.optimizer:
         notes.append("paged optimizer: its states may be evicted to CPU RAM under pressure, so the GPU peak can be lower")
     if settings.quantization != "none":
