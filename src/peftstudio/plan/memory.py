@@ -390,15 +390,19 @@ def _untracked_first_block(settings: _Settings, config: RunConfig, seq_len: int,
             + _per_sequence_block_bytes(settings, seq_len))
 
 
-def _quantized_inputs_per_token(settings: _Settings) -> int:
+def _quantized_inputs_per_token(settings: _Settings, held: bool = False) -> int:
     """What a 4-bit matmul that saves its input keeps per block and token: the attention input,
-    the attention output, the MLP input and the MLP product. The attention output is a copy
-    (sdpa and eager return heads first and the model transposes them back contiguously) except
-    under flash-attention 2, whose tokens-first output the projection reads as a view."""
+    the attention output, the MLP input and the MLP product. The attention output is the fused
+    kernel's own saved output where the kernel writes it tokens-first (flash-attention 2, and
+    sdpa's flash and memory-efficient kernels on CUDA: the model's transpose back is then a
+    view); eager attention and sdpa on CPU write it heads-first, so the transpose copies it.
+    `held`: a previous step's graph whose kernel outputs were freed by backward, where the 4-bit
+    matmul's view alone keeps the attention output alive."""
     if not settings.quantized_inputs_saved:
         return 0
     arch, c = settings.arch, settings.compute_bytes
-    attention_output = 0 if settings.attention == "flash_attention_2" else arch.num_heads * head_dim(arch)
+    tokens_first = settings.attention == "flash_attention_2" or (settings.attention == "sdpa" and settings.device == "cuda")
+    attention_output = 0 if tokens_first and not held else arch.num_heads * head_dim(arch)
     return c * (2 * arch.hidden_size + arch.intermediate_size + attention_output)
 
 
@@ -421,7 +425,7 @@ def _previous_step_bytes(settings: _Settings, tokens: int) -> int:
     if not settings.holds_previous_graph or not tokens:
         return 0
     arch, c = settings.arch, settings.compute_bytes
-    inputs = arch.num_layers * _quantized_inputs_per_token(settings)
+    inputs = arch.num_layers * _quantized_inputs_per_token(settings, held=True)
     if settings.quantizes_head and settings.quantized_inputs_saved:
         inputs += c * arch.hidden_size
     logits = 4 if settings.loss_impl == "fp32-output" else c
