@@ -27,6 +27,7 @@ from peftstudio.plan.architecture import (
     Linear, linear_layers, quantized_layers, targeted_layers, trainable_bias_parameters, uses_dora,
 )
 from peftstudio.plan.hardware import HardwareProfile
+from peftstudio.plan.adapter_memory import dora_weight_copies, head_input_bytes_per_token, lora_bytes_per_token
 from peftstudio.plan.objective_memory import objective_components, sequence_length
 from peftstudio.plan.runtimes import OWN_RUNTIME, Runtime
 from peftstudio.units import format_gib
@@ -149,7 +150,7 @@ def estimate_memory(config: RunConfig, *, micro_batch_size: int | None = None, s
         "gradients": settings.adapter_bytes * trainable,
         "optimizer states": _optimizer_bytes(settings, config),
         "activations": batch * (_activation_bytes_per_sequence(settings, config, seq, batch)
-                                + seq * _head_input_bytes_per_token(settings, config)) + _dora_weight_copies(settings, config),
+                                + seq * head_input_bytes_per_token(settings, config)) + dora_weight_copies(settings, config),
         **_loss_components(settings, batch * seq, batch * (seq if previous_seq_len is None else previous_seq_len)),
         "framework overhead": FRAMEWORK_OVERHEAD_BYTES.get(settings.device, FRAMEWORK_OVERHEAD_BYTES["cuda"]),
     }
@@ -303,55 +304,13 @@ def _norm_bytes_per_token(width: int) -> int:
     return 4 * width + 4
 
 
-def _lora_bytes_per_token(layers: list[Linear], settings: _Settings, config: RunConfig) -> int:
-    """What the adapters of one block save. A frozen base layer saves nothing for backward;
-    its adapter saves the input lora_A sees (peft casts it to the fp32 adapter dtype, dropout
-    and autocast make new copies; without either, adapters that share an input share one
-    copy), the dropout mask (bool on CUDA, fp32 elsewhere), the rank-r intermediate, and with
-    DoRA the base and LoRA outputs its magnitude rescales (the base output recomputed from the
-    dropped-out input when there is dropout). Copies and intermediates are at the adapter
-    path's precision: compute precision under autocast, else the adapter dtype."""
-    c, a, r = settings.compute_bytes, settings.adapter_side_bytes, config.peft.r
-    mask_bytes = 1 if settings.device == "cuda" else 4
-    dora = uses_dora(config.peft)
-    total, shared_inputs = 0, set()
-    for layer in layers:
-        if settings.fuses_qkv and layer.reads == "attention input" and layer.reads in shared_inputs:
-            total += a * r  # one fused adapter: its dropout and input copy serve q, k and v
-            continue
-        if settings.dropout:
-            total += (mask_bytes + a) * layer.in_features
-        elif c != settings.adapter_bytes:  # each adapter casts its input to the adapter dtype
-            total += a * layer.in_features
-        elif layer.reads not in shared_inputs:  # e.g. q/k/v read the normed input, gate/up too
-            total += c * layer.in_features
-        shared_inputs.add(layer.reads)
-        base_output = a if settings.dropout else c
-        total += a * r + ((base_output + a) * layer.out_features if dora else 0)
-    return total
-
-
-def _dora_weight_copies(settings: _Settings, config: RunConfig) -> int:
-    """DoRA with dropout recomputes the base output as F.linear(dropped-out input, weight cast to
-    the input's dtype), and that linear saves the cast (or, for 4-bit, dequantized) weight for
-    backward: one weight copy per adapted layer, at the adapter path's precision, batch-independent
-    (none where the weight already is in the adapter dtype: the cast returns the weight itself).
-    Under gradient checkpointing only the recomputed block holds them."""
-    copied = settings.quantization != "none" or settings.compute_bytes != settings.adapter_bytes
-    if not (uses_dora(config.peft) and settings.dropout and copied):
-        return 0
-    layers = [layer for layer in targeted_layers(settings.arch, config.peft) if layer.name != "lm_head"]
-    per_block = sum(layer.per_model // settings.arch.num_layers * layer.weight_count for layer in layers)
-    return settings.adapter_side_bytes * per_block * (1 if settings.checkpointing else settings.arch.num_layers)
-
-
 def _block_bytes_per_token(settings: _Settings, config: RunConfig, padded: bool) -> int:
     """Bytes one decoder block saves for backward, per token (attention probabilities and
     the mask are per sequence, see below). Frozen projections save nothing themselves; RoPE
     saves only cos/sin."""
     arch, c = settings.arch, settings.compute_bytes
     mlp = 3 * c * arch.intermediate_size  # gate output (for the activation's backward), activation output, up output
-    adapters = _lora_bytes_per_token([layer for layer in targeted_layers(arch, config.peft) if layer.name != "lm_head"],
+    adapters = lora_bytes_per_token([layer for layer in targeted_layers(arch, config.peft) if layer.name != "lm_head"],
                                      settings, config)
     return _attention_side_bytes_per_token(settings, padded) + mlp + adapters + _quantized_inputs_per_token(settings)
 
@@ -404,18 +363,6 @@ def _quantized_inputs_per_token(settings: _Settings, held: bool = False) -> int:
     tokens_first = settings.attention == "flash_attention_2" or (settings.attention == "sdpa" and settings.device == "cuda")
     attention_output = 0 if tokens_first and not held else arch.num_heads * head_dim(arch)
     return c * (2 * arch.hidden_size + arch.intermediate_size + attention_output)
-
-
-def _head_input_bytes_per_token(settings: _Settings, config: RunConfig) -> int:
-    """What the output head saves per token beyond the loss: its input, when the head is a 4-bit
-    matmul that saves it, and an adapter's input and rank-r intermediate when it is adapted."""
-    c, h = settings.compute_bytes, settings.arch.hidden_size
-    saved = c * h if settings.quantizes_head and settings.quantized_inputs_saved else 0
-    if any(layer.name == "lm_head" for layer in targeted_layers(settings.arch, config.peft)):
-        mask_bytes = 1 if settings.device == "cuda" else 4
-        saved += (mask_bytes + c) * h if settings.dropout else (0 if saved else c * h)
-        saved += c * config.peft.r
-    return saved
 
 
 def _previous_step_bytes(settings: _Settings, tokens: int) -> int:
@@ -516,7 +463,7 @@ def _loss_components(settings: _Settings, tokens: int, previous_tokens: int) -> 
 
 def _notes(settings: _Settings, config: RunConfig) -> list[str]:
     notes = []
-    copies = _dora_weight_copies(settings, config)
+    copies = dora_weight_copies(settings, config)
     if copies:
         notes.append(f"DoRA with dropout: peft recomputes the base output from the dropped-out input and keeps a copy of "
                      f"every adapted weight for backward ({format_gib(copies)} here); peft.dropout=0 avoids it")
