@@ -17,6 +17,7 @@ from pathlib import Path
 from peftstudio.config.validate import load_config
 from peftstudio.plan.memory import Runtime, estimate_memory
 from peftstudio.plan.resolve import resolve
+from peftstudio.plan.strategy_memory import strategy_estimate
 from tests.conftest import H100
 
 FIXTURE = Path(__file__).resolve().parents[1] / "data" / "published_memory.json"
@@ -49,6 +50,10 @@ def predicted_and_measured(row: dict, fixture: dict) -> tuple[float, float]:
     estimate = estimate_memory(config, micro_batch_size=row["batch"], seq_len=row["seq"],
                                runtime=Runtime(row["runtime"], **{k: v for k, v in runtime.items() if k != "why"}),
                                previous_seq_len=row.get("previous_seq"))
+    if row.get("strategy"):  # per device, the model states spread over the processes (plan/strategy_memory.py)
+        spread = strategy_estimate(config, estimate, row["strategy"], row["processes"])
+        assert row["counter"] == "allocated", row["id"]
+        return spread.total_bytes - spread.components["framework overhead"], row["measured"] * UNITS[row["unit"]]
     return estimate.counter_bytes(row["counter"]), row["measured"] * UNITS[row["unit"]]
 
 

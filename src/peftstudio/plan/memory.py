@@ -424,6 +424,11 @@ def _loss_bytes(settings: _Settings, tokens: int) -> int:
     if settings.loss_impl == "compute":
         # logits, the saved log-softmax, and in backward their gradient in and out, all at c
         return norm + tokens * 4 * c * arch.vocab_size
+    if settings.loss_impl == "fp32-logits":
+        # transformers <= 4.44 LlamaForCausalLM: logits.float() kept in the output, a shifted
+        # contiguous copy for the loss (freed once log-softmax ran), the fp32 log-softmax, and in
+        # backward its gradient in and out
+        return norm + tokens * 16 * arch.vocab_size
     if settings.loss_impl == "fp32-output":
         # the fp32 copy of the logits and the fp32 log-softmax the cross-entropy saves (the
         # compute-precision logits are freed once cast; the loss runs per chunk of 128 tokens)

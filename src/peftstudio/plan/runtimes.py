@@ -23,7 +23,8 @@ class Runtime:
     loss: "config" (training.loss_impl), "plain", "compute" (a cross-entropy at compute
     precision without an fp32 copy) or "fp32-output" (the model returns its logits at compute
     precision and the framework casts them to fp32 before the cross-entropy: Fabric's
-    HalfPrecision and BitsandbytesPrecision convert_output to the default dtype).
+    HalfPrecision and BitsandbytesPrecision convert_output to the default dtype) or "fp32-logits"
+    (transformers up to 4.44: the model upcasts its logits to fp32 and keeps them in its output).
     quantized_layers_save_input: bitsandbytes' 4-bit matmul saving its input for backward, as
     its 2023-2024 releases did (0.41.1 in LitGPT's table); the pinned 0.50 saves none.
     repeats_kv_heads: grouped-query key/value heads expanded to every query head before the
