@@ -114,6 +114,8 @@ def _print_memory(console: Console, plan: RunPlan) -> None:
                + f" in {format_gib(device)}")
     console.print(f"[bold]memory[/]    predicted peak {format_gib(estimate['total_bytes'], 2)}{verdict} "
                   f"(micro-batch {estimate['micro_batch_size']}, sequence {estimate['seq_len']}): {parts} GiB")
+    for note in estimate.get("notes", []):  # what the estimate assumes about how the stack holds memory
+        console.print(f"[dim]memory    {note}[/]")
     if memory.get("recommended_micro_batch"):
         console.print(f"[bold]memory[/]    largest micro-batch predicted to fit: {memory['recommended_micro_batch']} "
                       "(peftstudio find-batch-size measures it)")

@@ -24,14 +24,17 @@ from typing import Any
 from peftstudio.config.schema import ModelArchitecture, RunConfig
 from peftstudio.plan.architecture import (
     adapter_parameters, architecture_of, base_parameters, head_dim, is_gemma3,
-    Linear, quantizable_weights, quantized_layers, targeted_layers, trainable_bias_parameters, uses_dora,
+    Linear, linear_layers, quantized_layers, targeted_layers, trainable_bias_parameters, uses_dora,
 )
 from peftstudio.plan.hardware import HardwareProfile
+from peftstudio.plan.adapter_memory import dora_weight_copies, head_input_bytes_per_token, lora_bytes_per_token
 from peftstudio.plan.objective_memory import objective_components, sequence_length
+from peftstudio.plan.runtimes import OWN_RUNTIME, Runtime
+from peftstudio.units import format_gib
 from peftstudio.plan.vision_memory import vision_components
 
 __all__ = ["MemoryEstimate", "estimate_memory", "architecture_of", "largest_fitting_micro_batch",
-           "FRAMEWORK_OVERHEAD_BYTES"]
+           "FRAMEWORK_OVERHEAD_BYTES", "Runtime", "OWN_RUNTIME"]
 
 MIB = 1024**2
 PRECISION_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
@@ -64,33 +67,6 @@ RESERVED_SLACK = 0.06
 CUDA_CONTEXT_BYTES = 512 * MIB
 COUNTERS = ("allocated", "reserved", "nvidia-smi")
 
-
-@dataclass(frozen=True)
-class Runtime:
-    """How a training stack holds what the estimate counts. The default is peftstudio's own
-    (peft adapters in fp32, unquantized weights at compute precision, the loss training.loss_impl
-    picks); the other stacks exist so that the estimate can be held against what they measured.
-
-    adapter_bytes: bytes per adapter weight, and per gradient and AdamW state (None: fp32, as
-    peft keeps them; LitGPT's and torchtune's bf16-true runs keep them at compute precision).
-    upcast_unquantized: peft's prepare_model_for_kbit_training, which casts every non-4-bit
-    weight to fp32, so the residual stream, the activations and the logits run in fp32 too.
-    loss: "config" (training.loss_impl), "plain" or "compute" (a cross-entropy at compute
-    precision without an fp32 copy, as LitGPT's chunked_cross_entropy computes it).
-    quantized_layers_save_input: bitsandbytes' 4-bit matmul saving its input for backward, as
-    its 2023-2024 releases did (0.41.1 in LitGPT's table); the pinned 0.50 saves none.
-    repeats_kv_heads: grouped-query key/value heads expanded to every query head before the
-    attention kernel, which then saves them at full width (LitGPT's CausalSelfAttention)."""
-
-    name: str = "peftstudio"
-    adapter_bytes: int | None = None
-    upcast_unquantized: bool = False
-    loss: str = "config"
-    quantized_layers_save_input: bool = False
-    repeats_kv_heads: bool = False
-
-
-OWN_RUNTIME = Runtime()  # how peftstudio itself holds memory
 
 
 @dataclass(frozen=True)
@@ -147,14 +123,20 @@ class _Settings:
     dequantize_bytes: int
     quantized_inputs_saved: bool
     repeats_kv_heads: bool
+    quantizes_head: bool
+    holds_previous_graph: bool
+    fuses_qkv: bool
+    adapter_side_bytes: int
 
 
 def estimate_memory(config: RunConfig, *, micro_batch_size: int | None = None, seq_len: int | None = None,
-                    runtime: Runtime = OWN_RUNTIME) -> MemoryEstimate:
+                    runtime: Runtime = OWN_RUNTIME, previous_seq_len: int | None = None) -> MemoryEstimate:
     """Predicted peak training memory of the resolved `config` for one process.
 
     `micro_batch_size` and `seq_len` default to the config's micro-batch and max_seq_length (the
-    worst case: every sequence full). Raises ValueError when a value the estimate reads is still
+    worst case: every sequence full). `previous_seq_len` (default `seq_len`) is the length of the
+    step before the peak, read only by a runtime that holds the previous step's graph; 0 when
+    the peak is the first step. Raises ValueError when a value the estimate reads is still
     `auto`: resolve the config against a hardware profile first (`plan.resolve.resolve`)."""
     settings = _settings(config, runtime)
     batch = micro_batch_size or _configured_micro_batch(config)
@@ -167,8 +149,9 @@ def estimate_memory(config: RunConfig, *, micro_batch_size: int | None = None, s
         "LoRA weights": settings.adapter_bytes * adapter_parameters(arch, peft),
         "gradients": settings.adapter_bytes * trainable,
         "optimizer states": _optimizer_bytes(settings, config),
-        "activations": batch * _activation_bytes_per_sequence(settings, config, seq, batch),
-        "logits and loss": _loss_bytes(settings, batch * seq),
+        "activations": batch * (_activation_bytes_per_sequence(settings, config, seq, batch)
+                                + seq * head_input_bytes_per_token(settings, config)) + dora_weight_copies(settings, config),
+        **_loss_components(settings, batch * seq, batch * (seq if previous_seq_len is None else previous_seq_len)),
         "framework overhead": FRAMEWORK_OVERHEAD_BYTES.get(settings.device, FRAMEWORK_OVERHEAD_BYTES["cuda"]),
     }
     components = objective_components(config, components, batch, seq, lambda length, b: _activation_bytes_per_sequence(
@@ -176,7 +159,7 @@ def estimate_memory(config: RunConfig, *, micro_batch_size: int | None = None, s
     components.update(vision_components(config, batch))  # image-text models (plan/vision_memory.py)
     components = {name: int(value) for name, value in components.items()}
     return MemoryEstimate(sum(components.values()), components, base + adapter_parameters(arch, peft), trainable,
-                          batch, seq, base, settings.device, _notes(settings), _load_peak_bytes(settings))
+                          batch, seq, base, settings.device, _notes(settings, config), _load_peak_bytes(settings))
 
 
 def largest_fitting_micro_batch(config: RunConfig, hardware: HardwareProfile, cap: int = 64,
@@ -225,9 +208,15 @@ def _settings(config: RunConfig, runtime: Runtime = OWN_RUNTIME) -> _Settings:
         optimizer=config.optim.name,
         loss_impl=training.loss_impl if runtime.loss == "config" else runtime.loss,
         adapter_bytes=runtime.adapter_bytes or 4,
-        dequantize_bytes=precision,
+        # fp16-quantized weights dequantize to fp16 and are then copied to compute precision
+        dequantize_bytes=precision + (2 if runtime.dequantizes_from_fp16 else 0),
         quantized_inputs_saved=runtime.quantized_layers_save_input and quantization != "none",
         repeats_kv_heads=runtime.repeats_kv_heads,
+        quantizes_head=runtime.quantizes_head and quantization != "none",
+        holds_previous_graph=runtime.holds_previous_graph,
+        fuses_qkv=runtime.fuses_qkv,
+        # what the adapter path computes in: autocast's compute precision, else the adapter dtype
+        adapter_side_bytes=(4 if upcast else precision) if runtime.autocast else (runtime.adapter_bytes or 4),
     )
 
 
@@ -239,20 +228,29 @@ def quantization_of(config: RunConfig) -> str:
     return value
 
 
+def _quantized(settings: _Settings) -> list[Linear]:
+    """The layers the stack quantizes: the blocks' nn.Linear layers, and the head where the
+    runtime quantizes it too (an untied one; a tied head is the embedding matrix)."""
+    arch = settings.arch
+    head = [layer for layer in linear_layers(arch) if layer.name == "lm_head" and not arch.tie_embeddings]
+    return quantized_layers(arch) + (head if settings.quantizes_head else [])
+
+
 def _base_weight_bytes(settings: _Settings) -> float:
     arch, compute = settings.arch, settings.compute_bytes
     total = base_parameters(arch)
     if settings.quantization == "none":
         return total * compute
-    quantized = quantizable_weights(arch)
+    layers = _quantized(settings)
+    quantized = sum(layer.per_model * layer.weight_count for layer in layers)
     if settings.quantization == "int8":
         # LLM.int8: one byte per weight plus an fp32 scale per output row.
-        rows = sum(layer.per_model * layer.out_features for layer in quantized_layers(arch))
+        rows = sum(layer.per_model * layer.out_features for layer in layers)
         quantized_bytes = quantized + 4 * rows
     else:
         bits = BITS_4BIT_DOUBLE_QUANT if settings.double_quant else BITS_4BIT_SINGLE_QUANT
         quantized_bytes = quantized * bits / 8
-    return quantized_bytes + (total - quantized) * compute + dequantized_weight_bytes(arch, settings.dequantize_bytes)
+    return quantized_bytes + (total - quantized) * compute + _dequantized_bytes(settings)
 
 
 def _load_peak_bytes(settings: _Settings) -> int:
@@ -260,12 +258,15 @@ def _load_peak_bytes(settings: _Settings) -> int:
     and bitsandbytes quantizes it as it lands, so the peak is the finished weights plus the
     largest tensor (the embedding matrix, or the largest projection) at load precision."""
     arch = settings.arch
-    weights = _base_weight_bytes(settings) - (dequantized_weight_bytes(arch, settings.dequantize_bytes)
-                                              if settings.quantization != "none" else 0)
+    weights = _base_weight_bytes(settings) - (_dequantized_bytes(settings) if settings.quantization != "none" else 0)
     if settings.quantization == "none":
         return int(weights)
-    largest = max(arch.vocab_size * arch.hidden_size, *(layer.weight_count for layer in quantized_layers(arch)))
+    largest = max(arch.vocab_size * arch.hidden_size, *(layer.weight_count for layer in _quantized(settings)))
     return int(weights + settings.dequantize_bytes * largest)
+
+
+def _dequantized_bytes(settings: _Settings) -> int:
+    return settings.dequantize_bytes * max(layer.weight_count for layer in _quantized(settings))
 
 
 def dequantized_weight_bytes(arch: ModelArchitecture, compute: int) -> int:
@@ -303,33 +304,21 @@ def _norm_bytes_per_token(width: int) -> int:
     return 4 * width + 4
 
 
-def _lora_bytes_per_token(layers: list[Linear], settings: _Settings, config: RunConfig) -> int:
-    """What the adapters of one block save. A frozen base layer saves nothing for backward;
-    its adapter saves the input lora_A sees (peft casts it to the fp32 adapter dtype, dropout
-    and autocast make new copies; without either, adapters that share an input share one
-    copy), the dropout mask (bool on CUDA, fp32 elsewhere), the rank-r intermediate, and with
-    DoRA the base and LoRA outputs its magnitude rescales."""
-    c, r = settings.compute_bytes, config.peft.r
-    mask_bytes = 1 if settings.device == "cuda" else 4
-    total, shared_inputs = 0, set()
-    for layer in layers:
-        if settings.dropout:
-            total += (mask_bytes + c) * layer.in_features
-        elif c != settings.adapter_bytes:  # each adapter casts its input to the adapter dtype
-            total += c * layer.in_features
-        elif layer.reads not in shared_inputs:  # e.g. q/k/v read the normed input, gate/up too
-            shared_inputs.add(layer.reads)
-            total += c * layer.in_features
-        total += c * r + (2 * c * layer.out_features if uses_dora(config.peft) else 0)
-    return total
-
-
 def _block_bytes_per_token(settings: _Settings, config: RunConfig, padded: bool) -> int:
     """Bytes one decoder block saves for backward, per token (attention probabilities and
     the mask are per sequence, see below). Frozen projections save nothing themselves; RoPE
     saves only cos/sin."""
     arch, c = settings.arch, settings.compute_bytes
-    h, i = arch.hidden_size, arch.intermediate_size
+    mlp = 3 * c * arch.intermediate_size  # gate output (for the activation's backward), activation output, up output
+    adapters = lora_bytes_per_token([layer for layer in targeted_layers(arch, config.peft) if layer.name != "lm_head"],
+                                     settings, config)
+    return _attention_side_bytes_per_token(settings, padded) + mlp + adapters + _quantized_inputs_per_token(settings)
+
+
+def _attention_side_bytes_per_token(settings: _Settings, padded: bool) -> int:
+    """The norms' and the attention's saved tensors of one block, per token."""
+    arch, c = settings.arch, settings.compute_bytes
+    h = arch.hidden_size
     q_dim, kv_dim = arch.num_heads * head_dim(arch), arch.num_kv_heads * head_dim(arch)
     # Eager attention, and sdpa once a padding mask exists, repeat the kv heads to all query
     # heads; flash-attention and unmasked sdpa read them grouped.
@@ -339,15 +328,55 @@ def _block_bytes_per_token(settings: _Settings, config: RunConfig, padded: bool)
     if is_gemma3(arch):  # q_norm and k_norm run per head
         norms += 4 * (q_dim + kv_dim) + 4 * (arch.num_heads + arch.num_kv_heads)
     attention = c * (q_dim + 2 * kv_seen)
+    if settings.fuses_qkv and arch.num_kv_heads == arch.num_heads:
+        attention += c * (q_dim + kv_dim)  # the saved value view pins the fused q/k/v output
     if settings.attention != "eager":
         attention += c * q_dim + 4 * arch.num_heads  # fused kernels keep their output and logsumexp
-    mlp = 3 * c * i  # gate output (for the activation's backward), activation output, up output
-    adapters = _lora_bytes_per_token([layer for layer in targeted_layers(arch, config.peft) if layer.name != "lm_head"],
-                                     settings, config)
-    # A 4-bit matmul that saves its input keeps the attention input, the MLP input and the MLP
-    # product (the attention output is the fused kernel's own saved output already).
-    quantized_inputs = c * (2 * h + i) if settings.quantized_inputs_saved else 0
-    return norms + attention + mlp + adapters + quantized_inputs
+    return norms + attention
+
+
+def _untracked_first_block(settings: _Settings, config: RunConfig, seq_len: int, padded: bool) -> int:
+    """Autograd saves nothing upstream of the first trainable tensor: with no adapter on the
+    attention (MLP-only targets) the first block's norms and attention see no input that
+    requires grad, so they save nothing (its 4-bit matmuls before the MLP product neither)."""
+    attention_side = ("attention input", "attention output")
+    if any(layer.reads in attention_side for layer in targeted_layers(settings.arch, config.peft)):
+        return 0
+    arch, c = settings.arch, settings.compute_bytes
+    quantized = _quantized_inputs_per_token(settings) - (c * arch.intermediate_size if settings.quantized_inputs_saved
+                                                         else 0)
+    return (seq_len * (_attention_side_bytes_per_token(settings, padded) + quantized)
+            + _per_sequence_block_bytes(settings, seq_len))
+
+
+def _quantized_inputs_per_token(settings: _Settings, held: bool = False) -> int:
+    """What a 4-bit matmul that saves its input keeps per block and token: the attention input,
+    the attention output, the MLP input and the MLP product. The attention output is the fused
+    kernel's own saved output where the kernel writes it tokens-first (flash-attention 2, and
+    sdpa's flash and memory-efficient kernels on CUDA: the model's transpose back is then a
+    view); eager attention and sdpa on CPU write it heads-first, so the transpose copies it.
+    `held`: a previous step's graph whose kernel outputs were freed by backward, where the 4-bit
+    matmul's view alone keeps the attention output alive."""
+    if not settings.quantized_inputs_saved:
+        return 0
+    arch, c = settings.arch, settings.compute_bytes
+    tokens_first = settings.attention == "flash_attention_2" or (settings.attention == "sdpa" and settings.device == "cuda")
+    attention_output = 0 if tokens_first and not held else arch.num_heads * head_dim(arch)
+    return c * (2 * arch.hidden_size + arch.intermediate_size + attention_output)
+
+
+def _previous_step_bytes(settings: _Settings, tokens: int) -> int:
+    """What the previous step leaves alive into this step's forward when the loop holds its
+    graph: the inputs its 4-bit matmuls kept on ctx (every block, and the head) and its logits
+    (fp32 after Fabric's output cast, else at compute precision)."""
+    if not settings.holds_previous_graph or not tokens:
+        return 0
+    arch, c = settings.arch, settings.compute_bytes
+    inputs = arch.num_layers * _quantized_inputs_per_token(settings, held=True)
+    if settings.quantizes_head and settings.quantized_inputs_saved:
+        inputs += c * arch.hidden_size
+    logits = 4 if settings.loss_impl == "fp32-output" else c
+    return tokens * (inputs + logits * arch.vocab_size)
 
 
 def _per_sequence_block_bytes(settings: _Settings, seq_len: int) -> int:
@@ -377,7 +406,7 @@ def _activation_bytes_per_sequence(settings: _Settings, config: RunConfig, seq_l
         freed_by_loss = _loss_bytes(settings, micro_batch * seq_len) // micro_batch
         recompute_beyond_logits = max(0, block + gradients - freed_by_loss)
         return arch.num_layers * c * arch.hidden_size * seq_len + recompute_beyond_logits + shared
-    return arch.num_layers * block + shared
+    return arch.num_layers * block + shared - _untracked_first_block(settings, config, seq_len, padded)
 
 
 def _loss_bytes(settings: _Settings, tokens: int) -> int:
@@ -395,14 +424,54 @@ def _loss_bytes(settings: _Settings, tokens: int) -> int:
     if settings.loss_impl == "compute":
         # logits, the saved log-softmax, and in backward their gradient in and out, all at c
         return norm + tokens * 4 * c * arch.vocab_size
+    if settings.loss_impl == "fp32-logits":
+        # transformers <= 4.44 LlamaForCausalLM: logits.float() kept in the output, a shifted
+        # contiguous copy for the loss (freed once log-softmax ran), the fp32 log-softmax, and in
+        # backward its gradient in and out
+        return norm + tokens * 16 * arch.vocab_size
+    if settings.loss_impl == "fp32-output":
+        # the fp32 copy of the logits and the fp32 log-softmax the cross-entropy saves (the
+        # compute-precision logits are freed once cast; the loss runs per chunk of 128 tokens)
+        return norm + tokens * 8 * arch.vocab_size
     tile = min(tokens, LOSS_TILE_TOKENS) * min(arch.vocab_size, LOSS_TILE_VOCAB)
     tile_bytes = tile * (c + (0 if settings.device == "cuda" else 4 * LOSS_TILE_FP32_COPIES_TORCH))
     per_token = c * arch.hidden_size + 4 * arch.hidden_size + 4 * 4
     return norm + tokens * per_token + tile_bytes
 
 
-def _notes(settings: _Settings) -> list[str]:
+def _loss_components(settings: _Settings, tokens: int, previous_tokens: int) -> dict[str, int]:
+    """The loss at the start of backward, or, where the loop still holds the previous step
+    while this forward returns, that moment when it is the larger: the previous step's tensors
+    plus the logits as the forward returns them. Under Fabric's output cast both the
+    compute-precision logits and their fp32 copy exist then; before the cast, while the last
+    chunk of the head runs, the head's dequantized weight (already in base weights) does."""
+    loss = _loss_bytes(settings, tokens)
+    held = _previous_step_bytes(settings, previous_tokens)
+    if not held:
+        return {"logits and loss": loss}
+    norm = tokens * _norm_bytes_per_token(settings.arch.hidden_size)
+    logits = tokens * settings.arch.vocab_size
+    c = settings.compute_bytes
+    if settings.loss_impl == "fp32-output":
+        dequantized = _dequantized_bytes(settings) if settings.quantization != "none" else 0
+        returned = norm + max(c * logits, (c + 4) * logits - dequantized)
+    elif settings.loss_impl == "plain":  # a loss inside the forward: logits, fp32 copy, log-softmax
+        returned = norm + (c + 8) * logits
+    elif settings.loss_impl == "compute":
+        returned = norm + 2 * c * logits
+    else:
+        returned = loss
+    if returned + held <= loss:
+        return {"logits and loss": loss}
+    return {"logits and loss": returned, "previous step (held)": held}
+
+
+def _notes(settings: _Settings, config: RunConfig) -> list[str]:
     notes = []
+    copies = dora_weight_copies(settings, config)
+    if copies:
+        notes.append(f"DoRA with dropout: peft recomputes the base output from the dropped-out input and keeps a copy of "
+                     f"every adapted weight for backward ({format_gib(copies)} here); peft.dropout=0 avoids it")
     if "paged" in settings.optimizer:
         notes.append("paged optimizer: its states may be evicted to CPU RAM under pressure, so the GPU peak can be lower")
     if settings.quantization != "none":
