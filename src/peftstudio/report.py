@@ -50,6 +50,13 @@ def print_plan_summary(console: Console, plan: RunPlan) -> None:
         console.print(f"[bold]{decision.origin:<9}[/] {key} = [green]{_value(decision.value)}[/]: {decision.reason}")
     console.print(f"[bold]outputs[/]   run dir {training.output_dir}, checkpoints {training.checkpoint_dir} "
                   f"(every {training.save_interval_steps} steps, keep {training.save_total_limit}), resume={training.resume}")
+    if config.logging.trackio:  # where the local store is, since it may be shared or named by TRACKIO_DIR
+        from peftstudio.track.runs import RunDir
+        from peftstudio.track.trackio_sink import trackio_destination
+
+        where = trackio_destination(config.logging.trackio_dir, RunDir.at(training.output_dir).root,
+                                    config.logging.project or "peftstudio")
+        console.print(f"[bold]trackio[/]   {escape(where)}")
     _print_memory(console, plan)
     for warning in plan.warnings:
         console.print(f"[yellow]warning[/]   {warning}")

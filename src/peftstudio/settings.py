@@ -42,6 +42,11 @@ HONOURED = {
                      "whether it is set",
     "COMET_ERROR_TRACKING_ENABLE": "set to `false` for a run logging to Comet, unless already set (comet_ml otherwise "
                                    "reports its own errors, with details of the machine, to Comet's Sentry)",
+    "TRACKIO_DIR": "`logging.trackio`'s local store when `logging.trackio_dir` is null (else `RUN_DIR/trackio`)",
+    "TRACKIO_SPACE_ID": "read by trackio: `logging.trackio` sends the run to this Hugging Face Space instead of the "
+                        "local store; `plan` says so",
+    "TRACKIO_SERVER_URL": "read by trackio: `logging.trackio` sends the run to this self-hosted Trackio server "
+                          "(with `TRACKIO_WRITE_TOKEN`) instead of the local store; `plan` says so",
     "WANDB_BASE_URL": "the W&B server an online run logs to (default https://api.wandb.ai); checked at plan time",
     "MLFLOW_ALLOW_FILE_STORE": "set to `true` for a run logging to a file store, unless already set "
                                "(MLflow 3 keeps its file store behind this opt-in)",
@@ -157,6 +162,17 @@ def quiet_comet() -> None:
     """Turn off comet_ml's error reporting to Comet's Sentry, which it does even offline, unless
     the user decided otherwise. Must run before comet_ml is imported (it starts at import)."""
     os.environ.setdefault("COMET_ERROR_TRACKING_ENABLE", "false")
+
+
+def trackio_dir_variable() -> str | None:
+    """TRACKIO_DIR, when set."""
+    return os.environ.get("TRACKIO_DIR") or None
+
+
+def trackio_remote_variable() -> str | None:
+    """The name of the variable that sends Trackio runs off this machine (trackio reads it
+    itself), or None: the run stays in the local store."""
+    return next((name for name in ("TRACKIO_SPACE_ID", "TRACKIO_SERVER_URL") if os.environ.get(name)), None)
 
 
 def mlflow_tracking_uri() -> str | None:

@@ -411,9 +411,15 @@ class LoggingSettings(Section):
     generates) to Arize Phoenix as OpenTelemetry traces, at phoenix_endpoint."""
     phoenix_endpoint: str = "http://127.0.0.1:6006/v1/traces"
     """OTLP/HTTP traces endpoint of the Phoenix collector (a local `phoenix serve` by default)."""
+    trackio: bool = False
+    """Also log to Trackio, locally: a SQLite store in trackio_dir (`TRACKIO_DIR=DIR trackio show`
+    opens it); TRACKIO_SPACE_ID or TRACKIO_SERVER_URL, when set, send the run there instead."""
+    trackio_dir: str | None = None
+    """Trackio's local store (one SQLite file per project; several runs may share it); null means
+    TRACKIO_DIR when set, else RUN_DIR/trackio (never the home directory unasked)."""
     project: str | None = None
-    """Project every tracker logs under (W&B project, MLflow experiment, Comet project, Phoenix
-    project); null keeps wandb_project / mlflow_experiment, and `peftstudio` elsewhere."""
+    """Project every tracker logs under (W&B project, MLflow experiment, Comet, Phoenix and
+    Trackio project); null keeps wandb_project / mlflow_experiment, and `peftstudio` elsewhere."""
     run_name: str | None = None
     """The run's name in every tracker; null means METHOD-FINGERPRINT (e.g. lora-1a2b3c4d)."""
     tags: list[str] = Field(default_factory=list)

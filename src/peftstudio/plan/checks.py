@@ -293,7 +293,7 @@ def _check_trackers(config: RunConfig, findings: Findings) -> None:
 
     missing = []
     for key, package, pip_name in (("wandb", "wandb", "wandb"), ("mlflow", "mlflow", "mlflow-skinny"),
-                                   ("comet", "comet_ml", "comet-ml"),
+                                   ("comet", "comet_ml", "comet-ml"), ("trackio", "trackio", "trackio"),
                                    ("phoenix", "opentelemetry.exporter", "opentelemetry-exporter-otlp-proto-http")):
         if getattr(config.logging, key) and importlib.util.find_spec(package) is None:
             missing.append(key)

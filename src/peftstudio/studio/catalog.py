@@ -25,7 +25,8 @@ STEP_FIELDS = {
     5: ["data.format", "data.columns", "data.chat_template", "data.validation_split", "data.max_samples",
         "data.overlong", "training.loss_on"],
     6: ["logging.project", "logging.run_name", "logging.tags", "logging.notes", "logging.wandb_project",
-        "logging.mlflow_tracking_uri", "logging.mlflow_experiment", "logging.phoenix_endpoint", "logging.watch"],
+        "logging.mlflow_tracking_uri", "logging.mlflow_experiment", "logging.phoenix_endpoint", "logging.trackio_dir",
+        "logging.watch"],
 }
 # Step 2 also edits the chosen objective's section (every key but the rewards, which have their
 # own editor); the browser shows the section of the objective picked.

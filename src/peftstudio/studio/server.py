@@ -132,4 +132,6 @@ def serve(settings: StudioSettings) -> None:
     app = create_app(settings)
     print(f"peftstudio studio on http://{settings.host}:{settings.port}/  (data: {app.state.studio.settings.data_dir})",
           flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    # asyncio and h11 by name: trackio brings uvicorn's optional uvloop and httptools, which uvicorn
+    # would otherwise pick up, changing the studio's event loop and HTTP parser with an install.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", loop="asyncio", http="h11")

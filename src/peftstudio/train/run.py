@@ -278,6 +278,12 @@ def _open_sinks(plan: RunPlan, run_dir: RunDir, resumed_step: int | None, consol
 
         sinks.append(GuardedSink("Phoenix", lambda: PhoenixSink(logging_settings.phoenix_endpoint,
                                                                 project or "peftstudio", identity), warn))
+    if logging_settings.trackio:
+        from peftstudio.track.trackio_sink import TrackioSink, trackio_store
+
+        directory = trackio_store(logging_settings.trackio_dir, run_dir.root)[0]
+        sinks.append(GuardedSink("Trackio", lambda: TrackioSink(directory, project or "peftstudio", identity, settings,
+                                                                resumed), warn))
     return sinks
 
 
