@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 
 SKY_VENV := .venv-sky
 SKYPILOT_VERSION := 0.14.1
+PHOENIX_VENV := .venv-phoenix
+PHOENIX_VERSION := 20.26.1
 
 .PHONY: install demo test clean browser lint
 
@@ -37,6 +39,13 @@ $(SKY_VENV)/.installed:
 	$(SKY_VENV)/bin/pip install --quiet skypilot==$(SKYPILOT_VERSION) && touch $@ \
 		|| echo "skypilot not installed: the SkyPilot parser test will be skipped"
 
+# Arize Phoenix in its own venv (~150 packages; in $(VENV) it would add ~70 the product does not use):
+# the logging=phoenix test starts `phoenix serve` from it; without this venv that test is skipped.
+$(PHOENIX_VENV)/.installed:
+	$(PYTHON) -m venv $(PHOENIX_VENV)
+	$(PHOENIX_VENV)/bin/pip install --quiet arize-phoenix==$(PHOENIX_VERSION) && touch $@ \
+		|| echo "arize-phoenix not installed: the real-Phoenix test will be skipped"
+
 # The studio's browser tests drive Debian's Chromium; installed here when root (a no-op once
 # /usr/bin/chromium exists). Not root and no Chromium: those tests skip and say why.
 browser:
@@ -50,8 +59,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports
 
-test: $(STAMP) lint browser $(SKY_VENV)/.installed
-	HF_HUB_OFFLINE=1 PEFTSTUDIO_SKY_PYTHON=$(SKY_VENV)/bin/python $(BIN)/python -m pytest -q -rs
+test: $(STAMP) lint browser $(SKY_VENV)/.installed $(PHOENIX_VENV)/.installed
+	HF_HUB_OFFLINE=1 PEFTSTUDIO_SKY_PYTHON=$(SKY_VENV)/bin/python PEFTSTUDIO_PHOENIX_PYTHON=$(PHOENIX_VENV)/bin/python \
+		$(BIN)/python -m pytest -q -rs
 
 clean:
-	rm -rf $(VENV) $(SKY_VENV) outputs checkpoints
+	rm -rf $(VENV) $(SKY_VENV) $(PHOENIX_VENV) outputs checkpoints

@@ -1,15 +1,15 @@
-"""One tiny run trained through the CLI (in process) with a .env holding secrets, Comet and Phoenix
-(an OTLP collector on 127.0.0.1) on, gradient histograms watched (MLflow, W&B and TensorBoard
-stores are grepped for secrets by test_stopping_and_secrets.py); then
-what it wrote is read back, and it is exported as a merged model, a GGUF and a vLLM adapter."""
+"""One tiny run trained through the CLI (in process) with a .env holding secrets, Comet and Trackio
+on, gradient histograms watched (MLflow, W&B and TensorBoard stores are grepped for secrets by
+test_stopping_and_secrets.py; Phoenix, which writes nothing locally, runs against a real Phoenix
+in test_phoenix_live.py); then what it wrote is read back, and it is exported as a merged model,
+a GGUF and a vLLM adapter."""
 
 from __future__ import annotations
 
 import json
 import os
-import threading
+import sqlite3
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -21,55 +21,8 @@ SECRETS = {"HUGGINGFACE_TOKEN": "hf_DotenvSecretToken4242", "WANDB_API_KEY": "wa
            "MY_SERVICE_PASSWORD": "dotenv-password-4242"}
 
 
-class Collector(BaseHTTPRequestHandler):
-    """An OTLP/HTTP trace collector (what `phoenix serve` listens with): keeps decoded spans."""
-
-    spans: list = []
-
-    def do_POST(self):  # noqa: N802 - http.server's name
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (ExportTraceServiceRequest,
-                                                                              ExportTraceServiceResponse)
-
-        request = ExportTraceServiceRequest.FromString(self.rfile.read(int(self.headers["Content-Length"])))
-        for resource_spans in request.resource_spans:
-            resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
-            for scope in resource_spans.scope_spans:
-                for span in scope.spans:
-                    attributes = {a.key: _value(a.value) for a in span.attributes}
-                    Collector.spans.append({"name": span.name, "resource": resource, "attributes": attributes,
-                                            "parent": span.parent_span_id.hex()})
-        body = ExportTraceServiceResponse().SerializeToString()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self):  # noqa: N802 - the plan-time reachability probe
-        self.send_response(405)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-def _value(value):
-    kind = value.WhichOneof("value")
-    if kind == "array_value":
-        return [_value(item) for item in value.array_value.values]
-    return getattr(value, kind)
-
-
 @pytest.fixture(scope="module")
-def collector():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/v1/traces"
-    server.shutdown()
-
-
-@pytest.fixture(scope="module")
-def trained(model_cache, tmp_path_factory, collector):
+def trained(model_cache, tmp_path_factory):
     """(root, CLI result): the run's files all live under root."""
     root = tmp_path_factory.mktemp("handoff-run")
     env_file = root / "secrets.env"
@@ -81,7 +34,7 @@ def trained(model_cache, tmp_path_factory, collector):
             "--env-file", str(env_file), "train", "training.num_batches=4", "training.eval_interval_steps=2",
             "training.save_interval_steps=2", "training.log_interval_steps=2", "data.max_samples=40",
             f"training.output_dir={root / 'outputs'}", f"training.checkpoint_dir={root / 'checkpoints'}",
-            "logging=[comet,phoenix]", f"logging.phoenix_endpoint={collector}",
+            "logging=[comet,trackio]",
             "logging.project=handoff-tests", "logging.run_name=tiny-handoff", "logging.tags=[tiny,ci]",
             "logging.notes=a tiny run for the hand-off tests", "logging.watch=all",
             "eval.metrics=[exact_match]", "eval.generate_samples=2", "eval.max_new_tokens=6", cwd=root)
@@ -101,7 +54,7 @@ def test_no_dotenv_secret_reaches_anything_the_run_wrote(trained):
     root, result = trained
     files = [p for p in root.rglob("*") if p.is_file() and p.name != "secrets.env"]
     written = {part for p in files for part in p.relative_to(root).parts}
-    assert {"outputs", "checkpoints", "comet", "adapter", "checkpoint-4"} <= written, written
+    assert {"outputs", "checkpoints", "comet", "trackio", "adapter", "checkpoint-4"} <= written, written
     assert any(p.name == "train.log" for p in files) and any(p.suffix == ".zip" for p in files)
     for path in files:
         content = path.read_bytes()
@@ -125,23 +78,27 @@ def test_comet_offline_archive_holds_the_metrics_name_tags_and_notes(trained):
     assert '"tiny"' in text and '"ci"' in text
 
 
-def test_phoenix_receives_each_evaluation_and_the_generations_as_traces(trained, collector):
+def test_trackio_store_in_the_run_dir_holds_every_logged_metric_name_tags_and_notes(trained):
     root, _ = trained
-    evaluations = [span for span in Collector.spans if span["name"] == "evaluation"]
-    eval_losses = [record["eval_loss"] for record in _metrics(root) if "eval_loss" in record]
-    assert [span["attributes"]["eval/loss"] for span in evaluations] == eval_losses and len(eval_losses) == 2
-    span = evaluations[0]
-    assert span["resource"]["openinference.project.name"] == "handoff-tests"
-    assert span["attributes"]["peftstudio.run_name"] == "tiny-handoff"
-    assert span["attributes"]["peftstudio.tags"] == ["tiny", "ci"]
-    # eval.metrics: each evaluation's generations, as written to RUN_DIR/eval/step-N.jsonl
-    tables = [json.loads(line) for step in (2, 4)
-              for line in (root / f"outputs/eval/step-{step}.jsonl").read_text().splitlines()]
-    generations = [s for s in Collector.spans if s["name"] == "generation"]
-    assert [(g["attributes"]["input.value"], g["attributes"]["output.value"], g["attributes"]["eval.exact_match"])
-            for g in generations] == [(r["prompt"], r["prediction"], r["scores"]["exact_match"]) for r in tables]
-    parent = next(s for s in Collector.spans if s["name"] == "evaluation generations")
-    assert all(g["parent"] for g in generations) and parent["attributes"]["peftstudio.samples"] == 2
+    store = root / "outputs/trackio/handoff-tests.db"  # one SQLite file per project, in RUN_DIR/trackio
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as database:  # read-only: never creates it
+        rows = database.execute("SELECT run_name, step, metrics FROM metrics ORDER BY id").fetchall()
+        (config,) = database.execute("SELECT config FROM configs WHERE run_name = 'tiny-handoff'").fetchone()
+    logged = {}
+    for run_name, step, metrics in rows:
+        assert run_name == "tiny-handoff"
+        logged.setdefault(step, {}).update(json.loads(metrics))
+    expected = {}
+    for record in _metrics(root):
+        named = {"loss": "train/loss", "learning_rate": "train/learning_rate", "eval_loss": "eval/loss",
+                 "eval/exact_match": "eval/exact_match"}
+        expected.setdefault(record["step"], {}).update({named[k]: v for k, v in record.items() if k in named})
+    assert sorted(expected) == [2, 4] and all(len(values) == 4 for values in expected.values())
+    assert {step: {k: logged[step][k] for k in values} for step, values in expected.items()} == expected
+    config = json.loads(config)
+    assert config["peftstudio.tags"] == ["tiny", "ci"] and config["peftstudio.notes"] == "a tiny run for the hand-off tests"
+    assert config["logging.project"] == "handoff-tests" and config["peft.r"] == 16
+    assert config["_Username"] is None, "offline: Trackio asked the hub for no user name"
 
 
 def test_watch_all_writes_gradient_and_weight_histograms_at_each_logged_step(trained):

@@ -45,3 +45,15 @@ def test_the_store_is_the_run_dir_unless_the_config_or_trackio_dir_names_one(tmp
     assert f"`TRACKIO_DIR={tmp_path / 'shared'} trackio show --project proj`" in said
     monkeypatch.setenv("TRACKIO_SPACE_ID", "someone/space")
     assert trackio_destination(None, tmp_path / "run", "proj").startswith("sent where TRACKIO_SPACE_ID says")
+
+
+def test_a_resumed_run_goes_on_in_its_trackio_run_and_a_new_one_starts_another(tmp_path):
+    store = tmp_path / "trackio"
+    identity = {"name": "lora-1a2b3c4d", "tags": [], "notes": "n"}
+    for step, resumed in ((2, False), (4, True), (2, False)):
+        sink = TrackioSink(store, "p", identity, {"peft.r": 8}, resumed=resumed)
+        sink.write({"step": step, "loss": float(step)})
+        sink.close()
+    with sqlite3.connect(f"file:{store / 'p.db'}?mode=ro", uri=True) as database:
+        runs = database.execute("SELECT run_id, group_concat(step) FROM metrics GROUP BY run_id ORDER BY min(id)").fetchall()
+    assert [steps for _, steps in runs] == ["2,4", "2"], "resumed: same Trackio run; fresh: a new one, same name"
