@@ -14,6 +14,7 @@ from peftstudio.config.introspect import flatten
 from peftstudio.plan.evaluation import eval_notes
 from peftstudio.plan.init_adapter import init_adapter_note
 from peftstudio.plan.objectives import objective_notes
+from peftstudio.plan.resolve import cpu_fast_paths
 from peftstudio.plan.runplan import RunPlan
 from peftstudio.units import GIB, format_gib
 
@@ -46,6 +47,8 @@ def print_plan_summary(console: Console, plan: RunPlan) -> None:
     names = ", ".join(hardware.device_names) or "no accelerator"
     console.print(f"[bold]hardware[/]  {hardware.accelerator} ({names}); {hardware.cpu_cores} CPU cores, "
                   f"{format_gib(hardware.ram_bytes)} RAM, bf16 CPU units: {'yes' if hardware.cpu_bf16 else 'no'}")
+    for note in cpu_fast_paths(config).values():
+        console.print(f"[bold]kernels[/]   {note}")
     for key, decision in plan.chosen().items():
         console.print(f"[bold]{decision.origin:<9}[/] {key} = [green]{_value(decision.value)}[/]: {decision.reason}")
     console.print(f"[bold]outputs[/]   run dir {training.output_dir}, checkpoints {training.checkpoint_dir} "

@@ -88,7 +88,8 @@ def _cpu_precision(values: dict[str, Any], hardware: HardwareProfile) -> tuple[s
     if bf16 < CPU_BF16_MIN_BLOCK_SPEEDUP * fp32:
         return "fp32", (f"{figures}: under the {CPU_BF16_MIN_BLOCK_SPEEDUP}x a whole step needs to gain; "
                         "fp32 keeps results exact")
-    return "bf16", f"{figures}: bf16 autocast, the adapter weights kept in fp32"
+    return "bf16", (f"{figures}: bf16 autocast, the adapter weights kept in fp32 (their bf16 inputs are not cast "
+                    "to fp32 first: the autocast matmul would cast them straight back)")
 
 
 def _hidden_size(values: dict[str, Any]) -> int | None:
@@ -213,9 +214,44 @@ def _packing(values: dict[str, Any], hardware: HardwareProfile, waste: float | N
     measured = f"{waste:.1%} of tokens would be padding at micro-batch {values['training']['micro_batch_size']}" \
         if waste is not None else "padding waste not measured"
     if waste is not None and waste > PACKING_WASTE_THRESHOLD:
-        return "on", (f"{measured} (above {PACKING_WASTE_THRESHOLD:.0%}): samples are packed padding-free, kept apart "
-                      f"by position_ids with {values['training']['attention']}")
+        reason = (f"{measured} (above {PACKING_WASTE_THRESHOLD:.0%}): samples are packed padding-free, kept apart "
+                  f"by position_ids with {values['training']['attention']}")
+        if packs_per_sample({**values, "training": {**values["training"], "packing": "on"}}):
+            reason += (" (on CPU one causal SDPA call per sample, not one call under a block-diagonal mask: "
+                       f"{PACKED_SDPA_GAIN})")
+        return "on", reason
     return "off", f"{measured} (at most {PACKING_WASTE_THRESHOLD:.0%}: not worth packing)"
+
+
+# Measured with benchmarks/step_variants.py (benchmark workload, 8 packed samples per micro-batch).
+PACKED_SDPA_GAIN = "attention measured ~3x faster on the benchmark workload"
+
+
+def packs_per_sample(values: dict[str, Any]) -> bool:
+    """A CPU sft run with padding-free packing and sdpa: it attends sample by sample
+    (model/fast_paths.py: sdpa_packed), the same result without the row-wide mask."""
+    training = values["training"]
+    return (values["device"] == "cpu" and values.get("objective", "sft") == "sft" and training["packing"] == "on"
+            and training["attention"] == "sdpa")
+
+
+def cpu_fast_paths(config: RunConfig) -> dict[str, str]:
+    """The faster kernels a CPU run uses (model/fast_paths.py), each with what it changes; the
+    plan prints them, train applies exactly these."""
+    if config.device != "cpu":
+        return {}
+    paths = {}
+    if config.peft.dropout > 0:
+        paths["masked_dropout"] = ("LoRA dropout masks drawn with numpy's SFC64 generator seeded from torch's: the "
+                                   "same keep probability and scale, another random stream than nn.Dropout's "
+                                   "(whose one-element-at-a-time CPU masks measured ~4x slower)")
+    if config.training.precision == "bf16":
+        paths["autocast_inputs"] = ("LoRA inputs go to the adapters in bf16 under autocast, not through fp32 first "
+                                    "(the autocast matmul casts them straight back: same result, two copies fewer)")
+    if packs_per_sample(config.model_dump()):
+        paths["sdpa_packed"] = ("packed samples attend through one causal SDPA call each, not one call over the "
+                                "row under a block-diagonal mask (same result, no work on the masked blocks)")
+    return paths
 
 
 def _compute_dtype(values: dict[str, Any], hardware: HardwareProfile, _waste: float | None) -> tuple[str, str]:

@@ -314,7 +314,7 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
         from peftstudio.model.vision import keep_vision_unquantized
 
         quantization = keep_vision_unquantized(quantization)
-    base = load_base_model(location, config.model, training.precision, training.attention,
+    base = load_base_model(location, config.model, training.precision, _attention_implementation(plan),
                            quantization, config.device, image_text=image_text)
     match_vocabulary(base, tokenizer)
     if image_text:
@@ -329,6 +329,7 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
     else:
         model = attach_adapter(base, config.peft, config.seed, training.gradient_checkpointing == "on", location,
                                train_embeddings=bool(data.setup.added_tokens))
+    _use_cpu_fast_paths(model, plan)
     if needs_conversion(config.peft) and is_main_process():
         _keep_initial_adapter(model, checkpoints.root / INITIAL_ADAPTER, fresh_start=progress.step == 0)
     metrics = MetricsCallback(sinks, progress, training.save_interval_steps, training.metric_for_best_model,
@@ -379,6 +380,30 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
     )
     trainer.remove_callback(PrinterCallback)  # ConsoleProgress prints the log lines
     return trainer
+
+
+def _attention_implementation(plan: RunPlan) -> str:
+    """training.attention, or on a CPU run with padding-free packing and sdpa, sdpa_packed: each
+    packed sample through its own causal SDPA call (model/fast_paths.py; the packing reason says so)."""
+    from peftstudio.plan.resolve import cpu_fast_paths
+
+    if "sdpa_packed" in cpu_fast_paths(plan.config):
+        from peftstudio.model.fast_paths import register_packed_sdpa
+
+        return register_packed_sdpa()
+    return plan.config.training.attention
+
+
+def _use_cpu_fast_paths(model, plan: RunPlan) -> None:
+    """The LoRA-layer fast paths the plan lists (plan.resolve.cpu_fast_paths; `plan` prints them)."""
+    from peftstudio.model.fast_paths import keep_autocast_inputs, use_masked_dropout
+    from peftstudio.plan.resolve import cpu_fast_paths
+
+    paths = cpu_fast_paths(plan.config)
+    if "masked_dropout" in paths:
+        use_masked_dropout(model)
+    if "autocast_inputs" in paths:
+        keep_autocast_inputs(model)
 
 
 def _generation_evaluator(plan: RunPlan, data: TokenizedData):

@@ -1,0 +1,90 @@
+"""The CPU fast paths (model/fast_paths.py) compute what the library paths they replace compute:
+the dropout mask's keep rate, scale, gradient and seeding; LoRA outputs and gradients under
+bf16 autocast without the fp32 round trip; and the plan lists exactly the paths train applies.
+(sdpa_packed's per-sample losses: tests/unit/test_packing.py.)"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from peftstudio.model.fast_paths import MaskedDropout, keep_autocast_inputs, use_masked_dropout
+
+
+def test_masked_dropout_keeps_one_minus_p_scaled_and_passes_the_same_mask_back():
+    torch.manual_seed(0)
+    x = torch.randn(500, 800, requires_grad=True)
+    dropout = MaskedDropout(0.05).train()
+    y = dropout(x)
+    kept = y != 0
+    # 400k draws: the keep rate's standard deviation is 3.4e-4; 4 of them allowed.
+    assert kept.float().mean().item() == pytest.approx(0.95, abs=1.4e-3)
+    torch.testing.assert_close(y[kept], x[kept] * (1 / 0.95), rtol=0, atol=0)
+    y.backward(torch.ones_like(y))
+    torch.testing.assert_close(x.grad, kept.float() / 0.95, rtol=0, atol=0)
+    torch.manual_seed(0)
+    again = MaskedDropout(0.05).train()(torch.randn(500, 800))
+    assert torch.equal(again != 0, kept), "torch.manual_seed fixes the masks"
+    assert not torch.equal(dropout(x) != 0, kept), "each call draws a new mask"
+    assert dropout.eval()(x) is x
+    half = torch.randn(300, 300, dtype=torch.bfloat16)
+    dropped = dropout.train()(half)
+    # bf16: the scale is applied in fp32 arithmetic, as on the fp32 input peft used to cast to
+    torch.testing.assert_close(dropped, torch.where(dropped != 0, (half.float() * (1 / 0.95)).to(torch.bfloat16), 0),
+                               rtol=0, atol=0)
+
+
+def _tiny_lora(dropout: float):
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+    base = LlamaForCausalLM(config).to(torch.bfloat16)
+    return get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout, target_modules="all-linear",
+                                           init_lora_weights=False))
+
+
+def _loss_and_grads(model, ids):
+    model.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+    loss.backward()
+    return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def test_bf16_inputs_under_autocast_give_the_same_loss_and_gradients():
+    ids = torch.randint(0, 128, (2, 24), generator=torch.Generator().manual_seed(1))
+    stock = _tiny_lora(0.0)
+    stock_loss, stock_grads = _loss_and_grads(stock, ids)
+    fast = _tiny_lora(0.0)
+    assert keep_autocast_inputs(fast) == 14 and use_masked_dropout(fast) == 0  # 7 projections x 2 blocks; p=0: nn.Identity
+    fast_loss, fast_grads = _loss_and_grads(fast, ids)
+    assert fast_loss.item() == stock_loss.item()
+    for name, grad in stock_grads.items():
+        torch.testing.assert_close(fast_grads[name], grad, rtol=0, atol=0, msg=name)
+    layer = fast.base_model.model.model.layers[0].self_attn.q_proj
+    x = torch.randn(3, 64, dtype=torch.bfloat16)
+    assert layer._cast_input_dtype(x, torch.float32).dtype == torch.float32, "outside autocast the cast stays"
+
+
+def test_lora_dropout_layers_are_swapped_and_train():
+    model = _tiny_lora(0.1)
+    assert use_masked_dropout(model) == 14
+    ids = torch.randint(0, 128, (2, 24), generator=torch.Generator().manual_seed(1))
+    loss, grads = _loss_and_grads(model, ids)
+    assert torch.isfinite(loss) and all(torch.isfinite(g).all() for g in grads.values())
+
+
+def test_plan_lists_the_fast_paths_train_applies():
+    from peftstudio.config.validate import load_config
+    from peftstudio.plan.resolve import cpu_fast_paths, resolve
+    from tests.conftest import CPU, H100
+
+    config, _ = load_config(["training.precision=bf16"])
+    cpu = resolve(config, CPU, 0.6).config
+    assert set(cpu_fast_paths(cpu)) == {"masked_dropout", "autocast_inputs", "sdpa_packed"}
+    fp32_unpacked = resolve(load_config(["peft.dropout=0", "training.precision=fp32"])[0], CPU, 0.1).config
+    assert cpu_fast_paths(fp32_unpacked) == {}
+    assert cpu_fast_paths(resolve(config, H100, 0.6).config) == {}
