@@ -88,3 +88,42 @@ def test_plan_lists_the_fast_paths_train_applies():
     fp32_unpacked = resolve(load_config(["peft.dropout=0", "training.precision=fp32"])[0], CPU, 0.1).config
     assert cpu_fast_paths(fp32_unpacked) == {}
     assert cpu_fast_paths(resolve(config, H100, 0.6).config) == {}
+
+
+def test_cpu_threads_follow_the_faster_measured_count_at_the_nearest_width():
+    from dataclasses import replace
+
+    from peftstudio.config.validate import load_config
+    from peftstudio.plan.resolve import resolve
+    from tests.conftest import CPU, H100
+
+    loaded = {"fp32": {"128": {"1": 3.0, "2": 173.1}, "512": {"1": 30.0, "2": 17.5}}}
+    config, _ = load_config(["training.precision=fp32"])  # the embedded model: width 128
+    resolution = resolve(config, replace(CPU, cpu_thread_ms=loaded), None)
+    assert resolution.config.training.cpu_threads == 1
+    assert resolution.reasons["training.cpu_threads"] == (
+        "probe block of width 128 in fp32, timed now by plan: 1 thread 3.0 ms, 2 threads 173.1 ms per step: the faster")
+    wide, _ = load_config(["training.precision=fp32", "model.architecture.hidden_size=512",
+                           "model.architecture.intermediate_size=1536", "model.architecture.head_dim=64",
+                           "model.architecture.num_heads=8", "model.architecture.num_kv_heads=4"])
+    assert resolve(wide, replace(CPU, cpu_thread_ms=loaded), None).config.training.cpu_threads == 2
+    unmeasured = resolve(config, replace(CPU, cpu_thread_ms={}), None)
+    assert unmeasured.config.training.cpu_threads == CPU.cpu_cores and "not measured" in unmeasured.reasons[
+        "training.cpu_threads"]
+    assert resolve(config, H100, None).config.training.cpu_threads == H100.cpu_cores
+    assert resolve(load_config(["training.cpu_threads=3"])[0], CPU, None).config.training.cpu_threads == 3
+
+
+def test_cpu_thread_probe_times_both_counts_and_restores_the_thread_count():
+    from peftstudio.plan.hardware import THREAD_PROBE_WIDTHS, cpu_thread_probe
+
+    before = torch.get_num_threads()
+    table = cpu_thread_probe(repeats=1)
+    assert torch.get_num_threads() == before
+    if before == 1:
+        assert table == {}
+        return
+    assert set(table) == {"fp32", "bf16"}
+    for widths in table.values():
+        assert set(widths) == {str(w) for w in THREAD_PROBE_WIDTHS}
+        assert all(set(times) == {"1", str(before)} and min(times.values()) > 0 for times in widths.values())

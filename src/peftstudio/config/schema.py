@@ -195,6 +195,13 @@ class TrainingSettings(Section):
             raise ValueError("must be an integer from 1 to 1024, or auto")
         return value
 
+    @field_validator("cpu_threads", mode="before")
+    @classmethod
+    def _thread_count(cls, value: object) -> object:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 1024):
+            return value
+        raise ValueError("must be an integer from 1 to 1024, or auto")
+
     @field_validator("packing", "gradient_checkpointing", mode="before")
     @classmethod
     def _yaml_booleans(cls, value: object) -> object:
@@ -230,6 +237,11 @@ class TrainingSettings(Section):
     tokens × 32768 vocabulary entries at a time and recomputes them in backward (Triton on CUDA,
     PyTorch tiles elsewhere), never holding the full logits. auto: chunked where the full
     logits would be a large share of memory, plain where they are small (see plan)."""
+    cpu_threads: int | Literal["auto"] = Field(default="auto", json_schema_extra=dict(allowed="1–1024, or auto"))
+    """Intra-op threads of a CPU run (torch.set_num_threads). auto: plan times the probe block
+    (plan/hardware.py) at the model's width and precision with one thread and with every core,
+    back to back, and takes the faster: on a CPU shared with other work, threads that wait for
+    each other at every operation can make more threads slower. GPU runs: torch's default."""
     loss_on: Literal["completion", "all"] = "completion"
     """Train on the answer tokens only (completion) or on the whole sequence (all)."""
     checkpoint_dir: str = "./checkpoints/ckpts/"

@@ -44,6 +44,10 @@ class HardwareProfile:
     # LoRA adapter, forward and backward, as training runs it (`cpu_matmul_probe`); empty when
     # not measured (GPU machines, tests that do not fake it).
     cpu_matmul_gflops: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Milliseconds per probe-block step by precision, width and thread count ({"fp32": {"512":
+    # {"1": 31.0, "2": 18.2}}}), measured when the profile is detected (never cached: it
+    # depends on what else the CPU runs at the moment); empty when not measured.
+    cpu_thread_ms: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     @property
     def device_memory(self) -> int:
@@ -202,6 +206,44 @@ def _probe_block(width: int, bf16: bool):
     return step
 
 
+# Widths the thread probe times: the embedded model's and the benchmark model's (the nearest decides).
+THREAD_PROBE_WIDTHS = (128, 512)
+
+
+def cpu_thread_probe(repeats: int = 5) -> dict[str, dict[str, dict[str, float]]]:
+    """Median ms per probe-block step (`_probe_block`) with 1 thread and with torch's thread
+    count (one per core unless the process was given fewer; {} when that is 1 already), per
+    precision and THREAD_PROBE_WIDTHS width, the two thread counts alternating so that a
+    moment of load from other processes falls on both. About half a second on 2 cores."""
+    import statistics
+    import time
+
+    import torch
+
+    previous = torch.get_num_threads()
+    if previous == 1:
+        return {}
+    counts = [1, previous]
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    try:
+        for precision in ("fp32", "bf16"):
+            for width in THREAD_PROBE_WIDTHS:
+                step = _probe_block(width, precision == "bf16")
+                step()  # kernel selection, page faults
+                times: dict[int, list[float]] = {count: [] for count in counts}
+                for _ in range(repeats):
+                    for count in counts:
+                        torch.set_num_threads(count)
+                        start = time.perf_counter()
+                        step()
+                        times[count].append(time.perf_counter() - start)
+                table.setdefault(precision, {})[str(width)] = {
+                    str(count): round(statistics.median(seconds) * 1e3, 2) for count, seconds in times.items()}
+    finally:
+        torch.set_num_threads(previous)
+    return table
+
+
 def detect(output_dir: str | Path = ".") -> HardwareProfile:
     """Probe the machine: accelerator, memory, bf16 support, CPU, RAM, free disk."""
     import importlib.util
@@ -246,4 +288,5 @@ def detect(output_dir: str | Path = ".") -> HardwareProfile:
         return HardwareProfile("mps", 1, ["Apple MPS"], [common["ram_bytes"]],
                                gpu_bf16=torch.backends.mps.is_macos_or_newer(14, 0),
                                device_free_memory_bytes=[common["ram_available_bytes"]], **common)
-    return HardwareProfile("cpu", 0, device_free_memory_bytes=[], cpu_matmul_gflops=cpu_matmul_probe(), **common)
+    return HardwareProfile("cpu", 0, device_free_memory_bytes=[], cpu_matmul_gflops=cpu_matmul_probe(),
+                           cpu_thread_ms=cpu_thread_probe(), **common)

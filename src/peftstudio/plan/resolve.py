@@ -6,6 +6,7 @@ measured about the data), so a test can ask "what would an H100 get?" with a fak
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +99,24 @@ def _hidden_size(values: dict[str, Any]) -> int | None:
         return architecture_of(RunConfig.model_validate(values)).hidden_size
     except (UserError, ValueError):
         return None
+
+
+def _cpu_threads(values: dict[str, Any], hardware: HardwareProfile, _waste: float | None) -> tuple[int, str]:
+    cores = max(hardware.cpu_cores, 1)
+    if values["device"] != "cpu":
+        return cores, f"{values['device']} run: torch's default, one thread per core"
+    if values["training"]["num_processes"] > 1:
+        return 1, "one thread per process of a multi-process CPU run (as torchrun starts them)"
+    table = hardware.cpu_thread_ms.get(values["training"]["precision"]) or {}
+    if not table:
+        return cores, "thread counts not measured on this machine: torch's default, one thread per core"
+    width = _hidden_size(values) or 512
+    probed = min(table, key=lambda w: abs(math.log(int(w) / width)))
+    timings = {int(count): ms for count, ms in table[probed].items()}
+    best = min(timings, key=timings.get)
+    figures = ", ".join(f"{count} thread{'s' if count > 1 else ''} {ms:.1f} ms" for count, ms in sorted(timings.items()))
+    return best, (f"probe block of width {probed} in {values['training']['precision']}, timed now by plan: {figures} "
+                  "per step: the faster")
 
 
 def _gradient_checkpointing(values: dict[str, Any], hardware: HardwareProfile, _waste: float | None) -> tuple[str, str]:
@@ -270,6 +289,7 @@ RULES = (
     ("peft.compute_dtype", _compute_dtype),
     ("training.attention", _attention),
     ("training.loss_impl", _loss_impl),
+    ("training.cpu_threads", _cpu_threads),
     ("training.gradient_checkpointing", _gradient_checkpointing),
     ("training.micro_batch_size", _micro_batch_size),
     ("training.packing", _packing),

@@ -68,6 +68,10 @@ def run_training(plan: RunPlan, data: TokenizedData, console, callbacks: list | 
             log.info("resuming from %s at step %d", resume_from, progress.step)
             _warn_changed_settings(console, progress, settings)
         sinks = _open_sinks(plan, run_dir, progress.step if resume_from else None, console) if is_main_process() else []
+        if plan.config.device == "cpu" and training.num_processes == 1:
+            import torch
+
+            torch.set_num_threads(training.cpu_threads)  # plan measured which count is faster here
         trainer = _build_trainer(plan, data, checkpoints, progress, sinks, console, callbacks or [], faults)
         try:
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
