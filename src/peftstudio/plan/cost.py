@@ -16,8 +16,8 @@ from peftstudio.config.schema import RunConfig
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.prices import PriceFile, load_prices
 from peftstudio.plan.runplan import RunPlan
-from peftstudio.plan.throughput import (flops_per_token, generation_seconds, measured_throughput, probed_cpu_gflops,
-                                        tokens_per_second)
+from peftstudio.plan.throughput import (CpuStepModel, cpu_step_model, flops_per_token, generation_seconds,
+                                        measured_throughput, probed_cpu_gflops, tokens_per_second)
 from peftstudio.units import GIB
 
 # English text in a byte-level BPE vocabulary of 32k-128k entries: about 4 characters a token
@@ -152,6 +152,11 @@ def local_estimate(plan: RunPlan, prices: PriceFile, work: Workload) -> DeviceEs
         useful = work.trained_tokens * (1.0 - (0.0 if config.training.packing == "on" else plan.data.padding_waste))
         return DeviceEstimate(device, measured.tokens_per_second, useful / measured.tokens_per_second / 3600,
                               f"measured: median of {measured.logs} logs in {measured.source}")
+    step = cpu_step_model(config, hardware, _micro_batch(config), work.tokens_per_sequence) \
+        if hardware.accelerator == "cpu" else None
+    if step is not None:
+        return DeviceEstimate(device, step.tokens_per_second, work.trained_tokens / step.tokens_per_second / 3600,
+                              cpu_basis(step, config))
     peak, basis = _local_peak(hardware, prices, config)
     if peak is None:
         return DeviceEstimate(device, None, None, basis)
@@ -165,6 +170,18 @@ def local_estimate(plan: RunPlan, prices: PriceFile, work: Workload) -> DeviceEs
                   + (f"memory-bound at {bandwidth:g} GB/s × {prices.efficiency.decode:g}" if bandwidth else "FLOPs only")
                   + ", and the reference pass")
     return DeviceEstimate(device, speed, hours, basis)
+
+
+def _micro_batch(config: RunConfig) -> int:
+    size = config.training.micro_batch_size
+    return size if isinstance(size, int) else 1
+
+
+def cpu_basis(step: CpuStepModel, config: RunConfig) -> str:
+    return (f"model: a micro-batch step = {step.operations} operations × {step.op_seconds * 1e6:.1f} µs + "
+            f"{step.flops / 1e9:.2f} GFLOP at {step.flops_per_second / 1e9:.0f} GFLOP/s ({config.training.precision}, "
+            f"{config.training.cpu_threads} thread(s); both measured on this CPU by plan's probes): "
+            f"{step.efficiency:.0%} of the step is arithmetic")
 
 
 def _local_bandwidth(hardware: HardwareProfile, prices: PriceFile) -> float | None:

@@ -48,6 +48,10 @@ class HardwareProfile:
     # {"1": 31.0, "2": 18.2}}}), measured when the profile is detected (never cached: it
     # depends on what else the CPU runs at the moment); empty when not measured.
     cpu_thread_ms: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # Microseconds per dispatched operation by thread count ({"1": 9.5, "2": 14.0}): the probe
+    # block on 8 tokens, where launching each operation costs more than its arithmetic; measured
+    # with cpu_thread_ms. The CPU time model (plan/throughput.py) charges it per operation.
+    cpu_op_us: dict[str, float] = field(default_factory=dict)
 
     @property
     def device_memory(self) -> int:
@@ -180,11 +184,11 @@ def _block_gflops(width: int, repeats: int = 7) -> tuple[float, float]:
             seconds[bf16] = time.perf_counter() - start
         best_fp32 = min(best_fp32, seconds[False])
         speedups.append(seconds[False] / seconds[True])
-    fp32 = 2 * PROBE_TOKENS * width * 3 * width * 4 / best_fp32 / 1e9  # two projections, forward + input gradient
+    fp32 = probe_block_flops(width) / best_fp32 / 1e9
     return round(fp32, 1), round(fp32 * statistics.median(speedups), 1)
 
 
-def _probe_block(width: int, bf16: bool):
+def _probe_block(width: int, bf16: bool, tokens: int = PROBE_TOKENS):
     import torch
     from torch.nn.functional import linear, silu
 
@@ -194,7 +198,7 @@ def _probe_block(width: int, bf16: bool):
     down = torch.randn(width, 3 * width, generator=generator).to(dtype)
     lora_a = (torch.randn(16, width, generator=generator) * 0.01).requires_grad_()
     lora_b = torch.zeros(3 * width, 16, requires_grad=True)
-    inputs = torch.randn(PROBE_TOKENS, width, generator=generator).to(dtype)
+    inputs = torch.randn(tokens, width, generator=generator).to(dtype)
 
     def step() -> None:
         x = inputs.detach().requires_grad_()
@@ -244,6 +248,59 @@ def cpu_thread_probe(repeats: int = 5) -> dict[str, dict[str, dict[str, float]]]
     return table
 
 
+# Operations one probe-block step dispatches (count_operations; tests/unit/test_throughput_model.py).
+PROBE_BLOCK_OPERATIONS = {"fp32": 35, "bf16": 41}
+
+
+def probe_block_flops(width: int, tokens: int = PROBE_TOKENS) -> float:
+    """FLOPs the probe block's GFLOP/s count: the two frozen projections, forward and input gradient."""
+    return 2 * tokens * width * 3 * width * 4
+
+
+def count_operations(step) -> int:
+    """Operations `step()` dispatches (forward and backward), counted by a TorchDispatchMode."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        step()
+    return Count.calls
+
+
+def cpu_op_probe(repeats: int = 15) -> dict[str, float]:
+    """Microseconds per dispatched operation, per thread count (1 and torch's), from the probe
+    block at width 128 on 8 tokens: median step time / operations in the step. {} when torch
+    runs one thread already (a worker of a multi-process run)."""
+    import statistics
+    import time
+
+    import torch
+
+    previous = torch.get_num_threads()
+    if previous == 1:
+        return {}
+    step = _probe_block(128, False, tokens=8)
+    step()
+    operations = count_operations(step)
+    times: dict[int, list[float]] = {1: [], previous: []}
+    try:
+        for _ in range(repeats):
+            for count in times:
+                torch.set_num_threads(count)
+                start = time.perf_counter()
+                step()
+                times[count].append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(previous)
+    return {str(count): round(statistics.median(seconds) / operations * 1e6, 2) for count, seconds in times.items()}
+
+
 def detect(output_dir: str | Path = ".") -> HardwareProfile:
     """Probe the machine: accelerator, memory, bf16 support, CPU, RAM, free disk."""
     import importlib.util
@@ -289,4 +346,4 @@ def detect(output_dir: str | Path = ".") -> HardwareProfile:
                                gpu_bf16=torch.backends.mps.is_macos_or_newer(14, 0),
                                device_free_memory_bytes=[common["ram_available_bytes"]], **common)
     return HardwareProfile("cpu", 0, device_free_memory_bytes=[], cpu_matmul_gflops=cpu_matmul_probe(),
-                           cpu_thread_ms=cpu_thread_probe(), **common)
+                           cpu_thread_ms=cpu_thread_probe(), cpu_op_us=cpu_op_probe(), **common)
