@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from workload import parameter_count, prepare  # noqa: E402
 
 TARGET = 2.5  # issue 16
+
+
+def subprocess_env() -> dict:
+    """This environment with PYTHONPATH made absolute: the runs start in the work dir, where a
+    relative `src` would name nothing and the installed peftstudio would run instead."""
+    paths = [str(Path(p).resolve()) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
 
 def peftstudio_run(model: Path, data: Path, workdir: Path, micro_batch: int, steps: int, max_len: int,
@@ -36,14 +44,14 @@ def peftstudio_run(model: Path, data: Path, workdir: Path, micro_batch: int, ste
                f"training.max_seq_length={max_len}", f"training.log_interval_steps={log_interval}",
                f"training.save_interval_steps={steps}", f"training.output_dir={out / 'outputs'}",
                f"training.checkpoint_dir={out / 'checkpoints'}", "training.resume=never"]
-    completed = subprocess.run(command, capture_output=True, text=True, cwd=workdir)
+    completed = subprocess.run(command, capture_output=True, text=True, cwd=workdir, env=subprocess_env())
     if completed.returncode != 0:
         raise SystemExit(f"peftstudio train failed:\n{completed.stdout}\n{completed.stderr}")
     records = [json.loads(line) for line in (out / "outputs/metrics.jsonl").read_text().splitlines()]
     windows = [r for r in records if "loss" in r]
     first, later = windows[0], windows[1:]
     seconds = sum(r["step_time"] * (r["step"] - prev["step"]) for prev, r in zip(windows, later))
-    resolved = [line for line in completed.stdout.splitlines() if line.startswith("auto ")]
+    resolved = [line for line in completed.stdout.splitlines() if line.startswith(("auto ", "kernels ", "time "))]
     return {"tokens": later[-1]["tokens_seen"] - first["tokens_seen"], "seconds": seconds,
             "steps": later[-1]["step"], "final_loss": later[-1]["loss"], "resolved": resolved}
 
@@ -53,7 +61,7 @@ def trl_run(model: Path, data: Path, workdir: Path, micro_batch: int, steps: int
     command = [sys.executable, str(Path(__file__).with_name("trl_baseline.py")), "--model", str(model),
                "--data", str(data), "--output", str(workdir / "trl"), "--micro-batch", str(micro_batch),
                "--steps", str(steps), "--max-seq-length", str(max_len), "--log-interval", str(log_interval)]
-    completed = subprocess.run(command, capture_output=True, text=True, cwd=workdir)
+    completed = subprocess.run(command, capture_output=True, text=True, cwd=workdir, env=subprocess_env())
     if completed.returncode != 0:
         raise SystemExit(f"TRL baseline failed:\n{completed.stdout}\n{completed.stderr}")
     return json.loads(completed.stdout.strip().splitlines()[-1])
