@@ -47,6 +47,34 @@ def matmul_peak(dtype_name: str, size: int = 2048, repeats: int = 8) -> float:
     return 2 * size**3 / best
 
 
+def shape_rate(model_dir: Path, tokens: int, dtype_name: str, repeats: int = 5) -> float:
+    """FLOP/s of the frozen matmuls one step of this model runs, at their own shapes: for every
+    linear layer (head included) a forward (tokens x in @ in x out) and an input gradient
+    (tokens x out @ out x in), each timed best of `repeats`, FLOPs summed over time summed.
+    The ceiling a step's matmuls could reach here, whatever else the step does."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    dtype = getattr(torch, dtype_name)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
+    shapes = [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    flops = seconds = 0.0
+    for fan_in, fan_out in set(shapes):
+        count = shapes.count((fan_in, fan_out))
+        for a_cols, b_cols in ((fan_in, fan_out), (fan_out, fan_in)):
+            a, b = torch.randn(tokens, a_cols, dtype=dtype), torch.randn(a_cols, b_cols, dtype=dtype)
+            a @ b
+            best = math.inf
+            for _ in range(repeats):
+                start = time.perf_counter()
+                a @ b
+                best = min(best, time.perf_counter() - start)
+            flops += count * 2 * tokens * a_cols * b_cols
+            seconds += count * best
+    return flops / seconds
+
+
 def flops_per_token(model_dir: Path, data: Path, max_len: int, lora_rank: int = 16) -> tuple[float, dict]:
     """Training FLOPs per non-padding token for this model, LoRA rank and data (see module doc)."""
     import torch
@@ -88,6 +116,11 @@ def main() -> None:
           f"attention {parts['attention_per_token'] / 1e6:.1f} MFLOP/token; {per_token / 1e6:.1f} MFLOP per token in all")
     print(f"peak      dense matmul fp32 {peaks['float32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bfloat16'] / 1e9:.1f} GFLOP/s")
     print(f"achieved  {achieved / 1e9:.1f} GFLOP/s ({run['tokens'] / run['seconds']:.1f} tokens/s, precision {precision})")
+    tokens = round(run["tokens"] / (run["steps"] - args.log_interval) / 1) if run["steps"] > args.log_interval else 512
+    at_shapes = {name: shape_rate(model, tokens, name) for name in ("float32", "bfloat16")}
+    print(f"ceiling   the model's own matmul shapes at ~{tokens} tokens per micro-batch: fp32 "
+          f"{at_shapes['float32'] / 1e9:.1f} GFLOP/s ({at_shapes['float32'] / peaks['float32']:.0%} of its peak), bf16 "
+          f"{at_shapes['bfloat16'] / 1e9:.1f} GFLOP/s ({at_shapes['bfloat16'] / peaks['bfloat16']:.0%} of its peak)")
     mfu = achieved / peaks[used]
     print(f"MFU       {mfu:.1%} of the {used} peak ({achieved / peaks['float32']:.1%} of the fp32 peak); "
           f"target >= {TARGET:.0%}: {'met' if mfu >= TARGET else 'NOT met'}")

@@ -1,41 +1,77 @@
-"""The throughput model against finished runs: for each run dir given, the tokens/s that
-`plan` predicts on this machine (FLOPs per token from plan.throughput, this CPU's probed GFLOP/s
-at the model's width in the run's precision, providers.yaml's CPU efficiency) next to the
-median tokens/s the run measured (metrics.jsonl, first log excluded). Target: within 25 %.
+"""The CPU time model against finished runs: for each run dir given, the non-padding tokens/s that
+its saved plan predicted (plan/throughput.py: cpu_step_model, from the probes measured when the
+plan was made: the cost of one dispatched operation and the probe block's arithmetic rate, for
+the run's thread count and precision) next to the median tokens/s the run measured
+(metrics.jsonl, first log excluded), and the error. Target: within 25 %.
 
     PYTHONPATH=src python benchmarks/throughput_model.py RUN_OUTPUT_DIR [RUN_OUTPUT_DIR ...]
+
+The embedded default run and the benchmark model's run, both in this one invocation:
+
+    PYTHONPATH=$PWD/src python benchmarks/throughput_model.py --run-both [--workdir DIR]
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def predicted_and_measured(output_dir: Path) -> tuple[float, float, str]:
-    from peftstudio.plan.architecture import architecture_of
-    from peftstudio.plan.hardware import detect
-    from peftstudio.plan.prices import load_prices
+    from peftstudio.plan.cost import cpu_basis, workload
     from peftstudio.plan.runs import read_run
-    from peftstudio.plan.throughput import flops_per_token, probed_cpu_gflops, tokens_per_second
+    from peftstudio.plan.throughput import cpu_step_model
 
     record = read_run(output_dir, require_plan=True)
-    config = record.plan.config
+    plan, config = record.plan, record.plan.config
     rates = [r["tokens_per_second"] for r in record.metrics if r.get("tokens_per_second")][1:]
-    # The mean length of a trained sample: what attention's per-token cost is taken at.
-    seq = max(16, int(record.plan.data.mean_tokens or 128))
-    width, fp32, bf16 = probed_cpu_gflops(detect(output_dir), architecture_of(config).hidden_size)
-    gflops = bf16 if config.training.precision == "bf16" else fp32
-    predicted = tokens_per_second(flops_per_token(config, seq), gflops / 1000, load_prices().efficiency.cpu)
-    basis = f"{config.training.precision}, probe {gflops:g} GFLOP/s at width {width}"
-    return predicted, statistics.median(rates), basis
+    work = workload(plan)
+    step = cpu_step_model(config, plan.hardware, config.training.micro_batch_size, work.tokens_per_sequence)
+    if step is None:
+        raise SystemExit(f"{output_dir}: its plan holds no CPU probes (planned on another machine or version)")
+    useful = 1.0 if config.training.packing == "on" else 1.0 - plan.data.padding_waste  # measured counts no padding
+    return step.tokens_per_second * useful, statistics.median(rates), cpu_basis(step, config)
+
+
+def run_both(workdir: Path) -> list[Path]:
+    """The embedded default run (`peftstudio train`, no arguments) and the benchmark model's
+    (benchmarks/workload.py, 96 rows, micro-batch 8), one after the other; their output dirs."""
+    from throughput import subprocess_env
+    from workload import build_dataset, build_model
+
+    embedded = workdir / "embedded"
+    model, data = build_model(workdir / "model"), build_dataset(workdir / "data.jsonl", rows=96)
+    runs = {embedded: [], workdir / "benchmark": [f"model.name_or_path={model}", f"data.path={data}",
+                                                  "data.validation_split=0", "training.micro_batch_size=8",
+                                                  "training.num_batches=12", "training.log_interval_steps=3",
+                                                  "training.max_seq_length=512"]}
+    for out, overrides in runs.items():
+        command = [sys.executable, "-m", "peftstudio", "train", *overrides, f"training.output_dir={out / 'outputs'}",
+                   f"training.checkpoint_dir={out / 'checkpoints'}", "training.resume=never"]
+        completed = subprocess.run(command, capture_output=True, text=True, cwd=workdir, env=subprocess_env())
+        if completed.returncode != 0:
+            raise SystemExit(f"{' '.join(command)} failed:\n{completed.stdout}\n{completed.stderr}")
+    return [out / "outputs" for out in runs]
 
 
 def main() -> None:
-    for argument in sys.argv[1:]:
-        predicted, measured, basis = predicted_and_measured(Path(argument))
-        print(f"{argument}: predicted {predicted:8.0f} tokens/s, measured {measured:8.0f} "
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="*", type=Path)
+    parser.add_argument("--run-both", action="store_true")
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    runs = list(args.runs)
+    if args.run_both:
+        runs += run_both(args.workdir or Path(tempfile.mkdtemp(prefix="peftstudio-throughput-model-")))
+    for output_dir in runs:
+        predicted, measured, basis = predicted_and_measured(output_dir)
+        print(f"{output_dir}: predicted {predicted:7.0f} tokens/s, measured {measured:7.0f} "
               f"({predicted / measured - 1:+.0%}; {basis})")
 
 
