@@ -8,8 +8,8 @@ across variants that compute the same thing; dropout variants differ by their ra
     PYTHONPATH=src python benchmarks/step_variants.py [--precision bf16] [--rounds 6] [--variants a,b,...]
 
 Variants: stock (transformers sdpa + peft's nn.Dropout and input casts), masked (+ MaskedDropout),
-nocast (+ keep_autocast_inputs), packed (+ per-sample causal SDPA), nodrop (packed with dropout 0:
-what the dropout itself costs), threads1 (packed on one thread).
+nocast (+ keep_autocast_inputs: what train runs), nodrop (nocast with dropout 0: what the dropout
+itself costs), threads1 (nocast on one thread).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from workload import build_dataset, build_model  # noqa: E402
 
-ALL = ("stock", "masked", "nocast", "packed", "nodrop", "threads1")
+ALL = ("stock", "masked", "nocast", "nodrop", "threads1")
 
 
 def packed_batches(model_dir: Path, data: Path, micro_batch: int, count: int):
@@ -56,8 +56,7 @@ def build(model_dir: Path, variant: str, precision: str):
     from peftstudio.model import fast_paths
 
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    attention = fast_paths.register_packed_sdpa() if variant in ("packed", "nodrop", "threads1") else "sdpa"
-    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=attention)
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa")
     torch.manual_seed(0)
     model = get_peft_model(base, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0 if variant == "nodrop" else 0.05,
                                             target_modules="all-linear"))
@@ -92,7 +91,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--micro-batch", type=int, default=8)
-    parser.add_argument("--variants", default="stock,masked,nocast,packed,nodrop")
+    parser.add_argument("--variants", default="stock,masked,nocast,nodrop")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "peftstudio-step-variants")
     args = parser.parse_args()

@@ -1,7 +1,7 @@
 """The CPU fast paths (model/fast_paths.py) compute what the library paths they replace compute:
 the dropout mask's keep rate, scale, gradient and seeding; LoRA outputs and gradients under
 bf16 autocast without the fp32 round trip; and the plan lists exactly the paths train applies.
-(sdpa_packed's per-sample losses: tests/unit/test_packing.py.)"""
+"""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def test_plan_lists_the_fast_paths_train_applies():
 
     config, _ = load_config(["training.precision=bf16"])
     cpu = resolve(config, CPU, 0.6).config
-    assert set(cpu_fast_paths(cpu)) == {"masked_dropout", "autocast_inputs", "sdpa_packed"}
+    assert set(cpu_fast_paths(cpu)) == {"masked_dropout", "autocast_inputs"}
     fp32_unpacked = resolve(load_config(["peft.dropout=0", "training.precision=fp32"])[0], CPU, 0.1).config
     assert cpu_fast_paths(fp32_unpacked) == {}
     assert cpu_fast_paths(resolve(config, H100, 0.6).config) == {}

@@ -35,10 +35,6 @@ def load_model(model_cache, attention: str):
     from transformers import AutoModelForCausalLM
 
     from peftstudio.data.embedded import embedded_model_dir
-    from peftstudio.model.fast_paths import register_packed_sdpa
-
-    if attention == "sdpa_packed":  # CPU runs with packing: one causal SDPA call per packed sample
-        register_packed_sdpa()
 
     model = AutoModelForCausalLM.from_pretrained(embedded_model_dir(model_cache), dtype=torch.float32,
                                                  attn_implementation=attention)
@@ -76,7 +72,7 @@ def alone_losses(model, rows) -> list[float]:
     return result
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager", "sdpa_packed"])
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
 def test_packed_batch_gives_each_sample_its_own_loss(model_cache, rows_and_tokenizer, attention):
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
@@ -117,8 +113,8 @@ def test_auto_packing_follows_the_measured_padding_waste_with_sdpa():
     config, _ = load_config([])
     wasteful = resolve(config, CPU, PACKING_WASTE_THRESHOLD + 0.1)
     assert wasteful.config.training.attention == "sdpa" and wasteful.config.training.packing == "on"
-    assert wasteful.reasons["training.packing"].startswith(
+    assert wasteful.reasons["training.packing"] == (
         "35.0% of tokens would be padding at micro-batch 8 (above 25%): samples are packed padding-free, kept apart "
-        "by position_ids with sdpa (on CPU one causal SDPA call per sample")
+        "by position_ids with sdpa")
     tight = resolve(config, CPU, 0.1)
     assert tight.config.training.packing == "off" and "(at most 25%: not worth packing)" in tight.reasons["training.packing"]

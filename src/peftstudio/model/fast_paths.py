@@ -9,20 +9,16 @@ CPU step found slow (benchmarks/profile_train.py; figures in benchmarks/README.m
 - `keep_autocast_inputs`: under autocast, peft casts each LoRA layer's input to the adapter's
   fp32 before the adapter, and autocast casts it straight back to bf16 for the matmul: two
   copies of every projection input per step, with no effect on the result.
-- `packed_sdpa_forward` ("sdpa_packed"): a padding-free packed row attends sample by sample,
-  one causal SDPA call per sample, instead of one call over the whole row under a
-  block-diagonal mask (which computes every block, and cannot skip the causal half).
 
-`run.py` applies them when the plan says so (`training.packing` and `training.precision`'s
-reasons name them); each keeps a fallback to the library's own path outside its case.
+train/run.py applies them where `plan` lists them (plan/resolve.py: cpu_fast_paths); each keeps
+the library's own path outside its case. Tried and not kept: one causal SDPA call per packed
+sample instead of one call under the row's block-diagonal mask (measured 1.01x a step).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-
-PACKED_SDPA = "sdpa_packed"
 
 
 class _KeepScale(torch.autograd.Function):
@@ -113,49 +109,3 @@ def keep_autocast_inputs(model) -> int:
         module._cast_input_dtype = skip_under_autocast
         changed += 1
     return changed
-
-
-def _segments(query: torch.Tensor, key: torch.Tensor, position_ids) -> list[int] | None:
-    """Sample boundaries of one padding-free packed row ([0, ..., length]); None when this is
-    not one (a batch of several rows, a KV cache, a single sample)."""
-    if position_ids is None or query.shape[0] != 1 or position_ids.shape[0] != 1:
-        return None
-    length = query.shape[2]
-    if key.shape[2] != length or position_ids.shape[-1] != length:
-        return None
-    # A sample starts wherever the position does not continue the one before (as transformers'
-    # masking_utils.find_packed_sequence_indices reads a packed row).
-    starts = (torch.diff(position_ids[0]) != 1).nonzero().flatten().add(1).tolist()
-    if not starts:
-        return None
-    return [0, *starts, length]
-
-
-def packed_sdpa_forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
-                        is_causal=None, **kwargs):
-    """transformers' attention-function signature; query (1, heads, L, d), key/value (1,
-    kv heads, L, d); returns (output (1, L, heads, d), None)."""
-    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
-
-    bounds = _segments(query, key, kwargs.get("position_ids"))
-    if bounds is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      is_causal=is_causal, **kwargs)
-    groups = getattr(module, "num_key_value_groups", 1)
-    if groups > 1:
-        key, value = repeat_kv(key, groups), repeat_kv(value, groups)
-    outputs = [torch.nn.functional.scaled_dot_product_attention(
-        query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], dropout_p=dropout, scale=scaling,
-        is_causal=True) for start, end in zip(bounds, bounds[1:])]
-    return torch.cat(outputs, dim=2).transpose(1, 2).contiguous(), None
-
-
-def register_packed_sdpa() -> str:
-    """Register "sdpa_packed" with transformers (attention function, and sdpa's mask for the
-    batches it hands back to sdpa); returns the name to set as the attention implementation."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
-
-    AttentionInterface.register(PACKED_SDPA, packed_sdpa_forward)
-    ALL_MASK_ATTENTION_FUNCTIONS.register(PACKED_SDPA, sdpa_mask)
-    return PACKED_SDPA

@@ -233,25 +233,9 @@ def _packing(values: dict[str, Any], hardware: HardwareProfile, waste: float | N
     measured = f"{waste:.1%} of tokens would be padding at micro-batch {values['training']['micro_batch_size']}" \
         if waste is not None else "padding waste not measured"
     if waste is not None and waste > PACKING_WASTE_THRESHOLD:
-        reason = (f"{measured} (above {PACKING_WASTE_THRESHOLD:.0%}): samples are packed padding-free, kept apart "
-                  f"by position_ids with {values['training']['attention']}")
-        if packs_per_sample({**values, "training": {**values["training"], "packing": "on"}}):
-            reason += (" (on CPU one causal SDPA call per sample, not one call under a block-diagonal mask: "
-                       f"{PACKED_SDPA_GAIN})")
-        return "on", reason
+        return "on", (f"{measured} (above {PACKING_WASTE_THRESHOLD:.0%}): samples are packed padding-free, kept apart "
+                      f"by position_ids with {values['training']['attention']}")
     return "off", f"{measured} (at most {PACKING_WASTE_THRESHOLD:.0%}: not worth packing)"
-
-
-# Measured with benchmarks/step_variants.py (benchmark workload, 8 packed samples per micro-batch).
-PACKED_SDPA_GAIN = "attention measured ~3x faster on the benchmark workload"
-
-
-def packs_per_sample(values: dict[str, Any]) -> bool:
-    """A CPU sft run with padding-free packing and sdpa: it attends sample by sample
-    (model/fast_paths.py: sdpa_packed), the same result without the row-wide mask."""
-    training = values["training"]
-    return (values["device"] == "cpu" and values.get("objective", "sft") == "sft" and training["packing"] == "on"
-            and training["attention"] == "sdpa")
 
 
 def cpu_fast_paths(config: RunConfig) -> dict[str, str]:
@@ -267,9 +251,6 @@ def cpu_fast_paths(config: RunConfig) -> dict[str, str]:
     if config.training.precision == "bf16":
         paths["autocast_inputs"] = ("LoRA inputs go to the adapters in bf16 under autocast, not through fp32 first "
                                     "(the autocast matmul casts them straight back: same result, two copies fewer)")
-    if packs_per_sample(config.model_dump()):
-        paths["sdpa_packed"] = ("packed samples attend through one causal SDPA call each, not one call over the "
-                                "row under a block-diagonal mask (same result, no work on the masked blocks)")
     return paths
 
 

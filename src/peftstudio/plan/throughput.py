@@ -72,23 +72,23 @@ def probed_cpu_gflops(hardware: HardwareProfile, width: int | None) -> tuple[int
 # Operations one micro-batch step dispatches on CPU (forward, backward, gradient clipping, torch's
 # fused AdamW), counted with a TorchDispatchMode over a LoRA Llama step as train runs it (peft LoRA,
 # model/fast_paths.py): per decoder layer without its adapters, per adapted projection (by
-# precision and whether LoRA dropout is on), per packed sample per layer (its own SDPA call),
-# and once per step (embedding, head, loss, optimizer). tests/unit/test_throughput_model.py
+# precision and whether LoRA dropout is on), and once per step (embedding, head, loss,
+# optimizer), plus building a packed row's block-diagonal mask (once per step, whatever the layers). tests/unit/test_throughput_model.py
 # counts them again on a tiny model, so a library upgrade that changes them fails there.
 OPS_PER_LAYER = {"fp32": 168, "bf16": 176}
 OPS_PER_ADAPTER = {("fp32", False): 30, ("fp32", True): 36, ("bf16", False): 34, ("bf16", True): 44}
-OPS_PER_PACKED_SAMPLE_LAYER = 14
 OPS_PER_STEP = 35
+OPS_PACKED_MASK = 62
 
 
-def cpu_operations_per_step(config: RunConfig, samples: int) -> int:
-    """Operations a CPU micro-batch step of `samples` sequences dispatches (see OPS_PER_LAYER)."""
+def cpu_operations_per_step(config: RunConfig) -> int:
+    """Operations a CPU micro-batch step dispatches (see OPS_PER_LAYER)."""
     arch = architecture_of(config)
     precision = "bf16" if config.training.precision == "bf16" else "fp32"
     adapted = sum(layer.per_model for layer in targeted_layers(arch, config.peft) if layer.name != "lm_head")
     per_adapter = OPS_PER_ADAPTER[(precision, config.peft.dropout > 0)]
-    packed = OPS_PER_PACKED_SAMPLE_LAYER * samples * arch.num_layers if config.training.packing == "on" else 0
-    return arch.num_layers * OPS_PER_LAYER[precision] + adapted * per_adapter + packed + OPS_PER_STEP
+    mask = OPS_PACKED_MASK if config.training.packing == "on" else 0
+    return arch.num_layers * OPS_PER_LAYER[precision] + adapted * per_adapter + OPS_PER_STEP + mask
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ def cpu_step_model(config: RunConfig, hardware: HardwareProfile, samples: int, s
         column = 2 if precision == "bf16" else 1
         rate *= probed[column] / reference[column]
     tokens = samples * seq_len
-    return CpuStepModel(cpu_operations_per_step(config, samples), op_seconds,
+    return CpuStepModel(cpu_operations_per_step(config), op_seconds,
                         tokens * flops_per_token(config, int(seq_len)).total, rate, tokens)
 
 

@@ -318,7 +318,7 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
         from peftstudio.model.vision import keep_vision_unquantized
 
         quantization = keep_vision_unquantized(quantization)
-    base = load_base_model(location, config.model, training.precision, _attention_implementation(plan),
+    base = load_base_model(location, config.model, training.precision, training.attention,
                            quantization, config.device, image_text=image_text)
     match_vocabulary(base, tokenizer)
     if image_text:
@@ -384,18 +384,6 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
     )
     trainer.remove_callback(PrinterCallback)  # ConsoleProgress prints the log lines
     return trainer
-
-
-def _attention_implementation(plan: RunPlan) -> str:
-    """training.attention, or on a CPU run with padding-free packing and sdpa, sdpa_packed: each
-    packed sample through its own causal SDPA call (model/fast_paths.py; the packing reason says so)."""
-    from peftstudio.plan.resolve import cpu_fast_paths
-
-    if "sdpa_packed" in cpu_fast_paths(plan.config):
-        from peftstudio.model.fast_paths import register_packed_sdpa
-
-        return register_packed_sdpa()
-    return plan.config.training.attention
 
 
 def _use_cpu_fast_paths(model, plan: RunPlan) -> None:
