@@ -26,7 +26,8 @@ from workload import build_dataset, build_model  # noqa: E402
 GROUPS = (
     ("matmul", ("aten::mm", "aten::addmm", "aten::bmm", "aten::_weight_int4pack_mm", "mkldnn")),
     ("attention (SDPA forward + backward)", ("aten::_scaled_dot_product", "aten::_flash_attention")),
-    ("LoRA dropout masks (bernoulli_, and its div_)", ("aten::bernoulli_", "aten::div_")),
+    ("LoRA dropout masks (bernoulli_ and its div_; numpy's masks)", ("aten::bernoulli_", "aten::div_",
+                                                                     "lora_dropout_mask")),
     ("casts and copies", ("aten::to", "aten::_to_copy", "aten::copy_", "aten::clone", "aten::contiguous")),
     ("optimizer (AdamW) and grad clipping", ("aten::_foreach", "aten::addcdiv", "aten::lerp", "aten::sqrt",
                                              "aten::norm", "aten::linalg_vector_norm", "aten::_fused_adam")),
@@ -75,7 +76,7 @@ def summarize(callback: ProfileSteps) -> None:
         group = next((name for name, prefixes in GROUPS if event.key.startswith(prefixes)), None)
         if group is not None:
             shares[group] += event.self_cpu_time_total
-        elif event.key.startswith("aten::") or event.key.startswith("mkldnn"):
+        elif event.key.startswith(("aten::", "mkldnn")):
             other += event.self_cpu_time_total
     shares["other aten operators"] = other
     shares["no operator: Python, Trainer, collator, callbacks, dispatch"] = wall_us - sum(shares.values())

@@ -76,7 +76,9 @@ class MaskedDropout(torch.nn.Dropout):
             return x
         if x.device.type != "cpu" or self.p >= 1 or self.inplace:
             return super().forward(x)
-        return _KeepScale.apply(x, *dropout_mask(x.shape, x.dtype, self.p))
+        with torch.profiler.record_function("lora_dropout_mask"):  # numpy's work is no aten operator
+            mask, scale = dropout_mask(x.shape, x.dtype, self.p)
+        return _KeepScale.apply(x, mask, scale)
 
 
 def use_masked_dropout(model) -> int:
