@@ -30,7 +30,7 @@ def test_step_is_operations_times_their_cost_plus_flops_at_the_probe_rate():
     config = _config("training.packing=off")  # the embedded model: width 128
     step = cpu_step_model(config, PROBED, samples=8, seq_len=32)
     operations = cpu_operations_per_step(config)
-    rate = probe_block_flops(128) / (5.0e-3 - PROBE_BLOCK_OPERATIONS["fp32"] * 10e-6)
+    rate = probe_block_flops(128) / 5.0e-3
     flops = 8 * 32 * flops_per_token(config, 32).total
     assert (step.operations, step.op_seconds) == (operations, pytest.approx(10e-6))
     assert step.flops == pytest.approx(flops) and step.flops_per_second == pytest.approx(rate)

@@ -273,10 +273,13 @@ def count_operations(step) -> int:
     return Count.calls
 
 
-def cpu_op_probe(repeats: int = 15) -> dict[str, float]:
-    """Microseconds per dispatched operation, per thread count (1 and torch's), from the probe
-    block at width 128 on 8 tokens: median step time / operations in the step. {} when torch
-    runs one thread already (a worker of a multi-process run)."""
+def cpu_op_probe(repeats: int = 9) -> dict[str, float]:
+    """Microseconds per dispatched operation, per thread count (1 and torch's), as a training
+    step launches them: one optimizer step of a 1-block, width-64 LoRA Llama on 16 tokens (peft's
+    LoRA layers, transformers' modules, the CPU fast paths, fused AdamW, gradient clipping),
+    where launching operations costs far more than their arithmetic: median step time /
+    operations counted in the step. {} when torch runs one thread already (a worker of a
+    multi-process run)."""
     import statistics
     import time
 
@@ -285,7 +288,7 @@ def cpu_op_probe(repeats: int = 15) -> dict[str, float]:
     previous = torch.get_num_threads()
     if previous == 1:
         return {}
-    step = _probe_block(128, False, tokens=8)
+    step = _tiny_training_step()
     step()
     operations = count_operations(step)
     times: dict[int, list[float]] = {1: [], previous: []}
@@ -299,6 +302,32 @@ def cpu_op_probe(repeats: int = 15) -> dict[str, float]:
     finally:
         torch.set_num_threads(previous)
     return {str(count): round(statistics.median(seconds) / operations * 1e6, 2) for count, seconds in times.items()}
+
+
+def _tiny_training_step():
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from peftstudio.model.fast_paths import use_masked_dropout
+
+    generator = torch.Generator().manual_seed(0)
+    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, tie_word_embeddings=False)
+    model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=8, lora_dropout=0.05, target_modules="all-linear"))
+    use_masked_dropout(model)
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-4, fused=True)
+    ids = torch.randint(0, 128, (1, 16), generator=generator)
+
+    def step() -> None:
+        model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
 
 
 def detect(output_dir: str | Path = ".") -> HardwareProfile:

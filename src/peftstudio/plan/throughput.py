@@ -121,7 +121,7 @@ def cpu_step_model(config: RunConfig, hardware: HardwareProfile, samples: int, s
     """The step of `samples` sequences of `seq_len` tokens (padded length unless packed) on this
     CPU, from the probes `detect` measured; None when they were not measured (other machines,
     one-thread workers)."""
-    from peftstudio.plan.hardware import PROBE_BLOCK_OPERATIONS, THREAD_PROBE_WIDTHS, probe_block_flops
+    from peftstudio.plan.hardware import THREAD_PROBE_WIDTHS, probe_block_flops
 
     threads = str(config.training.cpu_threads)
     precision = "bf16" if config.training.precision == "bf16" else "fp32"
@@ -132,19 +132,23 @@ def cpu_step_model(config: RunConfig, hardware: HardwareProfile, samples: int, s
     nearest = min(THREAD_PROBE_WIDTHS, key=lambda w: abs(math.log(w / width)))
     if threads not in timed.get(str(nearest), {}):
         return None
-    block_seconds = timed[str(nearest)][threads] / 1e3
     op_seconds = hardware.cpu_op_us[threads] / 1e6
-    # The probe block's own launches are not arithmetic.
-    arithmetic = max(block_seconds - PROBE_BLOCK_OPERATIONS[precision] * op_seconds, block_seconds / 10)
-    rate = probe_block_flops(nearest) / arithmetic
+    # The block's ~40 launches are bare functional calls, far cheaper than a model's (module
+    # and peft code around each): its time counts as arithmetic.
+    rate = probe_block_flops(nearest) / (timed[str(nearest)][threads] / 1e3)
     probed = probed_cpu_gflops(hardware, width)
     if probed is not None and probed[0] != nearest:  # wider models: the cached probe's width dependence
         reference = probed_cpu_gflops(hardware, nearest)
         column = 2 if precision == "bf16" else 1
         rate *= probed[column] / reference[column]
     tokens = samples * seq_len
-    return CpuStepModel(cpu_operations_per_step(config), op_seconds,
-                        tokens * flops_per_token(config, int(seq_len)).total, rate, tokens)
+    per_token = flops_per_token(config, int(seq_len))
+    flops = tokens * per_token.total
+    if config.training.packing == "on":
+        # SDPA under the packed row's block-diagonal mask computes every score of the row, not
+        # each sample's causal half: the row's length, not the sample's, sets the attention FLOPs.
+        flops += tokens * per_token.attention * (2 * samples - 1)
+    return CpuStepModel(cpu_operations_per_step(config), op_seconds, flops, rate, tokens)
 
 
 def tokens_per_second(flops: FlopsPerToken, peak_tflops: float, efficiency: float) -> float:
