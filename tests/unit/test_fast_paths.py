@@ -114,15 +114,16 @@ def test_cpu_threads_follow_the_faster_measured_count_at_the_nearest_width():
     assert resolve(load_config(["training.cpu_threads=3"])[0], CPU, None).config.training.cpu_threads == 3
 
 
-def test_cpu_thread_probe_times_both_counts_and_restores_the_thread_count():
-    from peftstudio.plan.hardware import THREAD_PROBE_WIDTHS, cpu_thread_probe
+def test_cpu_thread_and_operation_probes_time_both_counts_and_restore_the_thread_count():
+    from peftstudio.plan.hardware import THREAD_PROBE_WIDTHS, cpu_op_probe, cpu_thread_probe
 
     before = torch.get_num_threads()
-    table = cpu_thread_probe(repeats=1)
+    table, operation = cpu_thread_probe(repeats=1), cpu_op_probe(repeats=1)
     assert torch.get_num_threads() == before
     if before == 1:
-        assert table == {}
+        assert table == {} and operation == {}
         return
+    assert set(operation) == {"1", str(before)} and min(operation.values()) > 0
     assert set(table) == {"fp32", "bf16"}
     for widths in table.values():
         assert set(widths) == {str(w) for w in THREAD_PROBE_WIDTHS}

@@ -188,7 +188,7 @@ def _block_gflops(width: int, repeats: int = 7) -> tuple[float, float]:
     return round(fp32, 1), round(fp32 * statistics.median(speedups), 1)
 
 
-def _probe_block(width: int, bf16: bool, tokens: int = PROBE_TOKENS):
+def _probe_block(width: int, bf16: bool):
     import torch
     from torch.nn.functional import linear, silu
 
@@ -198,7 +198,7 @@ def _probe_block(width: int, bf16: bool, tokens: int = PROBE_TOKENS):
     down = torch.randn(width, 3 * width, generator=generator).to(dtype)
     lora_a = (torch.randn(16, width, generator=generator) * 0.01).requires_grad_()
     lora_b = torch.zeros(3 * width, 16, requires_grad=True)
-    inputs = torch.randn(tokens, width, generator=generator).to(dtype)
+    inputs = torch.randn(PROBE_TOKENS, width, generator=generator).to(dtype)
 
     def step() -> None:
         x = inputs.detach().requires_grad_()
@@ -246,10 +246,6 @@ def cpu_thread_probe(repeats: int = 5) -> dict[str, dict[str, dict[str, float]]]
     finally:
         torch.set_num_threads(previous)
     return table
-
-
-# Operations one probe-block step dispatches (count_operations; tests/unit/test_throughput_model.py).
-PROBE_BLOCK_OPERATIONS = {"fp32": 35, "bf16": 41}
 
 
 def probe_block_flops(width: int, tokens: int = PROBE_TOKENS) -> float:
