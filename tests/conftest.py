@@ -69,6 +69,9 @@ def model_cache(tmp_path_factory) -> Path:
     PEFTSTUDIO_TEST_CACHE reuses a cache across sessions when set."""
     cache = Path(os.environ.get("PEFTSTUDIO_TEST_CACHE") or tmp_path_factory.mktemp("peftstudio-cache"))
     os.environ["PEFTSTUDIO_CACHE"] = str(cache)
+    # training.cpu_threads=auto measures the moment's load: runs the tests compare bit for bit
+    # (resume, replicas) must not pick different thread counts.
+    os.environ.setdefault("PEFTSTUDIO_CPU_THREADS", "2")
     pin_cpu_probe(cache)
     from peftstudio.model.embedded import ensure_embedded_model
 

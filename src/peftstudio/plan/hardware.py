@@ -52,6 +52,8 @@ class HardwareProfile:
     # block on 8 tokens, where launching each operation costs more than its arithmetic; measured
     # with cpu_thread_ms. The CPU time model (plan/throughput.py) charges it per operation.
     cpu_op_us: dict[str, float] = field(default_factory=dict)
+    # PEFTSTUDIO_CPU_THREADS: the count training.cpu_threads=auto takes without measuring (0: none).
+    cpu_threads_pinned: int = 0
 
     @property
     def device_memory(self) -> int:
@@ -370,5 +372,9 @@ def detect(output_dir: str | Path = ".") -> HardwareProfile:
         return HardwareProfile("mps", 1, ["Apple MPS"], [common["ram_bytes"]],
                                gpu_bf16=torch.backends.mps.is_macos_or_newer(14, 0),
                                device_free_memory_bytes=[common["ram_available_bytes"]], **common)
+    from peftstudio.settings import pinned_cpu_threads
+
+    pinned = pinned_cpu_threads()
     return HardwareProfile("cpu", 0, device_free_memory_bytes=[], cpu_matmul_gflops=cpu_matmul_probe(),
-                           cpu_thread_ms=cpu_thread_probe(), cpu_op_us=cpu_op_probe(), **common)
+                           cpu_thread_ms=cpu_thread_probe(), cpu_op_us=cpu_op_probe(), cpu_threads_pinned=pinned or 0,
+                           **common)

@@ -189,7 +189,9 @@ def move_aside(checkpoint: Path) -> Path:
 
 def changed_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """`key: old → new` for settings that differ from the checkpoint's (resume itself aside)."""
-    ignored = {"training.resume"}
+    # cpu_threads=auto is measured again by each plan (the machine's load of the moment): a
+    # resumed run that picks another count has not changed what it trains.
+    ignored = {"training.resume", "training.cpu_threads"}
     return [f"{key}: {saved.get(key)!r} → {current.get(key)!r}" for key in sorted(set(saved) | set(current))
             if key not in ignored and saved.get(key) != current.get(key)]
 
