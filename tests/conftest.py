@@ -52,15 +52,22 @@ def pin_cpu_probe(cache: Path) -> None:
     """The CPU probe that decides precision=auto measures a shared, loaded machine: a figure near
     the 1.3x bar would flip the embedded model between fp32 and bf16 from run to run, and with
     it the memory and losses tests assert. Tests run on a written result for this machine
-    (bf16 no faster at any width: fp32), as a quiet measurement of the embedded width gives;
-    tests/unit/test_resolve.py measures the probe itself."""
+    (bf16 no faster at any width: fp32), as a quiet measurement of the embedded width gives. The
+    same for training.cpu_threads=auto (torch's own count, every core, is the faster) and the
+    time model's cost per operation. tests/unit/test_resolve.py measures the probes themselves."""
     import json
 
-    from peftstudio.plan.hardware import PROBE_WIDTHS, probe_machine_key, probe_path
+    import torch
+
+    from peftstudio.plan.hardware import PROBE_WIDTHS, THREAD_PROBE_WIDTHS, probe_machine_key, probe_path
 
     even = {str(width): 100.0 for width in PROBE_WIDTHS}
+    threads = str(torch.get_num_threads())
+    thread_ms = {str(width): {"1": 2.0, threads: 1.0} if threads != "1" else {"1": 1.0} for width in THREAD_PROBE_WIDTHS}
     key = probe_machine_key()
-    probe_path(cache, key).write_text(json.dumps({"machine": key, "gflops": {"fp32": even, "bf16": even}}))
+    probe_path(cache, key).write_text(json.dumps({
+        "machine": key, "gflops": {"fp32": even, "bf16": even}, "thread_ms": {"fp32": thread_ms, "bf16": thread_ms},
+        "op_us": {"1": 10.0, threads: 10.0}}))
 
 
 @pytest.fixture(scope="session")
@@ -69,9 +76,6 @@ def model_cache(tmp_path_factory) -> Path:
     PEFTSTUDIO_TEST_CACHE reuses a cache across sessions when set."""
     cache = Path(os.environ.get("PEFTSTUDIO_TEST_CACHE") or tmp_path_factory.mktemp("peftstudio-cache"))
     os.environ["PEFTSTUDIO_CACHE"] = str(cache)
-    # training.cpu_threads=auto measures the moment's load: runs the tests compare bit for bit
-    # (resume, replicas) must not pick different thread counts.
-    os.environ.setdefault("PEFTSTUDIO_CPU_THREADS", "2")
     pin_cpu_probe(cache)
     from peftstudio.model.embedded import ensure_embedded_model
 

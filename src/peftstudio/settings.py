@@ -15,8 +15,6 @@ from pathlib import Path
 # name → what it does; the README's "Environment variables" table is this list.
 HONOURED = {
     "PEFTSTUDIO_CACHE": "where the embedded model is built and cached (default `~/.cache/peftstudio`)",
-    "PEFTSTUDIO_CPU_THREADS": "a thread count that `training.cpu_threads=auto` takes instead of measuring (runs at "
-                              "different counts differ in the last bits of their floats; the tests pin it)",
     "PEFTSTUDIO_STUDIO_TOKEN": "the default of `studio --token`: the token every page and API call must carry",
     "RANK": "set by torchrun / accelerate launch: this process's rank in a multi-process run (default 0)",
     "WORLD_SIZE": "set by torchrun / accelerate launch: the processes of the run (default 1); a plan "
@@ -109,12 +107,6 @@ def environment_table() -> str:
     """HONOURED as the Markdown table the README shows."""
     rows = [f"| `{name}` | {meaning} |" for name, meaning in HONOURED.items()]
     return "\n".join(["| Variable | What it does |", "| --- | --- |", *rows])
-
-
-def pinned_cpu_threads() -> int | None:
-    """`$PEFTSTUDIO_CPU_THREADS` as a positive count, None when unset or not one."""
-    value = os.environ.get("PEFTSTUDIO_CPU_THREADS", "")
-    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 def cache_root() -> Path:

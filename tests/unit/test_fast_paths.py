@@ -102,9 +102,8 @@ def test_cpu_threads_follow_the_faster_measured_count_at_the_nearest_width():
     resolution = resolve(config, replace(CPU, cpu_thread_ms=loaded), None)
     assert resolution.config.training.cpu_threads == 1
     assert resolution.reasons["training.cpu_threads"].startswith(
-        "probe block of width 128 in fp32, timed now by plan: 1 thread 3.0 ms, 2 threads 173.1 ms per step: the faster")
-    pinned = resolve(config, replace(CPU, cpu_thread_ms=loaded, cpu_threads_pinned=2), None)
-    assert pinned.config.training.cpu_threads == 2 and "PEFTSTUDIO_CPU_THREADS=2" in pinned.reasons["training.cpu_threads"]
+        "probe block of width 128 in fp32, measured on this machine: 1 thread 3.0 ms, 2 threads 173.1 ms per step: "
+        "the faster")
     wide, _ = load_config(["training.precision=fp32", "model.architecture.hidden_size=512",
                            "model.architecture.intermediate_size=1536", "model.architecture.head_dim=64",
                            "model.architecture.num_heads=8", "model.architecture.num_kv_heads=4"])

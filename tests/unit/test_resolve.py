@@ -94,16 +94,27 @@ def test_cpu_precision_follows_the_measured_matmul_speedup_at_the_models_width()
     assert no_units.config.training.precision == "fp32" and "without bf16" in no_units.reasons["training.precision"]
 
 
-def test_the_matmul_probe_is_measured_once_per_machine_and_cached(tmp_path):
-    from peftstudio.plan.hardware import PROBE_WIDTHS, cpu_matmul_probe, probe_machine_key, probe_path
+def test_the_cpu_probes_are_measured_once_per_machine_and_cached(tmp_path):
+    import json
+
+    import torch
+
+    from peftstudio.plan.hardware import PROBE_WIDTHS, THREAD_PROBE_WIDTHS, cpu_probes, probe_machine_key, probe_path
 
     other = probe_path(tmp_path, "another CPU | 1 threads")  # a worker's measurement, another key
     other.write_text('{"machine": "another CPU | 1 threads", "gflops": {}}')
-    first = cpu_matmul_probe(tmp_path)
-    assert set(first) == {"fp32", "bf16"} and set(first["fp32"]) == {str(w) for w in PROBE_WIDTHS}
-    assert all(value > 0 for table in first.values() for value in table.values())
-    assert other.read_text().startswith('{"machine": "another CPU'), "each machine key keeps its own file"
     cached = probe_path(tmp_path, probe_machine_key())
-    text = cached.read_text().replace(str(first["fp32"]["128"]), "12345.6", 1)
-    cached.write_text(text)
-    assert cpu_matmul_probe(tmp_path)["fp32"]["128"] == 12345.6  # read back, not measured again
+    # An older file holds the precision probe only: it is kept, and the thread and op probes added.
+    cached.write_text(json.dumps({"machine": probe_machine_key(), "gflops": {"fp32": {"128": 12345.6}}}))
+    first = cpu_probes(tmp_path)
+    assert first["gflops"] == {"fp32": {"128": 12345.6}}
+    threads = str(torch.get_num_threads())
+    assert set(first["thread_ms"]["fp32"]) == {str(w) for w in THREAD_PROBE_WIDTHS}
+    assert set(first["thread_ms"]["fp32"]["128"]) == {"1", threads} and all(v > 0 for v in first["op_us"].values())
+    assert other.read_text().startswith('{"machine": "another CPU'), "each machine key keeps its own file"
+    cached.write_text(cached.read_text().replace(str(first["thread_ms"]["fp32"]["128"]["1"]), "777.0", 1))
+    again = cpu_probes(tmp_path)
+    assert again["thread_ms"]["fp32"]["128"]["1"] == 777.0, "read back, not measured again"
+    cached.unlink()
+    fresh = cpu_probes(tmp_path)["gflops"]
+    assert set(fresh["fp32"]) == {str(w) for w in PROBE_WIDTHS} and all(v > 0 for v in fresh["bf16"].values())

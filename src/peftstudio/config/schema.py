@@ -238,10 +238,12 @@ class TrainingSettings(Section):
     PyTorch tiles elsewhere), never holding the full logits. auto: chunked where the full
     logits would be a large share of memory, plain where they are small (see plan)."""
     cpu_threads: int | Literal["auto"] = Field(default="auto", json_schema_extra=dict(allowed="1–1024, or auto"))
-    """Intra-op threads of a CPU run (torch.set_num_threads). auto: plan times the probe block
-    (plan/hardware.py) at the model's width and precision with one thread and with every core,
-    back to back, and takes the faster: on a CPU shared with other work, threads that wait for
-    each other at every operation can make more threads slower. GPU runs: torch's default."""
+    """Intra-op threads of a CPU run (torch.set_num_threads). auto: the probe block
+    (plan/hardware.py) at the model's width and precision, timed once on this machine with one
+    thread and with every core, back to back (cached with the precision probe, so every run here
+    takes the same count and stays bit-for-bit repeatable; delete the cached file to measure
+    again), and the faster taken: on a CPU shared with other work, threads that wait for each
+    other at every operation can make more threads slower. GPU runs: torch's default."""
     loss_on: Literal["completion", "all"] = "completion"
     """Train on the answer tokens only (completion) or on the whole sequence (all)."""
     checkpoint_dir: str = "./checkpoints/ckpts/"

@@ -45,15 +45,12 @@ class HardwareProfile:
     # not measured (GPU machines, tests that do not fake it).
     cpu_matmul_gflops: dict[str, dict[str, float]] = field(default_factory=dict)
     # Milliseconds per probe-block step by precision, width and thread count ({"fp32": {"512":
-    # {"1": 31.0, "2": 18.2}}}), measured when the profile is detected (never cached: it
-    # depends on what else the CPU runs at the moment); empty when not measured.
+    # {"1": 31.0, "2": 18.2}}}), measured once per machine (`cpu_probes`); empty when not measured.
     cpu_thread_ms: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     # Microseconds per dispatched operation by thread count ({"1": 9.5, "2": 14.0}): the probe
     # block on 8 tokens, where launching each operation costs more than its arithmetic; measured
     # with cpu_thread_ms. The CPU time model (plan/throughput.py) charges it per operation.
     cpu_op_us: dict[str, float] = field(default_factory=dict)
-    # PEFTSTUDIO_CPU_THREADS: the count training.cpu_threads=auto takes without measuring (0: none).
-    cpu_threads_pinned: int = 0
 
     @property
     def device_memory(self) -> int:
@@ -136,16 +133,16 @@ def probe_machine_key() -> str:
     return f"{_cpu_name()} | {torch.get_num_threads()} threads | torch {torch.__version__} | lora-mlp-block paired"
 
 
-def cpu_matmul_probe(cache_dir: Path | None = None) -> dict[str, dict[str, float]]:
-    """GFLOP/s of this CPU in fp32 and under bf16 autocast at each of PROBE_WIDTHS, for what a
-    training step spends its matmuls on: a frozen up and down projection (width -> 3 x width ->
-    width, SiLU between) with a rank-16 fp32 LoRA adapter, forward and backward, casts included.
-    A bare matmul would mislead: on AMX CPUs bf16 multiplies 60x faster at width 128, yet the
-    casts and small operations around it make a narrow model train slower in bf16. 7 paired
-    repeats after 2 warm-ups, all threads; read from `cache_dir`/cpu-matmul-probe-<key>.json when this machine
-    (CPU name, threads, torch version) measured it before; a few seconds the first time."""
+def cpu_probes(cache_dir: Path | None = None) -> dict[str, dict]:
+    """This machine's CPU measurements, each taken once and then read from
+    `cache_dir`/cpu-matmul-probe-<key>.json (CPU name, threads, torch version: another of them
+    measures again; deleting the file does too), so that every `auto` they decide comes out the
+    same on every run here and runs stay bit-for-bit repeatable:
+    - "gflops": `cpu_matmul_probe`, which decides training.precision;
+    - "thread_ms": `cpu_thread_probe`, which decides training.cpu_threads;
+    - "op_us": `cpu_op_probe`, which the CPU time model charges per operation.
+    A part missing from an older file is measured and added."""
     import json
-
 
     from peftstudio.files import write_json
     from peftstudio.settings import cache_root
@@ -154,15 +151,30 @@ def cpu_matmul_probe(cache_dir: Path | None = None) -> dict[str, dict[str, float
     path = probe_path(cache_dir or cache_root(), key)
     try:
         cached = json.loads(path.read_text(encoding="utf-8"))
-        if cached.get("machine") == key:
-            return cached["gflops"]
-    except (OSError, ValueError, KeyError):
-        pass
+        probes = {part: cached[part] for part in ("gflops", "thread_ms", "op_us") if part in cached} \
+            if cached.get("machine") == key else {}
+    except (OSError, ValueError):
+        probes = {}
+    measure = {"gflops": cpu_matmul_probe, "thread_ms": cpu_thread_probe, "op_us": cpu_op_probe}
+    missing = [part for part in measure if part not in probes]
+    for part in missing:
+        probes[part] = measure[part]()
+    if missing:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, {"machine": key, **probes})
+    return probes
+
+
+def cpu_matmul_probe() -> dict[str, dict[str, float]]:
+    """GFLOP/s of this CPU in fp32 and under bf16 autocast at each of PROBE_WIDTHS, for what a
+    training step spends its matmuls on: a frozen up and down projection (width -> 3 x width ->
+    width, SiLU between) with a rank-16 fp32 LoRA adapter, forward and backward, casts included.
+    A bare matmul would mislead: on AMX CPUs bf16 multiplies 60x faster at width 128, yet the
+    casts and small operations around it make a narrow model train slower in bf16. 7 paired
+    repeats after 2 warm-ups, all threads; a few seconds (cached by `cpu_probes`)."""
     gflops: dict[str, dict[str, float]] = {"fp32": {}, "bf16": {}}
     for width in PROBE_WIDTHS:
         gflops["fp32"][str(width)], gflops["bf16"][str(width)] = _block_gflops(width)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, {"machine": key, "gflops": gflops})
     return gflops
 
 
@@ -372,9 +384,6 @@ def detect(output_dir: str | Path = ".") -> HardwareProfile:
         return HardwareProfile("mps", 1, ["Apple MPS"], [common["ram_bytes"]],
                                gpu_bf16=torch.backends.mps.is_macos_or_newer(14, 0),
                                device_free_memory_bytes=[common["ram_available_bytes"]], **common)
-    from peftstudio.settings import pinned_cpu_threads
-
-    pinned = pinned_cpu_threads()
-    return HardwareProfile("cpu", 0, device_free_memory_bytes=[], cpu_matmul_gflops=cpu_matmul_probe(),
-                           cpu_thread_ms=cpu_thread_probe(), cpu_op_us=cpu_op_probe(), cpu_threads_pinned=pinned or 0,
-                           **common)
+    probes = cpu_probes()
+    return HardwareProfile("cpu", 0, device_free_memory_bytes=[], cpu_matmul_gflops=probes["gflops"],
+                           cpu_thread_ms=probes["thread_ms"], cpu_op_us=probes["op_us"], **common)

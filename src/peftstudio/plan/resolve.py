@@ -107,8 +107,6 @@ def _cpu_threads(values: dict[str, Any], hardware: HardwareProfile, _waste: floa
         return cores, f"{values['device']} run: torch's default, one thread per core"
     if values["training"]["num_processes"] > 1:
         return 1, "one thread per process of a multi-process CPU run (as torchrun starts them)"
-    if hardware.cpu_threads_pinned:
-        return hardware.cpu_threads_pinned, f"PEFTSTUDIO_CPU_THREADS={hardware.cpu_threads_pinned}, not measured"
     table = hardware.cpu_thread_ms.get(values["training"]["precision"]) or {}
     if not table:
         return cores, "thread counts not measured on this machine: torch's default, one thread per core"
@@ -117,8 +115,9 @@ def _cpu_threads(values: dict[str, Any], hardware: HardwareProfile, _waste: floa
     timings = {int(count): ms for count, ms in table[probed].items()}
     best = min(timings, key=timings.get)
     figures = ", ".join(f"{count} thread{'s' if count > 1 else ''} {ms:.1f} ms" for count, ms in sorted(timings.items()))
-    return best, (f"probe block of width {probed} in {values['training']['precision']}, timed now by plan: {figures} "
-                  "per step: the faster (runs at another count differ in the last bits of their floats)")
+    return best, (f"probe block of width {probed} in {values['training']['precision']}, measured on this machine: {figures} "
+                  "per step: the faster, the same on every run here (cached with the precision probe; runs at "
+                  "another count differ in the last bits of their floats)")
 
 
 def _gradient_checkpointing(values: dict[str, Any], hardware: HardwareProfile, _waste: float | None) -> tuple[str, str]:

@@ -60,7 +60,7 @@ def flops_per_token(config: RunConfig, seq_len: int, images_per_sequence: float 
 
 def probed_cpu_gflops(hardware: HardwareProfile, width: int | None) -> tuple[int, float, float] | None:
     """(probed width nearest the model's, fp32 GFLOP/s, bf16 GFLOP/s) from the CPU probe
-    (plan.hardware.cpu_matmul_probe), or None when this machine was not probed."""
+    (plan.hardware.cpu_probes), or None when this machine was not probed."""
     table = hardware.cpu_matmul_gflops
     if not table.get("fp32") or not table.get("bf16"):
         return None
