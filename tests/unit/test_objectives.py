@@ -8,7 +8,8 @@ import pytest
 
 from peftstudio.config.objective_schema import RewardSpec
 from peftstudio.config.validate import load_config
-from peftstudio.data.objective_data import SAMPLE_FILES, generate_objective_samples
+from peftstudio.data.objective_data import (SAMPLE_FILES, WORD_PROMPTS_FILE, WORD_TASKS, generate_objective_samples,
+                                             word_prompts)
 from peftstudio.errors import UserError
 from peftstudio.plan.memory import estimate_memory
 from peftstudio.plan.pipeline import make_plan
@@ -46,6 +47,15 @@ def test_bundled_samples_are_the_generator_output():
         assert [json.loads(line) for line in lines] == rows, f"rerun python -m peftstudio.data.objective_data ({name})"
     assert all(r["chosen"] != r["rejected"] for r in samples["preference"])
     assert {r["label"] for r in samples["kto"]} == {True, False}
+    words = [json.loads(line) for line in WORD_PROMPTS_FILE.read_text(encoding="utf-8").splitlines()]
+    assert words == word_prompts(samples["prompt"]), "rerun python -m peftstudio.data.objective_data (word prompts)"
+    assert {r["prompt"].split("\n")[0] for r in words} == set(WORD_TASKS) and len(words) > 200
+
+
+def test_word_prompts_sample_is_grpo_prompt_data_plan_names():
+    plan = make_plan(["objective=grpo", "data.path=embedded:word-prompts"], hardware=CPU)
+    assert plan.data.format == "prompt" and "embedded:word-prompts is the bundled prompts" in plan.data.format_reason
+    assert plan.data.source.endswith("sample_word_prompts.jsonl")
 
 
 def test_plan_uses_the_objective_sample_and_says_the_reference():

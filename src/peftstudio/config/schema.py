@@ -348,8 +348,10 @@ class DataSettings(Section):
     path: str = EMBEDDED_SAMPLE_DATA
     """A local .jsonl / .json (array) / .csv / .tsv / .parquet file, a directory written by
     datasets' save_to_disk, a hub dataset id (org/name), `embedded:sample` for the bundled
-    instruction data, or `embedded:sample-json` for the same tasks answered as JSON objects
-    {"answer": ..., "task": ...} (exactly checkable: eval.metrics)."""
+    instruction data (with objective=dpo|kto|grpo: the sample of that objective's shape),
+    `embedded:sample-json` for the same tasks answered as JSON objects {"answer": ..., "task": ...}
+    (exactly checkable: eval.metrics), or `embedded:word-prompts` for GRPO prompts of the three
+    tasks whose answer is in the prompt's own words (reverse, first letter, capitals)."""
     format: DataFormat = "auto"
     """Record shape: instruction (alpaca: instruction/input/output), chat (messages with
     role/content), sharegpt (conversations with from/value), prompt_completion, text; for the

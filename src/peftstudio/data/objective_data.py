@@ -27,6 +27,17 @@ FORMAT_COLUMNS = {"preference": ("prompt", "chosen", "rejected"), "kto": ("promp
 SAMPLES_DIR = Path(__file__).resolve().parent
 SAMPLE_FILES = {"preference": SAMPLES_DIR / "sample_preference.jsonl", "kto": SAMPLES_DIR / "sample_kto.jsonl",
                 "prompt": SAMPLES_DIR / "sample_prompts.jsonl"}
+# `data.path=embedded:word-prompts`: the GRPO prompts of the three sample tasks whose answer is
+# read off the prompt's own words (reverse two words, first letter, capital letters): no fact to
+# recall. Reinforcement sharpens what a model already does now and then; it does not teach
+# facts. From an SFT adapter that answers some of these right, GRPO with exact_match raises them
+# within tens of steps, while on all eight tasks (capitals, antonyms and sums need recall, sorting
+# an algorithm the tiny model lacks) the reward stays flat. Repeat-the-word is left out although
+# its answer is in the prompt too: GRPO collapsed its counts to one (every word four times).
+WORD_PROMPTS = "embedded:word-prompts"
+WORD_PROMPTS_FILE = SAMPLES_DIR / "sample_word_prompts.jsonl"
+WORD_TASKS = ("Reverse the order of these words.", "What is the first letter of this word?",
+              "Write this word in capital letters.")
 LABELS = {True: True, False: False, "true": True, "false": False, "1": True, "0": False}  # 1 and 0 hash as True, False
 
 
@@ -139,6 +150,8 @@ def prepare_objective_rows(settings, objective: str, needed: dict[str, str]) -> 
     data_format, reason = objective_format(objective, settings.format, set(first.values), first.where)
     if settings.path == EMBEDDED_SAMPLE_DATA:
         reason += f"; embedded:sample is the bundled {name} sample for objective={objective}"
+    elif settings.path == WORD_PROMPTS:
+        reason += "; embedded:word-prompts is the bundled prompts of the word tasks (reverse, first letter, capitals)"
     return source, data_format, reason, objective_rows(source, settings, data_format, needed)
 
 
@@ -206,13 +219,21 @@ def generate_objective_samples(count: int = 600, seed: int = 4321) -> dict[str, 
     return {"preference": preference, "kto": kto, "prompt": prompts}
 
 
+def word_prompts(prompts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The prompt rows of the word tasks (see WORD_PROMPTS), in their order."""
+    return [row for row in prompts if row["prompt"].split("\n")[0] in WORD_TASKS]
+
+
 def main() -> None:
     """Rewrite the bundled objective samples (committed; rerun when the task mix changes)."""
     from peftstudio.data.sample import write_jsonl
 
-    for name, rows in generate_objective_samples().items():
-        write_jsonl(rows, SAMPLE_FILES[name])
-        print(f"wrote {len(rows)} rows to {SAMPLE_FILES[name]}")
+    samples = generate_objective_samples()
+    written = {SAMPLE_FILES[name]: rows for name, rows in samples.items()}
+    written[WORD_PROMPTS_FILE] = word_prompts(samples["prompt"])
+    for path, rows in written.items():
+        write_jsonl(rows, path)
+        print(f"wrote {len(rows)} rows to {path}")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,10 @@ def resolve_source(path_text: str) -> str:
         from peftstudio.data.sample import JSON_SAMPLE_DATA_PATH
 
         return str(JSON_SAMPLE_DATA_PATH)
+    from peftstudio.data.objective_data import WORD_PROMPTS, WORD_PROMPTS_FILE
+
+    if path_text == WORD_PROMPTS:
+        return str(WORD_PROMPTS_FILE)
     if path_text.startswith("embedded:") and path_text.endswith(("vision-sample", "grid-sample")):
         from peftstudio.data.vision_sample import SAMPLE_FILES, sample_path
 
