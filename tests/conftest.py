@@ -65,6 +65,7 @@ def pin_cpu_probe(cache: Path) -> None:
     threads = str(torch.get_num_threads())
     thread_ms = {str(width): {"1": 2.0, threads: 1.0} if threads != "1" else {"1": 1.0} for width in THREAD_PROBE_WIDTHS}
     key = probe_machine_key()
+    cache.mkdir(parents=True, exist_ok=True)
     probe_path(cache, key).write_text(json.dumps({
         "machine": key, "gflops": {"fp32": even, "bf16": even}, "thread_ms": {"fp32": thread_ms, "bf16": thread_ms},
         "op_us": {"1": 10.0, threads: 10.0}}))

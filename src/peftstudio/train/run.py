@@ -250,45 +250,52 @@ def _log_to_file(path: Path) -> logging.Handler:
 
 def _open_sinks(plan: RunPlan, run_dir: RunDir, resumed_step: int | None, console) -> list[MetricsSink]:
     """metrics.jsonl always, then each tracker `logging` switches on (hyperparameters once)."""
-    logging_settings, resumed = plan.config.logging, resumed_step is not None
     sinks: list[MetricsSink] = [JsonlSink(run_dir.metrics)]
-    if logging_settings.tensorboard:
-        purge = resumed_step + 1 if resumed else None
+    if plan.config.logging.tensorboard:
+        purge = resumed_step + 1 if resumed_step is not None else None
         sinks.append(TensorBoardSink(run_dir.tensorboard, purge_step=purge))
-    identity = {"name": logging_settings.run_name or f"{plan.config.peft.method}-{plan.fingerprint[:8]}",
-                "tags": list(logging_settings.tags), "notes": logging_settings.notes}
-    project = logging_settings.project
-    settings = saved_settings(plan)
-    from peftstudio.track.trackers import GuardedSink, MlflowSink, WandbSink
+    from peftstudio.track.trackers import GuardedSink
 
     def warn(message: str) -> None:
         log.warning("%s", message)
         console.print(f"[yellow]warning[/]   {message}", highlight=False, markup=True)
 
+    for name, build in _tracker_factories(plan, run_dir, resumed_step is not None).items():
+        sinks.append(GuardedSink(name, build, warn, build_here=name == "W&B"))
+    return sinks
+
+
+def _tracker_factories(plan: RunPlan, run_dir: RunDir, resumed: bool) -> dict:
+    """Tracker name → what opens its sink, for each tracker `logging` switches on (each
+    tracker's library imported only when it is used)."""
+    logging_settings, factories = plan.config.logging, {}
+    identity = {"name": logging_settings.run_name or f"{plan.config.peft.method}-{plan.fingerprint[:8]}",
+                "tags": list(logging_settings.tags), "notes": logging_settings.notes}
+    project, settings = logging_settings.project, saved_settings(plan)
     if logging_settings.wandb:
-        sinks.append(GuardedSink("W&B", lambda: WandbSink(run_dir.root, project or logging_settings.wandb_project,
-                                                          identity, settings, resumed), warn, build_here=True))
+        from peftstudio.track.trackers import WandbSink
+
+        factories["W&B"] = lambda: WandbSink(run_dir.root, project or logging_settings.wandb_project, identity,
+                                             settings, resumed)
     if logging_settings.mlflow and not _skipped("logging.mlflow", plan):
-        sinks.append(GuardedSink("MLflow", lambda: MlflowSink(
-            run_dir.root, logging_settings.mlflow_tracking_uri, project or logging_settings.mlflow_experiment, identity,
-            settings, resumed), warn))
+        from peftstudio.track.trackers import MlflowSink
+
+        factories["MLflow"] = lambda: MlflowSink(run_dir.root, logging_settings.mlflow_tracking_uri,
+                                                 project or logging_settings.mlflow_experiment, identity, settings, resumed)
     if logging_settings.comet:
         from peftstudio.track.comet import CometSink
 
-        sinks.append(GuardedSink("Comet", lambda: CometSink(run_dir.root, project or "peftstudio", identity, settings,
-                                                            resumed), warn))
+        factories["Comet"] = lambda: CometSink(run_dir.root, project or "peftstudio", identity, settings, resumed)
     if logging_settings.phoenix:
         from peftstudio.track.phoenix import PhoenixSink
 
-        sinks.append(GuardedSink("Phoenix", lambda: PhoenixSink(logging_settings.phoenix_endpoint,
-                                                                project or "peftstudio", identity), warn))
+        factories["Phoenix"] = lambda: PhoenixSink(logging_settings.phoenix_endpoint, project or "peftstudio", identity)
     if logging_settings.trackio:
         from peftstudio.track.trackio_sink import TrackioSink, trackio_store
 
         directory = trackio_store(logging_settings.trackio_dir, run_dir.root)[0]
-        sinks.append(GuardedSink("Trackio", lambda: TrackioSink(directory, project or "peftstudio", identity, settings,
-                                                                resumed), warn))
-    return sinks
+        factories["Trackio"] = lambda: TrackioSink(directory, project or "peftstudio", identity, settings, resumed)
+    return factories
 
 
 def _skipped(tracker_key: str, plan: RunPlan) -> bool:
