@@ -60,8 +60,8 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 test: $(STAMP) lint browser $(SKY_VENV)/.installed $(PHOENIX_VENV)/.installed
-	HF_HUB_OFFLINE=1 PEFTSTUDIO_SKY_PYTHON=$(SKY_VENV)/bin/python PEFTSTUDIO_PHOENIX_PYTHON=$(PHOENIX_VENV)/bin/python \
-		$(BIN)/python -m pytest -q -rs
+	HF_HUB_OFFLINE=1 PEFTSTUDIO_SKY_PYTHON=$(CURDIR)/$(SKY_VENV)/bin/python \
+		PEFTSTUDIO_PHOENIX_PYTHON=$(CURDIR)/$(PHOENIX_VENV)/bin/python $(BIN)/python -m pytest -q -rs --durations=25
 
 clean:
 	rm -rf $(VENV) $(SKY_VENV) $(PHOENIX_VENV) outputs checkpoints

@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
-PHOENIX_PYTHON = os.environ.get("PEFTSTUDIO_PHOENIX_PYTHON") or str(ROOT / ".venv-phoenix/bin/python")
+PHOENIX_PYTHON = os.path.abspath(os.environ.get("PEFTSTUDIO_PHOENIX_PYTHON") or ROOT / ".venv-phoenix/bin/python")
 PROJECT, RUN_NAME = "phoenix-live", "tiny-phoenix"
 START_SECONDS = 300  # ~20 s on a quiet 2-core machine (~25 s of CPU importing Phoenix); minutes on a loaded one
 SPANS = 2 + 2 + 2 * 2  # per evaluation (2): an evaluation span, a generations span, one span per generated row (2)
