@@ -84,10 +84,21 @@ def traced(phoenix, model_cache, tmp_path_factory):
     assert result.returncode == 0, result.stderr
     assert "Phoenix stopped logging" not in result.stdout + result.stderr
     deadline = time.monotonic() + 30  # the run has flushed its spans; Phoenix files them in the background
-    while len(spans := json.loads(_get(f"{phoenix}/v1/projects/{PROJECT}/spans?limit=1000"))["data"]) < SPANS:
+    while len(spans := _project_spans(phoenix)) < SPANS:
         assert time.monotonic() < deadline, f"Phoenix holds {len(spans)} of the run's {SPANS} spans"
         time.sleep(0.25)
     return root / "outputs", spans
+
+
+def _project_spans(phoenix: str) -> list[dict]:
+    """The run project's spans so far; none while Phoenix has not yet filed the first one (it
+    creates the project then, and answers 404 before)."""
+    try:
+        return json.loads(_get(f"{phoenix}/v1/projects/{PROJECT}/spans?limit=1000"))["data"]
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            return []
+        raise
 
 
 def test_phoenix_files_each_evaluation_under_the_run_project(traced):
