@@ -37,14 +37,21 @@ def matmul_peak(dtype_name: str, size: int = 2048, repeats: int = 8) -> float:
     import torch
 
     dtype = getattr(torch, dtype_name)
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    return 2 * size**3 / _best_matmul_seconds(size, size, size, dtype, repeats)
+
+
+def _best_matmul_seconds(rows: int, inner: int, cols: int, dtype, repeats: int) -> float:
+    """Best of `repeats` timings of one (rows x inner) @ (inner x cols) matmul, after a warm-up."""
+    import torch
+
+    a, b = torch.randn(rows, inner, dtype=dtype), torch.randn(inner, cols, dtype=dtype)
     a @ b
     best = math.inf
     for _ in range(repeats):
         start = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
+    return best
 
 
 def shape_rate(model_dir: Path, tokens: int, dtype_name: str, repeats: int = 5) -> float:
@@ -63,15 +70,8 @@ def shape_rate(model_dir: Path, tokens: int, dtype_name: str, repeats: int = 5) 
     for fan_in, fan_out in set(shapes):
         count = shapes.count((fan_in, fan_out))
         for a_cols, b_cols in ((fan_in, fan_out), (fan_out, fan_in)):
-            a, b = torch.randn(tokens, a_cols, dtype=dtype), torch.randn(a_cols, b_cols, dtype=dtype)
-            a @ b
-            best = math.inf
-            for _ in range(repeats):
-                start = time.perf_counter()
-                a @ b
-                best = min(best, time.perf_counter() - start)
             flops += count * 2 * tokens * a_cols * b_cols
-            seconds += count * best
+            seconds += count * _best_matmul_seconds(tokens, a_cols, b_cols, dtype, repeats)
     return flops / seconds
 
 

@@ -233,8 +233,6 @@ def cpu_thread_probe(repeats: int = 5) -> dict[str, dict[str, dict[str, float]]]
     count (one per core unless the process was given fewer; {} when that is 1 already), per
     precision and THREAD_PROBE_WIDTHS width, the two thread counts alternating so that a
     moment of load from other processes falls on both. About half a second on 2 cores."""
-    import statistics
-    import time
 
     import torch
 
@@ -248,18 +246,29 @@ def cpu_thread_probe(repeats: int = 5) -> dict[str, dict[str, dict[str, float]]]
             for width in THREAD_PROBE_WIDTHS:
                 step = _probe_block(width, precision == "bf16")
                 step()  # kernel selection, page faults
-                times: dict[int, list[float]] = {count: [] for count in counts}
-                for _ in range(repeats):
-                    for count in counts:
-                        torch.set_num_threads(count)
-                        start = time.perf_counter()
-                        step()
-                        times[count].append(time.perf_counter() - start)
                 table.setdefault(precision, {})[str(width)] = {
-                    str(count): round(statistics.median(seconds) * 1e3, 2) for count, seconds in times.items()}
+                    str(count): round(seconds * 1e3, 2) for count, seconds in _seconds_by_threads(step, counts, repeats).items()}
     finally:
         torch.set_num_threads(previous)
     return table
+
+
+def _seconds_by_threads(step, counts: list[int], repeats: int) -> dict[int, float]:
+    """Median seconds of `step()` at each thread count, the counts alternating within each repeat
+    so that a moment of load from other processes falls on all of them. Leaves the last count set."""
+    import statistics
+    import time
+
+    import torch
+
+    times: dict[int, list[float]] = {count: [] for count in counts}
+    for _ in range(repeats):
+        for count in counts:
+            torch.set_num_threads(count)
+            start = time.perf_counter()
+            step()
+            times[count].append(time.perf_counter() - start)
+    return {count: statistics.median(seconds) for count, seconds in times.items()}
 
 
 def probe_block_flops(width: int, tokens: int = PROBE_TOKENS) -> float:
@@ -290,8 +299,6 @@ def cpu_op_probe(repeats: int = 9) -> dict[str, float]:
     where launching operations costs far more than their arithmetic: median step time /
     operations counted in the step. {} when torch runs one thread already (a worker of a
     multi-process run)."""
-    import statistics
-    import time
 
     import torch
 
@@ -301,17 +308,11 @@ def cpu_op_probe(repeats: int = 9) -> dict[str, float]:
     step = _tiny_training_step()
     step()
     operations = count_operations(step)
-    times: dict[int, list[float]] = {1: [], previous: []}
     try:
-        for _ in range(repeats):
-            for count in times:
-                torch.set_num_threads(count)
-                start = time.perf_counter()
-                step()
-                times[count].append(time.perf_counter() - start)
+        seconds = _seconds_by_threads(step, [1, previous], repeats)
     finally:
         torch.set_num_threads(previous)
-    return {str(count): round(statistics.median(seconds) / operations * 1e6, 2) for count, seconds in times.items()}
+    return {str(count): round(median / operations * 1e6, 2) for count, median in seconds.items()}
 
 
 def _tiny_training_step():
