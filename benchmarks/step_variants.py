@@ -9,7 +9,8 @@ across variants that compute the same thing; dropout variants differ by their ra
 
 Variants: stock (transformers sdpa + peft's nn.Dropout and input casts), masked (+ MaskedDropout),
 nocast (+ keep_autocast_inputs: what train runs), nodrop (nocast with dropout 0: what the dropout
-itself costs), threads1 (nocast on one thread).
+itself costs), threads1 (nocast on one thread), packed (nocast + each packed sample attending on its
+own in fp32, sdpa_packed: what train runs where plan's attention probe chose it).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from workload import build_dataset, build_model  # noqa: E402
 
-ALL = ("stock", "masked", "nocast", "nodrop", "threads1")
+ALL = ("stock", "masked", "nocast", "nodrop", "threads1", "packed")
 
 
 def packed_batches(model_dir: Path, data: Path, micro_batch: int, count: int):
@@ -56,7 +57,8 @@ def build(model_dir: Path, variant: str, precision: str):
     from peftstudio.model import fast_paths
 
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa")
+    attention = fast_paths.register_packed_sdpa() if variant == "packed" else "sdpa"
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=attention)
     torch.manual_seed(0)
     model = get_peft_model(base, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0 if variant == "nodrop" else 0.05,
                                             target_modules="all-linear"))

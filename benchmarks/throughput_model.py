@@ -1,7 +1,7 @@
 """The CPU time model against finished runs: for each run dir given, the non-padding tokens/s that
-its saved plan predicted (plan/throughput.py: cpu_step_model, from the probes measured when the
-plan was made: the cost of one dispatched operation and the probe block's arithmetic rate, for
-the run's thread count and precision) next to the median tokens/s the run measured
+its plan predicted (plan/step_probe.py: a micro-batch step of the run's model shape timed on
+this CPU when the plan was made, read back from the probe cache; measured now if the cache lost
+it) next to the median tokens/s the run measured
 (metrics.jsonl, first log excluded), and the error. Target: within 25 %.
 
     PYTHONPATH=src python benchmarks/throughput_model.py RUN_OUTPUT_DIR [RUN_OUTPUT_DIR ...]
@@ -26,15 +26,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def predicted_and_measured(output_dir: Path) -> tuple[float, float, str]:
     from peftstudio.plan.cost import cpu_basis, workload
     from peftstudio.plan.runs import read_run
-    from peftstudio.plan.throughput import cpu_step_model
+    from peftstudio.plan.step_probe import cpu_step_timing
 
     record = read_run(output_dir, require_plan=True)
     plan, config = record.plan, record.plan.config
     rates = [r["tokens_per_second"] for r in record.metrics if r.get("tokens_per_second")][1:]
     work = workload(plan)
-    step = cpu_step_model(config, plan.hardware, config.training.micro_batch_size, work.tokens_per_sequence)
+    step = cpu_step_timing(config, plan.hardware, config.training.micro_batch_size, work.tokens_per_sequence)
     if step is None:
-        raise SystemExit(f"{output_dir}: its plan holds no CPU probes (planned on another machine or version)")
+        raise SystemExit(f"{output_dir}: not a run the CPU step probe times (plan/step_probe.py)")
     useful = 1.0 if config.training.packing == "on" else 1.0 - plan.data.padding_waste  # measured counts no padding
     return step.tokens_per_second * useful, statistics.median(rates), cpu_basis(step, config)
 

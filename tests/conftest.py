@@ -54,7 +54,7 @@ def pin_cpu_probe(cache: Path) -> None:
     it the memory and losses tests assert. Tests run on a written result for this machine
     (bf16 no faster at any width: fp32), as a quiet measurement of the embedded width gives. The
     same for training.cpu_threads=auto (torch's own count, every core, is the faster) and the
-    time model's cost per operation. tests/unit/test_resolve.py measures the probes themselves."""
+    packed-row attention (the masked call, transformers' own, is the faster). tests/unit/test_resolve.py measures the probes themselves."""
     import json
 
     import torch
@@ -68,7 +68,7 @@ def pin_cpu_probe(cache: Path) -> None:
     cache.mkdir(parents=True, exist_ok=True)
     probe_path(cache, key).write_text(json.dumps({
         "machine": key, "gflops": {"fp32": even, "bf16": even}, "thread_ms": {"fp32": thread_ms, "bf16": thread_ms},
-        "op_us": {"1": 10.0, threads: 10.0}}))
+        "attention_ms": {"fp32": {"masked": 1.0, "per_sample": 2.0}, "bf16": {"masked": 1.0, "per_sample": 2.0}}}))
 
 
 @pytest.fixture(scope="session")

@@ -47,7 +47,7 @@ def print_plan_summary(console: Console, plan: RunPlan) -> None:
     names = ", ".join(hardware.device_names) or "no accelerator"
     console.print(f"[bold]hardware[/]  {hardware.accelerator} ({names}); {hardware.cpu_cores} CPU cores, "
                   f"{format_gib(hardware.ram_bytes)} RAM, bf16 CPU units: {'yes' if hardware.cpu_bf16 else 'no'}")
-    for note in cpu_fast_paths(config).values():
+    for note in cpu_fast_paths(config, hardware).values():
         console.print(f"[bold]kernels[/]   {note}")
     for key, decision in plan.chosen().items():
         console.print(f"[bold]{decision.origin:<9}[/] {key} = [green]{_value(decision.value)}[/]: {decision.reason}")

@@ -78,16 +78,27 @@ def test_lora_dropout_layers_are_swapped_and_train():
 
 
 def test_plan_lists_the_fast_paths_train_applies():
+    from dataclasses import replace
+
     from peftstudio.config.validate import load_config
     from peftstudio.plan.resolve import cpu_fast_paths, resolve
     from tests.conftest import CPU, H100
 
     config, _ = load_config(["training.precision=bf16"])
     cpu = resolve(config, CPU, 0.6).config
-    assert set(cpu_fast_paths(cpu)) == {"masked_dropout", "autocast_inputs"}
+    assert set(cpu_fast_paths(cpu, CPU)) == {"masked_dropout", "autocast_inputs"}
     fp32_unpacked = resolve(load_config(["peft.dropout=0", "training.precision=fp32"])[0], CPU, 0.1).config
-    assert cpu_fast_paths(fp32_unpacked) == {}
-    assert cpu_fast_paths(resolve(config, H100, 0.6).config) == {}
+    assert cpu_fast_paths(fp32_unpacked, CPU) == {}
+    assert cpu_fast_paths(resolve(config, H100, 0.6).config, H100) == {}
+    # The packed-row attention follows this machine's attention probe, for packed sdpa runs only.
+    faster = replace(CPU, cpu_attention_ms={"bf16": {"masked": 21.6, "per_sample": 11.8}})
+    assert cpu.training.packing == "on"
+    assert "packed_attention" in cpu_fast_paths(cpu, faster)
+    assert "11.8 ms vs 21.6 ms" in cpu_fast_paths(cpu, faster)["packed_attention"]
+    slower = replace(CPU, cpu_attention_ms={"bf16": {"masked": 10.0, "per_sample": 11.8}})
+    assert "packed_attention" not in cpu_fast_paths(cpu, slower)
+    unpacked = resolve(config, faster, 0.1).config
+    assert unpacked.training.packing == "off" and "packed_attention" not in cpu_fast_paths(unpacked, faster)
 
 
 def test_cpu_threads_follow_the_faster_measured_count_at_the_nearest_width():
@@ -115,17 +126,53 @@ def test_cpu_threads_follow_the_faster_measured_count_at_the_nearest_width():
     assert resolve(load_config(["training.cpu_threads=3"])[0], CPU, None).config.training.cpu_threads == 3
 
 
-def test_cpu_thread_and_operation_probes_time_both_counts_and_restore_the_thread_count():
-    from peftstudio.plan.hardware import THREAD_PROBE_WIDTHS, cpu_op_probe, cpu_thread_probe
+def test_cpu_thread_probe_times_both_counts_and_restores_the_thread_count():
+    from peftstudio.plan.hardware import THREAD_PROBE_WIDTHS, cpu_thread_probe
 
     before = torch.get_num_threads()
-    table, operation = cpu_thread_probe(repeats=1), cpu_op_probe(repeats=1)
+    table = cpu_thread_probe(repeats=1)
     assert torch.get_num_threads() == before
     if before == 1:
-        assert table == {} and operation == {}
+        assert table == {}
         return
-    assert set(operation) == {"1", str(before)} and min(operation.values()) > 0
     assert set(table) == {"fp32", "bf16"}
     for widths in table.values():
         assert set(widths) == {str(w) for w in THREAD_PROBE_WIDTHS}
         assert all(set(times) == {"1", str(before)} and min(times.values()) > 0 for times in widths.values())
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_packed_rows_attend_sample_by_sample_as_the_masked_call_does(dtype, tolerance):
+    """A tiny Llama on one packed row of three samples (position_ids restarting): loss and
+    gradients through sdpa_packed equal transformers' sdpa under the row's block-diagonal mask
+    (bf16 to its rounding: the per-sample path computes in fp32), and a padded batch goes through
+    transformers' own sdpa unchanged."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from unittest import mock
+
+    from peftstudio.model import fast_paths
+    from peftstudio.model.fast_paths import register_packed_sdpa, sample_bounds
+
+    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+    positions = torch.cat([torch.arange(n) for n in (5, 11, 8)]).unsqueeze(0)
+    assert sample_bounds(positions, 24) == [0, 5, 16, 24]
+    assert sample_bounds(torch.arange(24).unsqueeze(0), 24) is None, "one sample: nothing to split"
+    ids = torch.randint(0, 128, (1, 24), generator=torch.Generator().manual_seed(3))
+    results = {}
+    per_sample = mock.patch.object(fast_paths, "per_sample_attention", wraps=fast_paths.per_sample_attention)
+    for attention in ("sdpa", register_packed_sdpa()):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM._from_config(config, attn_implementation=attention).to(dtype)
+        with per_sample as calls:
+            loss = model(input_ids=ids, position_ids=positions, labels=ids, use_cache=False).loss
+        assert calls.call_count == (2 if attention == "sdpa_packed" else 0), "one call per block, packed only"
+        loss.backward()
+        results[attention] = loss.detach().float(), model.model.layers[0].self_attn.q_proj.weight.grad.float()
+        batch = torch.randint(0, 128, (2, 6), generator=torch.Generator().manual_seed(4))
+        results[attention + " batch"] = model(input_ids=batch, attention_mask=torch.ones_like(batch)).logits.detach()
+    (stock_loss, stock_grad), (fast_loss, fast_grad) = results["sdpa"], results["sdpa_packed"]
+    torch.testing.assert_close(fast_loss, stock_loss, rtol=tolerance, atol=tolerance)
+    torch.testing.assert_close(fast_grad, stock_grad, rtol=tolerance, atol=tolerance * stock_grad.abs().max().item())
+    assert torch.equal(results["sdpa batch"], results["sdpa_packed batch"]), "a padded batch: transformers' sdpa"

@@ -104,13 +104,15 @@ def test_the_cpu_probes_are_measured_once_per_machine_and_cached(tmp_path):
     other = probe_path(tmp_path, "another CPU | 1 threads")  # a worker's measurement, another key
     other.write_text('{"machine": "another CPU | 1 threads", "gflops": {}}')
     cached = probe_path(tmp_path, probe_machine_key())
-    # An older file holds the precision probe only: it is kept, and the thread and op probes added.
+    # An older file holds the precision probe only: it is kept, and the thread and attention probes added.
     cached.write_text(json.dumps({"machine": probe_machine_key(), "gflops": {"fp32": {"128": 12345.6}}}))
     first = cpu_probes(tmp_path)
     assert first["gflops"] == {"fp32": {"128": 12345.6}}
     threads = str(torch.get_num_threads())
     assert set(first["thread_ms"]["fp32"]) == {str(w) for w in THREAD_PROBE_WIDTHS}
-    assert set(first["thread_ms"]["fp32"]["128"]) == {"1", threads} and all(v > 0 for v in first["op_us"].values())
+    assert set(first["thread_ms"]["fp32"]["128"]) == {"1", threads}
+    assert all(set(kernels) == {"masked", "per_sample"} and min(kernels.values()) > 0
+               for kernels in first["attention_ms"].values())
     assert other.read_text().startswith('{"machine": "another CPU'), "each machine key keeps its own file"
     cached.write_text(cached.read_text().replace(str(first["thread_ms"]["fp32"]["128"]["1"]), "777.0", 1))
     again = cpu_probes(tmp_path)

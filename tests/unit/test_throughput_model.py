@@ -1,8 +1,9 @@
-"""The CPU time model (plan/throughput.py: cpu_step_model): its arithmetic on a fake probe, and
-its operation counts against a step of a real tiny LoRA Llama trained as train trains it (the
-counts are properties of transformers' and peft's code, so an upgrade that changes them fails
-here rather than silently skewing the estimate). Timings are not tested: benchmarks/
-throughput_model.py compares predictions with runs on a real machine."""
+"""The CPU time model (plan/step_probe.py): the stand-in it times is the run's model (family,
+widths, adapter, precision, kernels) cut to fewer blocks, the measurement is cached per machine
+and run shape and leaves the caller's RNG and threads as they were, deep models are extrapolated
+from 2 and 4 blocks, and runs it cannot time fall back to the FLOP model. How close the timing
+comes to real runs is not a unit test: benchmarks/throughput_model.py compares them on a real
+machine."""
 
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ import pytest
 import torch
 
 from peftstudio.config.validate import load_config
-from peftstudio.plan.hardware import count_operations, probe_block_flops
-from peftstudio.plan.resolve import resolve
-from peftstudio.plan.throughput import cpu_operations_per_step, cpu_step_model, flops_per_token
-from tests.conftest import CPU
+from peftstudio.plan import step_probe
+from peftstudio.plan.architecture import adapter_parameters, architecture_of
+from peftstudio.plan.resolve import cpu_fast_paths, resolve
+from peftstudio.plan.step_probe import CpuStepTiming, cpu_step_timing
+from tests.conftest import CPU, H100
 
-PROBED = replace(CPU, cpu_op_us={"1": 10.0, "2": 20.0},
-                 cpu_thread_ms={"fp32": {"128": {"1": 5.0, "2": 4.0}, "512": {"1": 60.0, "2": 35.0}}})
+# A machine whose probes were measured (detect() on this CPU): the step probe runs only there.
+PROBED = replace(CPU, cpu_thread_ms={"fp32": {"128": {"1": 2.0, "2": 1.0}}},
+                 cpu_attention_ms={"fp32": {"masked": 1.0, "per_sample": 2.0}})
 
 
 def _config(*overrides: str):
@@ -26,66 +29,64 @@ def _config(*overrides: str):
                    None).config
 
 
-def test_step_is_operations_times_their_cost_plus_flops_at_the_probe_rate():
-    config = _config("training.packing=off")  # the embedded model: width 128
-    step = cpu_step_model(config, PROBED, samples=8, seq_len=32)
-    operations = cpu_operations_per_step(config)
-    rate = probe_block_flops(128) / 5.0e-3
-    flops = 8 * 32 * flops_per_token(config, 32).total
-    assert (step.operations, step.op_seconds) == (operations, pytest.approx(10e-6))
-    assert step.flops == pytest.approx(flops) and step.flops_per_second == pytest.approx(rate)
-    assert step.seconds == pytest.approx(operations * 10e-6 + flops / rate)
-    assert step.tokens_per_second == pytest.approx(256 / step.seconds)
-    assert 0 < step.efficiency < 1
-    two = cpu_step_model(_config("training.packing=off", "training.cpu_threads=2"), PROBED, samples=8, seq_len=32)
-    assert two.op_seconds == pytest.approx(20e-6)
-    assert cpu_step_model(config, CPU, samples=8, seq_len=32) is None, "unprobed machine: no CPU step model"
+def test_the_stand_in_is_the_runs_model_cut_to_fewer_blocks():
+    config = _config("peft.r=8", "peft.target_modules=[q_proj,v_proj,down_proj]", "peft.dropout=0.1")
+    arch = architecture_of(config)
+    step = step_probe._stand_in_step(config, arch, sorted(cpu_fast_paths(config, PROBED)), 2, samples=2, length=8)
+    model = dict(zip(step.__code__.co_freevars, (cell.cell_contents for cell in step.__closure__)))["model"]
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert trainable == adapter_parameters(arch.model_copy(update={"num_layers": 2}), config.peft)
+    assert model.base_model.model.config.hidden_size == arch.hidden_size
+    assert model.base_model.model.config.vocab_size == arch.vocab_size
+    dropouts = {type(d).__name__ for m in model.modules() if hasattr(m, "lora_dropout") for d in m.lora_dropout.values()}
+    assert dropouts == {"MaskedDropout"}, "the run's kernels (plan's fast paths) are on the stand-in too"
+    step()  # a full training step runs
 
 
-def test_packing_and_dropout_add_their_operations():
-    plain = cpu_operations_per_step(_config("training.packing=off", "peft.dropout=0"))
-    dropout = cpu_operations_per_step(_config("training.packing=off"))
-    packed = cpu_operations_per_step(_config("training.packing=on"))
-    assert dropout - plain == 4 * 7 * 6  # 4 layers x 7 adapted projections x 6 operations
-    assert packed - dropout == 62  # the packed row's mask, once per step
+def test_the_step_is_measured_once_per_shape_and_leaves_rng_and_threads_alone(tmp_path, monkeypatch):
+    config = _config("training.packing=off")  # the embedded model: 4 blocks, timed whole
+    threads = torch.get_num_threads()
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    timing = cpu_step_timing(config, PROBED, samples=2, seq_len=16, cache_dir=tmp_path)
+    assert torch.equal(torch.rand(3), expected), "the probe does not move the caller's RNG"
+    assert torch.get_num_threads() == threads
+    assert timing.timed_layers == timing.layers == 4 and timing.layer_seconds == 0
+    assert timing.seconds == timing.timed_seconds > 0 and timing.tokens == 32
+    assert timing.tokens_per_second == pytest.approx(32 / timing.seconds)
+
+    def measure_again(*args):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(step_probe, "_measure", measure_again)
+    assert cpu_step_timing(config, PROBED, samples=2, seq_len=16.2, cache_dir=tmp_path) == timing, "cached"
+    with pytest.raises(AssertionError, match="measured again"):  # another shape is another measurement
+        cpu_step_timing(config, PROBED, samples=4, seq_len=16, cache_dir=tmp_path)
 
 
-def _counted_step(precision: str, dropout: float, segments: int, layers: int = 2) -> int:
-    from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
+def test_deep_models_are_timed_at_two_and_four_blocks(tmp_path, monkeypatch):
+    timed = []
 
-    from peftstudio.model import fast_paths
+    def fake_step(config, arch, paths, layers, samples, length):
+        timed.append(layers)
+        return lambda: None
 
-    torch.manual_seed(0)
-    bf16 = precision == "bf16"
-    config = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, tie_word_embeddings=False)
-    base = LlamaForCausalLM(config).to(torch.bfloat16 if bf16 else torch.float32)
-    model = get_peft_model(base, LoraConfig(r=16, lora_alpha=32, lora_dropout=dropout, target_modules="all-linear"))
-    fast_paths.use_masked_dropout(model)
-    if bf16:
-        fast_paths.keep_autocast_inputs(model)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=1e-4, fused=True)
-    ids = torch.randint(0, 256, (1, 64))
-    positions = torch.cat([torch.arange(64 // segments)] * segments).unsqueeze(0)
-
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = model(input_ids=ids, position_ids=positions, labels=ids, use_cache=False).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    step()
-    return count_operations(step)
+    monkeypatch.setattr(step_probe, "_stand_in_step", fake_step)
+    config = _config("model.architecture.num_layers=10")
+    measured = step_probe._measure(config, architecture_of(config), [], 2, 16)
+    assert set(timed) == {2, 4} and measured["blocks"] == 4
+    timing = CpuStepTiming(timed_seconds=0.2, timed_layers=4, layer_seconds=0.05, layers=10, tokens=64)
+    assert timing.seconds == pytest.approx(0.2 + 6 * 0.05)
 
 
-@pytest.mark.parametrize("precision,dropout,segments", [("fp32", 0.0, 1), ("fp32", 0.05, 4), ("bf16", 0.05, 4)])
-def test_operation_counts_match_a_counted_step(precision, dropout, segments):
-    config = _config(f"training.precision={precision}", f"peft.dropout={dropout}",
-                     f"training.packing={'on' if segments > 1 else 'off'}", "model.architecture.num_layers=2")
-    counted = _counted_step(precision, dropout, segments)
-    assert cpu_operations_per_step(config) == pytest.approx(counted, rel=0.06)
-
+def test_runs_the_probe_cannot_time_fall_back(tmp_path):
+    config = _config()
+    assert cpu_step_timing(config, CPU, 2, 16, cache_dir=tmp_path) is None, "a profile whose probes were not measured"
+    assert cpu_step_timing(resolve(load_config([])[0], H100, None).config, H100, 2, 16, cache_dir=tmp_path) is None
+    assert cpu_step_timing(_config("objective=dpo"), PROBED, 2, 16, cache_dir=tmp_path) is None
+    huge = _config("model.architecture.hidden_size=8192", "model.architecture.intermediate_size=28672",
+                   "model.architecture.vocab_size=128256", "model.architecture.num_heads=64",
+                   "model.architecture.num_kv_heads=8", "model.architecture.head_dim=128")
+    assert cpu_step_timing(huge, PROBED, 2, 16, cache_dir=tmp_path) is None, "too large to time at plan time"
+    assert not (tmp_path / step_probe.PROBE_DIR).exists()

@@ -10,9 +10,15 @@ CPU step found slow (benchmarks/profile_train.py; figures in benchmarks/README.m
   fp32 before the adapter, and autocast casts it straight back to bf16 for the matmul: two
   copies of every projection input per step, with no effect on the result.
 
+- `packed_attention` ("sdpa_packed"): a padding-free packed row attends sample by sample,
+  one causal SDPA call per sample in fp32, instead of one bf16 call under the row's
+  block-diagonal mask, which computes every score of the row and whose bf16 backward is PyTorch's
+  slowest CPU attention kernel. The same attention, computed in fp32 (more exact than bf16);
+  chosen per machine by `plan` from a timed probe (plan/hardware.py: cpu_attention_probe).
+
 train/run.py applies them where `plan` lists them (plan/resolve.py: cpu_fast_paths); each keeps
-the library's own path outside its case. Tried and not kept: one causal SDPA call per packed
-sample instead of one call under the row's block-diagonal mask (measured 1.01x a step).
+the library's own path outside its case. Tried and not kept: the per-sample calls in bf16
+(0.83-1.2x the masked call's time).
 """
 
 from __future__ import annotations
@@ -39,10 +45,6 @@ class _KeepScale(torch.autograd.Function):
         return (out if ctx.scale is None else out.mul_(ctx.scale)), None, None
 
 
-# The bit patterns of 1.0 in the 16-bit float types numpy has no arithmetic for.
-_ONE_BITS = {torch.bfloat16: np.uint16(0x3F80), torch.float16: np.uint16(0x3C00)}
-
-
 def keep_bits(count: int, p: float) -> np.ndarray:
     """`count` booleans, each True with probability 1 - p (to 2^-32), independently. The bit
     generator is seeded from torch's default generator, so torch.manual_seed (the run's seed)
@@ -56,15 +58,13 @@ def dropout_mask(shape: torch.Size, dtype: torch.dtype, p: float) -> tuple[torch
     """(mask, scale) with x * mask [* scale] = dropout(x): for fp32 the mask holds 0 or 1/(1-p)
     itself (one multiplication, the value nn.Dropout's fp32 mask holds); for 16-bit floats it
     holds 0 or 1 and the scale follows in fp32 arithmetic (1/(1-p) rounded to bf16 would be off
-    by up to 0.4%). Built in numpy: a bool mask would make the multiplication 4x slower."""
-    keep = keep_bits(shape.numel(), p)
+    by up to 0.4%). numpy draws the bits; torch (all threads) turns its bytes into the mask's
+    dtype: a bool mask would make the multiplication 3x slower, numpy's np.where 1.5x the time."""
+    keep = torch.from_numpy(keep_bits(shape.numel(), p).view(np.uint8)).view(shape)
     scale = 1.0 / (1.0 - p)
     if dtype == torch.float32:
-        return torch.from_numpy(np.where(keep, np.float32(scale), np.float32(0))).view(shape), None
-    if dtype in _ONE_BITS:
-        ones = np.where(keep, _ONE_BITS[dtype], np.uint16(0))
-        return torch.from_numpy(ones).view(dtype).view(shape), scale
-    return torch.from_numpy(keep).to(dtype).view(shape), scale
+        return keep.to(dtype).mul_(scale), None
+    return keep.to(dtype), scale
 
 
 class MaskedDropout(torch.nn.Dropout):
@@ -111,3 +111,69 @@ def keep_autocast_inputs(model) -> int:
         module._cast_input_dtype = skip_under_autocast
         changed += 1
     return changed
+
+
+PACKED_SDPA = "sdpa_packed"
+
+
+def sample_bounds(position_ids, length: int) -> list[int] | None:
+    """[0, start of sample 2, ..., length] of one packed row whose `position_ids` restart at each
+    sample (as transformers' masking_utils.find_packed_sequence_indices reads a packed row); None
+    for anything else (a padded batch, a row holding one sample)."""
+    if position_ids is None or position_ids.shape[0] != 1 or position_ids.shape[-1] != length:
+        return None
+    starts = (torch.diff(position_ids[0]) != 1).nonzero().flatten().add(1).tolist()
+    return [0, *starts, length] if starts else None
+
+
+def per_sample_attention(query, key, value, bounds: list[int], scaling=None) -> torch.Tensor:
+    """Causal attention of each packed sample on its own, in fp32: query (1, heads, L, d),
+    key/value (1, heads, L, d) with the key/value heads already repeated; returns (1, L, heads, d)
+    in the query's dtype."""
+    outputs = [torch.nn.functional.scaled_dot_product_attention(
+        query[:, :, start:end].float(), key[:, :, start:end].float(), value[:, :, start:end].float(),
+        scale=scaling, is_causal=True) for start, end in zip(bounds, bounds[1:])]
+    return torch.cat(outputs, dim=2).to(query.dtype).transpose(1, 2).contiguous()
+
+
+def packed_sdpa_forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
+                        is_causal=None, **kwargs):
+    """transformers' attention-function signature: a packed row (training, no attention dropout)
+    goes through `per_sample_attention`; anything else through transformers' own sdpa."""
+    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+    bounds = sample_bounds(kwargs.get("position_ids"), query.shape[2]) \
+        if dropout == 0 and query.shape[0] == 1 and key.shape[2] == query.shape[2] else None
+    if bounds is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    groups = getattr(module, "num_key_value_groups", 1)
+    if groups > 1:
+        key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    return per_sample_attention(query, key, value, bounds, scaling), None
+
+
+def register_packed_sdpa() -> str:
+    """Register "sdpa_packed" with transformers (the attention function, and sdpa's mask for the
+    batches it hands to sdpa); returns the name to set as the attention implementation."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(PACKED_SDPA, packed_sdpa_forward)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(PACKED_SDPA, sdpa_mask)
+    return PACKED_SDPA
+
+
+def apply_fast_paths(model, paths) -> None:
+    """Apply the LoRA-layer fast paths named in `paths` (plan.resolve.cpu_fast_paths' keys) to a
+    peft model; the attention path is chosen at load time (`attention_implementation`)."""
+    if "masked_dropout" in paths:
+        use_masked_dropout(model)
+    if "autocast_inputs" in paths:
+        keep_autocast_inputs(model)
+
+
+def attention_implementation(paths, attention: str) -> str:
+    """The attention implementation to load the model with: "sdpa_packed" (registered here) when
+    `paths` names packed_attention, else `attention` (training.attention)."""
+    return register_packed_sdpa() if "packed_attention" in paths else attention

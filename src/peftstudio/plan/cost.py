@@ -16,7 +16,8 @@ from peftstudio.config.schema import RunConfig
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.prices import PriceFile, load_prices
 from peftstudio.plan.runplan import RunPlan
-from peftstudio.plan.throughput import (CpuStepModel, cpu_step_model, flops_per_token, generation_seconds,
+from peftstudio.plan.step_probe import CpuStepTiming, cpu_step_timing
+from peftstudio.plan.throughput import (flops_per_token, generation_seconds,
                                         measured_throughput, probed_cpu_gflops, tokens_per_second)
 from peftstudio.units import GIB
 
@@ -152,7 +153,7 @@ def local_estimate(plan: RunPlan, prices: PriceFile, work: Workload) -> DeviceEs
         useful = work.trained_tokens * (1.0 - (0.0 if config.training.packing == "on" else plan.data.padding_waste))
         return DeviceEstimate(device, measured.tokens_per_second, useful / measured.tokens_per_second / 3600,
                               f"measured: median of {measured.logs} logs in {measured.source}")
-    step = cpu_step_model(config, hardware, _micro_batch(config), work.tokens_per_sequence) \
+    step = cpu_step_timing(config, hardware, _micro_batch(config), work.tokens_per_sequence) \
         if hardware.accelerator == "cpu" else None
     if step is not None:
         return DeviceEstimate(device, step.tokens_per_second, work.trained_tokens / step.tokens_per_second / 3600,
@@ -177,11 +178,13 @@ def _micro_batch(config: RunConfig) -> int:
     return size if isinstance(size, int) else 1
 
 
-def cpu_basis(step: CpuStepModel, config: RunConfig) -> str:
-    return (f"model: a micro-batch step = {step.operations} operations × {step.op_seconds * 1e6:.1f} µs + "
-            f"{step.flops / 1e9:.2f} GFLOP at {step.flops_per_second / 1e9:.0f} GFLOP/s ({config.training.precision}, "
-            f"{config.training.cpu_threads} thread(s); both measured on this CPU by plan's probes): "
-            f"{step.efficiency:.0%} of the step is arithmetic")
+def cpu_basis(step: CpuStepTiming, config: RunConfig) -> str:
+    training = config.training
+    return (f"measured: a micro-batch step of this model's shape timed on this CPU ({training.precision}, "
+            f"{training.cpu_threads} thread(s), the run's adapter and kernels; plan/step_probe.py): "
+            + (f"{step.timed_seconds * 1e3:.1f} ms with {step.timed_layers} blocks + {step.layers - step.timed_layers} × "
+               f"{step.layer_seconds * 1e3:.1f} ms per further block = " if step.layers > step.timed_layers else "")
+            + f"{step.seconds * 1e3:.0f} ms for {step.tokens:.0f} tokens")
 
 
 def _local_bandwidth(hardware: HardwareProfile, prices: PriceFile) -> float | None:

@@ -47,10 +47,11 @@ class HardwareProfile:
     # Milliseconds per probe-block step by precision, width and thread count ({"fp32": {"512":
     # {"1": 31.0, "2": 18.2}}}), measured once per machine (`cpu_probes`); empty when not measured.
     cpu_thread_ms: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
-    # Microseconds per dispatched operation by thread count ({"1": 9.5, "2": 14.0}): the probe
-    # block on 8 tokens, where launching each operation costs more than its arithmetic; measured
-    # with cpu_thread_ms. The CPU time model (plan/throughput.py) charges it per operation.
-    cpu_op_us: dict[str, float] = field(default_factory=dict)
+    # Milliseconds of a packed row's attention, forward and backward, by precision and kernel
+    # ({"bf16": {"masked": 21.6, "per_sample": 11.8}}): one SDPA call under the row's
+    # block-diagonal mask, or one causal fp32 call per sample (`cpu_attention_probe`); measured
+    # once per machine with cpu_thread_ms; decides plan.resolve.cpu_fast_paths' packed_attention.
+    cpu_attention_ms: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def device_memory(self) -> int:
@@ -140,7 +141,7 @@ def cpu_probes(cache_dir: Path | None = None) -> dict[str, dict]:
     same on every run here and runs stay bit-for-bit repeatable:
     - "gflops": `cpu_matmul_probe`, which decides training.precision;
     - "thread_ms": `cpu_thread_probe`, which decides training.cpu_threads;
-    - "op_us": `cpu_op_probe`, which the CPU time model charges per operation.
+    - "attention_ms": `cpu_attention_probe`, which decides how a packed row attends.
     A part missing from an older file is measured and added."""
     import json
 
@@ -151,11 +152,11 @@ def cpu_probes(cache_dir: Path | None = None) -> dict[str, dict]:
     path = probe_path(cache_dir or cache_root(), key)
     try:
         cached = json.loads(path.read_text(encoding="utf-8"))
-        probes = {part: cached[part] for part in ("gflops", "thread_ms", "op_us") if part in cached} \
+        probes = {part: cached[part] for part in ("gflops", "thread_ms", "attention_ms") if part in cached} \
             if cached.get("machine") == key else {}
     except (OSError, ValueError):
         probes = {}
-    measure = {"gflops": cpu_matmul_probe, "thread_ms": cpu_thread_probe, "op_us": cpu_op_probe}
+    measure = {"gflops": cpu_matmul_probe, "thread_ms": cpu_thread_probe, "attention_ms": cpu_attention_probe}
     missing = [part for part in measure if part not in probes]
     for part in missing:
         probes[part] = measure[part]()
@@ -276,69 +277,44 @@ def probe_block_flops(width: int, tokens: int = PROBE_TOKENS) -> float:
     return 2 * tokens * width * 3 * width * 4
 
 
-def count_operations(step) -> int:
-    """Operations `step()` dispatches (forward and backward), counted by a TorchDispatchMode."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Count(TorchDispatchMode):
-        calls = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            Count.calls += 1
-            return func(*args, **(kwargs or {}))
-
-    with Count():
-        step()
-    return Count.calls
+# A packed row of 8 samples (739 tokens, the benchmark workload's mix of lengths) at 8 heads of 64.
+ATTENTION_PROBE_LENGTHS = (40, 300, 25, 120, 60, 90, 70, 34)
 
 
-def cpu_op_probe(repeats: int = 9) -> dict[str, float]:
-    """Microseconds per dispatched operation, per thread count (1 and torch's), as a training
-    step launches them: one optimizer step of a 1-block, width-64 LoRA Llama on 16 tokens (peft's
-    LoRA layers, transformers' modules, the CPU fast paths, fused AdamW, gradient clipping),
-    where launching operations costs far more than their arithmetic: median step time /
-    operations counted in the step. {} when torch runs one thread already (a worker of a
-    multi-process run)."""
+def cpu_attention_probe(repeats: int = 5) -> dict[str, dict[str, float]]:
+    """Median ms of a packed row's attention, forward and backward, all threads, per precision:
+    "masked", one SDPA call under the row's block-diagonal causal mask (what transformers' sdpa
+    does with a packed row), and "per_sample", one causal fp32 call per sample
+    (model/fast_paths.py: per_sample_attention), the two alternating. About a second."""
+    import statistics
+    import time
 
     import torch
 
-    previous = torch.get_num_threads()
-    if previous == 1:
-        return {}
-    step = _tiny_training_step()
-    step()
-    operations = count_operations(step)
-    try:
-        seconds = _seconds_by_threads(step, [1, previous], repeats)
-    finally:
-        torch.set_num_threads(previous)
-    return {str(count): round(median / operations * 1e6, 2) for count, median in seconds.items()}
+    from peftstudio.model.fast_paths import per_sample_attention
 
-
-def _tiny_training_step():
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from peftstudio.model.fast_paths import use_masked_dropout
-
+    lengths = ATTENTION_PROBE_LENGTHS
+    total = sum(lengths)
+    bounds = [sum(lengths[:i]) for i in range(len(lengths) + 1)]
+    mask = torch.zeros(total, total, dtype=torch.bool)
+    for start, end in zip(bounds, bounds[1:]):
+        mask[start:end, start:end] = torch.ones(end - start, end - start, dtype=torch.bool).tril()
     generator = torch.Generator().manual_seed(0)
-    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, tie_word_embeddings=False)
-    model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=8, lora_dropout=0.05, target_modules="all-linear"))
-    use_masked_dropout(model)
-    model.train()
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=1e-4, fused=True)
-    ids = torch.randint(0, 128, (1, 16), generator=generator)
-
-    def step() -> None:
-        model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step
+    table: dict[str, dict[str, float]] = {}
+    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        q, k, v = (torch.randn(1, 8, total, 64, generator=generator).to(dtype).requires_grad_() for _ in range(3))
+        kernels = {
+            "masked": lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask),
+            "per_sample": lambda: per_sample_attention(q, k, v, bounds)}
+        times: dict[str, list[float]] = {name: [] for name in kernels}
+        for round_ in range(repeats + 1):
+            for name, attend in kernels.items():
+                start = time.perf_counter()
+                attend().float().sum().backward()
+                if round_:  # the first round selects kernels and faults pages in
+                    times[name].append(time.perf_counter() - start)
+        table[precision] = {name: round(statistics.median(seconds) * 1e3, 2) for name, seconds in times.items()}
+    return table
 
 
 def detect(output_dir: str | Path = ".") -> HardwareProfile:
@@ -387,4 +363,4 @@ def detect(output_dir: str | Path = ".") -> HardwareProfile:
                                device_free_memory_bytes=[common["ram_available_bytes"]], **common)
     probes = cpu_probes()
     return HardwareProfile("cpu", 0, device_free_memory_bytes=[], cpu_matmul_gflops=probes["gflops"],
-                           cpu_thread_ms=probes["thread_ms"], cpu_op_us=probes["op_us"], **common)
+                           cpu_thread_ms=probes["thread_ms"], cpu_attention_ms=probes["attention_ms"], **common)

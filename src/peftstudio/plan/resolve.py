@@ -239,12 +239,21 @@ def _packing(values: dict[str, Any], hardware: HardwareProfile, waste: float | N
     return "off", f"{measured} (at most {PACKING_WASTE_THRESHOLD:.0%}: not worth packing)"
 
 
-def cpu_fast_paths(config: RunConfig) -> dict[str, str]:
+def cpu_fast_paths(config: RunConfig, hardware: HardwareProfile) -> dict[str, str]:
     """The faster kernels a CPU run uses (model/fast_paths.py), each with what it changes; the
-    plan prints them, train applies exactly these."""
+    plan prints them, train applies exactly these (`hardware`: the plan's, whose probes decide)."""
     if config.device != "cpu":
         return {}
     paths = {}
+    precision = "bf16" if config.training.precision == "bf16" else "fp32"
+    attention = hardware.cpu_attention_ms.get(precision, {})
+    if (config.training.packing == "on" and config.training.attention == "sdpa" and attention
+            and attention["per_sample"] < attention["masked"]):
+        paths["packed_attention"] = (
+            f"packed rows attend sample by sample, one causal SDPA call each in fp32: {attention['per_sample']:g} ms "
+            f"vs {attention['masked']:g} ms for one {precision} call under the row's block-diagonal mask, measured on "
+            "this CPU (a row of 8 samples, 739 tokens, forward and backward; cached with the precision probe): the "
+            + ("same attention, more exact than bf16" if precision == "bf16" else "same attention"))
     if config.peft.dropout > 0:
         paths["masked_dropout"] = ("LoRA dropout masks drawn with numpy's SFC64 generator seeded from torch's: the "
                                    "same keep probability and scale, another random stream than nn.Dropout's "

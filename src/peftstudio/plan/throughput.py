@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from peftstudio.config.schema import RunConfig
-from peftstudio.plan.architecture import adapter_parameters, architecture_of, head_dim, linear_layers, targeted_layers
+from peftstudio.plan.architecture import adapter_parameters, architecture_of, head_dim, linear_layers
 from peftstudio.plan.hardware import HardwareProfile
 
 
@@ -67,88 +67,6 @@ def probed_cpu_gflops(hardware: HardwareProfile, width: int | None) -> tuple[int
     widths = sorted(int(w) for w in table["fp32"] if w in table["bf16"])
     nearest = min(widths, key=lambda w: abs(math.log(w / (width or 512))))
     return nearest, table["fp32"][str(nearest)], table["bf16"][str(nearest)]
-
-
-# Operations one micro-batch step dispatches on CPU (forward, backward, gradient clipping, torch's
-# fused AdamW), counted with a TorchDispatchMode over a LoRA Llama step as train runs it (peft LoRA,
-# model/fast_paths.py): per decoder layer without its adapters, per adapted projection (by
-# precision and whether LoRA dropout is on), and once per step (embedding, head, loss,
-# optimizer), plus building a packed row's block-diagonal mask (once per step, whatever the layers). tests/unit/test_throughput_model.py
-# counts them again on a tiny model, so a library upgrade that changes them fails there.
-OPS_PER_LAYER = {"fp32": 168, "bf16": 176}
-OPS_PER_ADAPTER = {("fp32", False): 30, ("fp32", True): 36, ("bf16", False): 34, ("bf16", True): 44}
-OPS_PER_STEP = 35
-OPS_PACKED_MASK = 62
-
-
-def cpu_operations_per_step(config: RunConfig) -> int:
-    """Operations a CPU micro-batch step dispatches (see OPS_PER_LAYER)."""
-    arch = architecture_of(config)
-    precision = "bf16" if config.training.precision == "bf16" else "fp32"
-    adapted = sum(layer.per_model for layer in targeted_layers(arch, config.peft) if layer.name != "lm_head")
-    per_adapter = OPS_PER_ADAPTER[(precision, config.peft.dropout > 0)]
-    mask = OPS_PACKED_MASK if config.training.packing == "on" else 0
-    return arch.num_layers * OPS_PER_LAYER[precision] + adapted * per_adapter + OPS_PER_STEP + mask
-
-
-@dataclass(frozen=True)
-class CpuStepModel:
-    """Seconds of a CPU micro-batch step: operations × the measured cost of launching one, plus
-    its FLOPs at the measured arithmetic rate of the probe block (plan/hardware.py), both for
-    the run's thread count and precision, measured when the plan was made."""
-
-    operations: int
-    op_seconds: float
-    flops: float
-    flops_per_second: float
-    tokens: float
-
-    @property
-    def seconds(self) -> float:
-        return self.operations * self.op_seconds + self.flops / self.flops_per_second
-
-    @property
-    def efficiency(self) -> float:
-        """The share of the step spent on arithmetic at the probe's rate: what the FLOP-only model misses."""
-        return self.flops / self.flops_per_second / self.seconds
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.tokens / self.seconds
-
-
-def cpu_step_model(config: RunConfig, hardware: HardwareProfile, samples: int, seq_len: float) -> CpuStepModel | None:
-    """The step of `samples` sequences of `seq_len` tokens (padded length unless packed) on this
-    CPU, from the probes `detect` measured; None when they were not measured (other machines,
-    one-thread workers)."""
-    from peftstudio.plan.hardware import THREAD_PROBE_WIDTHS, probe_block_flops
-
-    threads = str(config.training.cpu_threads)
-    precision = "bf16" if config.training.precision == "bf16" else "fp32"
-    timed = hardware.cpu_thread_ms.get(precision, {})
-    if threads not in hardware.cpu_op_us or not timed:
-        return None
-    width = architecture_of(config).hidden_size
-    nearest = min(THREAD_PROBE_WIDTHS, key=lambda w: abs(math.log(w / width)))
-    if threads not in timed.get(str(nearest), {}):
-        return None
-    op_seconds = hardware.cpu_op_us[threads] / 1e6
-    # The block's ~40 launches are bare functional calls, far cheaper than a model's (module
-    # and peft code around each): its time counts as arithmetic.
-    rate = probe_block_flops(nearest) / (timed[str(nearest)][threads] / 1e3)
-    probed = probed_cpu_gflops(hardware, width)
-    if probed is not None and probed[0] != nearest:  # wider models: the cached probe's width dependence
-        reference = probed_cpu_gflops(hardware, nearest)
-        column = 2 if precision == "bf16" else 1
-        rate *= probed[column] / reference[column]
-    tokens = samples * seq_len
-    per_token = flops_per_token(config, int(seq_len))
-    flops = tokens * per_token.total
-    if config.training.packing == "on":
-        # SDPA under the packed row's block-diagonal mask computes every score of the row, not
-        # each sample's causal half: the row's length, not the sample's, sets the attention FLOPs.
-        flops += tokens * per_token.attention * (2 * samples - 1)
-    return CpuStepModel(cpu_operations_per_step(config), op_seconds, flops, rate, tokens)
 
 
 def tokens_per_second(flops: FlopsPerToken, peak_tflops: float, efficiency: float) -> float:

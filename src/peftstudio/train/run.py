@@ -308,8 +308,10 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
                    sinks: list[MetricsSink], console, extra_callbacks: list, faults: Faults):
     from datasets import Dataset
 
+    from peftstudio.model.fast_paths import apply_fast_paths, attention_implementation
     from peftstudio.model.load import (attach_adapter, load_base_model, load_init_adapter, match_vocabulary,
                                         model_location, needs_conversion, quantization_config)
+    from peftstudio.plan.resolve import cpu_fast_paths
     from transformers import PrinterCallback
 
     from peftstudio.train.callbacks import ConsoleProgress, MetricsCallback
@@ -325,8 +327,10 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
         from peftstudio.model.vision import keep_vision_unquantized
 
         quantization = keep_vision_unquantized(quantization)
-    base = load_base_model(location, config.model, training.precision, training.attention,
-                           quantization, config.device, image_text=image_text)
+    fast_paths = cpu_fast_paths(config, plan.hardware)  # `plan` lists them on its kernels lines
+    base = load_base_model(location, config.model, training.precision,
+                           attention_implementation(fast_paths, training.attention), quantization, config.device,
+                           image_text=image_text)
     match_vocabulary(base, tokenizer)
     if image_text:
         from peftstudio.model.vision import attach_image_text_adapter
@@ -340,7 +344,7 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
     else:
         model = attach_adapter(base, config.peft, config.seed, training.gradient_checkpointing == "on", location,
                                train_embeddings=bool(data.setup.added_tokens))
-    _use_cpu_fast_paths(model, plan)
+    apply_fast_paths(model, fast_paths)
     if needs_conversion(config.peft) and is_main_process():
         _keep_initial_adapter(model, checkpoints.root / INITIAL_ADAPTER, fresh_start=progress.step == 0)
     metrics = MetricsCallback(sinks, progress, training.save_interval_steps, training.metric_for_best_model,
@@ -391,18 +395,6 @@ def _build_trainer(plan: RunPlan, data: TokenizedData, checkpoints: CheckpointDi
     )
     trainer.remove_callback(PrinterCallback)  # ConsoleProgress prints the log lines
     return trainer
-
-
-def _use_cpu_fast_paths(model, plan: RunPlan) -> None:
-    """The LoRA-layer fast paths the plan lists (plan.resolve.cpu_fast_paths; `plan` prints them)."""
-    from peftstudio.model.fast_paths import keep_autocast_inputs, use_masked_dropout
-    from peftstudio.plan.resolve import cpu_fast_paths
-
-    paths = cpu_fast_paths(plan.config)
-    if "masked_dropout" in paths:
-        use_masked_dropout(model)
-    if "autocast_inputs" in paths:
-        keep_autocast_inputs(model)
 
 
 def _generation_evaluator(plan: RunPlan, data: TokenizedData):
