@@ -32,7 +32,8 @@ def predicted_and_measured(output_dir: Path) -> tuple[float, float, str]:
     plan, config = record.plan, record.plan.config
     rates = [r["tokens_per_second"] for r in record.metrics if r.get("tokens_per_second")][1:]
     work = workload(plan)
-    step = cpu_step_timing(config, plan.hardware, config.training.micro_batch_size, work.tokens_per_sequence)
+    step = cpu_step_timing(config, plan.hardware, config.training.micro_batch_size, work.tokens_per_sequence,
+                           plan.data.mean_tokens)
     if step is None:
         raise SystemExit(f"{output_dir}: not a run the CPU step probe times (plan/step_probe.py)")
     useful = 1.0 if config.training.packing == "on" else 1.0 - plan.data.padding_waste  # measured counts no padding

@@ -32,7 +32,7 @@ def _config(*overrides: str):
 def test_the_stand_in_is_the_runs_model_cut_to_fewer_blocks():
     config = _config("peft.r=8", "peft.target_modules=[q_proj,v_proj,down_proj]", "peft.dropout=0.1")
     arch = architecture_of(config)
-    step = step_probe._stand_in_step(config, arch, sorted(cpu_fast_paths(config, PROBED)), 2, samples=2, length=8)
+    step = step_probe._stand_in_step(config, arch, sorted(cpu_fast_paths(config, PROBED)), 2, [8, 6])
     model = dict(zip(step.__code__.co_freevars, (cell.cell_contents for cell in step.__closure__)))["model"]
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert trainable == adapter_parameters(arch.model_copy(update={"num_layers": 2}), config.peft)
@@ -49,7 +49,7 @@ def test_the_step_is_measured_once_per_shape_and_leaves_rng_and_threads_alone(tm
     torch.manual_seed(7)
     expected = torch.rand(3)
     torch.manual_seed(7)
-    timing = cpu_step_timing(config, PROBED, samples=2, seq_len=16, cache_dir=tmp_path)
+    timing = cpu_step_timing(config, PROBED, samples=2, seq_len=16, mean_tokens=12, cache_dir=tmp_path)
     assert torch.equal(torch.rand(3), expected), "the probe does not move the caller's RNG"
     assert torch.get_num_threads() == threads
     assert timing.timed_layers == timing.layers == 4 and timing.layer_seconds == 0
@@ -60,21 +60,29 @@ def test_the_step_is_measured_once_per_shape_and_leaves_rng_and_threads_alone(tm
         raise AssertionError("measured again")
 
     monkeypatch.setattr(step_probe, "_measure", measure_again)
-    assert cpu_step_timing(config, PROBED, samples=2, seq_len=16.2, cache_dir=tmp_path) == timing, "cached"
-    with pytest.raises(AssertionError, match="measured again"):  # another shape is another measurement
-        cpu_step_timing(config, PROBED, samples=4, seq_len=16, cache_dir=tmp_path)
+    assert cpu_step_timing(config, PROBED, samples=2, seq_len=16.2, mean_tokens=12.1, cache_dir=tmp_path) == timing, \
+        "cached"
+    for other in ({"samples": 4, "seq_len": 16, "mean_tokens": 12}, {"samples": 2, "seq_len": 16, "mean_tokens": 16}):
+        with pytest.raises(AssertionError, match="measured again"):  # another shape is another measurement
+            cpu_step_timing(config, PROBED, **other, cache_dir=tmp_path)
+
+
+def test_unpacked_rows_are_padded_to_the_runs_mean_length():
+    assert step_probe._row_lengths(8, 32, 25.7) == [32, 30, 28, 27, 25, 23, 21, 19]
+    assert sum(step_probe._row_lengths(8, 32, 25.7)) / 8 == pytest.approx(25.7, abs=0.2)
+    assert step_probe._row_lengths(1, 32, 20) == [32] and step_probe._row_lengths(4, 10, 10) == [10] * 4
 
 
 def test_deep_models_are_timed_at_two_and_four_blocks(tmp_path, monkeypatch):
     timed = []
 
-    def fake_step(config, arch, paths, layers, samples, length):
+    def fake_step(config, arch, paths, layers, lengths):
         timed.append(layers)
         return lambda: None
 
     monkeypatch.setattr(step_probe, "_stand_in_step", fake_step)
     config = _config("model.architecture.num_layers=10")
-    measured = step_probe._measure(config, architecture_of(config), [], 2, 16)
+    measured = step_probe._measure(config, architecture_of(config), [], [16, 16])
     assert set(timed) == {2, 4} and measured["blocks"] == 4
     timing = CpuStepTiming(timed_seconds=0.2, timed_layers=4, layer_seconds=0.05, layers=10, tokens=64)
     assert timing.seconds == pytest.approx(0.2 + 6 * 0.05)

@@ -153,7 +153,7 @@ def local_estimate(plan: RunPlan, prices: PriceFile, work: Workload) -> DeviceEs
         useful = work.trained_tokens * (1.0 - (0.0 if config.training.packing == "on" else plan.data.padding_waste))
         return DeviceEstimate(device, measured.tokens_per_second, useful / measured.tokens_per_second / 3600,
                               f"measured: median of {measured.logs} logs in {measured.source}")
-    step = cpu_step_timing(config, hardware, _micro_batch(config), work.tokens_per_sequence) \
+    step = cpu_step_timing(config, hardware, _micro_batch(config), work.tokens_per_sequence, plan.data.mean_tokens) \
         if hardware.accelerator == "cpu" else None
     if step is not None:
         return DeviceEstimate(device, step.tokens_per_second, work.trained_tokens / step.tokens_per_second / 3600,

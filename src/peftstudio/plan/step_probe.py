@@ -7,8 +7,8 @@ itself, on a stand-in of the run's model (same family,
 widths, heads and vocabulary; random weights in the run's precision), wearing the run's adapter
 (method, rank, targets, dropout), with its precision, autocast, kernels (plan.resolve.
 cpu_fast_paths), thread count and gradient checkpointing, on a micro-batch of the run's shape
-(samples × tokens, packed or padded): forward, backward, gradient clipping and a fused AdamW
-step, as train runs them. A model of up to 4 blocks is timed whole. A deeper one is timed with
+(samples × tokens, packed or padded to the data's mean length): forward, backward, gradient
+clipping and a fused AdamW step, as train runs them. A model of up to 4 blocks is timed whole. A deeper one is timed with
 2 and with 4 blocks: half their difference is one block, and the step is the 4-block step + each
 further block. Not 1 and 2: the first block is cheaper than the others (nothing before it needs
 the gradient of its input), and on a 26M Llama per-block time still grows from the second block
@@ -63,9 +63,11 @@ class CpuStepTiming:
 
 
 def cpu_step_timing(config: RunConfig, hardware: HardwareProfile, samples: int, seq_len: float,
-                    cache_dir: Path | None = None) -> CpuStepTiming | None:
+                    mean_tokens: float | None = None, cache_dir: Path | None = None) -> CpuStepTiming | None:
     """The step of `samples` sequences of `seq_len` tokens on this CPU (see the module doc), or
-    None where it is not measured."""
+    None where it is not measured. Unpacked, `mean_tokens` (default `seq_len`) of them are real
+    tokens on average and the rest padding: the rows' lengths then spread evenly from `seq_len`
+    down, so that the attention mask is a padded batch's, as train's batches are."""
     from peftstudio.plan.resolve import cpu_fast_paths
 
     arch = architecture_of(config)
@@ -73,7 +75,9 @@ def cpu_step_timing(config: RunConfig, hardware: HardwareProfile, samples: int, 
     if not _measurable(config, hardware, arch, samples * length):
         return None
     paths = sorted(cpu_fast_paths(config, hardware))
-    shape = _shape(config, arch, paths, samples, length)
+    lengths = _row_lengths(samples, length, length if mean_tokens is None or config.training.packing == "on"
+                           else min(mean_tokens, length))
+    shape = _shape(config, arch, paths, lengths)
     path = _cache_path(cache_dir, shape)
     try:
         cached = json.loads(path.read_text(encoding="utf-8"))
@@ -83,7 +87,7 @@ def cpu_step_timing(config: RunConfig, hardware: HardwareProfile, samples: int, 
     if measured is None:
         from peftstudio.files import write_json
 
-        measured = _measure(config, arch, paths, samples, length)
+        measured = _measure(config, arch, paths, lengths)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, {"shape": shape, "timing": measured})
     return CpuStepTiming(measured["step_ms"] / 1e3, measured["blocks"], measured["block_ms"] / 1e3, arch.num_layers,
@@ -105,12 +109,20 @@ def _measurable(config: RunConfig, hardware: HardwareProfile, arch: ModelArchite
     return parameters <= MAX_PARAMETERS and 6 * parameters * tokens <= MAX_STEP_FLOPS
 
 
-def _shape(config: RunConfig, arch: ModelArchitecture, paths: list[str], samples: int, length: int) -> dict:
+def _row_lengths(samples: int, length: int, mean: float) -> list[int]:
+    """`samples` lengths from `length` down, evenly spaced, averaging `mean` (to rounding)."""
+    if samples == 1:
+        return [length]
+    spread = 2 * (length - mean)
+    return [max(round(length - spread * i / (samples - 1)), 1) for i in range(samples)]
+
+
+def _shape(config: RunConfig, arch: ModelArchitecture, paths: list[str], lengths: list[int]) -> dict:
     """Everything the measured step depends on: another value of any of them measures again."""
     peft, training = config.peft, config.training
     return {
         "machine": probe_machine_key(), "threads": training.cpu_threads, "precision": training.precision,
-        "architecture": arch.model_dump(mode="json"), "samples": samples, "tokens_per_sample": length,
+        "architecture": arch.model_dump(mode="json"), "lengths": lengths,
         "packing": training.packing, "attention": training.attention, "kernels": paths,
         "gradient_checkpointing": training.gradient_checkpointing,
         "adapter": {"r": peft.r, "dropout": peft.dropout, "targets": peft.target_modules, "dora": peft.use_dora,
@@ -125,7 +137,7 @@ def _cache_path(cache_dir: Path | None, shape: dict) -> Path:
     return (cache_dir or cache_root()) / PROBE_DIR / f"{digest}.json"
 
 
-def _measure(config: RunConfig, arch: ModelArchitecture, paths: list[str], samples: int, length: int) -> dict:
+def _measure(config: RunConfig, arch: ModelArchitecture, paths: list[str], lengths: list[int]) -> dict:
     """Median ms of the stand-in's step at the model's depth (up to DEEPEST blocks), else at 2 and
     DEEPEST blocks, alternating (so a moment of load from other processes falls on both), after
     two warm-ups each: {"blocks", "step_ms" at that many blocks, "block_ms" of each further one}.
@@ -142,7 +154,7 @@ def _measure(config: RunConfig, arch: ModelArchitecture, paths: list[str], sampl
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(config.training.cpu_threads)
-        steps = {depth: _stand_in_step(config, arch, paths, depth, samples, length) for depth in depths}
+        steps = {depth: _stand_in_step(config, arch, paths, depth, lengths) for depth in depths}
         for step in steps.values():
             step(), step()
         times: dict[int, list[float]] = {depth: [] for depth in depths}
@@ -162,10 +174,10 @@ def _measure(config: RunConfig, arch: ModelArchitecture, paths: list[str], sampl
             "timed_ms": {str(depth): round(ms, 3) for depth, ms in medians.items()}}
 
 
-def _stand_in_step(config: RunConfig, arch: ModelArchitecture, paths: list[str], layers: int, samples: int,
-                   length: int):
+def _stand_in_step(config: RunConfig, arch: ModelArchitecture, paths: list[str], layers: int, lengths: list[int]):
     """A training step of the run's model family cut to `layers` blocks, random weights, the run's
-    adapter, precision, kernels and checkpointing, on one micro-batch of random tokens."""
+    adapter, precision, kernels and checkpointing, on one micro-batch of random tokens: rows of
+    `lengths`, packed into one row or padded to the longest."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -178,7 +190,7 @@ def _stand_in_step(config: RunConfig, arch: ModelArchitecture, paths: list[str],
         family, vocab_size=arch.vocab_size, hidden_size=arch.hidden_size, intermediate_size=arch.intermediate_size,
         num_hidden_layers=layers, num_attention_heads=arch.num_heads, num_key_value_heads=arch.num_kv_heads,
         head_dim=head_dim(arch), tie_word_embeddings=arch.tie_embeddings, attention_bias=arch.attention_bias,
-        max_position_embeddings=max(arch.max_position_embeddings, length), use_cache=False)
+        max_position_embeddings=max(arch.max_position_embeddings, max(lengths)), use_cache=False)
     hf_config._attn_implementation = attention_implementation(paths, training.attention)
     dtype = getattr(torch, DTYPES[training.precision])
     base = AutoModelForCausalLM.from_config(hf_config, dtype=dtype)
@@ -192,16 +204,23 @@ def _stand_in_step(config: RunConfig, arch: ModelArchitecture, paths: list[str],
     optimizer = torch.optim.AdamW(trainable, lr=1e-5, fused=True)
     generator = torch.Generator().manual_seed(0)
     if training.packing == "on":
-        ids = torch.randint(0, arch.vocab_size, (1, samples * length), generator=generator)
-        inputs = {"input_ids": ids, "position_ids": torch.arange(length).repeat(samples).unsqueeze(0)}
+        ids = torch.randint(0, arch.vocab_size, (1, sum(lengths)), generator=generator)
+        inputs = {"input_ids": ids, "position_ids": torch.cat([torch.arange(n) for n in lengths]).unsqueeze(0)}
+        labels = ids
     else:
-        ids = torch.randint(0, arch.vocab_size, (samples, length), generator=generator)
-        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        ids = torch.randint(0, arch.vocab_size, (len(lengths), max(lengths)), generator=generator)
+        mask = (torch.arange(max(lengths)).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)).long()
+        inputs = {"input_ids": ids, "attention_mask": mask}
+        labels = ids.masked_fill(mask == 0, -100)
     autocast = training.precision == "bf16"
 
     def step() -> None:
+        # What transformers' Trainer walks the model for on every step: train mode, and the
+        # parameter count behind its total_flos (about a millisecond each on the embedded model).
+        model.train()
+        model.num_parameters(exclude_embeddings=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            loss = model(**inputs, labels=ids, use_cache=False).loss
+            loss = model(**inputs, labels=labels, use_cache=False).loss
         loss.backward()
         if config.optim.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(trainable, config.optim.max_grad_norm)
