@@ -20,7 +20,10 @@ Measured once per machine and run shape, then read from the cache
 deleting the directory measures again (a figure taken while other processes loaded the CPU
 stays until then, as the other CPU probes do). Not measured (None: the FLOP model answers) for
 quantized bases, image-text runs, objectives other than SFT, families outside the Llama-style
-ones, and stand-ins too large to time in a second or two.
+ones, and stand-ins too large to time in a few seconds. A micro-batch too large to time whole
+is timed on as many of its rows as fit the budget and scaled by the rows: an upper bound, since
+a step's fixed part (the head's log-softmax over a large vocabulary, the optimizer) does not
+grow with them (Qwen2.5-0.5B shape, 2 blocks: 270 ms for 2 rows of 62 tokens, 447 ms for 4).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from peftstudio.plan.hardware import HardwareProfile, probe_machine_key
 PROBE_DIR = "cpu-step-probes"
 # Stand-ins past these sizes take too long to build and time at plan time.
 MAX_PARAMETERS = 400_000_000
-MAX_STEP_FLOPS = 2e11
+MAX_STEP_FLOPS = 4e11
 REPEATS = 5
 DEEPEST = 4  # blocks of the largest stand-in timed
 
@@ -72,10 +75,11 @@ def cpu_step_timing(config: RunConfig, hardware: HardwareProfile, samples: int, 
 
     arch = architecture_of(config)
     length = max(int(round(seq_len)), 1)
-    if not _measurable(config, hardware, arch, samples * length):
+    timed = _timed_samples(config, hardware, arch, samples, length)
+    if timed is None:
         return None
     paths = sorted(cpu_fast_paths(config, hardware))
-    lengths = _row_lengths(samples, length, length if mean_tokens is None or config.training.packing == "on"
+    lengths = _row_lengths(timed, length, length if mean_tokens is None or config.training.packing == "on"
                            else min(mean_tokens, length))
     shape = _shape(config, arch, paths, lengths)
     path = _cache_path(cache_dir, shape)
@@ -90,23 +94,31 @@ def cpu_step_timing(config: RunConfig, hardware: HardwareProfile, samples: int, 
         measured = _measure(config, arch, paths, lengths)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, {"shape": shape, "timing": measured})
-    return CpuStepTiming(measured["step_ms"] / 1e3, measured["blocks"], measured["block_ms"] / 1e3, arch.num_layers,
-                         samples * length)
+    scale = samples / timed  # a large model's micro-batch timed in part: its time grows with its rows
+    return CpuStepTiming(measured["step_ms"] / 1e3 * scale, measured["blocks"], measured["block_ms"] / 1e3 * scale,
+                         arch.num_layers, samples * length)
 
 
-def _measurable(config: RunConfig, hardware: HardwareProfile, arch: ModelArchitecture, tokens: int) -> bool:
+def _timed_samples(config: RunConfig, hardware: HardwareProfile, arch: ModelArchitecture, samples: int,
+                   length: int) -> int | None:
+    """How many of the micro-batch's `samples` rows the stand-in is timed on: all of them while its
+    deepest step stays under MAX_STEP_FLOPS, else as many as do (a 0.5B model's step is its
+    matmuls: its time grows with the rows); None when the run is not timed here."""
     if hardware.accelerator != "cpu" or config.device != "cpu" or config.objective != "sft":
-        return False
+        return None
     if not hardware.cpu_thread_ms:  # a profile of another machine (or a fake one): nothing to time here
-        return False
+        return None
     if config.peft.quantization != "none" or arch.vision is not None or arch.num_experts:
-        return False
+        return None
     if arch.model_type not in LLAMA_STYLE + ("gemma3",):
-        return False
+        return None
     block = 4 * arch.hidden_size * arch.num_heads * head_dim(arch) + 3 * arch.hidden_size * arch.intermediate_size
     embeddings = arch.vocab_size * arch.hidden_size * (1 if arch.tie_embeddings else 2)
     parameters = embeddings + min(arch.num_layers, DEEPEST) * block
-    return parameters <= MAX_PARAMETERS and 6 * parameters * tokens <= MAX_STEP_FLOPS
+    fitting = int(MAX_STEP_FLOPS // (6 * parameters * length))
+    if parameters > MAX_PARAMETERS or fitting < 1:
+        return None
+    return min(samples, fitting)
 
 
 def _row_lengths(samples: int, length: int, mean: float) -> list[int]:
@@ -155,10 +167,12 @@ def _measure(config: RunConfig, arch: ModelArchitecture, paths: list[str], lengt
     try:
         torch.set_num_threads(config.training.cpu_threads)
         steps = {depth: _stand_in_step(config, arch, paths, depth, lengths) for depth in depths}
+        warm = time.perf_counter()
         for step in steps.values():
             step(), step()
+        repeats = REPEATS if time.perf_counter() - warm < 1.0 else 3  # a large stand-in: plan stays quick
         times: dict[int, list[float]] = {depth: [] for depth in depths}
-        for _ in range(REPEATS):
+        for _ in range(repeats):
             for depth, step in steps.items():
                 start = time.perf_counter()
                 step()
