@@ -98,3 +98,23 @@ def test_runs_the_probe_cannot_time_fall_back(tmp_path):
                    "model.architecture.num_kv_heads=8", "model.architecture.head_dim=128")
     assert cpu_step_timing(huge, PROBED, 2, 16, cache_dir=tmp_path) is None, "too large to time at plan time"
     assert not (tmp_path / step_probe.PROBE_DIR).exists()
+
+
+def test_plan_times_the_step_and_the_studio_only_reads_what_plan_timed(tmp_path, monkeypatch):
+    from peftstudio import api
+    from peftstudio.plan.cost import cost_report
+
+    monkeypatch.setenv("PEFTSTUDIO_CACHE", str(tmp_path / "cache"))
+    plan = api.plan(["training.precision=fp32", "training.cpu_threads=1", f"training.output_dir={tmp_path}/out"],
+                    hardware=PROBED)
+    calls = []
+    measure = step_probe._measure
+    monkeypatch.setattr(step_probe, "_measure", lambda *args: calls.append(args) or measure(*args))
+    studio = cost_report(plan, time_cpu_step=False).local
+    assert calls == [] and studio.basis.endswith("`peftstudio plan` times a step of this shape on this CPU instead")
+    timed = cost_report(plan).local
+    assert len(calls) == 1 and timed.basis.startswith("measured: a micro-batch step of this model's shape")
+    again = cost_report(plan, time_cpu_step=False).local
+    assert len(calls) == 1 and again == timed, "the studio reads the step plan timed"
+    work = cost_report(plan).workload
+    assert timed.hours == pytest.approx(work.trained_tokens / timed.tokens_per_second / 3600)

@@ -104,8 +104,10 @@ def gpu_profile(name: str, memory_gib: float, bf16: bool) -> HardwareProfile:
     return HardwareProfile("cuda", 1, [name], [int(memory_gib * GIB)], "8.0" if bf16 else "7.5", gpu_bf16=bf16)
 
 
-def cost_report(plan: RunPlan, price_file: Path | None = None) -> CostReport:
-    """Local time (measured speed when a previous run exists) and the rented GPUs that fit."""
+def cost_report(plan: RunPlan, price_file: Path | None = None, time_cpu_step: bool = True) -> CostReport:
+    """Local time (measured speed when a previous run exists) and the rented GPUs that fit.
+    `time_cpu_step=False`: on a CPU, only a step already timed for this shape is used
+    (plan/step_probe.py), never a new measurement."""
     from peftstudio.plan.memory import estimate_memory, quantization_of
     from peftstudio.plan.resolve import resolve
 
@@ -130,7 +132,7 @@ def cost_report(plan: RunPlan, price_file: Path | None = None) -> CostReport:
             options.append(CostOption(provider, gpu_name, gpu.memory_gib, round(estimate.total_bytes / GIB, 2), speed,
                                       hours, hours * low, hours * high, config.training.precision))
     options.sort(key=lambda o: (o.cost_low, o.hours))
-    return CostReport(work, local_estimate(plan, prices, work), options, too_small, prices.source,
+    return CostReport(work, local_estimate(plan, prices, work, time_cpu_step), options, too_small, prices.source,
                       prices.updated.isoformat(), _assumptions(prices, plan))
 
 
@@ -140,7 +142,7 @@ def _efficiency(prices: PriceFile, config: RunConfig, quantization: str) -> floa
     return prices.efficiency.quantized_4bit if quantization in ("nf4", "fp4") else prices.efficiency.default
 
 
-def local_estimate(plan: RunPlan, prices: PriceFile, work: Workload) -> DeviceEstimate:
+def local_estimate(plan: RunPlan, prices: PriceFile, work: Workload, time_cpu_step: bool = True) -> DeviceEstimate:
     """This machine: the measured speed of a previous run of the same model and method when one
     exists in the output dir, else the throughput model with this device's peak."""
     from peftstudio.plan.memory import quantization_of
@@ -153,7 +155,8 @@ def local_estimate(plan: RunPlan, prices: PriceFile, work: Workload) -> DeviceEs
         useful = work.trained_tokens * (1.0 - (0.0 if config.training.packing == "on" else plan.data.padding_waste))
         return DeviceEstimate(device, measured.tokens_per_second, useful / measured.tokens_per_second / 3600,
                               f"measured: median of {measured.logs} logs in {measured.source}")
-    step = cpu_step_timing(config, hardware, _micro_batch(config), work.tokens_per_sequence, plan.data.mean_tokens) \
+    step = cpu_step_timing(config, hardware, _micro_batch(config), work.tokens_per_sequence, plan.data.mean_tokens,
+                           measure=time_cpu_step) \
         if hardware.accelerator == "cpu" else None
     if step is not None:
         return DeviceEstimate(device, step.tokens_per_second, work.trained_tokens / step.tokens_per_second / 3600,
@@ -161,6 +164,8 @@ def local_estimate(plan: RunPlan, prices: PriceFile, work: Workload) -> DeviceEs
     peak, basis = _local_peak(hardware, prices, config)
     if peak is None:
         return DeviceEstimate(device, None, None, basis)
+    if hardware.accelerator == "cpu" and not time_cpu_step:
+        basis += "; `peftstudio plan` times a step of this shape on this CPU instead"
     efficiency = _efficiency(prices, config, quantization_of(config))
     speed = tokens_per_second(flops_per_token(config, work.seq_len, work.images_per_sequence), peak, efficiency)
     hours = work.trained_tokens / speed / 3600

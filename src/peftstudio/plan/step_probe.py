@@ -66,11 +66,13 @@ class CpuStepTiming:
 
 
 def cpu_step_timing(config: RunConfig, hardware: HardwareProfile, samples: int, seq_len: float,
-                    mean_tokens: float | None = None, cache_dir: Path | None = None) -> CpuStepTiming | None:
+                    mean_tokens: float | None = None, cache_dir: Path | None = None,
+                    measure: bool = True) -> CpuStepTiming | None:
     """The step of `samples` sequences of `seq_len` tokens on this CPU (see the module doc), or
     None where it is not measured. Unpacked, `mean_tokens` (default `seq_len`) of them are real
     tokens on average and the rest padding: the rows' lengths then spread evenly from `seq_len`
-    down, so that the attention mask is a padded batch's, as train's batches are."""
+    down, so that the attention mask is a padded batch's, as train's batches are. `measure=False`
+    reads the cache only (the studio, whose server may share the CPU with a training job)."""
     from peftstudio.plan.resolve import cpu_fast_paths
 
     arch = architecture_of(config)
@@ -88,6 +90,8 @@ def cpu_step_timing(config: RunConfig, hardware: HardwareProfile, samples: int, 
         measured = cached["timing"] if cached.get("shape") == shape else None
     except (OSError, ValueError, KeyError):
         measured = None
+    if measured is None and not measure:
+        return None
     if measured is None:
         from peftstudio.files import write_json
 

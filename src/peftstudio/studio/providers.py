@@ -37,8 +37,10 @@ def target_hardware(provider: str, gpu: str | None, local: HardwareProfile) -> H
 
 
 def cost_estimate(plan, provider: str, gpu: str | None) -> dict[str, Any]:
-    """Hours (and US$ on a rented GPU) of `plan`, with the cheapest GPUs that fit it."""
-    report = cost_report(plan)
+    """Hours (and US$ on a rented GPU) of `plan`, with the cheapest GPUs that fit it. A CPU step
+    is not timed here (the server may share the CPU with a running job): one `peftstudio plan`
+    timed already is used, else the FLOP model."""
+    report = cost_report(plan, time_cpu_step=False)
     cheapest = [{"provider": o.provider, "gpu": o.gpu, "hours": o.hours, "cost_low": o.cost_low,
                  "cost_high": o.cost_high} for o in report.options[:CHEAPEST_SHOWN]]
     common = {"cheapest": cheapest, "prices_updated": report.prices_updated,
