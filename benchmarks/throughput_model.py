@@ -23,7 +23,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def predicted_and_measured(output_dir: Path) -> tuple[float, float, str]:
+def predicted_and_measured(output_dir: Path) -> tuple[float, float, float, float, str]:
+    """(predicted and measured non-padding tokens/s, predicted and measured seconds a step, the
+    basis). Tokens/s compares SFT runs; the step time any objective (a DPO run's logged tokens
+    count chosen and rejected, the plan's one sequence a pair)."""
     from peftstudio.plan.cost import cpu_basis, workload
     from peftstudio.plan.runs import read_run
     from peftstudio.plan.step_probe import cpu_step_timing
@@ -37,7 +40,9 @@ def predicted_and_measured(output_dir: Path) -> tuple[float, float, str]:
     if step is None:
         raise SystemExit(f"{output_dir}: not a run the CPU step probe times (plan/step_probe.py)")
     useful = 1.0 if config.training.packing == "on" else 1.0 - plan.data.padding_waste  # measured counts no padding
-    return step.tokens_per_second * useful, statistics.median(rates), cpu_basis(step, config)
+    step_times = [r["step_time"] for r in record.metrics if r.get("step_time")][1:]
+    return (step.tokens_per_second * useful, statistics.median(rates), step.seconds, statistics.median(step_times),
+            cpu_basis(step, config))
 
 
 def run_both(workdir: Path) -> list[Path]:
@@ -71,9 +76,10 @@ def main() -> None:
     if args.run_both:
         runs += run_both(args.workdir or Path(tempfile.mkdtemp(prefix="peftstudio-throughput-model-")))
     for output_dir in runs:
-        predicted, measured, basis = predicted_and_measured(output_dir)
+        predicted, measured, predicted_step, measured_step, basis = predicted_and_measured(output_dir)
         print(f"{output_dir}: predicted {predicted:7.0f} tokens/s, measured {measured:7.0f} "
-              f"({predicted / measured - 1:+.0%}; {basis})")
+              f"({predicted / measured - 1:+.0%}); a step predicted {predicted_step * 1e3:.0f} ms, measured "
+              f"{measured_step * 1e3:.0f} ms (speed {measured_step / predicted_step - 1:+.0%}); {basis}")
 
 
 if __name__ == "__main__":

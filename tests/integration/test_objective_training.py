@@ -121,6 +121,8 @@ def test_trains_an_adapter_peft_loads(objective, logged, model_cache, tmp_path):
     """KTO, and ORPO on trl.experimental's trainer, save an adapter peft loads on the original base."""
     _, printed = train(tmp_path, [f"objective={objective}", *COMMON, "training.num_batches=2", "training.log_interval_steps=1"])
     assert any(logged in r for r in records(tmp_path))
+    assert all(r["tokens_seen"] > 0 for r in records(tmp_path) if "tokens_seen" in r), \
+        "tokens counted (ORPO's batches hold chosen_/rejected_attention_mask, no attention_mask)"
     assert objective != "orpo" or "trl.experimental" in printed
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

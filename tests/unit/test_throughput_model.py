@@ -43,6 +43,27 @@ def test_the_stand_in_is_the_runs_model_cut_to_fewer_blocks():
     step()  # a full training step runs
 
 
+@pytest.mark.parametrize("objective,forwards", [
+    ("sft", [(2, True, True)]),
+    ("orpo", [(4, True, True)]),  # chosen and rejected of 2 pairs, trained
+    ("dpo", [(4, True, True), (4, False, False)]),  # + the adapter-disabled reference, no gradients
+    ("kto", [(2, True, True), (2, True, False), (2, False, False), (2, False, False)])])  # + the KL batch
+def test_each_objective_steps_through_the_sequences_its_trainer_runs(objective, forwards):
+    """(rows, adapter on, gradients) of every forward one stand-in step makes, per objective."""
+    config = _config(f"objective={objective}", "training.packing=off")
+    step = step_probe._stand_in_step(config, architecture_of(config), [], 2, [8, 6])
+    model = dict(zip(step.__code__.co_freevars, (cell.cell_contents for cell in step.__closure__)))["model"]
+    seen = []
+    q_proj = model.base_model.model.model.layers[0].self_attn.q_proj
+    model.base_model.model.model.register_forward_hook(
+        lambda module, args, kwargs, output: seen.append(
+            (kwargs["input_ids"].shape[0], not q_proj.disable_adapters, torch.is_grad_enabled())), with_kwargs=True)
+    step()
+    assert seen == forwards
+    dropouts = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert (max(dropouts) == 0) == (objective in ("dpo", "kto")), "TRL's disable_dropout for reference scoring"
+
+
 def test_the_step_is_measured_once_per_shape_and_leaves_rng_and_threads_alone(tmp_path, monkeypatch):
     config = _config("training.packing=off")  # the embedded model: 4 blocks, timed whole
     threads = torch.get_num_threads()
@@ -92,7 +113,7 @@ def test_runs_the_probe_cannot_time_fall_back(tmp_path):
     config = _config()
     assert cpu_step_timing(config, CPU, 2, 16, cache_dir=tmp_path) is None, "a profile whose probes were not measured"
     assert cpu_step_timing(resolve(load_config([])[0], H100, None).config, H100, 2, 16, cache_dir=tmp_path) is None
-    assert cpu_step_timing(_config("objective=dpo"), PROBED, 2, 16, cache_dir=tmp_path) is None
+    assert cpu_step_timing(_config("objective=grpo"), PROBED, 2, 16, cache_dir=tmp_path) is None, "mostly generation"
     huge = _config("model.architecture.hidden_size=8192", "model.architecture.intermediate_size=28672",
                    "model.architecture.vocab_size=128256", "model.architecture.num_heads=64",
                    "model.architecture.num_kv_heads=8", "model.architecture.head_dim=128")

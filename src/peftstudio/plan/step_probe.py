@@ -19,7 +19,7 @@ Measured once per machine and run shape, then read from the cache
 (`cache_root()/cpu-step-probes/`), so `plan` says the same on every run of one config here;
 deleting the directory measures again (a figure taken while other processes loaded the CPU
 stays until then, as the other CPU probes do). Not measured (None: the FLOP model answers) for
-quantized bases, image-text runs, objectives other than SFT, families outside the Llama-style
+quantized bases, image-text runs, GRPO (its step is mostly generation), families outside the Llama-style
 ones, and stand-ins too large to time in a few seconds. A micro-batch too large to time whole
 is timed on as many of its rows as fit the budget and scaled by the rows: an upper bound, since
 a step's fixed part (the head's log-softmax over a large vocabulary, the optimizer) does not
@@ -43,6 +43,14 @@ MAX_PARAMETERS = 400_000_000
 MAX_STEP_FLOPS = 4e11
 REPEATS = 5
 DEEPEST = 4  # blocks of the largest stand-in timed
+
+# What one micro-batch row of each objective costs, as TRL's trainers run it with peftstudio's
+# settings (train/objectives.py), in sequences of the row's length: (trained, forward and
+# backward; run forward through the policy without gradients; run forward through the
+# adapter-disabled reference). DPO and ORPO train the chosen and the rejected answer; DPO and KTO
+# score the reference batch by batch; KTO's KL batch (mismatched completions) goes through the
+# policy and the reference without gradients. GRPO's step is mostly generation: not timed here.
+PASSES = {"sft": (1, 0, 0), "orpo": (2, 0, 0), "dpo": (2, 0, 2), "kto": (1, 1, 2)}
 
 
 @dataclass(frozen=True)
@@ -108,7 +116,7 @@ def _timed_samples(config: RunConfig, hardware: HardwareProfile, arch: ModelArch
     """How many of the micro-batch's `samples` rows the stand-in is timed on: all of them while its
     deepest step stays under MAX_STEP_FLOPS, else as many as do (a 0.5B model's step is its
     matmuls: its time grows with the rows); None when the run is not timed here."""
-    if hardware.accelerator != "cpu" or config.device != "cpu" or config.objective != "sft":
+    if hardware.accelerator != "cpu" or config.device != "cpu" or config.objective not in PASSES:
         return None
     if not hardware.cpu_thread_ms:  # a profile of another machine (or a fake one): nothing to time here
         return None
@@ -119,7 +127,8 @@ def _timed_samples(config: RunConfig, hardware: HardwareProfile, arch: ModelArch
     block = 4 * arch.hidden_size * arch.num_heads * head_dim(arch) + 3 * arch.hidden_size * arch.intermediate_size
     embeddings = arch.vocab_size * arch.hidden_size * (1 if arch.tie_embeddings else 2)
     parameters = embeddings + min(arch.num_layers, DEEPEST) * block
-    fitting = int(MAX_STEP_FLOPS // (6 * parameters * length))
+    trained, policy_forwards, reference_forwards = PASSES[config.objective]
+    fitting = int(MAX_STEP_FLOPS // ((6 * trained + 2 * (policy_forwards + reference_forwards)) * parameters * length))
     if parameters > MAX_PARAMETERS or fitting < 1:
         return None
     return min(samples, fitting)
@@ -137,7 +146,8 @@ def _shape(config: RunConfig, arch: ModelArchitecture, paths: list[str], lengths
     """Everything the measured step depends on: another value of any of them measures again."""
     peft, training = config.peft, config.training
     return {
-        "machine": probe_machine_key(), "threads": training.cpu_threads, "precision": training.precision,
+        "machine": probe_machine_key(), "objective": config.objective, "threads": training.cpu_threads,
+        "precision": training.precision,
         "architecture": arch.model_dump(mode="json"), "lengths": lengths,
         "packing": training.packing, "attention": training.attention, "kernels": paths,
         "gradient_checkpointing": training.gradient_checkpointing,
@@ -195,7 +205,8 @@ def _measure(config: RunConfig, arch: ModelArchitecture, paths: list[str], lengt
 def _stand_in_step(config: RunConfig, arch: ModelArchitecture, paths: list[str], layers: int, lengths: list[int]):
     """A training step of the run's model family cut to `layers` blocks, random weights, the run's
     adapter, precision, kernels and checkpointing, on one micro-batch of random tokens: rows of
-    `lengths`, packed into one row or padded to the longest."""
+    `lengths`, packed into one row or padded to the longest, each row as many sequences as the
+    objective trains and scores (PASSES)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -221,6 +232,12 @@ def _stand_in_step(config: RunConfig, arch: ModelArchitecture, paths: list[str],
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-5, fused=True)
     generator = torch.Generator().manual_seed(0)
+    trained, policy_forwards, reference_forwards = PASSES[config.objective]
+    lengths = lengths * trained  # a preference pair: both sequences at the pair's measured length
+    if reference_forwards:  # DPO, KTO: TRL's disable_dropout, which their reference scoring needs
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
     if training.packing == "on":
         ids = torch.randint(0, arch.vocab_size, (1, sum(lengths)), generator=generator)
         inputs = {"input_ids": ids, "position_ids": torch.cat([torch.arange(n) for n in lengths]).unsqueeze(0)}
@@ -240,6 +257,12 @@ def _stand_in_step(config: RunConfig, arch: ModelArchitecture, paths: list[str],
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             loss = model(**inputs, labels=labels, use_cache=False).loss
         loss.backward()
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            for _ in range(policy_forwards // trained):
+                model(**inputs, use_cache=False)
+            with model.disable_adapter():
+                for _ in range(reference_forwards // trained):
+                    model(**inputs, use_cache=False)
         if config.optim.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(trainable, config.optim.max_grad_norm)
         optimizer.step()

@@ -129,6 +129,8 @@ class CheckpointingMixin:
         and tokens/s describe the whole run, whatever the process count)."""
         if "attention_mask" in inputs:
             tokens = inputs["attention_mask"].sum()
+        elif "chosen_attention_mask" in inputs:  # ORPO's pairs: prompt + chosen, prompt + rejected
+            tokens = inputs["chosen_attention_mask"].sum() + inputs["rejected_attention_mask"].sum()
         elif "position_ids" in inputs:
             tokens = torch.tensor(inputs["position_ids"].numel(), device=inputs["position_ids"].device)
         else:
