@@ -95,3 +95,22 @@ def _fresh(path):
 
     _load.cache_clear()
     return load_prices(path)
+
+
+@pytest.mark.parametrize("objective,trained,policy_forwards,reference_forwards",
+                         [("sft", 1, 0, 0), ("orpo", 2, 0, 0), ("dpo", 2, 0, 2), ("kto", 1, 1, 2)])
+def test_preference_objectives_count_every_sequence_their_step_runs(objective, trained, policy_forwards,
+                                                                    reference_forwards):
+    """Per token of a row: DPO and ORPO train the chosen and the rejected sequence, DPO scores both
+    with the adapter-disabled reference, KTO adds its KL batch through policy and reference."""
+    from peftstudio.config.validate import load_config
+    from peftstudio.plan.resolve import resolve
+    from peftstudio.plan.throughput import flops_per_token
+
+    config = resolve(load_config(RUN + [f"objective={objective}"])[0], H100, None).config
+    seq = 512
+    attention = 12 * 32 * seq * 4096 * 0.5
+    one = 4 * LINEAR + 6 * ADAPTER + attention
+    forward = 2 * LINEAR + attention / 3
+    expected = trained * one + policy_forwards * (forward + 2 * ADAPTER) + reference_forwards * forward
+    assert flops_per_token(config, seq).total == pytest.approx(expected, rel=1e-12)

@@ -231,7 +231,18 @@ def _assumptions(prices: PriceFile, plan: RunPlan) -> list[str]:
         f"one GPU; prices per GPU-hour as of {prices.updated.isoformat()} ({prices.source})",
     ] + (["GRPO: every completion runs to grpo.max_completion_length; generation is paced by memory bandwidth "
           f"× {prices.efficiency.decode:g} (or by FLOPs where that is slower), plus one reference forward pass"]
-         if plan.config.objective == "grpo" else [])
+         if plan.config.objective == "grpo" else []) + ([PREFERENCE_WORK[plan.config.objective]]
+                                                       if plan.config.objective in PREFERENCE_WORK else [])
+
+
+# What a preference row costs beyond one trained sequence (plan/throughput.py PASSES).
+PREFERENCE_WORK = {
+    "dpo": "DPO: each pair trains its chosen and rejected sequences and runs both through the reference "
+           "(adapters off, forward only), all at the pair's measured length",
+    "orpo": "ORPO: each pair trains its chosen and rejected sequences, at the pair's measured length",
+    "kto": "KTO: each row is trained once, and it and a mismatched KL completion run forward through the "
+           "policy (KL only) and the reference, without gradients",
+}
 
 
 def _vision_assumption(plan: RunPlan) -> str:

@@ -36,6 +36,7 @@ from pathlib import Path
 from peftstudio.config.schema import ModelArchitecture, RunConfig
 from peftstudio.plan.architecture import LLAMA_STYLE, architecture_of, head_dim
 from peftstudio.plan.hardware import HardwareProfile, probe_machine_key
+from peftstudio.plan.throughput import PASSES
 
 PROBE_DIR = "cpu-step-probes"
 # Stand-ins past these sizes take too long to build and time at plan time.
@@ -43,14 +44,6 @@ MAX_PARAMETERS = 400_000_000
 MAX_STEP_FLOPS = 4e11
 REPEATS = 5
 DEEPEST = 4  # blocks of the largest stand-in timed
-
-# What one micro-batch row of each objective costs, as TRL's trainers run it with peftstudio's
-# settings (train/objectives.py), in sequences of the row's length: (trained, forward and
-# backward; run forward through the policy without gradients; run forward through the
-# adapter-disabled reference). DPO and ORPO train the chosen and the rejected answer; DPO and KTO
-# score the reference batch by batch; KTO's KL batch (mismatched completions) goes through the
-# policy and the reference without gradients. GRPO's step is mostly generation: not timed here.
-PASSES = {"sft": (1, 0, 0), "orpo": (2, 0, 0), "dpo": (2, 0, 2), "kto": (1, 1, 2)}
 
 
 @dataclass(frozen=True)

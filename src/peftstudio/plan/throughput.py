@@ -28,6 +28,15 @@ from peftstudio.plan.architecture import adapter_parameters, architecture_of, he
 from peftstudio.plan.hardware import HardwareProfile
 
 
+# What one row of each objective runs, as TRL's trainers run it with peftstudio's settings
+# (train/objectives.py), in sequences of the row's measured length: (trained, forward and
+# backward; run forward through the policy without gradients; run forward through the
+# adapter-disabled reference). DPO and ORPO train the chosen and the rejected answer; DPO and KTO
+# score the reference batch by batch; KTO's KL batch (mismatched completions) goes through the
+# policy and the reference without gradients. GRPO's own generation model is `generation_seconds`.
+PASSES = {"sft": (1, 0, 0), "orpo": (2, 0, 0), "dpo": (2, 0, 2), "kto": (1, 1, 2)}
+
+
 @dataclass(frozen=True)
 class FlopsPerToken:
     base: float
@@ -35,10 +44,11 @@ class FlopsPerToken:
     attention: float
     recompute: float
     vision: float = 0.0  # the vision encoder's share per token (image-text runs)
+    objective: float = 0.0  # a preference row's other sequences (PASSES), per token of the row
 
     @property
     def total(self) -> float:
-        return self.base + self.adapter + self.attention + self.recompute + self.vision
+        return self.base + self.adapter + self.attention + self.recompute + self.vision + self.objective
 
 
 def flops_per_token(config: RunConfig, seq_len: int, images_per_sequence: float = 0.0) -> FlopsPerToken:
@@ -55,7 +65,12 @@ def flops_per_token(config: RunConfig, seq_len: int, images_per_sequence: float 
     if config.training.gradient_checkpointing == "on":
         recompute = 2 * linear + 2 * adapter + attention / 3
     vision = images_per_sequence * vision_flops_per_image(config) / max(seq_len, 1)
-    return FlopsPerToken(4.0 * linear, 6.0 * adapter, attention, recompute, vision)
+    trained, policy_forwards, reference_forwards = PASSES.get(config.objective, (1, 0, 0))
+    one = 4.0 * linear + 6.0 * adapter + attention + recompute
+    forward = 2.0 * linear + attention / 3  # forward only: no input gradients, no recompute
+    objective = ((trained - 1) * one + policy_forwards * (forward + 2.0 * adapter)
+                 + reference_forwards * forward)
+    return FlopsPerToken(4.0 * linear, 6.0 * adapter, attention, recompute, vision, objective)
 
 
 def probed_cpu_gflops(hardware: HardwareProfile, width: int | None) -> tuple[int, float, float] | None:
