@@ -7,7 +7,7 @@ import yaml
 
 from peftstudio import api
 from peftstudio.errors import UserError
-from peftstudio.plan.cost import cost_report
+from peftstudio.plan.cost import cost_report, workload
 from peftstudio.plan.prices import SHIPPED_PRICE_FILE, load_prices
 from tests.conftest import H100
 
@@ -100,9 +100,10 @@ def _fresh(path):
 @pytest.mark.parametrize("objective,trained,policy_forwards,reference_forwards",
                          [("sft", 1, 0, 0), ("orpo", 2, 0, 0), ("dpo", 2, 0, 2), ("kto", 1, 1, 2)])
 def test_preference_objectives_count_every_sequence_their_step_runs(objective, trained, policy_forwards,
-                                                                    reference_forwards):
-    """Per token of a row: DPO and ORPO train the chosen and the rejected sequence, DPO scores both
-    with the adapter-disabled reference, KTO adds its KL batch through policy and reference."""
+                                                                    reference_forwards, tmp_path):
+    """Per token trained: DPO and ORPO train the chosen and the rejected sequence of a pair, DPO
+    scores both with the adapter-disabled reference, KTO adds its KL batch through policy and
+    reference; the work counts both sequences of a pair, as a run logs them."""
     from peftstudio.config.validate import load_config
     from peftstudio.plan.resolve import resolve
     from peftstudio.plan.throughput import flops_per_token
@@ -112,5 +113,7 @@ def test_preference_objectives_count_every_sequence_their_step_runs(objective, t
     attention = 12 * 32 * seq * 4096 * 0.5
     one = 4 * LINEAR + 6 * ADAPTER + attention
     forward = 2 * LINEAR + attention / 3
-    expected = trained * one + policy_forwards * (forward + 2 * ADAPTER) + reference_forwards * forward
+    expected = one + (policy_forwards * (forward + 2 * ADAPTER) + reference_forwards * forward) / trained
     assert flops_per_token(config, seq).total == pytest.approx(expected, rel=1e-12)
+    plan = api.plan(RUN + [f"objective={objective}", f"training.output_dir={tmp_path}/out"], hardware=H100)
+    assert workload(plan).sequences == 10 * 2 * trained

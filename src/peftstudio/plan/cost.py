@@ -17,7 +17,7 @@ from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.prices import PriceFile, load_prices
 from peftstudio.plan.runplan import RunPlan
 from peftstudio.plan.step_probe import CpuStepTiming, cpu_step_timing
-from peftstudio.plan.throughput import (flops_per_token, generation_seconds,
+from peftstudio.plan.throughput import (PASSES, flops_per_token, generation_seconds,
                                         measured_throughput, probed_cpu_gflops, tokens_per_second)
 from peftstudio.units import GIB
 
@@ -75,7 +75,9 @@ class CostReport:
 
 def workload(plan: RunPlan) -> Workload:
     training = plan.config.training
-    sequences = plan.schedule.optimizer_steps * plan.schedule.effective_batch
+    # DPO and ORPO train two sequences a pair (chosen, rejected), each counted as a run logs them
+    trained = PASSES.get(plan.config.objective, (1, 0, 0))[0]
+    sequences = plan.schedule.optimizer_steps * plan.schedule.effective_batch * trained
     mean_tokens = max(plan.data.mean_tokens, 1.0)
     padded = mean_tokens if training.packing == "on" else mean_tokens / max(1.0 - plan.data.padding_waste, 0.05)
     per_sequence = min(padded, float(training.max_seq_length))
@@ -237,9 +239,9 @@ def _assumptions(prices: PriceFile, plan: RunPlan) -> list[str]:
 
 # What a preference row costs beyond one trained sequence (plan/throughput.py PASSES).
 PREFERENCE_WORK = {
-    "dpo": "DPO: each pair trains its chosen and rejected sequences and runs both through the reference "
-           "(adapters off, forward only), all at the pair's measured length",
-    "orpo": "ORPO: each pair trains its chosen and rejected sequences, at the pair's measured length",
+    "dpo": "DPO: each pair is two sequences (chosen, rejected) at the pair's measured length, each trained "
+           "and run through the reference (adapters off, forward only)",
+    "orpo": "ORPO: each pair is two trained sequences (chosen, rejected) at the pair's measured length",
     "kto": "KTO: each row is trained once, and it and a mismatched KL completion run forward through the "
            "policy (KL only) and the reference, without gradients",
 }

@@ -100,8 +100,9 @@ def cpu_step_timing(config: RunConfig, hardware: HardwareProfile, samples: int, 
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, {"shape": shape, "timing": measured})
     scale = samples / timed  # a large model's micro-batch timed in part: its time grows with its rows
+    trained = PASSES[config.objective][0]  # tokens as a run logs them: both sequences of a pair
     return CpuStepTiming(measured["step_ms"] / 1e3 * scale, measured["blocks"], measured["block_ms"] / 1e3 * scale,
-                         arch.num_layers, samples * length)
+                         arch.num_layers, samples * length * trained)
 
 
 def _timed_samples(config: RunConfig, hardware: HardwareProfile, arch: ModelArchitecture, samples: int,

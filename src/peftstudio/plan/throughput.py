@@ -44,7 +44,7 @@ class FlopsPerToken:
     attention: float
     recompute: float
     vision: float = 0.0  # the vision encoder's share per token (image-text runs)
-    objective: float = 0.0  # a preference row's other sequences (PASSES), per token of the row
+    objective: float = 0.0  # a preference row's forward-only passes (PASSES), per token it trains
 
     @property
     def total(self) -> float:
@@ -66,10 +66,9 @@ def flops_per_token(config: RunConfig, seq_len: int, images_per_sequence: float 
         recompute = 2 * linear + 2 * adapter + attention / 3
     vision = images_per_sequence * vision_flops_per_image(config) / max(seq_len, 1)
     trained, policy_forwards, reference_forwards = PASSES.get(config.objective, (1, 0, 0))
-    one = 4.0 * linear + 6.0 * adapter + attention + recompute
     forward = 2.0 * linear + attention / 3  # forward only: no input gradients, no recompute
-    objective = ((trained - 1) * one + policy_forwards * (forward + 2.0 * adapter)
-                 + reference_forwards * forward)
+    # per token of a trained sequence: a pair's two trained sequences share its forward-only passes
+    objective = (policy_forwards * (forward + 2.0 * adapter) + reference_forwards * forward) / trained
     return FlopsPerToken(4.0 * linear, 6.0 * adapter, attention, recompute, vision, objective)
 
 
