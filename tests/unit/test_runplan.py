@@ -73,6 +73,9 @@ def test_a_damaged_plan_is_a_user_error_naming_the_file(plan, tmp_path):
     raw["hardware"]["gpu_kind"] = "x"
     with pytest.raises(UserError, match="no field"):
         RunPlan.from_dict(raw, "p.json")
+    raw = json.loads(plan.to_json())
+    raw["hardware"]["cpu_op_us"] = {"1": 10.0}  # a probe the previous version recorded: its runs still resume
+    assert RunPlan.from_dict(raw, "p.json").hardware == plan.hardware
     (tmp_path / "p.json").write_text("{not json")
     with pytest.raises(UserError, match="p.json: not JSON"):
         RunPlan.read(tmp_path / "p.json")

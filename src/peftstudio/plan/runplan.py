@@ -145,7 +145,8 @@ class RunPlan:
                 requested=RunConfig.model_validate(resolve_environment(raw["requested"])),
                 config=RunConfig.model_validate(resolve_environment(raw["config"])),
                 decisions={key: Decision(**value) for key, value in raw["decisions"].items()},
-                hardware=_dataclass(HardwareProfile, raw["hardware"]),
+                hardware=_dataclass(HardwareProfile, {key: value for key, value in raw["hardware"].items()
+                                                      if key not in RETIRED_HARDWARE_FIELDS}),
                 data=_dataclass(DataSummary, raw["data"]),
                 schedule=_dataclass(Schedule, raw["schedule"]),
                 warnings=list(raw["warnings"]),
@@ -179,6 +180,11 @@ class RunPlan:
             raise UserError(Problem(str(path), f"cannot read the plan: {error.strerror or error}",
                                     "pass a file that peftstudio plan --out wrote")) from None
         return cls.from_json(text, str(path))
+
+
+# Probes a plan of an earlier version recorded and this one no longer reads: a run planned then
+# still resumes (cpu_op_us: the cost per operation of the CPU time model plan/step_probe.py replaced).
+RETIRED_HARDWARE_FIELDS = ("cpu_op_us",)
 
 
 def _dataclass(kind, raw: dict):
