@@ -191,3 +191,38 @@ def test_vision_flops_per_image_equal_torch_flop_counter(preset):
     assert vision_flops_per_image(in_tower) == 2 * vision_flops_per_image(config)  # backward to the tower's inputs
     text_only, with_image = flops_per_token(config, 300), flops_per_token(config, 300, images_per_sequence=1.0)
     assert with_image.total - text_only.total == pytest.approx(vision_flops_per_image(config) / 300)
+
+
+def test_text_data_on_an_image_text_model_counts_the_tower_but_no_pixels(tmp_path):
+    """data.modality=auto resolves from the rows: on text rows an image-text model's tower is
+    loaded (its weights count) but never run (no pixel tensors, no vision forward), in the fit,
+    the auto micro-batch and the rented GPUs alike; a set value the data contradicts is refused."""
+    from peftstudio.plan.cost import cost_report
+    from peftstudio.plan.pipeline import plan_with_data
+    from tests.conftest import H100, RTX4090
+
+    _png(tmp_path / "a.png")
+    images = _write(tmp_path / "i.jsonl", [_chat([{"type": "image", "path": "a.png"}])] * 4)
+    text = _write(tmp_path / "t.jsonl", [{"messages": [{"role": "user", "content": "Which colour is red?"},
+                                                       {"role": "assistant", "content": "red"}]}] * 4)
+    common = ["model=gemma3_4b", "data.validation_split=0", "training.max_seq_length=1024"]
+    plans = {name: plan_with_data([f"data.path={path}", *common, "training.micro_batch_size=4"], None, H100)[0]
+             for name, path in (("images", images), ("text", text))}
+    assert plans["images"].config.data.modality == "image-text" and plans["text"].config.data.modality == "text"
+    assert plans["text"].decisions["data.modality"].origin == "auto"
+    assert plans["text"].requested.data.modality == "auto"
+    with_images, text_only = (plans[name].memory["estimate"]["components"] for name in ("images", "text"))
+    assert {"pixel tensors", "vision forward (transient)"} <= set(with_images)
+    assert not {"pixel tensors", "vision forward (transient)"} & set(text_only)
+    assert text_only["vision tower weights"] == with_images["vision tower weights"] > 0
+    saved = with_images["pixel tensors"] + with_images["vision forward (transient)"]
+    assert plans["images"].memory["estimate"]["total_bytes"] - plans["text"].memory["estimate"]["total_bytes"] == saved
+    assert saved > 2 * 1024**3, "gemma3_4b at micro-batch 4: GiBs of pixels and vision activations"
+    rented = {name: {(o.provider, o.gpu): o.peak_memory_gib for o in cost_report(plans[name]).options} for name in plans}
+    assert all(rented["text"][gpu] < peak for gpu, peak in rented["images"].items() if gpu in rented["text"])
+    auto = {name: plan_with_data([f"data.path={path}", *common], None, RTX4090)[0].config.training.micro_batch_size
+            for name, path in (("images", images), ("text", text))}
+    assert auto["text"] >= auto["images"]
+    with pytest.raises(UserError) as caught:
+        plan_with_data([f"data.path={text}", *common, "data.modality=image-text"], None, H100)
+    assert "data.modality: image-text, but the data is text" in caught.value.render()

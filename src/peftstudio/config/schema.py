@@ -393,6 +393,11 @@ class DataSettings(Section):
     """Hub dataset configuration (subset) name, when the dataset has several."""
     revision: str | None = None
     """Hub dataset revision (branch, tag or commit); null means the default branch."""
+    modality: Literal["auto", "text", "image-text"] = "auto"
+    """What the training rows hold: auto reads it from the data (image-text when any record has
+    images; `plan` says which). The memory estimate counts pixel tensors and the vision forward
+    for image-text only: an image-text model trained on text loads its tower but never runs it.
+    Set text or image-text to have `plan` refuse data that is not that."""
     image_grid: str | None = Field(default=None, pattern=r"^[1-9]x[1-9]$")
     """Compose each record's images into one ROWSxCOLUMNS grid image (e.g. 2x2: four
     consecutive frames, row-major, each tile the first image's size); null keeps the images

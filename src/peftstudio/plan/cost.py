@@ -115,7 +115,9 @@ def cost_report(plan: RunPlan, price_file: Path | None = None, time_cpu_step: bo
 
     prices = load_prices(price_file)
     work = workload(plan)
-    base = plan.requested  # `auto` intact: resolved again for each GPU
+    # `auto` intact, resolved again for each GPU; except what the data decided (data.modality)
+    base = plan.requested.model_copy(update={"data": plan.requested.data.model_copy(
+        update={"modality": plan.config.data.modality})})
     options, too_small = [], []
     for provider, offers in prices.providers.items():
         for gpu_name, (low, high) in offers.items():

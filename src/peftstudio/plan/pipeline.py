@@ -30,7 +30,8 @@ from peftstudio.plan.evaluation import eval_data_problems
 from peftstudio.plan.objectives import data_arguments, measure_objective_data
 from peftstudio.plan.platforms import compose_for_platform
 from peftstudio.plan.resolve import resolve
-from peftstudio.plan.vision_memory import estimated_lengths, refuse_unreadable_images, without_image_packing
+from peftstudio.plan.vision_memory import (estimated_lengths, refuse_unreadable_images, with_data_modality,
+                                           without_image_packing)
 from peftstudio.plan.runplan import (DataSummary, Decision, OriginKind, RunPlan, Schedule, decisions_of, fingerprint,
                                      run_identity)
 from peftstudio.settings import ProcessPlace
@@ -66,8 +67,7 @@ def plan_with_data(overrides: list[str] | None = None, config_file: Path | None 
     composed, composition = compose_for_platform(requested, composition, overrides, config_file, hardware)
     tokens, token_warnings = _tokenize(composed, data, hardware, require_tokenizer)
     summary = _data_summary(composed, data, tokens, hardware)
-    resolution = resolve(composed, hardware, summary.padding_waste)
-    resolution = without_image_packing(resolution, summary)
+    resolution = without_image_packing(_resolve_with_data(composed, hardware, summary), summary)
     schedule = _schedule(resolution.config, composition, summary.train_rows)
     resolution = per_epoch_cadence(resolution, schedule)
     findings = check(resolution.config, hardware, schedule.optimizer_steps, summary.validation_rows, place)
@@ -86,6 +86,16 @@ def _assemble(requested: RunConfig, composition: Composition, resolution, hardwa
     origins.update({key: ("auto", reason) for key, reason in resolution.reasons.items()})
     return RunPlan(requested, config, decisions_of(config, origins), hardware, summary, schedule,
                    warnings + fit.warnings, fingerprint(run_identity(config, summary)), fit.to_dict())
+
+
+def _resolve_with_data(config: RunConfig, hardware: HardwareProfile, summary: DataSummary):
+    """`resolve` with what the data says: its padding waste, and data.modality=auto set to what
+    the rows hold before anything estimates memory (plan/vision_memory.py: with_data_modality)."""
+    config, modality_reason = with_data_modality(config, summary)
+    resolution = resolve(config, hardware, summary.padding_waste)
+    if modality_reason is None:
+        return resolution
+    return replace(resolution, reasons={**resolution.reasons, "data.modality": modality_reason})
 
 
 def _raise(findings: Findings) -> None:
@@ -270,7 +280,7 @@ def survey(overrides: list[str] | None = None, config_file: Path | None = None,
         summary = _data_summary(composed, found.data, tokens, found.hardware)
     except UserError as error:
         found.data_problems = error.problems
-    resolution = resolve(composed, found.hardware, summary.padding_waste if summary else None)
+    resolution = _resolve_with_data(composed, found.hardware, summary) if summary else resolve(composed, found.hardware, None)
     found.config = resolution.config
     train_rows = summary.train_rows if summary else 0
     found.schedule = _schedule(found.config, composition, train_rows) if summary else Schedule(

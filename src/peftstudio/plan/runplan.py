@@ -206,7 +206,8 @@ def run_identity(config: RunConfig, data: DataSummary) -> dict[str, Any]:
     """What makes a run the same run for resuming: the model, the data and the adapter method."""
     return {
         "model": [config.model.name_or_path, config.model.revision],
-        "data": [data.sha256, data.format, config.data.model_dump(mode="json")],
+        # data.modality is read from the data (its sha256 already): an older run without it still resumes
+        "data": [data.sha256, data.format, config.data.model_dump(mode="json", exclude={"modality"})],
         "method": config.peft.model_dump(mode="json"),
     }
 

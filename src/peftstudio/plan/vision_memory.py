@@ -77,6 +77,9 @@ def vision_components(config: RunConfig, micro_batch: int, images_per_sample: in
     width = PRECISION_BYTES.get(config.training.precision, 4)
     if config.peft.quantization != "none":
         width = PRECISION_BYTES.get(config.peft.compute_dtype, 2)
+    if config.data.modality == "text":  # the tower is loaded and never run: its weights, nothing else
+        return {"vision tower weights": vision_parameters(vision) * width,
+                "projector weights": vision.projector_parameters * width}
     images = micro_batch * images_per_sample
     patches = (vision.image_size // vision.patch_size) ** 2
     working = patches * (4 * vision.hidden_size + vision.intermediate_size + vision.num_heads * patches)
@@ -159,6 +162,19 @@ def describe_images(plan) -> str:
             f"{stats['max_images_per_row']} per row); {stats['image_tokens']:,} image tokens "
             f"(~{stats['image_tokens_per_image']:g} per image) + {stats['text_tokens']:,} text tokens; "
             f"longest sample {longest} tokens at {stats.get('longest_row')}")
+
+
+def with_data_modality(config: RunConfig, summary) -> tuple[RunConfig, str | None]:
+    """`config` with data.modality=auto resolved to what the data holds (the reason to print), or
+    unchanged when set; a set value the data contradicts is a user error naming both."""
+    modality = config.data.modality
+    if modality == "auto":
+        data = config.data.model_copy(update={"modality": summary.modality})
+        return config.model_copy(update={"data": data}), summary.modality_reason
+    if modality != summary.modality:
+        raise UserError(Problem("data.modality", f"{modality}, but the data is {summary.modality}: {summary.modality_reason}",
+                                "set data.modality=auto, or train on data of that kind"))
+    return config, None
 
 
 def without_image_packing(resolution, summary):
