@@ -248,28 +248,32 @@ def cpu_thread_probe(repeats: int = 5) -> dict[str, dict[str, dict[str, float]]]
                 step = _probe_block(width, precision == "bf16")
                 step()  # kernel selection, page faults
                 table.setdefault(precision, {})[str(width)] = {
-                    str(count): round(seconds * 1e3, 2) for count, seconds in _seconds_by_threads(step, counts, repeats).items()}
+                    str(count): round(seconds * 1e3, 2)
+                    for count, seconds in alternating_medians(dict.fromkeys(counts, step), repeats,
+                                                              before=torch.set_num_threads).items()}
     finally:
         torch.set_num_threads(previous)
     return table
 
 
-def _seconds_by_threads(step, counts: list[int], repeats: int) -> dict[int, float]:
-    """Median seconds of `step()` at each thread count, the counts alternating within each repeat
-    so that a moment of load from other processes falls on all of them. Leaves the last count set."""
+def alternating_medians(steps: dict, repeats: int, warm_ups: int = 0, before=None) -> dict:
+    """Median seconds of each of `steps` (key -> callable), the steps taking turns within each
+    repeat so that a moment of load from other processes falls on all of them alike, after
+    `warm_ups` untimed rounds; `before(key)` runs untimed ahead of each call (e.g. setting the
+    thread count the key names, which it then leaves set)."""
     import statistics
     import time
 
-    import torch
-
-    times: dict[int, list[float]] = {count: [] for count in counts}
-    for _ in range(repeats):
-        for count in counts:
-            torch.set_num_threads(count)
+    times: dict = {key: [] for key in steps}
+    for round_ in range(warm_ups + repeats):
+        for key, step in steps.items():
+            if before is not None:
+                before(key)
             start = time.perf_counter()
             step()
-            times[count].append(time.perf_counter() - start)
-    return {count: statistics.median(seconds) for count, seconds in times.items()}
+            if round_ >= warm_ups:
+                times[key].append(time.perf_counter() - start)
+    return {key: statistics.median(seconds) for key, seconds in times.items()}
 
 
 def probe_block_flops(width: int, tokens: int = PROBE_TOKENS) -> float:
@@ -286,8 +290,6 @@ def cpu_attention_probe(repeats: int = 5) -> dict[str, dict[str, float]]:
     "masked", one SDPA call under the row's block-diagonal causal mask (what transformers' sdpa
     does with a packed row), and "per_sample", one causal fp32 call per sample
     (model/fast_paths.py: per_sample_attention), the two alternating. About a second."""
-    import statistics
-    import time
 
     import torch
 
@@ -306,14 +308,10 @@ def cpu_attention_probe(repeats: int = 5) -> dict[str, dict[str, float]]:
         kernels = {
             "masked": lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask),
             "per_sample": lambda: per_sample_attention(q, k, v, bounds)}
-        times: dict[str, list[float]] = {name: [] for name in kernels}
-        for round_ in range(repeats + 1):
-            for name, attend in kernels.items():
-                start = time.perf_counter()
-                attend().float().sum().backward()
-                if round_:  # the first round selects kernels and faults pages in
-                    times[name].append(time.perf_counter() - start)
-        table[precision] = {name: round(statistics.median(seconds) * 1e3, 2) for name, seconds in times.items()}
+        steps = {name: lambda attend=attend: attend().float().sum().backward() for name, attend in kernels.items()}
+        # one warm-up round: kernel selection, page faults
+        medians = alternating_medians(steps, repeats, warm_ups=1)
+        table[precision] = {name: round(seconds * 1e3, 2) for name, seconds in medians.items()}
     return table
 
 

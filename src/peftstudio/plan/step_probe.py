@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from peftstudio.config.schema import ModelArchitecture, RunConfig
-from peftstudio.plan.architecture import LLAMA_STYLE, architecture_of, head_dim
-from peftstudio.plan.hardware import HardwareProfile, probe_machine_key
+from peftstudio.plan.architecture import LLAMA_STYLE, architecture_of, base_parameters, head_dim
+from peftstudio.plan.hardware import HardwareProfile, alternating_medians, probe_machine_key
 from peftstudio.plan.throughput import PASSES
 
 PROBE_DIR = "cpu-step-probes"
@@ -121,9 +121,7 @@ def _timed_samples(config: RunConfig, hardware: HardwareProfile, arch: ModelArch
         return None
     if arch.model_type not in LLAMA_STYLE + ("gemma3",):
         return None
-    block = 4 * arch.hidden_size * arch.num_heads * head_dim(arch) + 3 * arch.hidden_size * arch.intermediate_size
-    embeddings = arch.vocab_size * arch.hidden_size * (1 if arch.tie_embeddings else 2)
-    parameters = embeddings + min(arch.num_layers, DEEPEST) * block
+    parameters = base_parameters(arch.model_copy(update={"num_layers": min(arch.num_layers, DEEPEST)}))  # the stand-in
     trained, policy_forwards, reference_forwards = PASSES[config.objective]
     fitting = int(MAX_STEP_FLOPS // ((6 * trained + 2 * (policy_forwards + reference_forwards)) * parameters * length))
     if parameters > MAX_PARAMETERS or fitting < 1:
@@ -166,8 +164,6 @@ def _measure(config: RunConfig, arch: ModelArchitecture, paths: list[str], lengt
     two warm-ups each: {"blocks", "step_ms" at that many blocks, "block_ms" of each further one}.
     The caller's RNG states and thread count are left as they were."""
     import random
-    import statistics
-    import time
 
     import numpy as np
     import torch
@@ -178,22 +174,15 @@ def _measure(config: RunConfig, arch: ModelArchitecture, paths: list[str], lengt
     try:
         torch.set_num_threads(config.training.cpu_threads)
         steps = {depth: _stand_in_step(config, arch, paths, depth, lengths) for depth in depths}
-        warm = time.perf_counter()
-        for step in steps.values():
-            step(), step()
-        repeats = REPEATS if time.perf_counter() - warm < 1.0 else 3  # a large stand-in: plan stays quick
-        times: dict[int, list[float]] = {depth: [] for depth in depths}
-        for _ in range(repeats):
-            for depth, step in steps.items():
-                start = time.perf_counter()
-                step()
-                times[depth].append(time.perf_counter() - start)
+        warm = alternating_medians(steps, 2)  # two warm-up rounds, whose time sizes the measurement
+        repeats = REPEATS if 2 * sum(warm.values()) < 1.0 else 3  # a large stand-in: plan stays quick
+        seconds = alternating_medians(steps, repeats)
     finally:
         torch.set_num_threads(threads)
         random.setstate(states[0])
         np.random.set_state(states[1])
         torch.set_rng_state(states[2])
-    medians = {depth: statistics.median(seconds) * 1e3 for depth, seconds in times.items()}
+    medians = {depth: median * 1e3 for depth, median in seconds.items()}
     block = (medians[depths[-1]] - medians[depths[0]]) / (depths[-1] - depths[0]) if len(depths) > 1 else 0.0
     return {"blocks": depths[-1], "step_ms": round(medians[depths[-1]], 3), "block_ms": round(max(block, 0.0), 3),
             "timed_ms": {str(depth): round(ms, 3) for depth, ms in medians.items()}}
