@@ -29,7 +29,7 @@ def predicted_tokens_per_second(evidence: RunEvidence) -> tuple[float, str] | No
         waste = plan.data.padding_waste
         length = float(plan.data.mean_tokens or config.training.max_seq_length) / max(1.0 - waste, 0.05)
         seq = int(min(length, config.training.max_seq_length))
-        efficiency = prices.efficiency.quantized_4bit if quantization_of(config) in ("nf4", "fp4") else prices.efficiency.default
+        efficiency = prices.efficiency.on_gpu(config.peft.method, quantization_of(config))
         images = (plan.data.images or {}).get("images", 0) / max(plan.data.train_rows, 1)
         speed = tokens_per_second(flops_per_token(config, seq, images), prices.gpus[gpu].peak_tflops, efficiency)
     except (ValidationError, UserError, ValueError, TypeError):

@@ -143,7 +143,7 @@ def cost_report(plan: RunPlan, price_file: Path | None = None, time_cpu_step: bo
 def _efficiency(prices: PriceFile, config: RunConfig, quantization: str) -> float:
     if config.device == "cpu":
         return prices.efficiency.cpu
-    return prices.efficiency.quantized_4bit if quantization in ("nf4", "fp4") else prices.efficiency.default
+    return prices.efficiency.on_gpu(config.peft.method, quantization)
 
 
 def local_estimate(plan: RunPlan, prices: PriceFile, work: Workload, time_cpu_step: bool = True) -> DeviceEstimate:
@@ -231,12 +231,24 @@ def _assumptions(prices: PriceFile, plan: RunPlan) -> list[str]:
         f"sequence lengths from {lengths}",
         "FLOPs/token: 4N frozen base (forward + input gradients) + 6N adapter + causal attention; "
         "+2N recompute with gradient checkpointing" + _vision_assumption(plan),
-        f"efficiency {prices.efficiency.default:g} of dense peak ({prices.efficiency.quantized_4bit:g} with 4-bit weights)",
+        _efficiency_assumption(prices, plan.config),
         f"one GPU; prices per GPU-hour as of {prices.updated.isoformat()} ({prices.source})",
     ] + (["GRPO: every completion runs to grpo.max_completion_length; generation is paced by memory bandwidth "
           f"× {prices.efficiency.decode:g} (or by FLOPs where that is slower), plus one reference forward pass"]
          if plan.config.objective == "grpo" else []) + ([PREFERENCE_WORK[plan.config.objective]]
                                                        if plan.config.objective in PREFERENCE_WORK else [])
+
+
+def _efficiency_assumption(prices: PriceFile, config: RunConfig) -> str:
+    from peftstudio.plan.memory import quantization_of
+
+    method, quantization = config.peft.method, quantization_of(config)
+    share = prices.efficiency.on_gpu(method, quantization)
+    return (f"GPU efficiency {share:.3g} of dense peak for {method}"
+            + (" on 4-bit weights" if quantization in ("nf4", "fp4") else "")
+            + f" (the price file's efficiency: default {prices.efficiency.default:g}, "
+            + (f"dora {prices.efficiency.dora:g}, " if prices.efficiency.dora else "")
+            + f"4-bit {prices.efficiency.quantized_4bit:g}; sources cited there)")
 
 
 # What a preference row costs beyond one trained sequence (plan/throughput.py PASSES).

@@ -35,10 +35,21 @@ class GpuType(_Strict):
 
 class Efficiency(_Strict):
     default: float = Field(gt=0, le=1)
+    """Share of a GPU's dense peak a LoRA run reaches (also rsLoRA and PiSSA: the same step)."""
     quantized_4bit: float = Field(gt=0, le=1)
+    """The same for LoRA on 4-bit base weights (QLoRA)."""
+    dora: float | None = Field(default=None, gt=0, le=1)
+    """The same for DoRA; unset: `default`."""
     cpu: float = Field(gt=0, le=1)
     decode: float = Field(default=0.3, gt=0, le=1)
     """Share of the memory bandwidth Hugging Face `generate` reaches while decoding (GRPO)."""
+
+    def on_gpu(self, method: str, quantization: str) -> float:
+        """The share of a GPU's dense peak a run of adapter `method` reaches; on 4-bit weights
+        (`quantization` nf4/fp4) the LoRA ratio quantized_4bit / default applies on top, so QDoRA
+        is dora x that ratio."""
+        share = (self.dora or self.default) if method in ("dora", "qdora") else self.default
+        return share * self.quantized_4bit / self.default if quantization in ("nf4", "fp4") else share
 
 
 class PriceFile(_Strict):
