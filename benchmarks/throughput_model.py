@@ -39,9 +39,8 @@ def predicted_and_measured(output_dir: Path) -> tuple[float, float, float, float
                            plan.data.mean_tokens)
     if step is None:
         raise SystemExit(f"{output_dir}: not a run the CPU step probe times (plan/step_probe.py)")
-    useful = 1.0 if config.training.packing == "on" else 1.0 - plan.data.padding_waste  # measured counts no padding
     step_times = [r["step_time"] for r in record.metrics if r.get("step_time")][1:]
-    return (step.tokens_per_second * useful, statistics.median(rates), step.seconds, statistics.median(step_times),
+    return (step.tokens_per_second * work.useful_share, statistics.median(rates), step.seconds, statistics.median(step_times),
             cpu_basis(step, config))
 
 

@@ -47,11 +47,17 @@ def test_cost_table_matches_hand_computed_figures(price_file, tmp_path):
     assert LINEAR == 7_504_658_432 and ADAPTER == 41_943_040
     assert [(o.provider, o.gpu) for o in report.options] == [("cloud_b", "H100"), ("cloud_a", "H100")], "cheapest first"
     cheapest, other = report.options
-    assert cheapest.tokens_per_second == pytest.approx(speed, rel=1e-9)
+    # tokens/s as train logs them: the padding the batches compute on is not counted, the time covers it
+    useful = work.sequences * min(plan.data.mean_tokens, 512)
+    assert work.useful_tokens == pytest.approx(useful) and 0 < useful < work.trained_tokens
+    assert cheapest.tokens_per_second == pytest.approx(speed * useful / work.trained_tokens, rel=1e-9)
     assert cheapest.hours == pytest.approx(hours, rel=1e-9)
+    assert cheapest.tokens_per_second * cheapest.hours * 3600 == pytest.approx(useful)
     assert cheapest.cost_low == pytest.approx(hours * 1.5) and other.cost_high == pytest.approx(hours * 3.0)
     assert report.too_small == ["cloud_a/T4"], "an 8B model in bf16 does not fit 16 GiB"
-    assert report.local.tokens_per_second == pytest.approx(speed) and report.local.basis.startswith("model: H100")
+    assert report.local.tokens_per_second == pytest.approx(speed * useful / work.trained_tokens)
+    assert report.local.basis.startswith("model: H100")
+    assert any(line.startswith("tokens/s count non-padding tokens") for line in report.assumptions)
 
 
 def test_gradient_checkpointing_adds_a_forward_pass(price_file, tmp_path):

@@ -13,6 +13,7 @@ def predicted_tokens_per_second(evidence: RunEvidence) -> tuple[float, str] | No
     from pydantic import ValidationError
 
     from peftstudio.errors import UserError
+    from peftstudio.plan.cost import workload
     from peftstudio.plan.memory import quantization_of
     from peftstudio.plan.prices import load_prices
     from peftstudio.plan.throughput import flops_per_token, tokens_per_second
@@ -20,21 +21,19 @@ def predicted_tokens_per_second(evidence: RunEvidence) -> tuple[float, str] | No
     plan = evidence.plan
     if plan is None or plan.hardware.accelerator != "cuda" or not plan.hardware.device_names:
         return None
-    hardware, config = plan.hardware, plan.config
+    config = plan.config
     try:
         prices = load_prices()
-        gpu = prices.gpu_for_device(hardware.device_names[0])
+        gpu = prices.gpu_for_device(plan.hardware.device_names[0])
         if gpu is None:
             return None
-        waste = plan.data.padding_waste
-        length = float(plan.data.mean_tokens or config.training.max_seq_length) / max(1.0 - waste, 0.05)
-        seq = int(min(length, config.training.max_seq_length))
+        work = workload(plan)
         efficiency = prices.efficiency.on_gpu(config.peft.method, quantization_of(config))
-        images = (plan.data.images or {}).get("images", 0) / max(plan.data.train_rows, 1)
-        speed = tokens_per_second(flops_per_token(config, seq, images), prices.gpus[gpu].peak_tflops, efficiency)
+        speed = tokens_per_second(flops_per_token(config, work.seq_len, work.images_per_sequence),
+                                  prices.gpus[gpu].peak_tflops, efficiency)
     except (ValidationError, UserError, ValueError, TypeError):
         return None
-    return speed * (1.0 - waste), gpu
+    return speed * work.useful_share, gpu
 
 
 def measured_tokens_per_second(evidence: RunEvidence) -> float | None:

@@ -32,16 +32,22 @@ class Workload:
     tokens_per_sequence: float
     trained_tokens: float  # tokens the GPU computes on, padding included
     images_per_sequence: float = 0.0  # images through the vision tower per sequence (image-text runs)
+    useful_tokens: float = 0.0  # the same without padding: what `train` counts in its tokens/s
 
     @property
     def seq_len(self) -> int:
         return max(int(round(self.tokens_per_sequence)), 1)
 
+    @property
+    def useful_share(self) -> float:
+        """Non-padding tokens per computed token: turns a computed-token rate into the rate train logs."""
+        return min(self.useful_tokens / self.trained_tokens, 1.0) if self.trained_tokens and self.useful_tokens else 1.0
+
 
 @dataclass(frozen=True)
 class DeviceEstimate:
     device: str
-    tokens_per_second: float | None
+    tokens_per_second: float | None  # non-padding tokens/s, the rate `train` logs
     hours: float | None
     basis: str  # how tokens_per_second was obtained
 
@@ -52,7 +58,7 @@ class CostOption:
     gpu: str
     memory_gib: float
     peak_memory_gib: float
-    tokens_per_second: float
+    tokens_per_second: float  # non-padding tokens/s, the rate `train` logs
     hours: float
     cost_low: float
     cost_high: float
@@ -81,11 +87,13 @@ def workload(plan: RunPlan) -> Workload:
     mean_tokens = max(plan.data.mean_tokens, 1.0)
     padded = mean_tokens if training.packing == "on" else mean_tokens / max(1.0 - plan.data.padding_waste, 0.05)
     per_sequence = min(padded, float(training.max_seq_length))
+    useful = min(mean_tokens, per_sequence)
     if plan.config.objective == "grpo":  # prompts measured with a 1-token stand-in completion; full completions assumed
         grpo = plan.config.grpo
-        per_sequence = min(padded - 1 + grpo.max_completion_length, grpo.max_prompt_length + grpo.max_completion_length)
+        per_sequence = useful = min(padded - 1 + grpo.max_completion_length,
+                                    grpo.max_prompt_length + grpo.max_completion_length)
     images = (plan.data.images or {}).get("images", 0) / max(plan.data.train_rows, 1)
-    return Workload(sequences, per_sequence, sequences * per_sequence, images)
+    return Workload(sequences, per_sequence, sequences * per_sequence, images, sequences * useful)
 
 
 def generation_hours(plan: RunPlan, config: RunConfig, work: Workload, peak_tflops: float, efficiency: float,
@@ -133,8 +141,8 @@ def cost_report(plan: RunPlan, price_file: Path | None = None, time_cpu_step: bo
             hours = work.trained_tokens / speed / 3600 + generation_hours(
                 plan, config, work, gpu.peak_tflops, _efficiency(prices, config, quantization_of(config)),
                 gpu.memory_bandwidth_gbs, prices)
-            options.append(CostOption(provider, gpu_name, gpu.memory_gib, round(estimate.total_bytes / GIB, 2), speed,
-                                      hours, hours * low, hours * high, config.training.precision))
+            options.append(CostOption(provider, gpu_name, gpu.memory_gib, round(estimate.total_bytes / GIB, 2),
+                                      speed * work.useful_share, hours, hours * low, hours * high, config.training.precision))
     options.sort(key=lambda o: (o.cost_low, o.hours))
     return CostReport(work, local_estimate(plan, prices, work, time_cpu_step), options, too_small, prices.source,
                       prices.updated.isoformat(), _assumptions(prices, plan))
@@ -154,17 +162,15 @@ def local_estimate(plan: RunPlan, prices: PriceFile, work: Workload, time_cpu_st
     hardware, config = plan.hardware, plan.config
     device = ", ".join(hardware.device_names) or f"CPU ({hardware.cpu_cores} cores)"
     measured = measured_throughput(config)
-    if measured is not None:
-        # The measured rate counts non-padding tokens; so does this share of the workload.
-        useful = work.trained_tokens * (1.0 - (0.0 if config.training.packing == "on" else plan.data.padding_waste))
-        return DeviceEstimate(device, measured.tokens_per_second, useful / measured.tokens_per_second / 3600,
+    if measured is not None:  # the measured rate counts non-padding tokens, as `useful_tokens` does
+        return DeviceEstimate(device, measured.tokens_per_second, work.useful_tokens / measured.tokens_per_second / 3600,
                               f"measured: median of {measured.logs} logs in {measured.source}")
     step = cpu_step_timing(config, hardware, _micro_batch(config), work.tokens_per_sequence, plan.data.mean_tokens,
                            measure=time_cpu_step) \
         if hardware.accelerator == "cpu" else None
     if step is not None:
-        return DeviceEstimate(device, step.tokens_per_second, work.trained_tokens / step.tokens_per_second / 3600,
-                              cpu_basis(step, config))
+        return DeviceEstimate(device, step.tokens_per_second * work.useful_share,
+                              work.trained_tokens / step.tokens_per_second / 3600, cpu_basis(step, config))
     peak, basis = _local_peak(hardware, prices, config)
     if peak is None:
         return DeviceEstimate(device, None, None, basis)
@@ -179,7 +185,7 @@ def local_estimate(plan: RunPlan, prices: PriceFile, work: Workload, time_cpu_st
         basis += (f"; + generation of {config.grpo.max_completion_length} tokens × the generation batch per step, "
                   + (f"memory-bound at {bandwidth:g} GB/s × {prices.efficiency.decode:g}" if bandwidth else "FLOPs only")
                   + ", and the reference pass")
-    return DeviceEstimate(device, speed, hours, basis)
+    return DeviceEstimate(device, speed * work.useful_share, hours, basis)
 
 
 def _micro_batch(config: RunConfig) -> int:
@@ -233,10 +239,17 @@ def _assumptions(prices: PriceFile, plan: RunPlan) -> list[str]:
         "+2N recompute with gradient checkpointing" + _vision_assumption(plan),
         _efficiency_assumption(prices, plan.config),
         f"one GPU; prices per GPU-hour as of {prices.updated.isoformat()} ({prices.source})",
-    ] + (["GRPO: every completion runs to grpo.max_completion_length; generation is paced by memory bandwidth "
+    ] + _padding_assumption(workload(plan)) + (["GRPO: every completion runs to grpo.max_completion_length; generation is paced by memory bandwidth "
           f"× {prices.efficiency.decode:g} (or by FLOPs where that is slower), plus one reference forward pass"]
          if plan.config.objective == "grpo" else []) + ([PREFERENCE_WORK[plan.config.objective]]
                                                        if plan.config.objective in PREFERENCE_WORK else [])
+
+
+def _padding_assumption(work: Workload) -> list[str]:
+    if work.useful_share >= 1.0:
+        return []
+    return [f"tokens/s count non-padding tokens, as `train` logs them; the time also covers the "
+            f"{1 - work.useful_share:.1%} of computed tokens that are padding"]
 
 
 def _efficiency_assumption(prices: PriceFile, config: RunConfig) -> str:
