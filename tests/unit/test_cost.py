@@ -123,3 +123,9 @@ def test_preference_objectives_count_every_sequence_their_step_runs(objective, t
     assert flops_per_token(config, seq).total == pytest.approx(expected, rel=1e-12)
     plan = api.plan(RUN + [f"objective={objective}", f"training.output_dir={tmp_path}/out"], hardware=H100)
     assert workload(plan).sequences == 10 * 2 * trained
+    said = [line for line in cost_report(plan).assumptions if line.startswith(f"{objective.upper()}: each row is ")]
+    assert said == ([] if objective == "sft" else [said[0]]), "plan says what a preference row computes"
+    if said:
+        assert said[0].startswith(f"{objective.upper()}: each row is {trained} sequence")
+        assert ("through the reference" in said[0]) == bool(reference_forwards)
+        assert ("through the policy without gradients" in said[0]) == bool(policy_forwards)

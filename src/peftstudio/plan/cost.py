@@ -239,10 +239,10 @@ def _assumptions(prices: PriceFile, plan: RunPlan) -> list[str]:
         "+2N recompute with gradient checkpointing" + _vision_assumption(plan),
         _efficiency_assumption(prices, plan.config),
         f"one GPU; prices per GPU-hour as of {prices.updated.isoformat()} ({prices.source})",
-    ] + _padding_assumption(workload(plan)) + (["GRPO: every completion runs to grpo.max_completion_length; generation is paced by memory bandwidth "
-          f"× {prices.efficiency.decode:g} (or by FLOPs where that is slower), plus one reference forward pass"]
-         if plan.config.objective == "grpo" else []) + ([PREFERENCE_WORK[plan.config.objective]]
-                                                       if plan.config.objective in PREFERENCE_WORK else [])
+    ] + _padding_assumption(workload(plan)) + _passes_assumption(plan.config.objective) + (
+        ["GRPO: every completion runs to grpo.max_completion_length; generation is paced by memory bandwidth "
+         f"× {prices.efficiency.decode:g} (or by FLOPs where that is slower), plus one reference forward pass"]
+        if plan.config.objective == "grpo" else [])
 
 
 def _padding_assumption(work: Workload) -> list[str]:
@@ -264,14 +264,22 @@ def _efficiency_assumption(prices: PriceFile, config: RunConfig) -> str:
             + f"4-bit {prices.efficiency.quantized_4bit:g}; sources cited there)")
 
 
-# What a preference row costs beyond one trained sequence (plan/throughput.py PASSES).
-PREFERENCE_WORK = {
-    "dpo": "DPO: each pair is two sequences (chosen, rejected) at the pair's measured length, each trained "
-           "and run through the reference (adapters off, forward only)",
-    "orpo": "ORPO: each pair is two trained sequences (chosen, rejected) at the pair's measured length",
-    "kto": "KTO: each row is trained once, and it and a mismatched KL completion run forward through the "
-           "policy (KL only) and the reference, without gradients",
-}
+def _passes_assumption(objective: str) -> list[str]:
+    """What a preference row computes, from the count the FLOPs and the CPU step probe use."""
+    trained, policy_forwards, reference_forwards = PASSES.get(objective, (1, 0, 0))
+    if (trained, policy_forwards, reference_forwards) == (1, 0, 0):
+        return []
+
+    def sequences(count: int) -> str:
+        return f"{count} sequence{'s' if count > 1 else ''}"
+
+    passes = [f"{sequences(trained)} trained (forward and backward)"]
+    if policy_forwards:
+        passes.append(f"{sequences(policy_forwards)} forward through the policy without gradients")
+    if reference_forwards:
+        passes.append(f"{sequences(reference_forwards)} forward through the reference (adapters off)")
+    return [f"{objective.upper()}: each row is " + ", ".join(passes) + ", at the row's measured length "
+            "(plan/throughput.py PASSES)"]
 
 
 def _vision_assumption(plan: RunPlan) -> str:
