@@ -34,6 +34,18 @@ def test_masked_dropout_keeps_one_minus_p_scaled_and_passes_the_same_mask_back()
                                rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("p", [0.05, 0.1, 0.01, 0.001, 0.3])
+def test_keep_bits_draw_one_boolean_per_element_at_the_keep_rate(p):
+    from peftstudio.model.fast_paths import keep_bits
+
+    torch.manual_seed(0)
+    for count in (1, 2, 3, 5, 7):  # 16-bit draws come four to a 64-bit word: no element short or over
+        assert keep_bits(count, p).shape == (count,)
+    kept = keep_bits(4_000_000, p).mean()
+    # 4M draws: the keep rate's standard deviation is sqrt(p(1-p)/4M); 5 of them allowed
+    assert kept == pytest.approx(1 - p, abs=5 * (p * (1 - p) / 4e6) ** 0.5)
+
+
 def _tiny_lora(dropout: float):
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
