@@ -139,12 +139,14 @@ def _row_lengths(samples: int, length: int, mean: float) -> list[int]:
 
 def _shape(config: RunConfig, arch: ModelArchitecture, paths: list[str], lengths: list[int]) -> dict:
     """Everything the measured step depends on: another value of any of them measures again."""
+    from peftstudio.model.fast_paths import REVISION
+
     peft, training = config.peft, config.training
     return {
         "machine": probe_machine_key(), "objective": config.objective, "threads": training.cpu_threads,
         "precision": training.precision,
         "architecture": arch.model_dump(mode="json"), "lengths": lengths,
-        "packing": training.packing, "attention": training.attention, "kernels": paths,
+        "packing": training.packing, "attention": training.attention, "kernels": paths, "kernel_revision": REVISION,
         "gradient_checkpointing": training.gradient_checkpointing,
         "adapter": {"r": peft.r, "dropout": peft.dropout, "targets": peft.target_modules, "dora": peft.use_dora,
                     "bias": peft.bias, "rslora": peft.use_rslora},
