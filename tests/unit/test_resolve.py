@@ -117,6 +117,20 @@ def test_the_cpu_probes_are_measured_once_per_machine_and_cached(tmp_path):
     cached.write_text(cached.read_text().replace(str(first["thread_ms"]["fp32"]["128"]["1"]), "777.0", 1))
     again = cpu_probes(tmp_path)
     assert again["thread_ms"]["fp32"]["128"]["1"] == 777.0, "read back, not measured again"
+    # The attention probe times a fast path: a file from an older model/fast_paths.py REVISION
+    # measures it again, and keeps the rest.
+    from peftstudio.model.fast_paths import REVISION
+
+    stale = json.loads(cached.read_text())
+    assert stale["kernel_revision"] == REVISION
+    stale["attention_ms"] = {"bf16": {"masked": 1.0, "per_sample": 999.0}}
+    cached.write_text(json.dumps(stale))
+    assert cpu_probes(tmp_path)["attention_ms"]["bf16"]["per_sample"] == 999.0, "same revision: read back"
+    cached.write_text(json.dumps({**stale, "kernel_revision": REVISION - 1}))
+    remeasured = cpu_probes(tmp_path)
+    assert remeasured["attention_ms"]["bf16"]["per_sample"] != 999.0
+    assert remeasured["thread_ms"]["fp32"]["128"]["1"] == 777.0
+    assert json.loads(cached.read_text())["kernel_revision"] == REVISION
     cached.unlink()
     fresh = cpu_probes(tmp_path)["gflops"]
     assert set(fresh["fp32"]) == {str(w) for w in PROBE_WIDTHS} and all(v > 0 for v in fresh["bf16"].values())

@@ -141,17 +141,21 @@ def cpu_probes(cache_dir: Path | None = None) -> dict[str, dict]:
     same on every run here and runs stay bit-for-bit repeatable:
     - "gflops": `cpu_matmul_probe`, which decides training.precision;
     - "thread_ms": `cpu_thread_probe`, which decides training.cpu_threads;
-    - "attention_ms": `cpu_attention_probe`, which decides how a packed row attends.
+    - "attention_ms": `cpu_attention_probe`, which decides how a packed row attends (measured
+      again when model/fast_paths.py's REVISION changed since: that kernel is one of them).
     A part missing from an older file is measured and added."""
     import json
 
     from peftstudio.files import write_json
+    from peftstudio.model.fast_paths import REVISION
     from peftstudio.settings import cache_root
 
     key = probe_machine_key()
     path = probe_path(cache_dir or cache_root(), key)
     try:
         cached = json.loads(path.read_text(encoding="utf-8"))
+        if cached.get("kernel_revision") != REVISION:
+            cached.pop("attention_ms", None)
         probes = {part: cached[part] for part in ("gflops", "thread_ms", "attention_ms") if part in cached} \
             if cached.get("machine") == key else {}
     except (OSError, ValueError):
@@ -162,7 +166,7 @@ def cpu_probes(cache_dir: Path | None = None) -> dict[str, dict]:
         probes[part] = measure[part]()
     if missing:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, {"machine": key, **probes})
+        write_json(path, {"machine": key, "kernel_revision": REVISION, **probes})
     return probes
 
 
