@@ -13,8 +13,7 @@ def predicted_tokens_per_second(evidence: RunEvidence) -> tuple[float, str] | No
     from pydantic import ValidationError
 
     from peftstudio.errors import UserError
-    from peftstudio.plan.cost import workload
-    from peftstudio.plan.memory import quantization_of
+    from peftstudio.plan.cost import run_efficiency, workload
     from peftstudio.plan.prices import load_prices
     from peftstudio.plan.throughput import flops_per_token, tokens_per_second
 
@@ -28,9 +27,8 @@ def predicted_tokens_per_second(evidence: RunEvidence) -> tuple[float, str] | No
         if gpu is None:
             return None
         work = workload(plan)
-        efficiency = prices.efficiency.on_gpu(config.peft.method, quantization_of(config))
         speed = tokens_per_second(flops_per_token(config, work.seq_len, work.images_per_sequence),
-                                  prices.gpus[gpu].peak_tflops, efficiency)
+                                  prices.gpus[gpu].peak_tflops, run_efficiency(prices, config))
     except (ValidationError, UserError, ValueError, TypeError):
         return None
     return speed * work.useful_share, gpu

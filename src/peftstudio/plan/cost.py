@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from peftstudio.config.schema import RunConfig
+from peftstudio.plan.architecture import uses_dora
 from peftstudio.plan.hardware import HardwareProfile
 from peftstudio.plan.prices import PriceFile, load_prices
 from peftstudio.plan.runplan import RunPlan
@@ -118,7 +119,7 @@ def cost_report(plan: RunPlan, price_file: Path | None = None, time_cpu_step: bo
     """Local time (measured speed when a previous run exists) and the rented GPUs that fit.
     `time_cpu_step=False`: on a CPU, only a step already timed for this shape is used
     (plan/step_probe.py), never a new measurement."""
-    from peftstudio.plan.memory import estimate_memory, quantization_of
+    from peftstudio.plan.memory import estimate_memory
     from peftstudio.plan.resolve import resolve
 
     prices = load_prices(price_file)
@@ -136,11 +137,11 @@ def cost_report(plan: RunPlan, price_file: Path | None = None, time_cpu_step: bo
             if not estimate.fits(int(gpu.memory_gib * GIB)):
                 too_small.append(f"{provider}/{gpu_name}")
                 continue
+            efficiency = run_efficiency(prices, config)
             speed = tokens_per_second(flops_per_token(config, work.seq_len, work.images_per_sequence), gpu.peak_tflops,
-                                      _efficiency(prices, config, quantization_of(config)))
+                                      efficiency)
             hours = work.trained_tokens / speed / 3600 + generation_hours(
-                plan, config, work, gpu.peak_tflops, _efficiency(prices, config, quantization_of(config)),
-                gpu.memory_bandwidth_gbs, prices)
+                plan, config, work, gpu.peak_tflops, efficiency, gpu.memory_bandwidth_gbs, prices)
             options.append(CostOption(provider, gpu_name, gpu.memory_gib, round(estimate.total_bytes / GIB, 2),
                                       speed * work.useful_share, hours, hours * low, hours * high, config.training.precision))
     options.sort(key=lambda o: (o.cost_low, o.hours))
@@ -148,16 +149,19 @@ def cost_report(plan: RunPlan, price_file: Path | None = None, time_cpu_step: bo
                       prices.updated.isoformat(), _assumptions(prices, plan))
 
 
-def _efficiency(prices: PriceFile, config: RunConfig, quantization: str) -> float:
+def run_efficiency(prices: PriceFile, config: RunConfig) -> float:
+    """The share of the device's dense peak the price file gives a run of `config` (resolved):
+    its CPU share on a CPU, else by adapter (DoRA or not, as the run builds it) and 4-bit weights."""
+    from peftstudio.plan.memory import quantization_of
+
     if config.device == "cpu":
         return prices.efficiency.cpu
-    return prices.efficiency.on_gpu(config.peft.method, quantization)
+    return prices.efficiency.on_gpu(uses_dora(config.peft), quantization_of(config))
 
 
 def local_estimate(plan: RunPlan, prices: PriceFile, work: Workload, time_cpu_step: bool = True) -> DeviceEstimate:
     """This machine: the measured speed of a previous run of the same model and method when one
     exists in the output dir, else the throughput model with this device's peak."""
-    from peftstudio.plan.memory import quantization_of
 
     hardware, config = plan.hardware, plan.config
     device = ", ".join(hardware.device_names) or f"CPU ({hardware.cpu_cores} cores)"
@@ -176,7 +180,7 @@ def local_estimate(plan: RunPlan, prices: PriceFile, work: Workload, time_cpu_st
         return DeviceEstimate(device, None, None, basis)
     if hardware.accelerator == "cpu" and not time_cpu_step:
         basis += "; `peftstudio plan` times a step of this shape on this CPU instead"
-    efficiency = _efficiency(prices, config, quantization_of(config))
+    efficiency = run_efficiency(prices, config)
     speed = tokens_per_second(flops_per_token(config, work.seq_len, work.images_per_sequence), peak, efficiency)
     hours = work.trained_tokens / speed / 3600
     if config.objective == "grpo":
@@ -256,7 +260,7 @@ def _efficiency_assumption(prices: PriceFile, config: RunConfig) -> str:
     from peftstudio.plan.memory import quantization_of
 
     method, quantization = config.peft.method, quantization_of(config)
-    share = prices.efficiency.on_gpu(method, quantization)
+    share = prices.efficiency.on_gpu(uses_dora(config.peft), quantization)
     return (f"GPU efficiency {share:.3g} of dense peak for {method}"
             + (" on 4-bit weights" if quantization in ("nf4", "fp4") else "")
             + f" (the price file's efficiency: default {prices.efficiency.default:g}, "

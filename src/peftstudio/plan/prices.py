@@ -44,11 +44,11 @@ class Efficiency(_Strict):
     decode: float = Field(default=0.3, gt=0, le=1)
     """Share of the memory bandwidth Hugging Face `generate` reaches while decoding (GRPO)."""
 
-    def on_gpu(self, method: str, quantization: str) -> float:
-        """The share of a GPU's dense peak a run of adapter `method` reaches; on 4-bit weights
-        (`quantization` nf4/fp4) the LoRA ratio quantized_4bit / default applies on top, so QDoRA
-        is dora x that ratio."""
-        share = (self.dora or self.default) if method in ("dora", "qdora") else self.default
+    def on_gpu(self, dora: bool, quantization: str) -> float:
+        """The share of a GPU's dense peak a LoRA run reaches, or a DoRA run (`dora`,
+        plan.architecture.uses_dora); on 4-bit weights (`quantization` nf4/fp4) the LoRA ratio
+        quantized_4bit / default applies on top, so QDoRA is dora x that ratio."""
+        share = (self.dora or self.default) if dora else self.default
         return share * self.quantized_4bit / self.default if quantization in ("nf4", "fp4") else share
 
 
