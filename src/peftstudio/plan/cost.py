@@ -32,8 +32,8 @@ class Workload:
     sequences: int
     tokens_per_sequence: float
     trained_tokens: float  # tokens the GPU computes on, padding included
+    useful_tokens: float  # the same without padding: what `train` counts in its tokens/s
     images_per_sequence: float = 0.0  # images through the vision tower per sequence (image-text runs)
-    useful_tokens: float = 0.0  # the same without padding: what `train` counts in its tokens/s
 
     @property
     def seq_len(self) -> int:
@@ -42,7 +42,7 @@ class Workload:
     @property
     def useful_share(self) -> float:
         """Non-padding tokens per computed token: turns a computed-token rate into the rate train logs."""
-        return min(self.useful_tokens / self.trained_tokens, 1.0) if self.trained_tokens and self.useful_tokens else 1.0
+        return self.useful_tokens / self.trained_tokens if self.trained_tokens else 1.0
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def workload(plan: RunPlan) -> Workload:
         per_sequence = useful = min(padded - 1 + grpo.max_completion_length,
                                     grpo.max_prompt_length + grpo.max_completion_length)
     images = (plan.data.images or {}).get("images", 0) / max(plan.data.train_rows, 1)
-    return Workload(sequences, per_sequence, sequences * per_sequence, images, sequences * useful)
+    return Workload(sequences, per_sequence, sequences * per_sequence, sequences * useful, images)
 
 
 def generation_hours(plan: RunPlan, config: RunConfig, work: Workload, peak_tflops: float, efficiency: float,
