@@ -146,7 +146,7 @@ def cost_report(plan: RunPlan, price_file: Path | None = None, time_cpu_step: bo
                                       speed * work.useful_share, hours, hours * low, hours * high, config.training.precision))
     options.sort(key=lambda o: (o.cost_low, o.hours))
     return CostReport(work, local_estimate(plan, prices, work, time_cpu_step), options, too_small, prices.source,
-                      prices.updated.isoformat(), _assumptions(prices, plan))
+                      prices.updated.isoformat(), _assumptions(prices, plan, work))
 
 
 def run_efficiency(prices: PriceFile, config: RunConfig) -> float:
@@ -235,15 +235,15 @@ def _local_peak(hardware: HardwareProfile, prices: PriceFile, config: RunConfig)
     return None, "no peak known for this accelerator; train once and plan again to use the measured speed"
 
 
-def _assumptions(prices: PriceFile, plan: RunPlan) -> list[str]:
+def _assumptions(prices: PriceFile, plan: RunPlan, work: Workload) -> list[str]:
     lengths = "the tokenizer" if plan.data.tokens_measured else f"~{CHARS_PER_TOKEN:g} characters per token (no tokenizer here)"
     return [
         f"sequence lengths from {lengths}",
         "FLOPs/token: 4N frozen base (forward + input gradients) + 6N adapter + causal attention; "
-        "+2N recompute with gradient checkpointing" + _vision_assumption(plan),
+        "+2N recompute with gradient checkpointing" + _vision_assumption(plan, work),
         _efficiency_assumption(prices, plan.config),
         f"one GPU; prices per GPU-hour as of {prices.updated.isoformat()} ({prices.source})",
-    ] + _padding_assumption(workload(plan)) + _passes_assumption(plan.config.objective) + (
+    ] + _padding_assumption(work) + _passes_assumption(plan.config.objective) + (
         ["GRPO: every completion runs to grpo.max_completion_length; generation is paced by memory bandwidth "
          f"× {prices.efficiency.decode:g} (or by FLOPs where that is slower), plus one reference forward pass"]
         if plan.config.objective == "grpo" else [])
@@ -286,12 +286,12 @@ def _passes_assumption(objective: str) -> list[str]:
             "(plan/throughput.py PASSES)"]
 
 
-def _vision_assumption(plan: RunPlan) -> str:
+def _vision_assumption(plan: RunPlan, work: Workload) -> str:
     """The vision encoder's part of the FLOPs, for an image-text run."""
     from peftstudio.plan.vision_memory import vision_flops_per_image
 
     per_image = vision_flops_per_image(plan.config)
-    images = workload(plan).images_per_sequence
+    images = work.images_per_sequence
     if not per_image or not images:
         return ""
     kind = "forward only: tower frozen, no gradient enters it" if plan.config.peft.target_scope == "language" \
