@@ -119,7 +119,8 @@ def keep_autocast_inputs(model) -> int:
 
 PACKED_SDPA = "sdpa_packed"
 # Raised whenever a fast path here changes what it costs: plan's timed steps (plan/step_probe.py)
-# cached under an older revision are measured again.
+# and the attention-kernel probe (plan/hardware.py: cpu_probes) cached under an older revision
+# are measured again.
 REVISION = 2
 
 
